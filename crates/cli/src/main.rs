@@ -1,1 +1,72 @@
-fn main() {}
+//! `par`: one binary, several modes (supervisor, worker, run, pack, inspect).
+//! Thin on purpose: parse, dispatch, print the error chain, map to an exit code.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "par", version, about = "Pixell Agent Runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Multi-PAR supervisor (the container's command).
+    Supervisor(par_supervisor::cli::SupervisorArgs),
+    /// Serve one agent package on one port (spawned by the supervisor).
+    Worker(par_worker::cli::WorkerArgs),
+    /// Run one agent in the foreground, without a supervisor.
+    Run(par_worker::cli::RunArgs),
+    /// Build an APKG from a source folder.
+    Pack(commands::pack::PackArgs),
+    /// Print an APKG's manifest and surfaces.
+    Inspect(commands::inspect::InspectArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let command = match cli.command {
+        Some(c) => c,
+        // `PAR_MODE=supervisor par` / `PAR_MODE=worker par` (the container's way).
+        None => match std::env::var("PAR_MODE").as_deref() {
+            Ok("supervisor") => Command::Supervisor(parse_mode_args("supervisor")),
+            Ok("worker") => Command::Worker(parse_mode_args("worker")),
+            Ok(other) => fail(anyhow::anyhow!(
+                "PAR_MODE={other:?} is not a mode; use supervisor or worker"
+            )),
+            Err(_) => {
+                use clap::CommandFactory;
+                let _ = Cli::command().print_help();
+                std::process::exit(2);
+            }
+        },
+    };
+    let result = match command {
+        Command::Supervisor(a) => par_supervisor::cli::run(a),
+        Command::Worker(a) => par_worker::cli::run_worker(a),
+        Command::Run(a) => par_worker::cli::run_single(a),
+        Command::Pack(a) => commands::pack::run(a),
+        Command::Inspect(a) => commands::inspect::run(a),
+    };
+    if let Err(e) = result {
+        fail(e)
+    }
+}
+
+/// Parses the environment-only form of a mode (`PAR_MODE=...` with no subcommand).
+fn parse_mode_args<T: clap::FromArgMatches + clap::Args>(mode: &str) -> T {
+    let cmd = T::augment_args(clap::Command::new(mode.to_string()));
+    let matches = cmd.get_matches_from([mode]);
+    T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+fn fail(e: anyhow::Error) -> ! {
+    eprintln!("par: error: {e}");
+    for cause in e.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    std::process::exit(1)
+}

@@ -1,0 +1,4 @@
+//! Helper subcommands that are not a server mode.
+
+pub mod inspect;
+pub mod pack;
