@@ -1,0 +1,55 @@
+# IAM: the execution role (ECS pulls the image and writes logs) and the task role
+# (what the supervisor itself may do: read APKG packages from the packages bucket).
+
+data "aws_iam_policy_document" "ecs_tasks_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [data.aws_caller_identity.current.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "execution" {
+  name               = "${var.name}-execution"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "execution" {
+  role       = aws_iam_role.execution.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+resource "aws_iam_role" "task" {
+  name               = "${var.name}-task"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+data "aws_iam_policy_document" "read_packages" {
+  count = var.packages_bucket == "" ? 0 : 1
+
+  statement {
+    sid       = "ReadPackages"
+    actions   = ["s3:GetObject"]
+    resources = ["arn:aws:s3:::${var.packages_bucket}/*"]
+  }
+
+  statement {
+    sid       = "ListPackages"
+    actions   = ["s3:ListBucket"]
+    resources = ["arn:aws:s3:::${var.packages_bucket}"]
+  }
+}
+
+resource "aws_iam_role_policy" "read_packages" {
+  count  = var.packages_bucket == "" ? 0 : 1
+  name   = "${var.name}-read-packages"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.read_packages[0].json
+}
