@@ -57,8 +57,8 @@ fn main() {
 }
 
 /// Parses the environment-only form of a mode (`PAR_MODE=...` with no subcommand).
-fn parse_mode_args<T: clap::FromArgMatches + clap::Args>(mode: &str) -> T {
-    let cmd = T::augment_args(clap::Command::new(mode.to_string()));
+fn parse_mode_args<T: clap::FromArgMatches + clap::Args>(mode: &'static str) -> T {
+    let cmd = T::augment_args(clap::Command::new(mode));
     let matches = cmd.get_matches_from([mode]);
     T::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }

@@ -1,6 +1,11 @@
 //! Command-line entry points of the worker: `par worker` and `par run`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::worker::Settings;
 
 /// `par worker --port P --agent-id ID --package PATH` (spawned by the supervisor).
 #[derive(Debug, Clone, clap::Args)]
@@ -15,6 +20,8 @@ pub struct WorkerArgs {
     pub package: PathBuf,
     #[arg(long, env = "PAR_PACKAGE_SHA256")]
     pub sha256: Option<String>,
+    #[command(flatten)]
+    pub tuning: Tuning,
 }
 
 /// `par run PACKAGE`: one agent in the foreground, no supervisor.
@@ -27,12 +34,115 @@ pub struct RunArgs {
     pub host: String,
     #[arg(long)]
     pub sha256: Option<String>,
+    #[arg(long, env = "PAR_AGENT_ID")]
+    pub agent_id: Option<String>,
+    #[command(flatten)]
+    pub tuning: Tuning,
 }
 
-pub fn run_worker(_args: WorkerArgs) -> anyhow::Result<()> {
-    anyhow::bail!("worker not implemented yet")
+/// Settings shared by `par worker` and `par run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Tuning {
+    /// Longest wait for an invoke/export result or an agent response head (e.g. `300`, `30s`, `5m`).
+    #[arg(long = "timeout", env = "PAR_INVOKE_TIMEOUT", default_value = "300s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Time given to in-flight requests on SIGTERM.
+    #[arg(long = "grace", env = "PAR_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Threads of the agent host's pool for sync handlers.
+    #[arg(long = "host-threads", env = "PAR_HOST_THREADS", default_value_t = 64)]
+    pub threads: usize,
+    /// Cache root (packages, Python environments).
+    #[arg(long = "home", env = "PAR_HOME", default_value = "/tmp/pixell-runtime")]
+    pub home: PathBuf,
 }
 
-pub fn run_single(_args: RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("run not implemented yet")
+/// Seconds (`300`, `0.5`) or a humantime duration (`30s`, `5m`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        if secs.is_finite() && secs > 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("{s:?} must be a positive number of seconds"));
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration: {e}"))
+}
+
+pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let agent_id = args
+        .agent_id
+        .clone()
+        .unwrap_or_else(|| default_agent_id(&args.package));
+    run(Settings {
+        host: args.host,
+        port: args.port,
+        agent_id,
+        package: args.package,
+        sha256: args.sha256,
+        home: args.tuning.home,
+        timeout: args.tuning.timeout,
+        grace: args.tuning.grace,
+        threads: args.tuning.threads,
+    })
+}
+
+pub fn run_single(args: RunArgs) -> anyhow::Result<()> {
+    let agent_id = args
+        .agent_id
+        .clone()
+        .unwrap_or_else(|| default_agent_id(&args.package));
+    run(Settings {
+        host: args.host,
+        port: args.port,
+        agent_id,
+        package: args.package,
+        sha256: args.sha256,
+        home: args.tuning.home,
+        timeout: args.tuning.timeout,
+        grace: args.tuning.grace,
+        threads: args.tuning.threads,
+    })
+}
+
+fn default_agent_id(package: &Path) -> String {
+    let stem = package
+        .file_stem()
+        .or_else(|| package.file_name())
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "agent".into());
+    stem.to_ascii_lowercase()
+}
+
+/// Runs the worker and exits with its code (78 for a package that cannot load).
+fn run(settings: Settings) -> anyhow::Result<()> {
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let code = runtime.block_on(crate::worker::run(settings))?;
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+/// `tracing` to stdout; `PAR_LOG` filter; `PAR_LOG_FORMAT=json` for one JSON object per line.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PAR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("PAR_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
 }

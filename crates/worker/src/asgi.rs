@@ -1,0 +1,281 @@
+//! Requests the worker does not answer itself: gRPC, the UI's static files, the
+//! agent's ASGI app (streamed both ways), the SPA fallback, else a JSON 404.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::error::ApiError;
+use crate::host::protocol::{self, to_host};
+use crate::host::{Pending, Reply};
+use crate::routes::ready_agent;
+use crate::state::{Agent, AppState};
+
+/// Request bodies up to this size (known from Content-Length) go in one frame.
+const INLINE_BODY: u64 = 1024 * 1024;
+
+pub async fn fallback(State(state): State<Arc<AppState>>, req: http::Request<Body>) -> Response {
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    match handle(&state, client, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    client: Option<SocketAddr>,
+    req: http::Request<Body>,
+) -> Result<Response, ApiError> {
+    let agent = ready_agent(state)?;
+    if par_a2a::is_grpc(req.headers()) {
+        let Some(grpc) = agent.grpc.clone() else {
+            return Err(ApiError::not_found("this agent declares no a2a surface"));
+        };
+        return grpc.oneshot(req).await.map_err(|e| match e {});
+    }
+    if is_websocket(req.headers()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "websocket_unsupported",
+            "WebSocket upgrades are not supported by this worker; use HTTP streaming (SSE) instead",
+        ));
+    }
+    let (parts, body) = req.into_parts();
+    if let Some(ui) = &agent.ui {
+        if let Some(resp) = ui.serve_file(&parts).await {
+            return Ok(resp);
+        }
+    }
+    if agent.hello.asgi {
+        let resp = forward(state, &agent, client, &parts, body).await?;
+        if resp.status() != StatusCode::NOT_FOUND {
+            return Ok(resp);
+        }
+        if let Some(spa) = spa(&agent, &parts).await {
+            return Ok(spa);
+        }
+        return Ok(resp);
+    }
+    if let Some(spa) = spa(&agent, &parts).await {
+        return Ok(spa);
+    }
+    Err(ApiError::not_found(format!(
+        "no route for {} {}",
+        parts.method,
+        parts.uri.path()
+    )))
+}
+
+/// The UI's index.html for a GET that asks for HTML and matched nothing else.
+async fn spa(agent: &Agent, parts: &http::request::Parts) -> Option<Response> {
+    let ui = agent.ui.as_ref()?;
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        return None;
+    }
+    let wants_html = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    if !wants_html {
+        return None;
+    }
+    ui.spa_fallback(parts).await
+}
+
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Header and value as the host reads them (bytes as latin-1 chars).
+fn latin1(b: &[u8]) -> String {
+    b.iter().map(|&c| c as char).collect()
+}
+
+#[derive(serde::Serialize)]
+struct Scope<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: String,
+    version: &'static str,
+    headers: Vec<(String, String)>,
+    more: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<(String, u16)>,
+}
+
+/// Sends the request to the agent's ASGI app and streams its response back.
+async fn forward(
+    state: &AppState,
+    agent: &Agent,
+    client: Option<SocketAddr>,
+    parts: &http::request::Parts,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (inline, body) = match http_body::Body::size_hint(&body).exact() {
+        Some(n) if n <= INLINE_BODY => {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("failed to read request body: {e}"),
+                    )
+                })?
+                .to_bytes();
+            (Some(bytes), None)
+        }
+        _ => (None, Some(body)),
+    };
+    let version = match parts.version {
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    };
+    let scope = Scope {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts
+            .uri
+            .query()
+            .map(|q| latin1(q.as_bytes()))
+            .unwrap_or_default(),
+        version,
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), latin1(v.as_bytes())))
+            .collect(),
+        more: inline.is_none(),
+        client: client.map(|c| (c.ip().to_string(), c.port())),
+    };
+    let header = serde_json::to_vec(&scope)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let mut pending = agent
+        .host
+        .request(to_host::HTTP, &header, inline.as_deref().unwrap_or(b""));
+    if let Some(body) = body {
+        tokio::spawn(pump_body(Arc::clone(pending.channel()), pending.id(), body));
+    }
+    let first = tokio::time::timeout(state.timeout, pending.next())
+        .await
+        .map_err(|_| ApiError::timeout(state.timeout))?;
+    match first {
+        Some(Reply::Start {
+            status,
+            headers,
+            body,
+        }) => {
+            let mut resp = Response::new(match body {
+                Some(b) => Body::from(b),
+                None => stream_body(pending),
+            });
+            *resp.status_mut() =
+                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let map = resp.headers_mut();
+            for (k, v) in headers {
+                let (Ok(name), Ok(value)) = (
+                    HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_bytes(&v.chars().map(|c| c as u8).collect::<Vec<_>>()),
+                ) else {
+                    continue;
+                };
+                if is_hop_by_hop(&name) {
+                    continue;
+                }
+                map.append(name, value);
+            }
+            Ok(resp)
+        }
+        Some(Reply::Failed { error, .. }) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "agent_error",
+            format!("the agent's ASGI app failed: {error}"),
+        )),
+        Some(Reply::Err { error, .. }) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_host_reply",
+            error,
+        )),
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_host_reply",
+            format!("unexpected reply from the agent host: {other:?}"),
+        )),
+        None => Err(ApiError::host_gone()),
+    }
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+    )
+}
+
+/// Streams a request body to the host as BODY frames.
+async fn pump_body(chan: Arc<crate::host::HostChannel>, id: u32, body: Body) {
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(b) if b.is_empty() => {}
+            Ok(b) => chan.send(protocol::encode(to_host::BODY, id, b"", &b)),
+            Err(_) => {
+                chan.send(protocol::encode(to_host::CANCEL, id, b"", b""));
+                return;
+            }
+        }
+    }
+    chan.send(protocol::encode(to_host::BODY_END, id, b"", b""));
+}
+
+/// The response body: chunks as the host sends them. Dropping it (client gone)
+/// drops `pending`, which tells the app the client disconnected.
+fn stream_body(pending: Pending) -> Body {
+    let stream = futures_util::stream::unfold(Some(pending), |state| async move {
+        let mut pending = state?;
+        match pending.next().await {
+            Some(Reply::Body(b)) => Some((Ok::<Bytes, std::io::Error>(b), Some(pending))),
+            Some(Reply::End(b)) => Some((Ok(b), None)),
+            Some(Reply::Failed { error, .. }) => Some((
+                Err(std::io::Error::other(format!(
+                    "agent's ASGI app failed mid-response: {error}"
+                ))),
+                None,
+            )),
+            Some(other) => Some((
+                Err(std::io::Error::other(format!(
+                    "unexpected reply from the agent host: {other:?}"
+                ))),
+                None,
+            )),
+            None => Some((
+                Err(std::io::Error::other("the agent host exited mid-response")),
+                None,
+            )),
+        }
+    });
+    Body::from_stream(stream)
+}

@@ -1,0 +1,127 @@
+//! The framed protocol between the worker and the agent host (see `host.py`).
+//!
+//! Frame: `u32 length | u8 kind | u32 request id | u32 header length | header JSON | body`.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Worker -> host frame kinds.
+pub mod to_host {
+    pub const INVOKE: u8 = 1;
+    pub const CALL: u8 = 2;
+    pub const HTTP: u8 = 3;
+    pub const BODY: u8 = 4;
+    pub const BODY_END: u8 = 5;
+    pub const CANCEL: u8 = 6;
+    pub const SHUTDOWN: u8 = 7;
+}
+
+/// Host -> worker frame kinds.
+pub mod from_host {
+    pub const HELLO: u8 = 10;
+    pub const RESULT_OK: u8 = 11;
+    pub const RESULT_ERR: u8 = 12;
+    pub const RESP_START: u8 = 13;
+    pub const RESP_FULL: u8 = 14;
+    pub const RESP_BODY: u8 = 15;
+    pub const RESP_END: u8 = 16;
+    pub const RESP_ERROR: u8 = 17;
+}
+
+/// Bytes before the header: kind, id, header length (the u32 length is separate).
+pub const FIXED: usize = 1 + 4 + 4;
+
+/// Largest frame accepted from the host (a body chunk or a result).
+pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+
+/// One decoded frame.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub kind: u8,
+    pub id: u32,
+    pub header: Bytes,
+    pub body: Bytes,
+}
+
+/// Encodes one frame.
+pub fn encode(kind: u8, id: u32, header: &[u8], body: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(4 + FIXED + header.len() + body.len());
+    b.put_u32((FIXED + header.len() + body.len()) as u32);
+    b.put_u8(kind);
+    b.put_u32(id);
+    b.put_u32(header.len() as u32);
+    b.put_slice(header);
+    b.put_slice(body);
+    b.freeze()
+}
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is larger than the limit")]
+    TooLarge(usize),
+    #[error("malformed frame: header length {header} exceeds frame length {len}")]
+    BadHeader { header: usize, len: usize },
+}
+
+/// Takes one complete frame off the front of `buf`, if there is one.
+pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    if len < FIXED {
+        return Err(FrameError::BadHeader { header: 0, len });
+    }
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    let mut frame = buf.split_to(4 + len).freeze();
+    let kind = frame[4];
+    let id = u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]);
+    let hlen = u32::from_be_bytes([frame[9], frame[10], frame[11], frame[12]]) as usize;
+    if hlen > len - FIXED {
+        return Err(FrameError::BadHeader { header: hlen, len });
+    }
+    let _ = frame.split_to(4 + FIXED);
+    let body = frame.split_off(hlen);
+    Ok(Some(Frame {
+        kind,
+        id,
+        header: frame,
+        body,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_partial_input() {
+        let a = encode(7, 42, br#"{"a":1}"#, b"body");
+        let b = encode(11, 1, b"", b"");
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&a[..5]);
+        assert!(decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(&a[5..]);
+        buf.extend_from_slice(&b);
+        let f = decode(&mut buf).unwrap().unwrap();
+        assert_eq!((f.kind, f.id), (7, 42));
+        assert_eq!(&f.header[..], br#"{"a":1}"#);
+        assert_eq!(&f.body[..], b"body");
+        let f = decode(&mut buf).unwrap().unwrap();
+        assert_eq!((f.kind, f.id, f.header.len(), f.body.len()), (11, 1, 0, 0));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn rejects_header_longer_than_frame() {
+        let mut raw = BytesMut::from(&encode(1, 1, b"xx", b"")[..]);
+        raw[12] = 200;
+        assert!(decode(&mut raw).is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! The worker's own routes: health, meta, invoke, exports, metrics, surface health.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::{header, StatusCode};
+
+use crate::error::ApiError;
+use crate::host::protocol::to_host;
+use crate::host::Reply;
+use crate::state::{Agent, AppState, Phase};
+
+/// The whole HTTP surface of the worker.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/meta", get(meta))
+        .route("/invoke", post(invoke))
+        .route("/exports/{name}", post(export))
+        .route("/metrics", get(metrics))
+        .route("/ui/health", get(ui_health))
+        .route("/a2a/health", get(a2a_health))
+        .fallback(crate::asgi::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            record,
+        ))
+        .with_state(state)
+}
+
+async fn record(
+    State(state): State<Arc<AppState>>,
+    req: http::Request<Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let start = Instant::now();
+    let route: &'static str = match req.extensions().get::<MatchedPath>().map(|p| p.as_str()) {
+        Some("/health") => "/health",
+        Some("/meta") => "/meta",
+        Some("/invoke") => "/invoke",
+        Some("/exports/{name}") => "/exports/{name}",
+        Some("/metrics") => "/metrics",
+        Some("/ui/health") => "/ui/health",
+        Some("/a2a/health") => "/a2a/health",
+        _ if par_a2a::is_grpc(req.headers()) => "grpc",
+        _ => "agent",
+    };
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .record(route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// Answers at once in every phase; 200 only when ready.
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    let phase = state.phase();
+    let body = match &*phase {
+        Phase::Starting {
+            package_id,
+            surfaces,
+        } => serde_json::json!({
+            "status": "starting", "agent_id": state.agent_id, "package_id": package_id, "surfaces": surfaces,
+        }),
+        Phase::Ready(a) => serde_json::json!({
+            "status": "ready", "agent_id": state.agent_id, "package_id": a.package.package_id(), "surfaces": a.surfaces,
+        }),
+        Phase::Error {
+            package_id,
+            message,
+            surfaces,
+        } => serde_json::json!({
+            "status": "error", "agent_id": state.agent_id, "package_id": package_id, "error": message, "surfaces": surfaces,
+        }),
+    };
+    let status = if matches!(&*phase, Phase::Ready(_)) {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// The agent, or a 503 that says why not.
+pub fn ready_agent(state: &AppState) -> Result<Arc<Agent>, ApiError> {
+    match &*state.phase() {
+        Phase::Ready(a) => Ok(Arc::clone(a)),
+        Phase::Starting { .. } => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the agent is still starting (loading the package or installing dependencies)",
+        )),
+        Phase::Error { message, .. } => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent_error",
+            format!("the agent failed: {message}"),
+        )),
+    }
+}
+
+async fn meta(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let a = ready_agent(&state)?;
+    let m = a.manifest();
+    let exports: Vec<_> = m.metadata.sub_agents.iter().filter(|s| s.public).collect();
+    let body = serde_json::json!({
+        "agent_id": state.agent_id,
+        "package_id": a.package.package_id(),
+        "name": m.name,
+        "version": m.metadata.version.clone().or_else(|| m.version.clone()),
+        "display_name": m.display_name,
+        "description": m.description,
+        "author": m.author,
+        "license": m.license,
+        "runtime": m.runtime,
+        "entrypoint": m.entrypoint.as_ref().map(entry_string),
+        "capabilities": m.capabilities,
+        "metadata": m.metadata,
+        "surfaces": a.surfaces,
+        "exports": exports,
+        "a2a_actions": a.hello.a2a_actions,
+        "python": a.hello.python,
+        "warnings": m.warnings,
+        "extra": m.extra,
+    });
+    Ok(axum::Json(body).into_response())
+}
+
+fn entry_string(e: &par_package::manifest::EntryRef) -> String {
+    match &e.attr {
+        Some(a) => format!("{}:{}", e.module, a),
+        None => e.module.clone(),
+    }
+}
+
+/// Checks that a request body is JSON (empty means `{}`).
+fn json_body(body: &Bytes) -> Result<Bytes, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("malformed JSON body: {e}"),
+        )
+    })?;
+    Ok(body.clone())
+}
+
+async fn invoke(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let a = ready_agent(&state)?;
+    if !a.hello.entrypoint {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_entrypoint",
+            "this agent has no entrypoint configured (agent.yaml `entrypoint`), so POST /invoke has nothing to call",
+        ));
+    }
+    let body = json_body(&body)?;
+    call(&state, &a, to_host::INVOKE, b"", &body).await
+}
+
+async fn export(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let a = ready_agent(&state)?;
+    let public = a
+        .manifest()
+        .metadata
+        .sub_agents
+        .iter()
+        .any(|s| s.name == name && s.public);
+    if !public {
+        return Err(ApiError::not_found(format!(
+            "no public export named '{name}'"
+        )));
+    }
+    let body = json_body(&body)?;
+    let header = serde_json::to_vec(&serde_json::json!({"op": "export", "name": name}))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    call(&state, &a, to_host::CALL, &header, &body).await
+}
+
+/// Runs a call on the host and answers in the pixell envelope.
+async fn call(
+    state: &AppState,
+    a: &Agent,
+    kind: u8,
+    header: &[u8],
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let mut pending = a.host.request(kind, header, body);
+    let reply = tokio::time::timeout(state.timeout, pending.next())
+        .await
+        .map_err(|_| ApiError::timeout(state.timeout))?;
+    match reply {
+        Some(Reply::Ok(data)) => {
+            let mut out = Vec::with_capacity(data.len() + 40);
+            out.extend_from_slice(br#"{"status":"success","data":"#);
+            out.extend_from_slice(&data);
+            out.extend_from_slice(br#","error":null}"#);
+            Ok(json_response(StatusCode::OK, out))
+        }
+        Some(Reply::Err { error, kind }) => match kind.as_str() {
+            "bad_request" => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", error)),
+            "not_found" => Err(ApiError::not_found(error)),
+            "no_entrypoint" => Err(ApiError::new(StatusCode::NOT_FOUND, "no_entrypoint", error)),
+            _ => {
+                let body = serde_json::json!({"status": "error", "data": null, "error": error});
+                Ok((StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response())
+            }
+        },
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_host_reply",
+            format!("unexpected reply from the agent host: {other:?}"),
+        )),
+        None => Err(ApiError::host_gone()),
+    }
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let agent = state.agent();
+    let text = state.metrics.render(
+        &state.agent_id,
+        agent.is_some(),
+        agent.map(|a| a.host.in_flight()).unwrap_or(0),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn ui_health(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let a = ready_agent(&state)?;
+    let Some(s) = a.surfaces.get("ui") else {
+        return Err(ApiError::not_found("this agent declares no ui surface"));
+    };
+    let status = if s.status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if s.status == "ready" { "ok" } else { "error" },
+        "error": s.error,
+        "path": a.manifest().ui.as_ref().map(|u| u.path.clone()),
+        "base_path": a.manifest().ui.as_ref().map(|u| u.base_path.clone()),
+    });
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// Calls the agent's own gRPC Health over the worker's port (a real round trip).
+async fn a2a_health(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let a = ready_agent(&state)?;
+    if a.grpc.is_none() {
+        return Err(ApiError::not_found("this agent declares no a2a surface"));
+    }
+    match par_a2a::client::health(&state.self_url).await {
+        Ok(h) => {
+            let status = if h.ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = serde_json::json!({
+                "status": if h.ok { "ok" } else { "error" }, "grpc": true, "message": h.message, "timestamp": h.timestamp,
+            });
+            Ok((status, axum::Json(body)).into_response())
+        }
+        Err(e) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a2a_unavailable",
+            format!("gRPC Health call failed: {e}"),
+        )),
+    }
+}

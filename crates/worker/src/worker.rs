@@ -1,0 +1,383 @@
+//! The worker's life: bind the port at once, load the agent in the background,
+//! serve, watch the agent host, and shut down gracefully on SIGTERM.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::host::{self, HostChannel, HostSpec};
+use crate::loader::{self, Prepared};
+use crate::state::{declared_surfaces, Agent, AppState, Phase, SurfaceState};
+
+/// Exit code when the package itself cannot load (EX_CONFIG): the supervisor
+/// marks the agent failed and does not restart it.
+pub const EXIT_PACKAGE: i32 = 78;
+
+/// Everything the worker needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub agent_id: String,
+    pub package: PathBuf,
+    pub sha256: Option<String>,
+    pub home: PathBuf,
+    /// Longest wait for an invoke result or an ASGI response head.
+    pub timeout: Duration,
+    /// How long in-flight requests may take to finish on SIGTERM.
+    pub grace: Duration,
+    /// Size of the agent host's thread pool for sync handlers.
+    pub threads: usize,
+}
+
+/// What the lifecycle tasks share besides the HTTP state.
+#[derive(Default)]
+struct Lifecycle {
+    shutting_down: AtomicBool,
+    host_pid: AtomicU32,
+    host: Mutex<Option<Arc<HostChannel>>>,
+}
+
+/// Runs the worker until SIGTERM/SIGINT (returns 0) or a fatal error (returns the exit code).
+pub async fn run(settings: Settings) -> anyhow::Result<i32> {
+    let listener = tokio::net::TcpListener::bind((settings.host.as_str(), settings.port))
+        .await
+        .with_context(|| format!("failed to bind {}:{}", settings.host, settings.port))?;
+    let local = listener
+        .local_addr()
+        .context("failed to read the bound address")?;
+    let self_host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        local.ip().to_string()
+    };
+    let self_url = if local.is_ipv6() {
+        format!("http://[{self_host}]:{}", local.port())
+    } else {
+        format!("http://{self_host}:{}", local.port())
+    };
+    tracing::info!(addr = %local, agent_id = %settings.agent_id, package = %settings.package.display(), "worker listening");
+
+    let state = Arc::new(AppState::new(
+        settings.agent_id.clone(),
+        local.port(),
+        self_url,
+        settings.timeout,
+    ));
+    let life = Arc::new(Lifecycle::default());
+    let (exit_tx, mut exit_rx) = mpsc::unbounded_channel::<i32>();
+    let (host_exited_tx, mut host_exited) = watch::channel(false);
+
+    tokio::spawn(start_agent(
+        Arc::clone(&state),
+        Arc::clone(&life),
+        settings.clone(),
+        exit_tx,
+        host_exited_tx,
+    ));
+
+    let stop = Arc::new(Notify::new());
+    let stop_signal = Arc::clone(&stop);
+    let app = crate::routes::router(Arc::clone(&state));
+    let mut server = tokio::spawn(
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop_signal.notified().await })
+        .into_future(),
+    );
+
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).context("failed to watch SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("failed to watch SIGINT")?;
+    let fatal = tokio::select! {
+        _ = sigterm.recv() => None,
+        _ = sigint.recv() => None,
+        Some(code) = exit_rx.recv() => Some(code),
+        r = &mut server => {
+            tracing::error!(result = ?r, "HTTP server stopped");
+            Some(1)
+        }
+    };
+    if let Some(code) = fatal {
+        kill_host(&life);
+        return Ok(code);
+    }
+
+    tracing::info!(grace = ?settings.grace, "shutting down: finishing in-flight requests");
+    life.shutting_down.store(true, Ordering::SeqCst);
+    stop.notify_one();
+    if tokio::time::timeout(settings.grace, &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within the grace period");
+        server.abort();
+    }
+    let chan = life.host.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(chan) = chan {
+        chan.shutdown();
+        let exited =
+            tokio::time::timeout(Duration::from_secs(5), host_exited.wait_for(|e| *e)).await;
+        if exited.is_err() {
+            tracing::warn!("agent host did not stop within 5 s; killing it");
+        }
+    }
+    kill_host(&life);
+    tracing::info!("worker stopped");
+    Ok(0)
+}
+
+fn kill_host(life: &Lifecycle) {
+    let pid = life.host_pid.load(Ordering::SeqCst);
+    if pid != 0 {
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Loads the package, starts the host, waits for its load report, then watches it.
+async fn start_agent(
+    state: Arc<AppState>,
+    life: Arc<Lifecycle>,
+    settings: Settings,
+    exit: mpsc::UnboundedSender<i32>,
+    host_exited: watch::Sender<bool>,
+) {
+    let fail = |message: String, code: i32| {
+        tracing::error!(error = %message, exit_code = code, "agent failed to start");
+        state.fail(message);
+        let _ = exit.send(code);
+    };
+    let started = Instant::now();
+    let (source, sha, home) = (
+        settings.package.clone(),
+        settings.sha256.clone(),
+        settings.home.clone(),
+    );
+    let prepared =
+        tokio::task::spawn_blocking(move || loader::prepare(&source, sha.as_deref(), &home)).await;
+    let prepared = match prepared {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            let code = if e.is_package_fault() {
+                EXIT_PACKAGE
+            } else {
+                1
+            };
+            return fail(e.to_string(), code);
+        }
+        Err(e) => return fail(format!("package loading panicked: {e}"), 1),
+    };
+    let Prepared {
+        package,
+        python,
+        env,
+    } = prepared;
+    let manifest = &package.manifest;
+    let declared = declared_surfaces(manifest);
+    let package_id = package.package_id();
+    state.set_phase(Phase::Starting {
+        package_id: Some(package_id.clone()),
+        surfaces: declared
+            .iter()
+            .map(|s| (*s, SurfaceState::starting()))
+            .collect(),
+    });
+    for w in &manifest.warnings {
+        tracing::warn!(package_id = %package_id, "agent.yaml: {w}");
+    }
+
+    let entry = |e: &par_package::manifest::EntryRef| match &e.attr {
+        Some(a) => format!("{}:{}", e.module, a),
+        None => e.module.clone(),
+    };
+    let a2a = manifest.a2a.as_ref();
+    let config = serde_json::json!({
+        "entrypoint": manifest.entrypoint.as_ref().map(entry),
+        "http_server": manifest.http_server.as_ref().or(a2a.and_then(|a| a.http_server.as_ref())).map(entry),
+        "rest": manifest.rest.as_ref().map(|r| entry(&r.entry)),
+        "a2a": a2a.and_then(|a| a.entry.as_ref()).map(entry),
+        "threads": settings.threads,
+        "port": state.port,
+    });
+    let mut host_env = env;
+    host_env.insert("PAR_AGENT_ID".into(), settings.agent_id.clone());
+    host_env.insert("PAR_PACKAGE_ID".into(), package_id.clone());
+    let spec = HostSpec {
+        python: python.clone(),
+        root: package.root.clone(),
+        env: host_env,
+        config,
+    };
+    let (mut child, stream) = match host::spawn(&spec) {
+        Ok(x) => x,
+        Err(e) => {
+            return fail(
+                format!(
+                    "failed to start the agent host with {}: {e}",
+                    python.display()
+                ),
+                1,
+            )
+        }
+    };
+    life.host_pid
+        .store(child.id().unwrap_or(0), Ordering::SeqCst);
+    let (chan, hello_rx, closed_rx) = HostChannel::start(stream);
+    *life.host.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&chan));
+
+    let hello = tokio::select! {
+        h = hello_rx => h.ok(),
+        status = child.wait() => {
+            let _ = host_exited.send(true);
+            let pkg_fault = status.as_ref().ok().and_then(|s| s.code()) == Some(EXIT_PACKAGE);
+            return fail(format!("agent host exited while loading the agent ({})", describe_exit(status)), if pkg_fault { EXIT_PACKAGE } else { 1 });
+        }
+    };
+    let Some(hello) = hello else {
+        let status = child.wait().await;
+        let _ = host_exited.send(true);
+        return fail(
+            format!(
+                "agent host exited while loading the agent ({})",
+                describe_exit(status)
+            ),
+            1,
+        );
+    };
+    if !hello.ok {
+        let message = hello
+            .error
+            .clone()
+            .unwrap_or_else(|| "the agent's code failed to load".into());
+        let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+        let _ = host_exited.send(true);
+        return fail(message, EXIT_PACKAGE);
+    }
+
+    let mut surfaces: BTreeMap<&'static str, SurfaceState> = BTreeMap::new();
+    for s in &declared {
+        let st = match *s {
+            "ui" => continue,
+            name => hello
+                .surfaces
+                .get(name)
+                .map(|r| SurfaceState::from_report(r))
+                .unwrap_or_else(|| {
+                    SurfaceState::error(format!("the agent host did not load the {name} surface"))
+                }),
+        };
+        surfaces.insert(s, st);
+    }
+    let ui = match &manifest.ui {
+        Some(u) => match crate::ui::UiSurface::open(&package.root, u) {
+            Ok(ui) => {
+                surfaces.insert("ui", SurfaceState::ready());
+                Some(ui)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ui surface unavailable");
+                surfaces.insert("ui", SurfaceState::error(e));
+                None
+            }
+        },
+        None => None,
+    };
+    let grpc = declared.contains(&"a2a").then(|| {
+        let problem = surfaces.get("a2a").and_then(|s| s.error.clone());
+        let backend = crate::a2a_backend::HostBackend {
+            host: Arc::clone(&chan),
+            actions: hello.a2a_actions.clone(),
+            problem,
+            timeout: settings.timeout,
+        };
+        par_a2a::router(
+            Arc::new(backend),
+            grpc_metadata(&package, &settings.agent_id),
+        )
+    });
+    tracing::info!(
+        package_id = %package_id,
+        python = hello.python.as_deref().unwrap_or("?"),
+        surfaces = ?surfaces.iter().map(|(k, v)| format!("{k}={}", v.status)).collect::<Vec<_>>(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "agent ready"
+    );
+    state.set_phase(Phase::Ready(Arc::new(Agent {
+        package,
+        host: chan,
+        hello,
+        surfaces,
+        ui,
+        grpc,
+    })));
+
+    let reason = tokio::select! {
+        status = child.wait() => format!("agent host exited ({})", describe_exit(status)),
+        r = closed_rx => {
+            let reason = r.unwrap_or_else(|_| "agent host channel closed".into());
+            // Reap it so the exit status is logged.
+            let status = tokio::time::timeout(Duration::from_millis(300), child.wait()).await;
+            match status {
+                Ok(s) => format!("{reason}; agent host exited ({})", describe_exit(s)),
+                Err(_) => reason,
+            }
+        }
+    };
+    let _ = host_exited.send(true);
+    if life.shutting_down.load(Ordering::SeqCst) {
+        tracing::info!("{reason}");
+        return;
+    }
+    fail(reason, 1);
+}
+
+fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            _ => "unknown status".into(),
+        },
+        Err(e) => format!("status unknown: {e}"),
+    }
+}
+
+/// Manifest metadata reported by the A2A `DescribeCapabilities`.
+fn grpc_metadata(package: &par_package::LoadedPackage, agent_id: &str) -> HashMap<String, String> {
+    let m = &package.manifest;
+    let mut md = HashMap::new();
+    md.insert("agent_id".into(), agent_id.to_string());
+    md.insert("package_id".into(), package.package_id());
+    md.insert("name".into(), m.name.clone());
+    if let Some(v) = m.metadata.version.clone().or_else(|| m.version.clone()) {
+        md.insert("version".into(), v);
+    }
+    for (k, v) in [
+        ("display_name", &m.display_name),
+        ("description", &m.description),
+        ("author", &m.author),
+    ] {
+        if let Some(v) = v {
+            md.insert(k.into(), v.clone());
+        }
+    }
+    if !m.capabilities.is_empty() {
+        md.insert("capabilities".into(), m.capabilities.join(","));
+    }
+    md
+}
