@@ -4,9 +4,6 @@
 //! This crate knows no HTTP and no async runtime: it is used by the worker,
 //! the CLI (`par pack`, `par inspect`) and the package fetcher alike.
 //!
-//! CONTRACT (other crates rely on these names; the bodies are filled in by the
-//! package work):
-//!
 //! ```ignore
 //! let pkg = par_package::load(Path::new("x.apkg"), &LoadOptions::default())?;
 //! pkg.root        // extracted folder: $PAR_HOME/packages/<sha256>/
@@ -14,14 +11,29 @@
 //! pkg.manifest    // Manifest
 //! pkg.package_id()// "name@metadata.version"
 //! pkg.environment()// .env merged with manifest `environment` (manifest wins)
+//! pkg.ui_dir()    // folder of the UI's static files, if any
 //! ```
 
+mod dotenv;
+mod error;
+mod extract;
 pub mod manifest;
+mod pack;
 
-pub use manifest::Manifest;
+pub use dotenv::parse_dotenv;
+pub use error::PackageError;
+pub use manifest::{FieldError, Manifest, ManifestErrors, Surfaces};
+pub use pack::{pack, PackSummary};
 
 use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Default cache root when `$PAR_HOME` is not set.
+pub const DEFAULT_HOME: &str = "/tmp/pixell-runtime";
 
 /// Limits and locations used when loading a package.
 #[derive(Debug, Clone)]
@@ -30,9 +42,55 @@ pub struct LoadOptions {
     pub home: PathBuf,
     /// Expected SHA-256 (hex) of the archive; refused on mismatch.
     pub sha256: Option<String>,
+    /// Most entries (files and folders) an archive may hold. Default 10,000.
     pub max_entries: usize,
+    /// Most bytes an archive may expand to. Default 1 GiB.
     pub max_total_bytes: u64,
+    /// Highest uncompressed:compressed ratio of a large entry. Default 200.
     pub max_ratio: u64,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        let home = std::env::var_os("PAR_HOME")
+            .filter(|h| !h.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_HOME));
+        LoadOptions {
+            home,
+            sha256: None,
+            max_entries: 10_000,
+            max_total_bytes: 1 << 30,
+            max_ratio: 200,
+        }
+    }
+}
+
+impl LoadOptions {
+    pub fn with_home(mut self, home: impl Into<PathBuf>) -> Self {
+        self.home = home.into();
+        self
+    }
+    pub fn with_sha256(mut self, sha256: Option<impl Into<String>>) -> Self {
+        self.sha256 = sha256.map(Into::into);
+        self
+    }
+    pub fn with_max_entries(mut self, n: usize) -> Self {
+        self.max_entries = n;
+        self
+    }
+    pub fn with_max_total_bytes(mut self, n: u64) -> Self {
+        self.max_total_bytes = n;
+        self
+    }
+    pub fn with_max_ratio(mut self, n: u64) -> Self {
+        self.max_ratio = n;
+        self
+    }
+    /// `<home>/packages`: the only place [`load`] writes to.
+    pub fn packages_dir(&self) -> PathBuf {
+        self.home.join("packages")
+    }
 }
 
 /// A package extracted into the cache with its parsed manifest.
@@ -48,11 +106,189 @@ impl LoadedPackage {
     pub fn package_id(&self) -> String {
         self.manifest.package_id()
     }
+
+    /// `.env` merged with the manifest's `environment` (the manifest wins).
+    /// Values may be secrets: callers must not log them.
+    pub fn environment(&self) -> Result<Environment, PackageError> {
+        let path = self.root.join(".env");
+        let mut env = match fs::read(&path) {
+            Ok(bytes) => {
+                let (vars, bad) = parse_dotenv(&String::from_utf8_lossy(&bytes));
+                if !bad.is_empty() {
+                    tracing::warn!(
+                        package = %self.package_id(),
+                        lines = ?bad,
+                        ".env lines that are not KEY=VALUE were ignored"
+                    );
+                }
+                vars
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(source) => return Err(PackageError::Read { path, source }),
+        };
+        env.extend(
+            self.manifest
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        Ok(env)
+    }
+
+    /// The UI's static files: `ui.path`, else pixell-kit 0.4's `dist/<ui.path>`.
+    /// `None` when the manifest has no UI or neither folder exists.
+    pub fn ui_dir(&self) -> Option<PathBuf> {
+        let ui = self.manifest.ui.as_ref()?;
+        let rel = ui.path.trim_matches('/');
+        let direct = if rel.is_empty() || rel == "." {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        };
+        if direct.is_dir() {
+            return Some(direct);
+        }
+        let dist = self.root.join("dist").join(rel);
+        dist.is_dir().then_some(dist)
+    }
 }
 
-/// Placeholder so dependants compile before the real implementation lands.
-pub fn load(_source: &Path, _opts: &LoadOptions) -> Result<LoadedPackage, std::io::Error> {
-    unimplemented!()
+/// Loads a local `.apkg` file or a source folder (packed on the fly,
+/// deterministically): verifies the sha256 when one is expected, extracts into
+/// `<home>/packages/<sha256>/` (reused when already there) and parses `agent.yaml`.
+pub fn load(source: &Path, opts: &LoadOptions) -> Result<LoadedPackage, PackageError> {
+    let expected = match &opts.sha256 {
+        Some(s) => {
+            let s = s.trim().to_ascii_lowercase();
+            if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(PackageError::BadSha256(s));
+            }
+            Some(s)
+        }
+        None => None,
+    };
+    let meta = fs::metadata(source).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            PackageError::NotFound(source.to_path_buf())
+        } else {
+            PackageError::Read {
+                path: source.to_path_buf(),
+                source: e,
+            }
+        }
+    })?;
+    let source_name = source.display().to_string();
+    if meta.is_dir() {
+        let limits = pack::PackLimits {
+            max_entries: opts.max_entries,
+            max_total_bytes: opts.max_total_bytes,
+        };
+        let (bytes, _, _) = pack::pack_to_vec(source, std::time::UNIX_EPOCH, limits, None)?;
+        let sha256 = sha256_hex(&bytes);
+        load_archive(Cursor::new(bytes), &source_name, sha256, expected, opts)
+    } else if meta.is_file() {
+        let mut file = fs::File::open(source).map_err(|e| PackageError::Read {
+            path: source.to_path_buf(),
+            source: e,
+        })?;
+        let read_err = |e| PackageError::Read {
+            path: source.to_path_buf(),
+            source: e,
+        };
+        let sha256 = sha256_reader(&mut file).map_err(read_err)?;
+        file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+        load_archive(file, &source_name, sha256, expected, opts)
+    } else {
+        Err(PackageError::BadSource(source.to_path_buf()))
+    }
+}
+
+fn load_archive<R: Read + Seek>(
+    mut archive: R,
+    source_name: &str,
+    sha256: String,
+    expected: Option<String>,
+    opts: &LoadOptions,
+) -> Result<LoadedPackage, PackageError> {
+    if let Some(expected) = expected {
+        if expected != sha256 {
+            return Err(PackageError::Sha256Mismatch {
+                source_name: source_name.to_string(),
+                expected,
+                actual: sha256,
+            });
+        }
+    }
+    // Parse the manifest before extracting: a bad package never reaches the cache.
+    let manifest = {
+        let not_zip = |source| PackageError::NotZip {
+            source_name: source_name.to_string(),
+            source,
+        };
+        let mut zip = zip::ZipArchive::new(&mut archive).map_err(not_zip)?;
+        let yaml = match zip.by_name("agent.yaml") {
+            Ok(mut entry) => {
+                if entry.size() > 1 << 20 {
+                    return Err(PackageError::TooLarge { limit: 1 << 20 });
+                }
+                let mut text = String::new();
+                entry
+                    .by_ref()
+                    .take(1 << 20)
+                    .read_to_string(&mut text)
+                    .map_err(|source| PackageError::Entry {
+                        name: "agent.yaml".into(),
+                        source,
+                    })?;
+                text
+            }
+            Err(zip::result::ZipError::FileNotFound) => return Err(PackageError::NoManifest),
+            Err(e) => return Err(not_zip(e)),
+        };
+        Manifest::parse(&yaml, &format!("agent.yaml in {source_name}"))?
+    };
+    archive
+        .seek(SeekFrom::Start(0))
+        .map_err(|source| PackageError::Read {
+            path: PathBuf::from(source_name),
+            source,
+        })?;
+    let (root, fresh) = extract::extract_cached(archive, source_name, &sha256, opts)?;
+    tracing::info!(
+        package = %manifest.package_id(),
+        sha256 = %sha256,
+        root = %root.display(),
+        cached = !fresh,
+        "package loaded"
+    );
+    Ok(LoadedPackage {
+        root,
+        sha256,
+        manifest,
+    })
+}
+
+/// Hex SHA-256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Hex SHA-256 of a file's content.
+pub fn sha256_file(path: &Path) -> Result<String, PackageError> {
+    let mut f = fs::File::open(path).map_err(|source| PackageError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    sha256_reader(&mut f).map_err(|source| PackageError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn sha256_reader(r: &mut impl Read) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    std::io::copy(r, &mut h)?;
+    Ok(hex::encode(h.finalize()))
 }
 
 pub type Environment = BTreeMap<String, String>;

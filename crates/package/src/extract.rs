@@ -1,0 +1,208 @@
+//! Safe, atomic extraction of an APKG archive into the content-addressed cache.
+//!
+//! Every entry name is checked before anything is written (no absolute paths, no
+//! `..`, no symlinks, entry count, declared sizes and compression ratio), then the
+//! bytes actually inflated are counted again, since declared sizes can lie. Files
+//! go to a private temp folder inside the cache which is renamed into place; a
+//! concurrent loader of the same package either wins the rename or finds the
+//! finished folder and drops its own copy.
+
+use std::fs;
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::PackageError;
+use crate::LoadOptions;
+
+/// Entries smaller than this are not checked for their compression ratio: small
+/// text files legitimately compress very well, and the total-size limit bounds them.
+const RATIO_MIN_BYTES: u64 = 1 << 20;
+
+/// A relative path made only of normal components, or why it is unsafe.
+pub(crate) fn safe_relative_path(name: &str) -> Result<PathBuf, &'static str> {
+    if name.contains('\0') {
+        return Err("contains a NUL byte");
+    }
+    if name.starts_with('/') || name.starts_with('\\') {
+        return Err("absolute path");
+    }
+    let bytes = name.as_bytes();
+    if bytes.len() >= 2 && bytes[1] == b':' && bytes[0].is_ascii_alphabetic() {
+        return Err("absolute path (drive letter)");
+    }
+    let mut out = PathBuf::new();
+    for part in name.split(['/', '\\']) {
+        match part {
+            "" | "." => {}
+            ".." => return Err("path escapes the package (`..`)"),
+            p => out.push(p),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err("empty path");
+    }
+    Ok(out)
+}
+
+/// Extracts `archive` into `<home>/packages/<sha256>/` unless it is already there.
+/// Returns the folder and whether it was freshly extracted.
+pub(crate) fn extract_cached<R: Read + Seek>(
+    archive: R,
+    source_name: &str,
+    sha256: &str,
+    opts: &LoadOptions,
+) -> Result<(PathBuf, bool), PackageError> {
+    let packages = opts.home.join("packages");
+    let target = packages.join(sha256);
+    if target.is_dir() {
+        return Ok((target, false));
+    }
+    fs::create_dir_all(&packages).map_err(|source| PackageError::Write {
+        path: packages.clone(),
+        source,
+    })?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = packages.join(format!(
+        ".tmp-{}-{}-{nanos}",
+        &sha256[..16.min(sha256.len())],
+        std::process::id()
+    ));
+    if let Err(e) = extract_into(archive, source_name, &tmp, opts) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    match fs::rename(&tmp, &target) {
+        Ok(()) => Ok((target, true)),
+        // Another process finished the same package first: theirs is identical.
+        Err(_) if target.is_dir() => {
+            let _ = fs::remove_dir_all(&tmp);
+            Ok((target, false))
+        }
+        Err(source) => {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(PackageError::Write {
+                path: target,
+                source,
+            })
+        }
+    }
+}
+
+/// Checks every entry, then writes them under `dest` (which must not exist).
+pub(crate) fn extract_into<R: Read + Seek>(
+    archive: R,
+    source_name: &str,
+    dest: &Path,
+    opts: &LoadOptions,
+) -> Result<(), PackageError> {
+    let not_zip = |source| PackageError::NotZip {
+        source_name: source_name.to_string(),
+        source,
+    };
+    let mut zip = zip::ZipArchive::new(archive).map_err(not_zip)?;
+    if zip.len() > opts.max_entries {
+        return Err(PackageError::TooManyEntries {
+            count: zip.len(),
+            limit: opts.max_entries,
+        });
+    }
+
+    // First pass: metadata only, so a hostile archive is refused before any write.
+    let mut plan = Vec::with_capacity(zip.len());
+    let mut declared: u64 = 0;
+    for i in 0..zip.len() {
+        let entry = zip.by_index_raw(i).map_err(not_zip)?;
+        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        let rel = safe_relative_path(&name).map_err(|reason| PackageError::UnsafeEntry {
+            name: name.clone(),
+            reason,
+        })?;
+        if entry.is_symlink() {
+            return Err(PackageError::UnsafeEntry {
+                name,
+                reason: "symbolic links are not allowed",
+            });
+        }
+        let size = entry.size();
+        declared = declared.saturating_add(size);
+        if declared > opts.max_total_bytes {
+            return Err(PackageError::TooLarge {
+                limit: opts.max_total_bytes,
+            });
+        }
+        if size >= RATIO_MIN_BYTES {
+            let ratio = size / entry.compressed_size().max(1);
+            if ratio > opts.max_ratio {
+                return Err(PackageError::RatioTooHigh {
+                    name,
+                    ratio,
+                    limit: opts.max_ratio,
+                });
+            }
+        }
+        plan.push((rel, entry.is_dir(), name, entry.compressed_size()));
+    }
+
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PackageError::Write { path, source }
+    };
+    fs::create_dir(dest).map_err(write_err(dest))?;
+    let mut written: u64 = 0;
+    for (i, (rel, is_dir, name, compressed)) in plan.into_iter().enumerate() {
+        let path = dest.join(&rel);
+        if is_dir {
+            fs::create_dir_all(&path).map_err(write_err(&path))?;
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(write_err(parent))?;
+        }
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|source| {
+                if source.kind() == io::ErrorKind::AlreadyExists {
+                    PackageError::UnsafeEntry {
+                        name: name.clone(),
+                        reason: "duplicate entry",
+                    }
+                } else {
+                    PackageError::Write {
+                        path: path.clone(),
+                        source,
+                    }
+                }
+            })?;
+        let mut entry = zip.by_index(i).map_err(not_zip)?;
+        let remaining = opts.max_total_bytes - written;
+        let n = copy_limited(&mut entry, &mut out, remaining + 1).map_err(|source| {
+            PackageError::Entry {
+                name: name.clone(),
+                source,
+            }
+        })?;
+        written += n;
+        if written > opts.max_total_bytes {
+            return Err(PackageError::TooLarge {
+                limit: opts.max_total_bytes,
+            });
+        }
+        if n >= RATIO_MIN_BYTES && n / compressed.max(1) > opts.max_ratio {
+            return Err(PackageError::RatioTooHigh {
+                name,
+                ratio: n / compressed.max(1),
+                limit: opts.max_ratio,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn copy_limited(r: &mut impl Read, w: &mut impl Write, limit: u64) -> io::Result<u64> {
+    io::copy(&mut r.take(limit), w)
+}
