@@ -52,7 +52,7 @@ async fn attempt(
     // reqwest errors carry the full URL; `without_url` keeps presigned query
     // strings out of messages.
     let transport = |e: reqwest::Error| {
-        let transient = !(e.is_builder() || e.is_redirect());
+        let transient = !(e.is_builder() || e.is_redirect() || is_tls_rejection(&e));
         let error = FetchError::Transport {
             location: location.to_string(),
             cause: e.without_url(),
@@ -103,4 +103,24 @@ async fn attempt(
         .finish(expected, location)
         .await
         .map_err(AttemptError::permanent)
+}
+
+/// True when the server's certificate (or the TLS handshake) was refused:
+/// retrying cannot help. rustls errors arrive wrapped in `io::Error`, whose
+/// `source()` skips the wrapped error, hence the explicit `get_ref`.
+fn is_tls_rejection(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => match io.get_ref() {
+                Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+                None => None,
+            },
+            None => err.source(),
+        };
+    }
+    false
 }
