@@ -109,9 +109,12 @@ fn hadolint_passes_on_the_dockerfile() {
 /// Runs checkov offline and returns (passed, skipped) after asserting that
 /// nothing failed, nothing failed to parse, and every skip carries a reason.
 fn checkov(args: &[&str]) -> (u64, u64) {
-    let out = run(Command::new(tool("checkov"))
-        .args(args)
-        .args(["--skip-download", "--output", "json", "--quiet"]));
+    let out = run(Command::new(tool("checkov")).args(args).args([
+        "--skip-download",
+        "--output",
+        "json",
+        "--quiet",
+    ]));
     let stdout = text(&out.stdout);
     let doc: serde_json::Value = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("checkov printed no JSON report ({e}): {stdout}"));
@@ -124,10 +127,17 @@ fn checkov(args: &[&str]) -> (u64, u64) {
     for report in &reports {
         let summary = &report["summary"];
         assert_eq!(summary["failed"], 0, "checkov failed checks: {report:#}");
-        assert_eq!(summary["parsing_errors"], 0, "checkov could not parse: {report:#}");
+        assert_eq!(
+            summary["parsing_errors"], 0,
+            "checkov could not parse: {report:#}"
+        );
         passed += summary["passed"].as_u64().expect("summary.passed");
         skipped += summary["skipped"].as_u64().expect("summary.skipped");
-        for s in report["results"]["skipped_checks"].as_array().into_iter().flatten() {
+        for s in report["results"]["skipped_checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let reason = s["check_result"]["suppress_comment"].as_str().unwrap_or("");
             println!("skipped {} on {}: {reason}", s["check_id"], s["resource"]);
             assert!(
@@ -174,8 +184,14 @@ fn python_hcl2_check_catches_broken_terraform() {
     let alb = tmp.path().join("alb.tf");
     let src = std::fs::read_to_string(&alb).expect("alb.tf");
     std::fs::write(&alb, src.replace("var.vpc_id", "var.vpc_idd")).expect("write");
-    std::fs::write(tmp.path().join("zz_broken.tf"), "resource \"aws_s3_bucket\" \"x\" {\n").expect("write");
-    let out = run(Command::new(tools_python()).arg("deploy/checks/parse_hcl.py").arg(tmp.path()));
+    std::fs::write(
+        tmp.path().join("zz_broken.tf"),
+        "resource \"aws_s3_bucket\" \"x\" {\n",
+    )
+    .expect("write");
+    let out = run(Command::new(tools_python())
+        .arg("deploy/checks/parse_hcl.py")
+        .arg(tmp.path()));
     let stdout = text(&out.stdout);
     assert!(!out.status.success(), "broken terraform was accepted");
     assert!(stdout.contains("zz_broken.tf: does not parse"), "{stdout}");
@@ -184,8 +200,13 @@ fn python_hcl2_check_catches_broken_terraform() {
 
 #[test]
 fn task_definition_matches_botocores_register_task_definition_model() {
-    let out = run(Command::new(tools_python()).args(["deploy/checks/validate_taskdef.py", TASK_DEFINITION]));
-    assert!(out.status.success(), "{TASK_DEFINITION} does not match botocore's model");
+    let out =
+        run(Command::new(tools_python())
+            .args(["deploy/checks/validate_taskdef.py", TASK_DEFINITION]));
+    assert!(
+        out.status.success(),
+        "{TASK_DEFINITION} does not match botocore's model"
+    );
     assert!(text(&out.stdout).contains("ok (botocore"));
 }
 
@@ -206,8 +227,14 @@ fn broken_task_definition_is_caught_by_the_botocore_check() {
     let broken = tmp.path().join("broken.json");
     std::fs::write(&broken, serde_json::to_vec_pretty(&doc).expect("json")).expect("write");
 
-    let out = run(Command::new(tools_python()).arg("deploy/checks/validate_taskdef.py").arg(&broken));
-    assert_eq!(out.status.code(), Some(1), "the broken task definition was accepted");
+    let out = run(Command::new(tools_python())
+        .arg("deploy/checks/validate_taskdef.py")
+        .arg(&broken));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the broken task definition was accepted"
+    );
     let stdout = text(&out.stdout);
     for expected in [
         "cpu: expected a string, got structure",
@@ -245,28 +272,45 @@ fn task_definition_follows_the_guide() {
             .expect("task definition JSON");
     assert_eq!(doc["family"], "pixell-runtime");
     assert_eq!(doc["networkMode"], "awsvpc");
-    assert_eq!(doc["requiresCompatibilities"], serde_json::json!(["FARGATE"]));
+    assert_eq!(
+        doc["requiresCompatibilities"],
+        serde_json::json!(["FARGATE"])
+    );
     assert_eq!(doc["cpu"], "512");
     assert_eq!(doc["memory"], "1024");
     let containers = doc["containerDefinitions"].as_array().expect("containers");
     assert_eq!(containers.len(), 1, "one container: the supervisor");
     let c = &containers[0];
-    assert!(c["image"].as_str().expect("image").ends_with("/pixell-runtime:multipar"));
+    assert!(c["image"]
+        .as_str()
+        .expect("image")
+        .ends_with("/pixell-runtime:multipar"));
     assert_eq!(c["portMappings"][0]["containerPort"], 80);
-    assert_eq!(c["portMappings"].as_array().expect("ports").len(), 1, "no worker ports");
+    assert_eq!(
+        c["portMappings"].as_array().expect("ports").len(),
+        1,
+        "no worker ports"
+    );
     let env = env_of(c);
     assert_eq!(env["SUPERVISOR_PORT"], "80");
     assert_eq!(env["PAR_MODE"], "supervisor");
-    let agents: serde_json::Value = serde_json::from_str(&env["PAR_AGENTS"]).expect("PAR_AGENTS is JSON");
+    let agents: serde_json::Value =
+        serde_json::from_str(&env["PAR_AGENTS"]).expect("PAR_AGENTS is JSON");
     let first = &agents.as_array().expect("PAR_AGENTS is an array")[0];
-    assert!(first["id"].is_string() && first["package"].is_string(), "{agents}");
+    assert!(
+        first["id"].is_string() && first["package"].is_string(),
+        "{agents}"
+    );
     let logs = &c["logConfiguration"];
     assert_eq!(logs["logDriver"], "awslogs");
     assert_eq!(logs["options"]["awslogs-group"], "/ecs/pixell-runtime");
     let health = c["healthCheck"]["command"].to_string();
     assert!(health.contains("/runtime/health"), "{health}");
     let stop = c["stopTimeout"].as_u64().expect("stopTimeout");
-    assert!((2..=120).contains(&stop), "Fargate allows a stopTimeout of 2..=120 s");
+    assert!(
+        (2..=120).contains(&stop),
+        "Fargate allows a stopTimeout of 2..=120 s"
+    );
     assert_eq!(c["linuxParameters"]["initProcessEnabled"], true);
 }
 
@@ -287,7 +331,9 @@ fn dockerfile_instructions() -> Vec<(String, String)> {
         }
         current.push_str(t);
         let joined = std::mem::take(&mut current);
-        let (op, rest) = joined.split_once(char::is_whitespace).unwrap_or((&joined, ""));
+        let (op, rest) = joined
+            .split_once(char::is_whitespace)
+            .unwrap_or((&joined, ""));
         out.push((op.to_ascii_uppercase(), rest.trim().to_string()));
     }
     out
@@ -304,7 +350,9 @@ fn assignments(rest: &str) -> Vec<(String, String)> {
 fn expand(s: &str, args: &BTreeMap<String, String>) -> String {
     let mut s = s.to_string();
     for (k, v) in args {
-        s = s.replace(&format!("${{{k}}}", k = k), v).replace(&format!("${k}"), v);
+        s = s
+            .replace(&format!("${{{k}}}", k = k), v)
+            .replace(&format!("${k}"), v);
     }
     s
 }
@@ -312,18 +360,35 @@ fn expand(s: &str, args: &BTreeMap<String, String>) -> String {
 #[test]
 fn dockerfile_states_the_contract_and_copies_what_exists() {
     let ins = dockerfile_instructions();
-    let find = |op: &'static str| ins.iter().filter(move |(o, _)| o == op).map(|(_, r)| r.as_str());
+    let find = |op: &'static str| {
+        ins.iter()
+            .filter(move |(o, _)| o == op)
+            .map(|(_, r)| r.as_str())
+    };
 
     let froms: Vec<&str> = find("FROM").collect();
-    assert_eq!(froms.len(), 2, "a builder stage and a runtime stage: {froms:?}");
-    assert!(froms[0].starts_with("rust:") && froms[0].ends_with("AS builder"), "{froms:?}");
-    assert!(froms[1].contains("python:3.11"), "the runtime has Python 3.11: {froms:?}");
+    assert_eq!(
+        froms.len(),
+        2,
+        "a builder stage and a runtime stage: {froms:?}"
+    );
+    assert!(
+        froms[0].starts_with("rust:") && froms[0].ends_with("AS builder"),
+        "{froms:?}"
+    );
+    assert!(
+        froms[1].contains("python:3.11"),
+        "the runtime has Python 3.11: {froms:?}"
+    );
     assert!(
         find("RUN").any(|r| r.contains("cargo build --release --locked -p par")),
         "the builder runs `cargo build --release --locked -p par`"
     );
     assert!(find("RUN").any(|r| r.contains("tini")), "tini is installed");
-    assert!(find("RUN").any(|r| r.contains("pip install") && r.contains("uv==")), "uv is pinned");
+    assert!(
+        find("RUN").any(|r| r.contains("pip install") && r.contains("uv==")),
+        "uv is pinned"
+    );
 
     let env: BTreeMap<String, String> = find("ENV").flat_map(assignments).collect();
     assert_eq!(env.get("PAR_MODE").map(String::as_str), Some("supervisor"));
@@ -333,11 +398,18 @@ fn dockerfile_states_the_contract_and_copies_what_exists() {
     let health: Vec<&str> = find("HEALTHCHECK").collect();
     assert_eq!(health.len(), 1);
     assert!(health[0].contains("/runtime/health"), "{health:?}");
-    assert_eq!(find("ENTRYPOINT").last(), Some(r#"["/usr/bin/tini", "--"]"#));
-    let cmd: Vec<String> = serde_json::from_str(find("CMD").last().expect("CMD")).expect("CMD is exec form");
+    assert_eq!(
+        find("ENTRYPOINT").last(),
+        Some(r#"["/usr/bin/tini", "--"]"#)
+    );
+    let cmd: Vec<String> =
+        serde_json::from_str(find("CMD").last().expect("CMD")).expect("CMD is exec form");
     assert_eq!(cmd, ["par", "supervisor"]);
     let user = find("USER").last().expect("USER");
-    assert!(!user.starts_with("0") && user != "root", "runs as non-root: {user}");
+    assert!(
+        !user.starts_with("0") && user != "root",
+        "runs as non-root: {user}"
+    );
 
     // Every COPY source (ARG defaults expanded) exists in the build context and
     // is not excluded by .dockerignore.
@@ -356,16 +428,33 @@ fn dockerfile_states_the_contract_and_copies_what_exists() {
         if rest.starts_with("--from") {
             continue;
         }
-        let parts: Vec<&str> = rest.split_whitespace().filter(|p| !p.starts_with("--")).collect();
+        let parts: Vec<&str> = rest
+            .split_whitespace()
+            .filter(|p| !p.starts_with("--"))
+            .collect();
         for src in &parts[..parts.len() - 1] {
             let src = expand(src, &args);
-            let top = src.trim_start_matches("./").split('/').next().unwrap_or("").to_string();
-            assert!(repo().join(&src).exists(), "COPY source {src} does not exist in the repository");
-            assert!(!ignored.contains(&top.as_str()), "COPY source {src} is excluded by .dockerignore");
+            let top = src
+                .trim_start_matches("./")
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            assert!(
+                repo().join(&src).exists(),
+                "COPY source {src} does not exist in the repository"
+            );
+            assert!(
+                !ignored.contains(&top.as_str()),
+                "COPY source {src} is excluded by .dockerignore"
+            );
             copies += 1;
         }
     }
-    assert!(copies >= 4, "Cargo.toml, Cargo.lock, crates, agents, config: {copies} sources");
+    assert!(
+        copies >= 4,
+        "Cargo.toml, Cargo.lock, crates, agents, config: {copies} sources"
+    );
 }
 
 /// The builder stage copies only Cargo.toml, Cargo.lock and crates/ and builds
@@ -396,8 +485,18 @@ fn builder_context_resolves_with_the_lockfile_as_is() {
         .as_array()
         .expect("packages")
         .iter()
-        .any(|p| p["name"] == "par" && p["targets"].as_array().into_iter().flatten().any(|t| t["name"] == "par"));
-    assert!(has_par, "package `par` with binary `par` is in the builder's workspace");
+        .any(|p| {
+            p["name"] == "par"
+                && p["targets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t["name"] == "par")
+        });
+    assert!(
+        has_par,
+        "package `par` with binary `par` is in the builder's workspace"
+    );
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -431,7 +530,10 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let raw = text(&raw);
@@ -443,10 +545,15 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.to_ascii_lowercase().contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
 }
 
@@ -481,7 +588,7 @@ struct Supervisor {
 impl Supervisor {
     /// Starts `par` with the image's environment (PAR_HOME, the port and the
     /// config adapted to this machine) and `args` as the command line.
-    fn start(home: &Path, args: &[&str], config: Option<&Path>) -> Supervisor {
+    fn start(home: &Path, par_home: &Path, args: &[&str], config: Option<&Path>) -> Supervisor {
         let port = free_port();
         let stderr_path = home.join("supervisor.stderr");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_par"));
@@ -492,8 +599,8 @@ impl Supervisor {
         cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", home)
             .env("SUPERVISOR_PORT", port.to_string())
-            .env("PAR_HOME", home.join("par-home"))
-            .env("UV_CACHE_DIR", home.join("uv-cache"))
+            .env("PAR_HOME", par_home)
+            .env("UV_CACHE_DIR", par_home.join("uv-cache"))
             .env_remove("PAR_CONFIG");
         if let Some(c) = config {
             cmd.env("PAR_CONFIG", c);
@@ -506,7 +613,11 @@ impl Supervisor {
             .stderr(stderr)
             .spawn()
             .expect("spawn par");
-        Supervisor { child, port, stderr_path }
+        Supervisor {
+            child,
+            port,
+            stderr_path,
+        }
     }
 
     fn stderr(&self) -> String {
@@ -517,7 +628,10 @@ impl Supervisor {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("par exited with {status} before serving /runtime/health:\n{}", self.stderr());
+                panic!(
+                    "par exited with {status} before serving /runtime/health:\n{}",
+                    self.stderr()
+                );
             }
             if let Ok((200, _)) = http_get(self.port, "/runtime/health") {
                 return;
@@ -532,27 +646,39 @@ impl Supervisor {
     }
 
     fn get_json(&self, path: &str) -> serde_json::Value {
-        let (status, body) = http_get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let (status, body) =
+            http_get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
         assert_eq!(status, 200, "GET {path}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {body}"))
+        serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {path} is not JSON ({e}): {body}"))
     }
 
     /// SIGTERM, as ECS sends on stop; the supervisor must exit 0 well within
     /// the task definition's stopTimeout.
     fn stop(mut self) {
         let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         assert!(killed.success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(status.success(), "par exited with {status} on SIGTERM:\n{}", self.stderr());
+                assert!(
+                    status.success(),
+                    "par exited with {status} on SIGTERM:\n{}",
+                    self.stderr()
+                );
                 return;
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("par did not exit within 30 s of SIGTERM:\n{}", self.stderr());
+                panic!(
+                    "par did not exit within 30 s of SIGTERM:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -576,12 +702,20 @@ fn processes_list(v: &serde_json::Value) -> Vec<serde_json::Value> {
 #[test]
 fn container_command_answers_the_guides_verification_urls() {
     let tmp = TempDir::new("run");
-    let mut sup = Supervisor::start(tmp.path(), &["supervisor"], None);
+    let mut sup = Supervisor::start(
+        tmp.path(),
+        &tmp.path().join("par-home"),
+        &["supervisor"],
+        None,
+    );
     sup.wait_healthy(Duration::from_secs(30));
     let status = sup.get_json("/supervisor/status");
     assert!(status.is_object(), "/supervisor/status: {status}");
     let processes = sup.get_json("/supervisor/processes");
-    assert!(processes_list(&processes).is_empty(), "no agents declared: {processes}");
+    assert!(
+        processes_list(&processes).is_empty(),
+        "no agents declared: {processes}"
+    );
     sup.stop();
 }
 
@@ -590,12 +724,23 @@ fn container_command_answers_the_guides_verification_urls() {
 #[test]
 fn container_mode_with_the_baked_example_config_lists_its_agents() {
     let config = repo().join("examples/multipar.toml");
-    assert!(config.is_file(), "examples/multipar.toml (the image's default PAR_CONFIG) is missing");
-    let declared: toml_ids::Ids = toml_ids::agent_ids(&std::fs::read_to_string(&config).expect("read config"));
-    assert!(!declared.is_empty(), "examples/multipar.toml declares no [[agents]]");
+    assert!(
+        config.is_file(),
+        "examples/multipar.toml (the image's default PAR_CONFIG) is missing"
+    );
+    let declared: toml_ids::Ids =
+        toml_ids::agent_ids(&std::fs::read_to_string(&config).expect("read config"));
+    assert!(
+        !declared.is_empty(),
+        "examples/multipar.toml declares no [[agents]]"
+    );
 
     let tmp = TempDir::new("run-config");
-    let mut sup = Supervisor::start(tmp.path(), &[], Some(&config));
+    // The agents' Python environments go to the test suite's shared cache when
+    // dev/test provides one, so that this run does not install them again.
+    let par_home = std::env::var_os("PAR_TEST_HOME")
+        .map_or_else(|| tmp.path().join("par-home"), PathBuf::from);
+    let mut sup = Supervisor::start(tmp.path(), &par_home, &[], Some(&config));
     sup.wait_healthy(Duration::from_secs(30));
     let processes = processes_list(&sup.get_json("/supervisor/processes"));
     let ids: Vec<String> = processes
@@ -603,7 +748,10 @@ fn container_mode_with_the_baked_example_config_lists_its_agents() {
         .filter_map(|p| p["agent_id"].as_str().map(str::to_string))
         .collect();
     for id in &declared {
-        assert!(ids.contains(id), "agent {id} of examples/multipar.toml not in /supervisor/processes: {ids:?}");
+        assert!(
+            ids.contains(id),
+            "agent {id} of examples/multipar.toml not in /supervisor/processes: {ids:?}"
+        );
     }
     let status = sup.get_json("/supervisor/status");
     assert!(status.is_object(), "/supervisor/status: {status}");
@@ -626,7 +774,9 @@ mod toml_ids {
             if !in_agents {
                 continue;
             }
-            let Some((k, v)) = line.split_once('=') else { continue };
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
             let k = k.trim();
             if k == "id" || k == "agent_id" {
                 let v = v.split('#').next().unwrap_or("").trim().trim_matches('"');
