@@ -1,0 +1,315 @@
+//! The task's CPU and memory (cgroup, ECS task metadata, or host), per-worker
+//! usage read from `/proc`, and the RSS watchdog used where no cgroup can be written.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::lifecycle::State;
+use crate::supervisor::{Msg, Shared};
+
+/// How a limit is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enforcement {
+    /// A cgroup v2 child group per worker (`memory.max`, `cpu.max`).
+    Cgroup,
+    /// The supervisor samples RSS and restarts a worker that stays over.
+    Watchdog,
+    /// Used for sharing decisions and shown, not enforced.
+    Advisory,
+}
+
+/// What the task (container) may use.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskResources {
+    pub cpus: f64,
+    pub cpu_source: String,
+    pub memory_bytes: u64,
+    pub memory_source: String,
+    /// Whether our cgroup v2 directory is writable (child groups could be made).
+    pub cgroup_v2_writable: bool,
+    /// Whether workers are placed in child cgroups. Not implemented yet:
+    /// limits are enforced by the RSS watchdog everywhere.
+    pub cgroup_per_worker: bool,
+}
+
+impl TaskResources {
+    /// (memory, cpu) enforcement for an agent; `explicit_memory`: the spec sets a memory limit.
+    pub fn enforcement(&self, explicit_memory: bool) -> (Enforcement, Enforcement) {
+        if self.cgroup_per_worker {
+            (Enforcement::Cgroup, Enforcement::Cgroup)
+        } else if explicit_memory {
+            (Enforcement::Watchdog, Enforcement::Advisory)
+        } else {
+            (Enforcement::Advisory, Enforcement::Advisory)
+        }
+    }
+
+    /// cgroup (v2, then v1), then the ECS task metadata endpoint, then the host.
+    pub async fn detect() -> TaskResources {
+        let (host_cpus, host_mem) = host();
+        let mut r = TaskResources {
+            cpus: host_cpus,
+            cpu_source: "host".into(),
+            memory_bytes: host_mem,
+            memory_source: "host".into(),
+            cgroup_v2_writable: false,
+            cgroup_per_worker: false,
+        };
+        let mut from_cgroup = (false, false);
+        if let Some((cpu, mem)) = cgroup_limits() {
+            if let Some(c) = cpu {
+                r.cpus = c;
+                r.cpu_source = "cgroup".into();
+                from_cgroup.0 = true;
+            }
+            if let Some(m) = mem {
+                r.memory_bytes = m.min(host_mem.max(m));
+                r.memory_source = "cgroup".into();
+                from_cgroup.1 = true;
+            }
+        }
+        if !(from_cgroup.0 && from_cgroup.1) {
+            if let Ok(base) = std::env::var("ECS_CONTAINER_METADATA_URI_V4") {
+                if let Some((cpu, mem)) = ecs_limits(&base).await {
+                    if let (Some(c), false) = (cpu, from_cgroup.0) {
+                        r.cpus = c;
+                        r.cpu_source = "ecs-task-metadata".into();
+                    }
+                    if let (Some(m), false) = (mem, from_cgroup.1) {
+                        r.memory_bytes = m;
+                        r.memory_source = "ecs-task-metadata".into();
+                    }
+                }
+            }
+        }
+        r.cgroup_v2_writable = cgroup_v2_dir()
+            .is_some_and(|d| nix::unistd::access(&d, nix::unistd::AccessFlags::W_OK).is_ok());
+        r
+    }
+}
+
+fn host() -> (f64, u64) {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as f64)
+        .unwrap_or(1.0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(1 << 30, |kb| kb * 1024);
+    (cpus, mem)
+}
+
+/// Our own cgroup v2 directory.
+fn cgroup_v2_dir() -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = std::path::Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/'));
+    dir.join("cgroup.controllers").exists().then_some(dir)
+}
+
+/// (CPUs, memory bytes) from cgroup v2 `cpu.max`/`memory.max`, else v1.
+fn cgroup_limits() -> Option<(Option<f64>, Option<u64>)> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    if let Some(dir) = cgroup_v2_dir() {
+        let cpu = read(&dir.join("cpu.max")).and_then(|s| {
+            let mut it = s.split_whitespace();
+            let quota = it.next()?.parse::<f64>().ok()?;
+            let period = it.next()?.parse::<f64>().ok()?;
+            (period > 0.0).then_some(quota / period)
+        });
+        let mem = read(&dir.join("memory.max")).and_then(|s| s.parse::<u64>().ok());
+        return Some((cpu, mem));
+    }
+    let v1 = std::path::Path::new("/sys/fs/cgroup");
+    let cpu = {
+        let q = read(&v1.join("cpu/cpu.cfs_quota_us")).and_then(|s| s.parse::<i64>().ok());
+        let p = read(&v1.join("cpu/cpu.cfs_period_us")).and_then(|s| s.parse::<i64>().ok());
+        match (q, p) {
+            (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
+            _ => None,
+        }
+    };
+    // "Unlimited" in v1 is a huge number; anything above 1 PiB means none.
+    let mem = read(&v1.join("memory/memory.limit_in_bytes"))
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|m| *m < (1 << 50));
+    (cpu.is_some() || mem.is_some()).then_some((cpu, mem))
+}
+
+/// `GET $ECS_CONTAINER_METADATA_URI_V4/task` → `Limits.CPU` (vCPUs) and `Limits.Memory` (MiB).
+async fn ecs_limits(base: &str) -> Option<(Option<f64>, Option<u64>)> {
+    use http_body_util::BodyExt as _;
+    let client = crate::process::probe_client();
+    let uri: http::Uri = format!("{}/task", base.trim_end_matches('/'))
+        .parse()
+        .ok()?;
+    let fut = async {
+        let resp = client.get(uri).await.ok()?;
+        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        serde_json::from_slice::<serde_json::Value>(&body).ok()
+    };
+    let v = tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()??;
+    let limits = v.get("Limits")?;
+    let cpu = limits
+        .get("CPU")
+        .and_then(|c| c.as_f64())
+        .filter(|c| *c > 0.0);
+    let mem = limits
+        .get("Memory")
+        .and_then(|m| m.as_u64())
+        .filter(|m| *m > 0)
+        .map(|m| m * 1024 * 1024);
+    Some((cpu, mem))
+}
+
+/// A worker's process group's usage.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Usage {
+    pub rss_mb: f64,
+    pub cpu_percent: f64,
+    pub threads: u64,
+    pub processes: u32,
+}
+
+struct Sample {
+    cpu_ticks: u64,
+    at: Instant,
+    over_limit: u32,
+    pid: u32,
+}
+
+/// Sums RSS, CPU ticks and threads of every process in the group `pgid`.
+pub fn group_usage(pgid: u32) -> (u64, u64, u64, u32) {
+    let page = 4096u64;
+    let (mut rss, mut ticks, mut threads, mut n) = (0u64, 0u64, 0u64, 0u32);
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return (0, 0, 0, 0);
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rsplit_once(')').map(|(_, a)| a) else {
+            continue;
+        };
+        let f: Vec<&str> = after.split_whitespace().collect();
+        // Fields after the command: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) ... num_threads(17) ... rss(21)
+        if f.len() < 22 || f[2].parse::<u32>().ok() != Some(pgid) {
+            continue;
+        }
+        ticks += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+        threads += f[17].parse::<u64>().unwrap_or(0);
+        rss += f[21].parse::<u64>().unwrap_or(0) * page;
+        n += 1;
+    }
+    (rss, ticks, threads, n)
+}
+
+/// Samples every worker every `period`; restarts (through the state task) a
+/// worker with an explicit memory limit whose group stays over it for two samples.
+pub async fn sampler(shared: Arc<Shared>, period: Duration) {
+    let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let mut last: HashMap<String, Sample> = HashMap::new();
+    loop {
+        tokio::time::sleep(period).await;
+        let procs = shared.processes();
+        let mut usage = HashMap::with_capacity(procs.len());
+        for p in procs.iter() {
+            let Some(pid) = p.pid else { continue };
+            if !matches!(p.state, State::Starting | State::Ready | State::Unhealthy) {
+                continue;
+            }
+            let (rss, ticks, threads, n) = group_usage(pid);
+            let now = Instant::now();
+            let prev = last.get(&p.agent_id).filter(|s| s.pid == pid);
+            let cpu_percent = prev.map_or(0.0, |s| {
+                let dt = now.duration_since(s.at).as_secs_f64();
+                if dt > 0.0 {
+                    (ticks.saturating_sub(s.cpu_ticks) as f64 / ticks_per_sec) / dt * 100.0
+                } else {
+                    0.0
+                }
+            });
+            let rss_mb = rss / (1024 * 1024);
+            let mut over = prev.map_or(0, |s| s.over_limit);
+            if let (Enforcement::Watchdog, Some(limit)) =
+                (p.limits.memory_enforcement, p.limits.memory_limit_mb)
+            {
+                if rss_mb > limit {
+                    over += 1;
+                    if over >= 2 {
+                        let _ = shared.tx.send(Msg::OverMemory {
+                            agent_id: p.agent_id.clone(),
+                            worker_pid: pid,
+                            rss_mb,
+                            limit_mb: limit,
+                        });
+                        over = 0;
+                    }
+                } else {
+                    over = 0;
+                }
+            }
+            last.insert(
+                p.agent_id.clone(),
+                Sample {
+                    cpu_ticks: ticks,
+                    at: now,
+                    over_limit: over,
+                    pid,
+                },
+            );
+            usage.insert(
+                p.agent_id.clone(),
+                Usage {
+                    rss_mb: rss as f64 / (1024.0 * 1024.0),
+                    cpu_percent,
+                    threads,
+                    processes: n,
+                },
+            );
+        }
+        last.retain(|k, _| usage.contains_key(k));
+        *shared.usage.write().unwrap_or_else(|e| e.into_inner()) = usage;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_group_usage_is_visible() {
+        let pgid = nix::unistd::getpgrp().as_raw() as u32;
+        let (rss, _ticks, threads, n) = group_usage(pgid);
+        assert!(rss > 0 && threads > 0 && n > 0);
+    }
+
+    #[tokio::test]
+    async fn detects_something() {
+        let r = TaskResources::detect().await;
+        assert!(r.cpus > 0.0 && r.memory_bytes > 0);
+    }
+}
