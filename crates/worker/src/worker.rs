@@ -157,7 +157,7 @@ async fn start_agent(
     host_exited: watch::Sender<bool>,
 ) {
     let fail = |message: String, code: i32| {
-        tracing::error!(error = %message, exit_code = code, "agent failed to start");
+        tracing::error!(error = %message, exit_code = code, "agent failed");
         state.fail(message);
         let _ = exit.send(code);
     };
