@@ -111,6 +111,21 @@ impl TestServer {
 
     /// Request lines seen so far, e.g. `GET /pkg.apkg?x=1`.
     pub fn requests(&self) -> Vec<String> {
+        self.heads()
+            .iter()
+            .map(|h| {
+                let mut p = h.lines().next().unwrap_or_default().split(' ');
+                format!(
+                    "{} {}",
+                    p.next().unwrap_or_default(),
+                    p.next().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
+    /// Full request heads (request line and headers) seen so far.
+    pub fn heads(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()
     }
 
@@ -153,10 +168,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let text = String::from_utf8_lossy(&head);
     let line = text.lines().next().unwrap_or_default().to_string();
-    let mut parts = line.split(' ');
-    let method = parts.next().unwrap_or_default().to_string();
-    let target = parts.next().unwrap_or_default().to_string();
-    log.lock().unwrap().push(format!("{method} {target}"));
+    let target = line.split(' ').nth(1).unwrap_or_default().to_string();
+    log.lock().unwrap().push(text.to_string());
     let path = target.split('?').next().unwrap_or_default().to_string();
     let reply = {
         let mut routes = routes.lock().unwrap();
