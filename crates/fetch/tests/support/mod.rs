@@ -47,6 +47,9 @@ pub fn files_in(dir: &std::path::Path) -> Vec<String> {
     }
 }
 
+/// Each path's script and how many requests it has answered.
+type Routes = Arc<Mutex<HashMap<String, (usize, Vec<Reply>)>>>;
+
 /// One scripted answer.
 #[derive(Clone)]
 pub enum Reply {
@@ -80,7 +83,7 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let routes: Arc<Mutex<HashMap<String, (usize, Vec<Reply>)>>> = Arc::new(Mutex::new(
+        let routes: Routes = Arc::new(Mutex::new(
             routes
                 .into_iter()
                 .map(|(p, r)| (p.to_string(), (0, r)))
@@ -144,7 +147,7 @@ impl TestServer {
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     log: Arc<Mutex<Vec<String>>>,
-    routes: Arc<Mutex<HashMap<String, (usize, Vec<Reply>)>>>,
+    routes: Routes,
 ) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
