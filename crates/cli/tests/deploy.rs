@@ -399,13 +399,13 @@ fn dockerfile_states_the_contract_and_copies_what_exists() {
     assert_eq!(health.len(), 1);
     assert!(health[0].contains("/runtime/health"), "{health:?}");
     assert_eq!(
-        find("ENTRYPOINT").last(),
+        find("ENTRYPOINT").next_back(),
         Some(r#"["/usr/bin/tini", "--"]"#)
     );
     let cmd: Vec<String> =
-        serde_json::from_str(find("CMD").last().expect("CMD")).expect("CMD is exec form");
+        serde_json::from_str(find("CMD").next_back().expect("CMD")).expect("CMD is exec form");
     assert_eq!(cmd, ["par", "supervisor"]);
-    let user = find("USER").last().expect("USER");
+    let user = find("USER").next_back().expect("USER");
     assert!(
         !user.starts_with("0") && user != "root",
         "runs as non-root: {user}"
