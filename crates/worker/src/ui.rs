@@ -773,6 +773,49 @@ mod tests {
         assert_eq!(got, data);
     }
 
+    /// The real APKGs: pixell-kit 0.4 keeps the UI under `dist/ui/`, pixell-sdk 0.5 at `ui/`.
+    #[tokio::test]
+    async fn real_fixture_uis_are_served() {
+        let fixtures = std::env::var_os("PAR_FIXTURES")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/apkgs")
+            });
+        for (apkg, dir) in [
+            ("pk-full-0.1.0.apkg", "dist/ui"),
+            ("sdk-full-0.1.0.apkg", "ui"),
+        ] {
+            let path = fixtures.join(apkg);
+            assert!(
+                path.exists(),
+                "fixture {} not found (set PAR_FIXTURES)",
+                path.display()
+            );
+            let home = tempfile::tempdir().unwrap();
+            let opts = par_package::LoadOptions {
+                home: home.path().to_path_buf(),
+                ..Default::default()
+            };
+            let pkg = par_package::load(&path, &opts).unwrap();
+            let manifest_ui = pkg.manifest.ui.as_ref().expect("fixture declares a ui");
+            let s = UiSurface::open(&pkg.root, manifest_ui).unwrap();
+            assert_eq!(
+                s.root(),
+                pkg.root.join(dir).canonicalize().unwrap(),
+                "{apkg}"
+            );
+            let resp = s.serve_file(&get(s.base_path())).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{apkg}");
+            assert_eq!(hdr(&resp, header::CONTENT_TYPE), "text/html; charset=utf-8");
+            let html = String::from_utf8(body(resp).await).unwrap();
+            assert!(
+                html.contains("<html") || html.contains("<!DOCTYPE"),
+                "{apkg}: {html}"
+            );
+            assert!(s.serve_file(&get("/.env")).await.is_none());
+        }
+    }
+
     #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode(b"a%20b%2F").unwrap(), b"a b/");
