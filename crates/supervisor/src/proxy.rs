@@ -150,6 +150,21 @@ impl Proxy {
         }
     }
 
+    /// Whether the route stops pointing at `upstream` within a short wait.
+    async fn replaced_soon(&self, upstream: &Upstream) -> bool {
+        let deadline = Instant::now() + Duration::from_millis(250);
+        loop {
+            match self.routes.get(&upstream.agent_id) {
+                Some(Route::Ready(u)) if u.worker == upstream.worker => {}
+                _ => return true,
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     async fn send(
         &self,
         req: Request<Incoming>,
@@ -217,6 +232,25 @@ impl Proxy {
                     _guard: guard,
                 };
                 Response::from_parts(parts, Body::new(body))
+            }
+            Ok(Err(e)) if self.replaced_soon(&upstream).await => {
+                // The worker just died: its exit reaches the state task a moment
+                // after its sockets close. That is "restarting" (503), not a 502.
+                let _ = e;
+                upstream
+                    .metrics
+                    .proxy_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                upstream.metrics.observe(503, started.elapsed());
+                let msg = format!(
+                    "agent '{}' is restarting (its worker went away during the request)",
+                    upstream.agent_id
+                );
+                if grpc {
+                    grpc_error(14, &msg)
+                } else {
+                    ApiError::unavailable(msg, 1).into_response_body()
+                }
             }
             Ok(Err(e)) => {
                 upstream

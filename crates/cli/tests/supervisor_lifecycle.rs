@@ -1,0 +1,363 @@
+//! The supervisor's lifecycle end to end: real `par supervisor`, real worker
+//! processes (the fake worker), real sockets.
+
+mod supervisor_support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use supervisor_support::*;
+
+const AB: &str =
+    "[[agents]]\nid = \"a\"\npackage = \"pkg\"\n[[agents]]\nid = \"b\"\npackage = \"pkg\"\n";
+
+#[test]
+fn three_agents_from_config_are_listed_ready_with_ports() {
+    let agents = "[[agents]]\nid = \"a\"\npackage = \"pkg\"\n[[agents]]\nid = \"b\"\npackage = \"pkg\"\n[[agents]]\nid = \"c\"\npackage = \"pkg\"\n";
+    let sup = Supervisor::start("three", "", agents, &[]);
+    let mut ports = Vec::new();
+    for id in ["a", "b", "c"] {
+        let p = sup.wait_ready(id, Duration::from_secs(20));
+        assert_eq!(p["process_id"], format!("par-{id}"));
+        ports.push(p["port"].as_u64().unwrap());
+        assert!(p["pid"].as_u64().unwrap() > 0);
+        let r = get(sup.port, &format!("/agents/{id}/whoami")).unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["agent_id"], id);
+    }
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 3, "distinct ports: {ports:?}");
+    let agents = get(sup.port, "/agents").unwrap().json();
+    let ids: Vec<_> = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent_app_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert_eq!(agents["agents"][0]["name"], "fake");
+    assert_eq!(agents["agents"][0]["version"], "1.0.0");
+}
+
+/// Bounded keep-alive load on `path`; returns (ok, failed) counts.
+fn load(
+    port: u16,
+    path: &'static str,
+    threads: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(u64, Vec<String>)>> {
+    (0..threads)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                let mut failed = Vec::new();
+                let mut conn = Conn::open(port).unwrap();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match conn.request(
+                        "POST",
+                        path,
+                        &[("Content-Type", "application/json")],
+                        b"{\"x\":1}",
+                    ) {
+                        Ok(r) if r.status == 200 && r.json()["agent_id"] == "b" => ok += 1,
+                        Ok(r) => failed.push(format!("{} {}", r.status, r.text())),
+                        Err(e) => {
+                            failed.push(e.to_string());
+                            conn = Conn::open(port).unwrap();
+                        }
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn kill9_of_one_worker_under_load_on_another_and_the_fifth_crash_recovers() {
+    let sup = Supervisor::start("kill9", "", AB, &[]);
+    sup.wait_ready("a", Duration::from_secs(20));
+    sup.wait_ready("b", Duration::from_secs(20));
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = load(sup.port, "/agents/b/invoke", 4, Arc::clone(&stop));
+    let mut recoveries = Vec::new();
+    for crash in 1..=5 {
+        let before = sup.wait_ready("a", Duration::from_secs(20));
+        let pid = before["pid"].as_u64().unwrap() as i32;
+        let t0 = Instant::now();
+        unsafe_free_kill(pid, 9);
+        // Not routed to the dead worker: 503 until the new one is ready, then 200 from a new pid.
+        let new_pid = wait_until(Duration::from_secs(10), "a routable again", || {
+            let r = get(sup.port, "/agents/a/whoami").ok()?;
+            match r.status {
+                200 if r.json()["pid"] != pid => Some(r.json()["pid"].as_u64().unwrap()),
+                200 => None,
+                503 => {
+                    assert!(r.header("retry-after").is_some());
+                    None
+                }
+                other => panic!("crash {crash}: unexpected {other}: {}", r.text()),
+            }
+        });
+        recoveries.push(t0.elapsed());
+        assert_ne!(new_pid as i32, pid);
+        let p = sup.process("a").unwrap();
+        assert_eq!(p["restarts"], crash, "{p}");
+        assert!(p["last_error"].as_str().unwrap().contains("SIGKILL"), "{p}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for w in workers {
+        let (o, f) = w.join().unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    eprintln!(
+        "recovery times after kill -9: {recoveries:?}; load on b: {ok} ok, {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "requests to b failed: {failed:?}");
+    assert!(ok > 50, "the load ran ({ok} requests)");
+    // Generous bound (the fake worker is a Python process; the default first delay is 0.2 s):
+    // the fifth crash is recovered like the first, not abandoned.
+    assert!(
+        recoveries.iter().all(|d| *d < Duration::from_secs(5)),
+        "{recoveries:?}"
+    );
+}
+
+#[test]
+fn two_agents_killed_together_never_answer_for_each_other() {
+    let sup = Supervisor::start("pair", "", AB, &[]);
+    for round in 0..3 {
+        let a = sup.wait_ready("a", Duration::from_secs(20));
+        let b = sup.wait_ready("b", Duration::from_secs(20));
+        unsafe_free_kill(a["pid"].as_u64().unwrap() as i32, 9);
+        unsafe_free_kill(b["pid"].as_u64().unwrap() as i32, 9);
+        let seen = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut back = [false, false];
+        while Instant::now() < deadline && !(back[0] && back[1]) {
+            for (i, id) in ["a", "b"].iter().enumerate() {
+                if let Ok(r) = get(sup.port, &format!("/agents/{id}/whoami")) {
+                    if r.status == 200 {
+                        assert_eq!(
+                            r.json()["agent_id"],
+                            *id,
+                            "round {round}: /agents/{id} answered by another agent"
+                        );
+                        back[i] = true;
+                        seen.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        assert_eq!(r.status, 503, "{}", r.text());
+                    }
+                }
+            }
+        }
+        assert!(back[0] && back[1], "round {round}: both agents came back");
+    }
+}
+
+#[test]
+fn a_bad_package_is_refused_or_failed_with_its_reason_and_others_are_unaffected() {
+    let sup = Supervisor::start(
+        "bad",
+        "",
+        "[[agents]]\nid = \"good\"\npackage = \"pkg\"\n",
+        &[],
+    );
+    sup.wait_ready("good", Duration::from_secs(20));
+    // A path that does not exist: 422 naming the field.
+    let r = http(
+        sup.port,
+        "POST",
+        "/supervisor/spawn",
+        &[],
+        br#"{"agent_id":"x","package_path":"/no/such/package.apkg"}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["error"]["field"], "package_path");
+    // An invalid id.
+    let body = format!(r#"{{"agent_id":"a/b","package_path":"{}"}}"#, sup.pkg());
+    let r = http(sup.port, "POST", "/supervisor/spawn", &[], body.as_bytes()).unwrap();
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["error"]["field"], "agent_id");
+    // A package that cannot load (the worker exits 78): failed at once, with the reason, no restarts.
+    let body = format!(
+        r#"{{"agent_id":"broken","package_path":"{}","env_vars":{{"FAKE_EXIT78":"ModuleNotFoundError: No module named 'missing_dep'"}}}}"#,
+        sup.pkg()
+    );
+    let r = http(
+        sup.port,
+        "POST",
+        "/supervisor/spawn?wait=true",
+        &[],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("missing_dep"), "{}", r.text());
+    std::thread::sleep(Duration::from_millis(1500));
+    let p = sup.process("broken").unwrap();
+    assert_eq!(p["state"], "failed");
+    assert_eq!(p["restarts"], 0, "no restart storm: {p}");
+    assert!(
+        p["last_error"].as_str().unwrap().contains("missing_dep"),
+        "{p}"
+    );
+    let r = get(sup.port, "/agents/broken/x").unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("missing_dep"), "{}", r.text());
+    // A duplicate is a conflict, not a 500.
+    let body = format!(r#"{{"agent_id":"good","package_path":"{}"}}"#, sup.pkg());
+    let r = http(sup.port, "POST", "/supervisor/spawn", &[], body.as_bytes()).unwrap();
+    assert_eq!(r.status, 409, "{}", r.text());
+    // The good agent never noticed.
+    let r = get(sup.port, "/agents/good/x").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(sup.process("good").unwrap()["restarts"], 0);
+    // A failed agent can be removed; then it is gone.
+    let r = http(sup.port, "DELETE", "/supervisor/agents/broken", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(sup.process("broken").is_none());
+    assert_eq!(get(sup.port, "/agents/broken/x").unwrap().status, 404);
+}
+
+#[test]
+fn sigterm_under_load_completes_in_flight_requests_and_leaves_no_process() {
+    let agents = "[[agents]]\nid = \"a\"\npackage = \"pkg\"\nenv_vars = { FAKE_CHILD = \"1\" }\n[[agents]]\nid = \"b\"\npackage = \"pkg\"\nenv_vars = { FAKE_IGNORE_TERM = \"1\" }\n";
+    let mut sup = Supervisor::start("term", "shutdown_grace = \"6s\"\n", agents, &[]);
+    let a = sup.wait_ready("a", Duration::from_secs(20));
+    let b = sup.wait_ready("b", Duration::from_secs(20));
+    let pgids = [
+        a["pid"].as_u64().unwrap() as u32,
+        b["pid"].as_u64().unwrap() as u32,
+    ];
+    let port = sup.port;
+    let inflight: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let id = if i % 2 == 0 { "a" } else { "b" };
+                http(port, "GET", &format!("/agents/{id}/sleep?s=1.5"), &[], b"").map(|r| r.status)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    let t0 = Instant::now();
+    sup.signal(15);
+    for t in inflight {
+        assert_eq!(
+            t.join().unwrap().unwrap(),
+            200,
+            "an in-flight request was cut"
+        );
+    }
+    let code = sup.wait_exit(Duration::from_secs(15));
+    let took = t0.elapsed();
+    assert_eq!(code, Some(0), "log:\n{}", sup.log_text());
+    assert!(
+        took < Duration::from_secs(8),
+        "stopped within the grace: {took:?}"
+    );
+    for pgid in pgids {
+        assert!(
+            !group_alive(pgid),
+            "process group {pgid} survived the supervisor"
+        );
+    }
+}
+
+#[test]
+fn workers_die_with_a_killed_supervisor() {
+    let agents = "[[agents]]\nid = \"a\"\npackage = \"pkg\"\n";
+    let mut sup = Supervisor::start("pdeath", "", agents, &[]);
+    let a = sup.wait_ready("a", Duration::from_secs(20));
+    let pid = a["pid"].as_u64().unwrap() as u32;
+    sup.child.kill().unwrap();
+    sup.child.wait().unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the worker to die with the supervisor",
+        || (!pid_alive(pid)).then_some(()),
+    );
+}
+
+#[test]
+fn liveness_failures_restart_and_wrong_identity_is_never_routed() {
+    let agents = format!(
+        "[[agents]]\nid = \"sick\"\npackage = \"pkg\"\nenv_vars = {{ FAKE_HEALTH_FAIL_AFTER = \"1\" }}\n\
+         [[agents]]\nid = \"impostor\"\npackage = \"pkg\"\nenv_vars = {{ FAKE_WRONG_ID = \"someone-else\" }}\n"
+    );
+    let sup = Supervisor::start(
+        "live",
+        "probe_interval = \"200ms\"\nprobe_failures = 2\n",
+        &agents,
+        &[],
+    );
+    wait_until(Duration::from_secs(20), "a liveness restart", || {
+        sup.process("sick")
+            .filter(|p| p["restarts"].as_u64() >= Some(1))
+            .map(|_| ())
+    });
+    assert!(sup.log_text().contains("liveness"), "the reason is logged");
+    let p = sup.process("impostor").unwrap();
+    assert_eq!(p["state"], "starting");
+    assert!(
+        p["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("someone-else"),
+        "{p}"
+    );
+    let r = get(sup.port, "/agents/impostor/x").unwrap();
+    assert_eq!(r.status, 503);
+}
+
+#[test]
+fn stop_restart_and_remove() {
+    let sup = Supervisor::start("ops", "stop_timeout = \"3s\"\n", AB, &[]);
+    let a = sup.wait_ready("a", Duration::from_secs(20));
+    let r = http(sup.port, "POST", "/supervisor/stop/par-a", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"], "stopped");
+    assert!(!pid_alive(a["pid"].as_u64().unwrap() as u32));
+    assert_eq!(get(sup.port, "/agents/a/x").unwrap().status, 503);
+    let r = http(sup.port, "POST", "/supervisor/restart/par-a", &[], b"").unwrap();
+    assert_eq!(r.status, 202, "{}", r.text());
+    sup.wait_ready("a", Duration::from_secs(20));
+    let b = sup.wait_ready("b", Duration::from_secs(20));
+    let r = http(sup.port, "POST", "/supervisor/restart/b", &[], b"").unwrap();
+    assert_eq!(r.status, 202);
+    let b2 = wait_until(Duration::from_secs(20), "b restarted", || {
+        sup.process("b")
+            .filter(|p| p["state"] == "ready" && p["pid"] != b["pid"])
+    });
+    assert_eq!(b2["consecutive_failures"], 0);
+    let r = http(sup.port, "DELETE", "/supervisor/agents/a", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(sup.process("a").is_none());
+    assert_eq!(get(sup.port, "/agents/a/x").unwrap().status, 404);
+    assert_eq!(
+        http(sup.port, "POST", "/supervisor/stop/par-zz", &[], b"")
+            .unwrap()
+            .status,
+        404
+    );
+    // The id is free again.
+    let body = format!(r#"{{"agent_id":"a","package_path":"{}"}}"#, sup.pkg());
+    let r = http(
+        sup.port,
+        "POST",
+        "/supervisor/spawn?wait=true",
+        &[],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["state"], "ready");
+}
