@@ -46,10 +46,25 @@ pub fn prepare(source: &Path, sha256: Option<&str>, home: &Path) -> Result<Prepa
     let env = package
         .environment()
         .map_err(|e| PrepareError::Package(chain(&e)))?;
-    let python = pyenv::ensure(&package, home)?;
+    let env_opts = par_pyenv::EnvOptions::default().with_home(home);
+    let package_id = package.package_id();
+    let mut progress = |line: &str| tracing::info!(package_id = %package_id, "deps: {line}");
+    let python = par_pyenv::ensure_env(&package, &env_opts, &mut progress).map_err(|e| {
+        use par_pyenv::EnvError as E;
+        let message = chain(&e);
+        match e {
+            E::UnsupportedRuntime(_) | E::BadPyproject { .. } | E::Read { .. } => {
+                PrepareError::Package(message)
+            }
+            _ => PrepareError::Environment(message),
+        }
+    })?;
+    for w in &python.warnings {
+        tracing::warn!("{w}");
+    }
     Ok(Prepared {
         package,
-        python,
+        python: python.python,
         env,
     })
 }
@@ -64,56 +79,4 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-/// Stand-in until par_pyenv::ensure_env lands: a venv per requirements file.
-mod pyenv {
-    use super::*;
-    use std::process::Command;
-
-    pub fn ensure(package: &LoadedPackage, home: &Path) -> Result<PathBuf, PrepareError> {
-        let root = &package.root;
-        let mut reqs = std::fs::read_to_string(root.join("requirements.txt")).unwrap_or_default();
-        if reqs.trim().is_empty() {
-            reqs = package.manifest.dependencies.join("\n");
-        }
-        if reqs.trim().is_empty() {
-            return Ok(PathBuf::from("python3"));
-        }
-        let h = format!(
-            "{:x}",
-            reqs.bytes()
-                .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64))
-        );
-        let venv = home.join("shim-envs").join(h);
-        let py = venv.join("bin/python");
-        if py.exists() {
-            return Ok(py);
-        }
-        let tmp = venv.with_extension(format!("tmp{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        let req_file = tmp.with_extension("txt");
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&tmp)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-            && std::fs::write(&req_file, &reqs).is_ok()
-            && Command::new(tmp.join("bin/python"))
-                .args(["-m", "pip", "install", "-q", "-r"])
-                .arg(&req_file)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-        if !ok {
-            return Err(PrepareError::Environment("pip install failed".into()));
-        }
-        if std::fs::rename(&tmp, &venv).is_err() && !py.exists() {
-            return Err(PrepareError::Environment(
-                "failed to move the environment into place".into(),
-            ));
-        }
-        Ok(py)
-    }
 }
