@@ -10,6 +10,8 @@
 use std::fs;
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::error::PackageError;
 use crate::LoadOptions;
@@ -17,6 +19,29 @@ use crate::LoadOptions;
 /// Entries smaller than this are not checked for their compression ratio: small
 /// text files legitimately compress very well, and the total-size limit bounds them.
 const RATIO_MIN_BYTES: u64 = 1 << 20;
+
+/// Prefix of the private folders extractions are written to before the rename.
+const TMP_PREFIX: &str = ".tmp-";
+/// A temp folder this old was left by a process that died mid-extraction.
+const STALE_AFTER: Duration = Duration::from_secs(3600);
+
+/// Removes temp folders left behind by crashed loaders (best effort).
+fn remove_stale_temp_dirs(packages: &Path) {
+    let Ok(entries) = fs::read_dir(packages) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let stale = e.file_name().to_string_lossy().starts_with(TMP_PREFIX)
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_AFTER);
+        if stale {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
 
 /// A relative path made only of normal components, or why it is unsafe.
 pub(crate) fn safe_relative_path(name: &str) -> Result<PathBuf, &'static str> {
@@ -61,14 +86,13 @@ pub(crate) fn extract_cached<R: Read + Seek>(
         path: packages.clone(),
         source,
     })?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    remove_stale_temp_dirs(&packages);
+    static SEQ: AtomicU64 = AtomicU64::new(0);
     let tmp = packages.join(format!(
-        ".tmp-{}-{}-{nanos}",
+        "{TMP_PREFIX}{}-{}-{}",
         &sha256[..16.min(sha256.len())],
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
     ));
     if let Err(e) = extract_into(archive, source_name, &tmp, opts) {
         let _ = fs::remove_dir_all(&tmp);

@@ -220,33 +220,7 @@ fn load_archive<R: Read + Seek>(
         }
     }
     // Parse the manifest before extracting: a bad package never reaches the cache.
-    let manifest = {
-        let not_zip = |source| PackageError::NotZip {
-            source_name: source_name.to_string(),
-            source,
-        };
-        let mut zip = zip::ZipArchive::new(&mut archive).map_err(not_zip)?;
-        let yaml = match zip.by_name("agent.yaml") {
-            Ok(mut entry) => {
-                if entry.size() > 1 << 20 {
-                    return Err(PackageError::TooLarge { limit: 1 << 20 });
-                }
-                let mut text = String::new();
-                entry
-                    .by_ref()
-                    .take(1 << 20)
-                    .read_to_string(&mut text)
-                    .map_err(|source| PackageError::Entry {
-                        name: "agent.yaml".into(),
-                        source,
-                    })?;
-                text
-            }
-            Err(zip::result::ZipError::FileNotFound) => return Err(PackageError::NoManifest),
-            Err(e) => return Err(not_zip(e)),
-        };
-        Manifest::parse(&yaml, &format!("agent.yaml in {source_name}"))?
-    };
+    let manifest = read_entry_manifest(&mut archive, source_name)?.0;
     archive
         .seek(SeekFrom::Start(0))
         .map_err(|source| PackageError::Read {
@@ -266,6 +240,110 @@ fn load_archive<R: Read + Seek>(
         sha256,
         manifest,
     })
+}
+
+/// What `par inspect` shows: a package read without extracting it anywhere.
+#[derive(Debug, Clone)]
+pub struct PackageInfo {
+    /// sha256 of the archive (of the deterministic pack for a folder).
+    pub sha256: String,
+    pub manifest: Manifest,
+    /// Entries in the archive (files and folders).
+    pub entries: usize,
+    pub archive_bytes: u64,
+    /// Requirement lines of `requirements.txt`, when the package has one.
+    pub requirements_txt: Option<Vec<String>>,
+}
+
+/// Reads a package's manifest and facts without writing anything.
+pub fn inspect(source: &Path) -> Result<PackageInfo, PackageError> {
+    let meta = fs::metadata(source).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            PackageError::NotFound(source.to_path_buf())
+        } else {
+            PackageError::Read {
+                path: source.to_path_buf(),
+                source: e,
+            }
+        }
+    })?;
+    let name = source.display().to_string();
+    let bytes = if meta.is_dir() {
+        let d = LoadOptions::default();
+        let limits = pack::PackLimits {
+            max_entries: d.max_entries,
+            max_total_bytes: d.max_total_bytes,
+        };
+        pack::pack_to_vec(source, std::time::UNIX_EPOCH, limits, None)?.0
+    } else {
+        fs::read(source).map_err(|e| PackageError::Read {
+            path: source.to_path_buf(),
+            source: e,
+        })?
+    };
+    let sha256 = sha256_hex(&bytes);
+    let archive_bytes = bytes.len() as u64;
+    let mut cursor = Cursor::new(bytes);
+    let (manifest, entries, requirements_txt) = read_entry_manifest(&mut cursor, &name)?;
+    Ok(PackageInfo {
+        sha256,
+        manifest,
+        entries,
+        archive_bytes,
+        requirements_txt,
+    })
+}
+
+/// Reads a small text entry, refusing one larger than 1 MiB.
+fn read_small_entry<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    name: &str,
+    source_name: &str,
+) -> Result<Option<String>, PackageError> {
+    match zip.by_name(name) {
+        Ok(mut entry) => {
+            if entry.size() > 1 << 20 {
+                return Err(PackageError::TooLarge { limit: 1 << 20 });
+            }
+            let mut bytes = Vec::new();
+            entry
+                .by_ref()
+                .take(1 << 20)
+                .read_to_end(&mut bytes)
+                .map_err(|source| PackageError::Entry {
+                    name: name.into(),
+                    source,
+                })?;
+            Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        }
+        Err(zip::result::ZipError::FileNotFound) => Ok(None),
+        Err(source) => Err(PackageError::NotZip {
+            source_name: source_name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// The parsed `agent.yaml`, the entry count and `requirements.txt` lines of an archive.
+fn read_entry_manifest<R: Read + Seek>(
+    archive: &mut R,
+    source_name: &str,
+) -> Result<(Manifest, usize, Option<Vec<String>>), PackageError> {
+    let mut zip = zip::ZipArchive::new(archive).map_err(|source| PackageError::NotZip {
+        source_name: source_name.to_string(),
+        source,
+    })?;
+    let yaml =
+        read_small_entry(&mut zip, "agent.yaml", source_name)?.ok_or(PackageError::NoManifest)?;
+    let manifest = Manifest::parse(&yaml, &format!("agent.yaml in {source_name}"))?;
+    let reqs = read_small_entry(&mut zip, "requirements.txt", source_name)?.map(|t| {
+        t.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    });
+    Ok((manifest, zip.len(), reqs))
 }
 
 /// Hex SHA-256 of bytes.
