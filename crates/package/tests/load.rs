@@ -268,10 +268,17 @@ fn loads_every_fixture_into_the_cache() {
 fn second_load_reuses_the_cache() {
     let w = World::new();
     let src = fixture("pk-handler-env-0.2.0.apkg");
+    let t = std::time::Instant::now();
     let first = load(&src, &w.opts()).unwrap();
+    let cold = t.elapsed();
     let sentinel = first.root.join("sentinel");
     fs::write(&sentinel, "kept").unwrap();
+    let t = std::time::Instant::now();
     let second = load(&src, &w.opts()).unwrap();
+    println!(
+        "load pk-handler-env: extract {cold:?}, cache hit {:?}",
+        t.elapsed()
+    );
     assert_eq!(first.root, second.root);
     assert_eq!(
         fs::read_to_string(&sentinel).unwrap(),
@@ -468,4 +475,62 @@ fn pack_refuses_an_invalid_manifest() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+/// Child side of [`concurrent_loads_from_several_processes`]: loads the package
+/// named by the environment and prints its root. Does nothing when run normally.
+#[test]
+fn child_process_load_helper() {
+    let (Some(src), Some(home)) = (
+        std::env::var_os("PAR_TEST_CHILD_SRC"),
+        std::env::var_os("PAR_TEST_CHILD_HOME"),
+    ) else {
+        return;
+    };
+    let pkg = load(Path::new(&src), &LoadOptions::default().with_home(home)).unwrap();
+    println!("ROOT={}", pkg.root.display());
+}
+
+#[test]
+fn concurrent_loads_from_several_processes() {
+    let w = World::new();
+    let src = fixture("sdk-full-0.1.0.apkg");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "child_process_load_helper",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("PAR_TEST_CHILD_SRC", &src)
+                .env("PAR_TEST_CHILD_HOME", w.home())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut roots = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let root = text
+            .lines()
+            .find_map(|l| l.split_once("ROOT=").map(|(_, r)| r.trim()))
+            .unwrap_or_else(|| panic!("child printed no root: {text}"))
+            .to_string();
+        roots.push(root);
+    }
+    assert!(roots.windows(2).all(|r| r[0] == r[1]), "{roots:?}");
+    let entries: Vec<_> = fs::read_dir(w.home().join("packages")).unwrap().collect();
+    assert_eq!(entries.len(), 1, "temp folders left behind");
+    assert!(Path::new(&roots[0]).join("ui/index.html").is_file());
 }
