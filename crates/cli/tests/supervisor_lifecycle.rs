@@ -79,7 +79,10 @@ fn load(
 
 #[test]
 fn kill9_of_one_worker_under_load_on_another_and_the_fifth_crash_recovers() {
-    let sup = Supervisor::start("kill9", "", AB, &[]);
+    // A run of 1 s counts as stable here (30 s by default), so each crash below
+    // starts a fresh backoff: the fifth is recovered as fast as the first.
+    let agents = "[[agents]]\nid = \"a\"\npackage = \"pkg\"\nstable_period_seconds = 1.0\n[[agents]]\nid = \"b\"\npackage = \"pkg\"\n";
+    let sup = Supervisor::start("kill9", "", agents, &[]);
     sup.wait_ready("a", Duration::from_secs(20));
     sup.wait_ready("b", Duration::from_secs(20));
     let stop = Arc::new(AtomicBool::new(false));
@@ -88,6 +91,7 @@ fn kill9_of_one_worker_under_load_on_another_and_the_fifth_crash_recovers() {
     for crash in 1..=5 {
         let before = sup.wait_ready("a", Duration::from_secs(20));
         let pid = before["pid"].as_u64().unwrap() as i32;
+        std::thread::sleep(Duration::from_millis(1100));
         let t0 = Instant::now();
         unsafe_free_kill(pid, 9);
         // Not routed to the dead worker: 503 until the new one is ready, then 200 from a new pid.
@@ -125,9 +129,33 @@ fn kill9_of_one_worker_under_load_on_another_and_the_fifth_crash_recovers() {
     // Generous bound (the fake worker is a Python process; the default first delay is 0.2 s):
     // the fifth crash is recovered like the first, not abandoned.
     assert!(
-        recoveries.iter().all(|d| *d < Duration::from_secs(5)),
+        recoveries.iter().all(|d| *d < Duration::from_secs(3)),
         "{recoveries:?}"
     );
+    let (first, last) = (recoveries[0], recoveries[4]);
+    assert!(
+        last < first * 3 + Duration::from_millis(500),
+        "the fifth crash took {last:?}, the first {first:?}"
+    );
+}
+
+#[test]
+fn a_crash_loop_backs_off_exponentially() {
+    let agents = "[[agents]]\nid = \"loop\"\npackage = \"pkg\"\nenv_vars = { FAKE_CRASH_AFTER = \"0.05\" }\n";
+    let sup = Supervisor::start("loop", "", agents, &[]);
+    let t0 = Instant::now();
+    let p = wait_until(Duration::from_secs(20), "four restarts", || {
+        sup.process("loop")
+            .filter(|p| p["restarts"].as_u64() >= Some(4))
+    });
+    // Delays of 0.2, 0.4 and 0.8 s (±20 %) came before the fourth restart.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1100),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(p["consecutive_failures"].as_u64() >= Some(4), "{p}");
+    assert!(p["last_error"].as_str().unwrap().contains("code 3"), "{p}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ and echoes every request; behaviour chosen by FAKE_* environment variables
   FAKE_HEALTH_FAIL_AFTER=s   /health answers 500 after s seconds
   FAKE_CHILD=1           start a child process in the same group (like the agent host)
   FAKE_WRONG_ID=x        claim to be agent x
+  FAKE_CRASH_AFTER=s     exit 3 after s seconds
 
 Routes: /health, /meta, /sse?n=&delay=, /sleep?s=, /crash, anything else echoes.
 """
@@ -32,6 +33,9 @@ if os.environ.get("FAKE_IGNORE_TERM"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 else:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+if os.environ.get("FAKE_CRASH_AFTER"):
+    import threading
+    threading.Timer(float(os.environ["FAKE_CRASH_AFTER"]), lambda: os._exit(3)).start()
 if os.environ.get("FAKE_CHILD"):
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
 
