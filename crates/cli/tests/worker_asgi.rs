@@ -58,7 +58,11 @@ def sync_route():
     return {"sync": True}
 "#;
 
-fn asgi_agent(dir: &std::path::Path, agent_yaml: &str, extra: &[(&str, &str)]) -> std::path::PathBuf {
+fn asgi_agent(
+    dir: &std::path::Path,
+    agent_yaml: &str,
+    extra: &[(&str, &str)],
+) -> std::path::PathBuf {
     let mut files = vec![
         ("agent.yaml", agent_yaml),
         ("requirements.txt", FASTAPI_REQUIREMENTS),
@@ -82,7 +86,10 @@ fn http_server_app_streams_sse_keeps_query_and_bodies() {
     assert_eq!(health["surfaces"], json!({"rest":{"status":"ready"}}));
 
     // Lifespan startup ran before the first request.
-    assert_eq!(w.get("/lifespan").expect("lifespan").json(), json!({"started": true}));
+    assert_eq!(
+        w.get("/lifespan").expect("lifespan").json(),
+        json!({"started": true})
+    );
     assert_eq!(w.get("/sync").expect("sync").json(), json!({"sync": true}));
 
     let r = w.get("/query?a=1&b=x%20y&a=2&a=3").expect("query");
@@ -97,7 +104,8 @@ fn http_server_app_streams_sse_keeps_query_and_bodies() {
     s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
     let chunk = vec![b'x'; 100_000];
     for _ in 0..30 {
-        s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).unwrap();
+        s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
         s.write_all(&chunk).unwrap();
         s.write_all(b"\r\n").unwrap();
     }
@@ -106,20 +114,32 @@ fn http_server_app_streams_sse_keeps_query_and_bodies() {
     let (status, headers) = read_head(&mut reader).expect("head");
     assert_eq!(status, 200);
     let mut body = Vec::new();
-    if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked")) {
+    if headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
+    {
         while let Some(c) = read_chunk(&mut reader).expect("chunk") {
             body.extend(c);
         }
     } else {
         std::io::Read::read_to_end(&mut reader, &mut body).expect("body");
     }
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).unwrap(), json!({"bytes": 3_000_000}));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        json!({"bytes": 3_000_000})
+    );
 
     // SSE: the first event arrives long before the stream ends.
     let t = Instant::now();
-    let (status, headers, mut reader) = open_stream(w.port, "GET", "/sse", &[("accept", "text/event-stream")]);
+    let (status, headers, mut reader) =
+        open_stream(w.port, "GET", "/sse", &[("accept", "text/event-stream")]);
     assert_eq!(status, 200);
-    assert!(headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-type") && v.starts_with("text/event-stream")));
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("content-type")
+                && v.starts_with("text/event-stream"))
+    );
     let mut seen = String::new();
     let mut first_at = None;
     while let Some(c) = read_chunk(&mut reader).expect("chunk") {
@@ -131,8 +151,14 @@ fn http_server_app_streams_sse_keeps_query_and_bodies() {
     let end_at = t.elapsed();
     let first_at = first_at.expect("first event");
     eprintln!("SSE first event after {first_at:?}, stream ended after {end_at:?}");
-    assert!(first_at + Duration::from_millis(1000) < end_at, "first {first_at:?} end {end_at:?}");
-    let expected = format!(":{}\n\nid: 1\nevent: message\ndata: first\n\nid: 2\nevent: message\ndata: second\n\n", "-".repeat(2048));
+    assert!(
+        first_at + Duration::from_millis(1000) < end_at,
+        "first {first_at:?} end {end_at:?}"
+    );
+    let expected = format!(
+        ":{}\n\nid: 1\nevent: message\ndata: first\n\nid: 2\nevent: message\ndata: second\n\n",
+        "-".repeat(2048)
+    );
     assert_eq!(seen, expected, "byte-exact stream");
 }
 
@@ -150,8 +176,14 @@ fn rest_entry_forms_and_partial_ui_failure() {
     let health = w.wait_ready(READY);
     assert_eq!(health["surfaces"]["rest"], json!({"status":"ready"}));
     assert_eq!(health["surfaces"]["ui"]["status"], "error", "{health}");
-    assert_eq!(w.get("/api/form").expect("form").json(), json!({"form":"module"}));
-    assert_eq!(w.post("/invoke", r#"{"z":1}"#).json()["data"], json!({"z":1}));
+    assert_eq!(
+        w.get("/api/form").expect("form").json(),
+        json!({"form":"module"})
+    );
+    assert_eq!(
+        w.post("/invoke", r#"{"z":1}"#).json()["data"],
+        json!({"z":1})
+    );
     assert_eq!(w.get("/ui/health").expect("ui health").status, 503);
     drop(w);
 
@@ -165,7 +197,10 @@ fn rest_entry_forms_and_partial_ui_failure() {
     );
     let mut w = Worker::start(&pkg, "rest-bare", &[]);
     w.wait_ready(READY);
-    assert_eq!(w.get("/api/form").expect("form").json(), json!({"form":"bare"}));
+    assert_eq!(
+        w.get("/api/form").expect("form").json(),
+        json!({"form":"bare"})
+    );
 }
 
 #[test]
@@ -175,7 +210,10 @@ fn asgi_exception_is_a_json_500_and_websocket_is_501() {
     let pkg = write_agent(
         dir.path(),
         &[
-            ("agent.yaml", "name: raw-asgi\nversion: '1.0'\nhttp_server: src.app:app\n"),
+            (
+                "agent.yaml",
+                "name: raw-asgi\nversion: '1.0'\nhttp_server: src.app:app\n",
+            ),
             ("src/__init__.py", ""),
             ("src/app.py", app),
         ],
@@ -184,12 +222,20 @@ fn asgi_exception_is_a_json_500_and_websocket_is_501() {
     w.wait_ready(Duration::from_secs(60));
     let r = w.get("/x").expect("500");
     assert_eq!(r.status, 500, "{}", r.text());
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("ValueError: boom"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ValueError: boom"));
     let r = request(
         w.port,
         "GET",
         "/ws",
-        &[("upgrade", "websocket"), ("connection", "upgrade"), ("sec-websocket-version", "13"), ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")],
+        &[
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
         None,
     )
     .expect("ws");

@@ -22,7 +22,10 @@ fn pk_handler_env_behaves_as_documented() {
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["status"], "success");
-    assert_eq!(v["data"]["received"], json!({"action":"greet","data":{"x":1}}));
+    assert_eq!(
+        v["data"]["received"],
+        json!({"action":"greet","data":{"x":1}})
+    );
     assert_eq!(
         v["data"]["env"],
         json!({"MANIFEST_ONLY":"m","DOTENV_ONLY":"d","BOTH":"from-manifest","QUOTED":"q v"})
@@ -33,7 +36,10 @@ fn pk_handler_env_behaves_as_documented() {
     let v = r.json();
     assert_eq!(v["status"], "error");
     assert_eq!(v["data"], serde_json::Value::Null);
-    assert!(v["error"].as_str().unwrap().contains("requested failure"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("requested failure"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -50,7 +56,13 @@ fn pk_rest_only_serves_rest_and_says_no_entrypoint() {
     assert_eq!(r.status, 404, "{}", r.text());
     let v = r.json();
     assert_eq!(v["error"]["code"], "no_entrypoint");
-    assert!(v["error"]["message"].as_str().unwrap().contains("no entrypoint"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no entrypoint"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -66,16 +78,36 @@ fn pk_full_serves_rest_ui_a2a_and_reports_each_surface() {
     assert_eq!(r.json(), json!({"message":"Hello from REST"}));
 
     let r = w.post("/invoke", r#"{"q":1}"#);
-    assert_eq!(r.json()["data"], json!({"message":"Hello from handler","received":{"q":1}}));
+    assert_eq!(
+        r.json()["data"],
+        json!({"message":"Hello from handler","received":{"q":1}})
+    );
 
     let r = request(w.port, "GET", "/", &[("accept", "text/html")], None).expect("ui");
     assert_eq!(r.status, 200);
-    assert!(r.header("content-type").unwrap_or("").starts_with("text/html"));
+    assert!(r
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/html"));
     // An unknown page that asks for HTML gets the SPA's index.html; the agent's 404 otherwise.
-    let r = request(w.port, "GET", "/some/page", &[("accept", "text/html")], None).expect("spa");
+    let r = request(
+        w.port,
+        "GET",
+        "/some/page",
+        &[("accept", "text/html")],
+        None,
+    )
+    .expect("spa");
     assert_eq!(r.status, 200);
     assert!(r.text().to_lowercase().contains("<html"), "{}", r.text());
-    let r = request(w.port, "GET", "/api/nope", &[("accept", "application/json")], None).expect("404");
+    let r = request(
+        w.port,
+        "GET",
+        "/api/nope",
+        &[("accept", "application/json")],
+        None,
+    )
+    .expect("404");
     assert_eq!(r.status, 404);
 
     let r = w.get("/ui/health").expect("ui health");
@@ -94,7 +126,10 @@ fn sdk_full_becomes_ready_with_its_surfaces() {
         health["surfaces"],
         json!({"rest":{"status":"ready"},"a2a":{"status":"ready"},"ui":{"status":"ready"}})
     );
-    assert_eq!(w.get("/api/hello").expect("hello").json(), json!({"message":"Hello from REST"}));
+    assert_eq!(
+        w.get("/api/hello").expect("hello").json(),
+        json!({"message":"Hello from REST"})
+    );
     let r = request(w.port, "GET", "/", &[("accept", "text/html")], None).expect("ui");
     assert_eq!(r.status, 200);
     assert_eq!(w.get("/a2a/health").expect("a2a").status, 200);

@@ -22,13 +22,22 @@ fn echo_invoke_meta_metrics_and_malformed_json() {
     let v = r.json();
     assert_eq!(v["status"], "success");
     assert_eq!(v["error"], serde_json::Value::Null);
-    assert_eq!(v["data"]["echo"], serde_json::json!({"action":"greet","data":{"x":[1,2]}}));
-    assert_eq!(v["data"]["agent_id"], "echo-a", "PAR_AGENT_ID reaches the agent");
+    assert_eq!(
+        v["data"]["echo"],
+        serde_json::json!({"action":"greet","data":{"x":[1,2]}})
+    );
+    assert_eq!(
+        v["data"]["agent_id"], "echo-a",
+        "PAR_AGENT_ID reaches the agent"
+    );
 
     let r = w.post("/invoke", r#"{"action": "#);
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "bad_request");
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("malformed JSON"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("malformed JSON"));
 
     let meta = w.get("/meta").expect("meta").json();
     assert_eq!(meta["name"], "echo");
@@ -40,9 +49,17 @@ fn echo_invoke_meta_metrics_and_malformed_json() {
     assert_eq!(r.json()["error"]["code"], "not_found");
 
     let m = w.get("/metrics").expect("metrics").text();
-    assert!(m.contains(r#"par_worker_requests_total{agent_id="echo-a",route="/invoke",status="200"} 1"#), "{m}");
+    assert!(
+        m.contains(
+            r#"par_worker_requests_total{agent_id="echo-a",route="/invoke",status="200"} 1"#
+        ),
+        "{m}"
+    );
     assert!(m.contains(r#"route="/invoke",status="400"} 1"#), "{m}");
-    assert!(m.contains("par_worker_request_duration_seconds_bucket"), "{m}");
+    assert!(
+        m.contains("par_worker_request_duration_seconds_bucket"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -61,10 +78,18 @@ fn multi_exports_public_private_and_unknown() {
     for name in ["secret", "nope"] {
         let r = w.post(&format!("/exports/{name}"), "{}");
         assert_eq!(r.status, 404, "{name}: {}", r.text());
-        assert!(r.json()["error"]["message"].as_str().unwrap().contains(name));
+        assert!(r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(name));
     }
     let meta = w.get("/meta").expect("meta").json();
-    let names: Vec<_> = meta["exports"].as_array().unwrap().iter().map(|e| e["name"].clone()).collect();
+    let names: Vec<_> = meta["exports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].clone())
+        .collect();
     assert_eq!(names, vec!["add", "word-count"]);
 }
 
@@ -84,7 +109,10 @@ fn flaky_exception_is_500_and_timeout_is_504() {
     assert_eq!(r.json()["error"]["code"], "timeout");
     assert!(t.elapsed() < Duration::from_secs(3));
     // The worker is still fine afterwards.
-    assert_eq!(w.post("/invoke", "{}").json()["data"], serde_json::json!({"ok": true}));
+    assert_eq!(
+        w.post("/invoke", "{}").json()["data"],
+        serde_json::json!({"ok": true})
+    );
 }
 
 #[test]
@@ -94,7 +122,14 @@ fn fifty_concurrent_requests_with_one_slow_are_all_answered() {
     let port = w.port;
     let slow = std::thread::spawn(move || {
         let t = Instant::now();
-        let r = request(port, "POST", "/invoke", &[], Some(br#"{"action":"sleep","seconds":2}"#)).expect("slow");
+        let r = request(
+            port,
+            "POST",
+            "/invoke",
+            &[],
+            Some(br#"{"action":"sleep","seconds":2}"#),
+        )
+        .expect("slow");
         (r.status, r.json(), t.elapsed())
     });
     std::thread::sleep(Duration::from_millis(100));
@@ -103,7 +138,9 @@ fn fifty_concurrent_requests_with_one_slow_are_all_answered() {
         .map(|i| {
             std::thread::spawn(move || {
                 let body = format!(r#"{{"n":{i}}}"#);
-                request(port, "POST", "/invoke", &[], Some(body.as_bytes())).expect("fast").status
+                request(port, "POST", "/invoke", &[], Some(body.as_bytes()))
+                    .expect("fast")
+                    .status
             })
         })
         .collect();
@@ -122,8 +159,9 @@ fn sigkill_of_the_agent_host_makes_the_worker_exit_nonzero() {
     let mut w = Worker::start(&example("echo"), "echo-kill", &[]);
     w.wait_ready(READY);
     let worker_pid = w.child.id();
-    let children = std::fs::read_to_string(format!("/proc/{worker_pid}/task/{worker_pid}/children"))
-        .unwrap_or_default();
+    let children =
+        std::fs::read_to_string(format!("/proc/{worker_pid}/task/{worker_pid}/children"))
+            .unwrap_or_default();
     let mut host_pids: Vec<String> = Vec::new();
     // The host may have been spawned from any runtime thread: look at all of them.
     for task in std::fs::read_dir(format!("/proc/{worker_pid}/task")).expect("tasks") {
@@ -137,9 +175,14 @@ fn sigkill_of_the_agent_host_makes_the_worker_exit_nonzero() {
     host_pids.dedup();
     assert_eq!(host_pids.len(), 1, "one agent host child: {host_pids:?}");
     let t = Instant::now();
-    let ok = std::process::Command::new("kill").args(["-KILL", &host_pids[0]]).status().expect("kill");
+    let ok = std::process::Command::new("kill")
+        .args(["-KILL", &host_pids[0]])
+        .status()
+        .expect("kill");
     assert!(ok.success());
-    let status = w.wait_exit(Duration::from_secs(5)).expect("worker exits after its host is killed");
+    let status = w
+        .wait_exit(Duration::from_secs(5))
+        .expect("worker exits after its host is killed");
     eprintln!("worker exited {:?} after {:?}", status, t.elapsed());
     assert!(!status.success(), "non-zero exit: {status}");
     assert_eq!(status.code(), Some(1));
@@ -172,7 +215,10 @@ fn health_says_starting_while_the_agent_loads() {
         if let Ok(r) = w.get("/health") {
             break r;
         }
-        assert!(t.elapsed() < Duration::from_secs(5), "port not bound at once");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "port not bound at once"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(r.status, 503);
@@ -183,7 +229,10 @@ fn health_says_starting_while_the_agent_loads() {
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"]["code"], "not_ready");
     w.wait_ready(READY);
-    assert_eq!(w.post("/invoke", r#"{"k":1}"#).json()["data"], serde_json::json!({"k":1}));
+    assert_eq!(
+        w.post("/invoke", r#"{"k":1}"#).json()["data"],
+        serde_json::json!({"k":1})
+    );
 }
 
 #[test]
@@ -192,19 +241,33 @@ fn import_error_in_agent_code_exits_78_naming_it() {
     let pkg = write_agent(
         dir.path(),
         &[
-            ("agent.yaml", "name: broken\nversion: '1.0'\nentrypoint: src.main:handler\n"),
+            (
+                "agent.yaml",
+                "name: broken\nversion: '1.0'\nentrypoint: src.main:handler\n",
+            ),
             ("src/__init__.py", ""),
             ("src/main.py", "import definitely_not_a_module_xyz\n"),
         ],
     );
     let port = free_port();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_par"))
-        .args(["worker", "--port", &port.to_string(), "--agent-id", "broken", "--package"])
+        .args([
+            "worker",
+            "--port",
+            &port.to_string(),
+            "--agent-id",
+            "broken",
+            "--package",
+        ])
         .arg(&pkg)
         .env("PAR_HOME", par_home())
         .output()
         .expect("run worker");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(78), "{text}");
     assert!(text.contains("definitely_not_a_module_xyz"), "{text}");
 }
@@ -212,15 +275,25 @@ fn import_error_in_agent_code_exits_78_naming_it() {
 #[test]
 fn bad_manifest_and_missing_package_exit_78() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let pkg = write_agent(dir.path(), &[("agent.yaml", "name: Bad_Name\nentrypoint: nocolon\n")]);
-    for (source, needle) in [(pkg, "name"), (dir.path().join("missing.apkg"), "does not exist")] {
+    let pkg = write_agent(
+        dir.path(),
+        &[("agent.yaml", "name: Bad_Name\nentrypoint: nocolon\n")],
+    );
+    for (source, needle) in [
+        (pkg, "name"),
+        (dir.path().join("missing.apkg"), "does not exist"),
+    ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_par"))
             .args(["worker", "--port", &free_port().to_string(), "--package"])
             .arg(&source)
             .env("PAR_HOME", par_home())
             .output()
             .expect("run worker");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.status.code(), Some(78), "{text}");
         assert!(text.contains(needle), "{needle}: {text}");
     }
@@ -232,12 +305,21 @@ fn sigterm_lets_in_flight_requests_finish_then_exits_0() {
     w.wait_ready(READY);
     let port = w.port;
     let slow = std::thread::spawn(move || {
-        request(port, "POST", "/invoke", &[], Some(br#"{"action":"sleep","seconds":1}"#)).expect("in-flight")
+        request(
+            port,
+            "POST",
+            "/invoke",
+            &[],
+            Some(br#"{"action":"sleep","seconds":1}"#),
+        )
+        .expect("in-flight")
     });
     std::thread::sleep(Duration::from_millis(300));
     w.sigterm();
     let r = slow.join().unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    let status = w.wait_exit(Duration::from_secs(15)).expect("worker exits after SIGTERM");
+    let status = w
+        .wait_exit(Duration::from_secs(15))
+        .expect("worker exits after SIGTERM");
     assert_eq!(status.code(), Some(0));
 }

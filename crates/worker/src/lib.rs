@@ -1,4 +1,28 @@
 //! The worker: loads one agent package and serves its surfaces on one port.
+//!
+//! Contract (see DESIGN.md §3):
+//!
+//! - Environment from the supervisor: `PAR_PORT`, `PAR_AGENT_ID`, `PAR_PACKAGE_PATH`,
+//!   `PAR_PACKAGE_SHA256`, `PAR_HOME`, `PAR_SUPERVISOR_URL` (passed on to the agent
+//!   host with `PAR_AGENT_ID` and `PAR_PACKAGE_ID`), `PAR_INVOKE_TIMEOUT` (default
+//!   300 s), `PAR_SHUTDOWN_GRACE` (10 s), `PAR_HOST_THREADS` (64), `PAR_LOG`,
+//!   `PAR_LOG_FORMAT=json`.
+//! - The port is bound first; the package loads in the background. `GET /health`
+//!   answers at once: `{"status":"starting"|"ready"|"error", "agent_id",
+//!   "package_id", "error"?, "surfaces"}`, 200 only when ready. `surfaces` holds
+//!   only what the package declares, each `{"status":"starting"|"ready"|"error",
+//!   "error"?}`: `rest` (a `rest.entry` or an `http_server` ASGI app), `a2a`, `ui`.
+//!   A failing surface (UI folder missing, A2A factory raising) does not fail the others.
+//! - Exit codes: 78 when the package cannot load (bad manifest, missing file,
+//!   import error or failing `mount(app)` in agent code, unsupported runtime);
+//!   1 for any other fatal error (the agent host died, dependency install failed);
+//!   0 after SIGTERM/SIGINT (in-flight requests finish within the grace period).
+//! - `POST /exports/{name}`: only `metadata.sub_agents` with `public: true`. The
+//!   host calls the function of that name (hyphens become underscores) in the
+//!   entrypoint's module with the JSON body; when there is none, the entrypoint
+//!   handler gets `{"action": name, ...body}`.
+//! - The agent host (`host/host.py`) talks over a socketpair with framed messages;
+//!   the protocol is described at the top of that file.
 
 mod a2a_backend;
 mod asgi;
@@ -9,6 +33,6 @@ mod loader;
 mod metrics;
 mod routes;
 mod state;
-pub mod ui;
+mod ui;
 mod unix;
 pub mod worker;

@@ -24,12 +24,18 @@ pub fn fixtures() -> PathBuf {
 
 pub fn fixture(name: &str) -> PathBuf {
     let p = fixtures().join(name);
-    assert!(p.exists(), "fixture {} not found (set PAR_FIXTURES)", p.display());
+    assert!(
+        p.exists(),
+        "fixture {} not found (set PAR_FIXTURES)",
+        p.display()
+    );
     p
 }
 
 pub fn example(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/agents").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/agents")
+        .join(name)
 }
 
 /// The requirements of the fixtures (fastapi, uvicorn, watchdog): a temp agent
@@ -47,7 +53,11 @@ pub fn write_agent(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A running `par worker`; killed on drop.
@@ -94,7 +104,10 @@ impl Worker {
                     _ => {}
                 }
             }
-            assert!(Instant::now() < deadline, "worker not ready within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "worker not ready within {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -118,12 +131,21 @@ impl Worker {
     }
 
     pub fn post(&self, path: &str, body: &str) -> Response {
-        request(self.port, "POST", path, &[("content-type", "application/json")], Some(body.as_bytes()))
-            .expect("POST")
+        request(
+            self.port,
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            Some(body.as_bytes()),
+        )
+        .expect("POST")
     }
 
     pub fn sigterm(&self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
     }
 }
 
@@ -196,7 +218,11 @@ pub fn request(
     } else {
         reader.read_to_end(&mut body)?;
     }
-    Ok(Response { status, headers, body })
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 pub fn read_head(reader: &mut impl BufRead) -> std::io::Result<(u16, Vec<(String, String)>)> {
