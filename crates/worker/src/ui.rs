@@ -4,12 +4,16 @@
 //! Paths are resolved strictly inside the UI folder: percent-decoded `..`,
 //! absolute segments, dot-files and symlinks that lead outside are never served.
 
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
+use std::io::Read as _;
+
 use tokio::io::AsyncReadExt;
 
 /// Chunk size of streamed file bodies.
@@ -25,6 +29,11 @@ pub struct UiSurface {
     root: PathBuf,
     /// `"/"` or `"/prefix"` (no trailing slash).
     base_path: String,
+    /// Relative paths (`a/b.js`) of the files present at open. Package contents
+    /// are immutable, so a request naming nothing here is answered `None` without
+    /// touching the disk: the agent's own routes (`/api/...`) pay no file-system
+    /// cost. `None` when the folder is too large to index.
+    files: Option<Arc<HashSet<String>>>,
 }
 
 impl UiSurface {
@@ -54,9 +63,11 @@ impl UiSurface {
                     real.display()
                 ));
             }
+            let files = index_files(&real).map(Arc::new);
             return Ok(UiSurface {
                 root: real,
                 base_path,
+                files,
             });
         }
         Err(format!(
@@ -87,6 +98,17 @@ impl UiSurface {
         }
         let rel = self.relative_request_path(parts.uri.path())?;
         let segments = safe_segments(rel)?;
+        if let Some(files) = &self.files {
+            let key = segments.join("/");
+            let index = if key.is_empty() {
+                INDEX.to_string()
+            } else {
+                format!("{key}/{INDEX}")
+            };
+            if !files.contains(&key) && !files.contains(&index) {
+                return None;
+            }
+        }
         let mut path = self.root.clone();
         path.extend(&segments);
         self.respond(path, parts).await
@@ -118,21 +140,16 @@ impl UiSurface {
 
     /// Resolves `path` (a folder → its index.html) inside the root and answers it.
     async fn respond(&self, path: PathBuf, parts: &http::request::Parts) -> Option<Response<Body>> {
-        let mut real = self.contained(&path).await?;
-        if tokio::fs::metadata(&real).await.ok()?.is_dir() {
-            real = self.contained(&real.join(INDEX)).await?;
-        }
-        let file = tokio::fs::File::open(&real).await.ok()?;
-        // Metadata of the opened file, so length and validators match what is streamed.
-        let meta = file.metadata().await.ok()?;
-        if !meta.is_file() {
-            return None;
-        }
-        let validators = Validators::new(meta.len(), meta.modified().ok());
-        let cache = cache_control(&real);
+        let root = self.root.clone();
+        let want_body = parts.method != Method::HEAD;
+        // One trip to the blocking pool for resolve + open + stat (+ read when small).
+        let opened = tokio::task::spawn_blocking(move || open_contained(&root, &path, want_body))
+            .await
+            .ok()??;
+        let validators = Validators::new(opened.len, opened.modified);
         let mut builder = Response::builder()
             .header(header::ETAG, &validators.etag)
-            .header(header::CACHE_CONTROL, cache);
+            .header(header::CACHE_CONTROL, cache_control(&opened.real));
         if let Some(lm) = &validators.last_modified {
             builder = builder.header(header::LAST_MODIFIED, lm);
         }
@@ -144,23 +161,117 @@ impl UiSurface {
         }
         let builder = builder
             .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, content_type(&real))
-            .header(header::CONTENT_LENGTH, meta.len())
+            .header(header::CONTENT_TYPE, content_type(&opened.real))
+            .header(header::CONTENT_LENGTH, opened.len)
             .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-        let body = if parts.method == Method::HEAD {
-            Body::empty()
-        } else {
-            stream_file(file)
+        let body = match opened.content {
+            Content::None => Body::empty(),
+            Content::Small(bytes) => Body::from(bytes),
+            Content::Large(file) => stream_file(tokio::fs::File::from_std(file)),
         };
         builder.body(body).ok()
     }
+}
 
-    /// The canonical form of `path` when it exists and stays inside the root
-    /// (a symlink may point anywhere inside the root, never outside it).
-    async fn contained(&self, path: &Path) -> Option<PathBuf> {
-        let real = tokio::fs::canonicalize(path).await.ok()?;
-        real.starts_with(&self.root).then_some(real)
+/// A file opened inside the root.
+struct Opened {
+    real: PathBuf,
+    len: u64,
+    modified: Option<SystemTime>,
+    content: Content,
+}
+
+enum Content {
+    /// HEAD: no body.
+    None,
+    /// Read whole (at most one chunk).
+    Small(Bytes),
+    /// Streamed as the client reads.
+    Large(std::fs::File),
+}
+
+/// Blocking: canonicalizes `path` (a folder → its index.html), refuses anything
+/// that resolves outside `root` (symlinks included), opens it and takes length
+/// and mtime from the open handle, so they match what is sent.
+fn open_contained(root: &Path, path: &Path, want_body: bool) -> Option<Opened> {
+    let contained = |p: &Path| {
+        let real = p.canonicalize().ok()?;
+        real.starts_with(root).then_some(real)
+    };
+    let mut real = contained(path)?;
+    if real.is_dir() {
+        real = contained(&real.join(INDEX))?;
     }
+    let mut file = std::fs::File::open(&real).ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let len = meta.len();
+    let content = if !want_body {
+        Content::None
+    } else if len <= CHUNK as u64 {
+        let mut buf = Vec::with_capacity(len as usize);
+        std::io::Read::by_ref(&mut file)
+            .take(len)
+            .read_to_end(&mut buf)
+            .ok()?;
+        if buf.len() as u64 != len {
+            return None; // truncated while reading: let the next request see it whole
+        }
+        Content::Small(Bytes::from(buf))
+    } else {
+        Content::Large(file)
+    };
+    Some(Opened {
+        real,
+        len,
+        modified: meta.modified().ok(),
+        content,
+    })
+}
+
+/// Most files indexed by [`index_files`]; a larger folder is served unindexed.
+const MAX_INDEXED: usize = 100_000;
+
+/// The relative paths of the regular files under `root` (symlinks included when
+/// they resolve inside it; symlinked folders are not descended, so no cycles).
+fn index_files(root: &Path) -> Option<HashSet<String>> {
+    let mut files = HashSet::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push((entry.path(), rel));
+            } else if kind.is_file()
+                || (kind.is_symlink()
+                    && entry
+                        .path()
+                        .canonicalize()
+                        .is_ok_and(|r| r.starts_with(root) && r.is_file()))
+            {
+                files.insert(rel);
+                if files.len() > MAX_INDEXED {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(files)
 }
 
 /// Checks `ui.path` is a plain relative path inside the package.
@@ -632,31 +743,55 @@ mod tests {
         assert_ne!(hdr(&r, header::ETAG), etag);
     }
 
+    /// The surface as opened, and the same without its file index (as for a
+    /// folder too large to index), so both paths face the same checks.
+    fn both(s: UiSurface) -> [UiSurface; 2] {
+        assert!(s.files.is_some());
+        let unindexed = UiSurface {
+            files: None,
+            ..s.clone()
+        };
+        [s, unindexed]
+    }
+
     #[tokio::test]
     async fn never_serves_outside_the_root() {
         let pkg = package();
-        let s = UiSurface::open(pkg.path(), &ui("ui", "/")).unwrap();
-        for path in [
-            "/../secret.txt",
-            "/%2e%2e/secret.txt",
-            "/%2E%2E%2Fsecret.txt",
-            "/assets/..%2f..%2fsecret.txt",
-            "/assets/%2e%2e/%2e%2e/secret.txt",
-            "//etc/passwd",
-            "/%2Fetc%2Fpasswd",
-            "/..%5csecret.txt",
-            "/app.css%00.png",
-            "/%ff",
-            "/%zz",
-            "/.env",
-            "/%2eenv",
-            "/assets/../.env",
-        ] {
-            let got = s.serve_file(&get(path)).await;
-            assert!(got.is_none(), "{path} was served");
+        for s in both(UiSurface::open(pkg.path(), &ui("ui", "/")).unwrap()) {
+            for path in [
+                "/../secret.txt",
+                "/%2e%2e/secret.txt",
+                "/%2E%2E%2Fsecret.txt",
+                "/assets/..%2f..%2fsecret.txt",
+                "/assets/%2e%2e/%2e%2e/secret.txt",
+                "//etc/passwd",
+                "/%2Fetc%2Fpasswd",
+                "/..%5csecret.txt",
+                "/app.css%00.png",
+                "/%ff",
+                "/%zz",
+                "/.env",
+                "/%2eenv",
+                "/assets/../.env",
+            ] {
+                let got = s.serve_file(&get(path)).await;
+                assert!(got.is_none(), "{path} was served");
+            }
+            // Still serves a legitimate file in the same folder.
+            assert!(s.serve_file(&get("/app.css")).await.is_some());
         }
-        // Still serves a legitimate file in the same folder.
-        assert!(s.serve_file(&get("/app.css")).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn files_are_indexed_at_open() {
+        let pkg = package();
+        let [indexed, unindexed] = both(UiSurface::open(pkg.path(), &ui("ui", "/")).unwrap());
+        std::fs::write(pkg.path().join("ui/late.js"), "late").unwrap();
+        assert!(indexed.serve_file(&get("/late.js")).await.is_none());
+        assert!(unindexed.serve_file(&get("/late.js")).await.is_some());
+        // A file removed after open is a miss, not an error.
+        std::fs::remove_file(pkg.path().join("ui/app.css")).unwrap();
+        assert!(indexed.serve_file(&get("/app.css")).await.is_none());
     }
 
     #[cfg(unix)]
@@ -669,11 +804,12 @@ mod tests {
         std::os::unix::fs::symlink(pkg.path().join("secret.txt"), ui_dir.join("leak.txt")).unwrap();
         std::os::unix::fs::symlink(outside.path(), ui_dir.join("out")).unwrap();
         std::os::unix::fs::symlink(ui_dir.join("app.css"), ui_dir.join("alias.css")).unwrap();
-        let s = UiSurface::open(pkg.path(), &ui("ui", "/")).unwrap();
-        assert!(s.serve_file(&get("/leak.txt")).await.is_none());
-        assert!(s.serve_file(&get("/out/x.txt")).await.is_none());
-        let r = s.serve_file(&get("/alias.css")).await.unwrap();
-        assert_eq!(body(r).await, b"body{}");
+        for s in both(UiSurface::open(pkg.path(), &ui("ui", "/")).unwrap()) {
+            assert!(s.serve_file(&get("/leak.txt")).await.is_none());
+            assert!(s.serve_file(&get("/out/x.txt")).await.is_none());
+            let r = s.serve_file(&get("/alias.css")).await.unwrap();
+            assert_eq!(body(r).await, b"body{}");
+        }
     }
 
     #[tokio::test]
