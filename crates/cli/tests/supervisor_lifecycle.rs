@@ -389,3 +389,42 @@ fn stop_restart_and_remove() {
     assert_eq!(r.status, 201, "{}", r.text());
     assert_eq!(r.json()["state"], "ready");
 }
+
+#[test]
+fn a_worker_that_stays_over_its_memory_limit_is_restarted_by_the_watchdog() {
+    let agents = "[[agents]]\nid = \"fat\"\npackage = \"pkg\"\nmemory_limit_mb = 32\nenv_vars = { FAKE_ALLOC_MB = \"80\" }\n\
+                  [[agents]]\nid = \"slim\"\npackage = \"pkg\"\nmemory_limit_mb = 256\n";
+    let sup = Supervisor::start("mem", "", agents, &[]);
+    let p = sup.wait_ready("fat", Duration::from_secs(20));
+    // No writable cgroup v2 here: the watchdog enforces explicit limits, and says so.
+    let enforcement = p["limits"]["memory_enforcement"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(enforcement == "watchdog" || enforcement == "cgroup", "{p}");
+    assert_eq!(p["limits"]["memory_limit_source"], "explicit");
+    if enforcement == "watchdog" {
+        let p = wait_until(Duration::from_secs(20), "a watchdog restart", || {
+            sup.process("fat")
+                .filter(|p| p["restarts"].as_u64() >= Some(1))
+        });
+        assert!(
+            p["last_error"]
+                .as_str()
+                .unwrap()
+                .contains("over the limit of 32 MB"),
+            "{p}"
+        );
+    }
+    let slim = sup.process("slim").unwrap();
+    assert_eq!(slim["restarts"], 0);
+    let usage = wait_until(Duration::from_secs(10), "usage sampled", || {
+        sup.process("slim")
+            .filter(|p| p["resources"]["rss_mb"].as_f64().is_some())
+    });
+    assert!(
+        usage["resources"]["rss_mb"].as_f64().unwrap() > 1.0,
+        "{usage}"
+    );
+    assert!(usage["resources"]["threads"].as_u64().unwrap() >= 1);
+}

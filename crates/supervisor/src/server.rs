@@ -126,6 +126,16 @@ pub async fn serve(
             crate::unix::reap_orphans();
         }
     });
+    // SIGHUP must not kill the supervisor (its default action); reload comes with desired state.
+    let hup = tokio::spawn(async {
+        let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while sig.recv().await.is_some() {
+            tracing::warn!("SIGHUP received; reloading the declared agents is not available yet");
+        }
+    });
     shared.set_phase(Phase::Running);
 
     let proxy = Proxy::new(routes, proxy_opts);
@@ -219,6 +229,7 @@ pub async fn serve(
     shared.set_phase(Phase::Stopped);
     sampler.abort();
     reaper.abort();
+    hup.abort();
     let _ = tokio::time::timeout(Duration::from_secs(1), state_task).await;
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,

@@ -11,6 +11,7 @@ and echoes every request; behaviour chosen by FAKE_* environment variables
   FAKE_CHILD=1           start a child process in the same group (like the agent host)
   FAKE_WRONG_ID=x        claim to be agent x
   FAKE_CRASH_AFTER=s     exit 3 after s seconds
+  FAKE_ALLOC_MB=n        hold n MB of touched memory
 
 Routes: /health, /meta, /sse?n=&delay=, /sleep?s=, /crash, anything else echoes.
 """
@@ -36,6 +37,10 @@ else:
 if os.environ.get("FAKE_CRASH_AFTER"):
     import threading
     threading.Timer(float(os.environ["FAKE_CRASH_AFTER"]), lambda: os._exit(3)).start()
+if os.environ.get("FAKE_ALLOC_MB"):
+    BALLAST = bytearray(int(os.environ["FAKE_ALLOC_MB"]) * 1024 * 1024)
+    for i in range(0, len(BALLAST), 4096):
+        BALLAST[i] = 1
 if os.environ.get("FAKE_CHILD"):
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
 
