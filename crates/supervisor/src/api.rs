@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::lifecycle::State as AgentState;
 use crate::logs::{Filter, Level};
 use crate::metrics::AgentGauges;
-use crate::supervisor::{Msg, Phase, ProcessView, Shared};
+use crate::supervisor::{Msg, Phase, ProcessView, PutOutcome, Shared};
 
 /// What the handlers share.
 pub struct ApiState {
@@ -201,6 +201,7 @@ async fn status(State(st): St) -> Response {
         },
         "agents_total": procs.len(),
         "agents_ready": ready,
+        "desired": s.desired.view(),
         "processes": list,
     }))
     .into_response()
@@ -492,21 +493,107 @@ async fn remove(
     }
 }
 
-async fn put_agent(State(st): St, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
+/// `PUT /supervisor/agents/{id}`: a full spec (same fields as spawn). An
+/// existing agent is rolled out blue/green (202, or 200 when nothing changed);
+/// an unknown one is created (201). `?wait=true` answers when the rollout has
+/// ended (or the new agent is ready or failed), within `timeout` seconds.
+async fn put_agent(
+    State(st): St,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
     if let Err(e) = authorize(&st, &headers, &peer) {
         return e.into_response();
     }
-    ApiError::not_implemented(
-        "blue/green updates (PUT /supervisor/agents/{id}) are not available yet; DELETE then spawn",
-    )
-    .into_response()
+    let mut spec = match parse_spec(&body) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let id = agent_id_of(&id);
+    if spec.id.is_empty() {
+        spec.id = id.clone();
+    } else if spec.id != id {
+        return ApiError::invalid_field(
+            "agent_id",
+            format!("{:?} differs from the agent in the path, {id:?}", spec.id),
+        )
+        .into_response();
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    spec.resolve_paths(&cwd);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if st.shared.tx.send(Msg::Put { spec, reply: tx }).is_err() {
+        return ApiError::shutting_down().into_response();
+    }
+    let (view, outcome) = match rx.await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => return e.into_response(),
+        Err(_) => return ApiError::shutting_down().into_response(),
+    };
+    let status = match outcome {
+        PutOutcome::Created => StatusCode::CREATED,
+        PutOutcome::Rolling => StatusCode::ACCEPTED,
+        PutOutcome::Unchanged => StatusCode::OK,
+    };
+    let outcome_name = match outcome {
+        PutOutcome::Created => "created",
+        PutOutcome::Rolling => "rolling",
+        PutOutcome::Unchanged => "unchanged",
+    };
+    let mut view = view;
+    if matches!(q.get("wait").map(String::as_str), Some("true" | "1"))
+        && outcome != PutOutcome::Unchanged
+    {
+        let timeout = q
+            .get("timeout")
+            .and_then(|t| t.parse::<f64>().ok())
+            .unwrap_or(120.0)
+            .clamp(0.1, 3600.0);
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+        loop {
+            let Some(p) = st
+                .shared
+                .processes()
+                .iter()
+                .find(|p| p.agent_id == id)
+                .cloned()
+            else {
+                return ApiError::not_found(format!("agent '{id}' was removed")).into_response();
+            };
+            let done = match (&p.rollout, outcome) {
+                (Some(r), PutOutcome::Rolling) => r.state != "rolling",
+                _ => matches!(p.state, AgentState::Ready | AgentState::Failed),
+            };
+            view = p;
+            if done || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut j = view_json(&view);
+    j["outcome"] = json!(outcome_name);
+    json_status(status, j)
 }
 
+/// `POST /supervisor/reload`: re-read the declared agents (config file,
+/// `PAR_AGENTS`, registry) and reconcile; answers what changed.
 async fn reload(State(st): St, ConnectInfo(peer): Peer, headers: HeaderMap) -> Response {
     if let Err(e) = authorize(&st, &headers, &peer) {
         return e.into_response();
     }
-    ApiError::not_implemented("reload of the declared agents is not available yet").into_response()
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if st.shared.tx.send(Msg::Reload { reply: tx }).is_err() {
+        return ApiError::shutting_down().into_response();
+    }
+    match rx.await {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => ApiError::shutting_down().into_response(),
+    }
 }
 
 /// `since`: RFC 3339, Unix seconds, or a duration ago (`5m`).

@@ -42,6 +42,13 @@ pub struct SupervisorArgs {
     /// Log one line per proxied request (costs CPU; off by default).
     #[arg(long, env = "PAR_ACCESS_LOG")]
     pub access_log: Option<bool>,
+    /// Registry index: a JSON list of agent specs at an https:// URL (http://
+    /// on loopback), reconciled on every poll.
+    #[arg(long, env = "PAR_REGISTRY_URL")]
+    pub registry_url: Option<String>,
+    /// Registry poll interval (e.g. `30s`).
+    #[arg(long, env = "PAR_REGISTRY_POLL", value_parser = humantime::parse_duration)]
+    pub registry_poll: Option<Duration>,
     /// Validate the configuration, print OK or every problem, and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -55,9 +62,18 @@ pub fn settings(args: &SupervisorArgs) -> anyhow::Result<Settings> {
         let file = config::load_file(path)?;
         s.apply_file(&file.supervisor, &mut errors);
         s.merge_agents(file.agents);
+        // Reloads re-read it, whatever the working directory is by then.
+        s.config_path = Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()));
     }
     if let Some(json) = args.agents.as_deref().filter(|j| !j.trim().is_empty()) {
         s.merge_agents(config::parse_env_agents(json)?);
+        s.env_agents = Some(json.to_string());
+    }
+    if let Some(u) = args.registry_url.as_deref().map(str::trim) {
+        s.registry_url = (!u.is_empty()).then(|| u.to_string());
+    }
+    if let Some(p) = args.registry_poll {
+        s.registry_poll = p;
     }
     if let Some(p) = args.port {
         s.port = p;

@@ -61,6 +61,15 @@ pub struct SupervisorSection {
     pub probe_failures: Option<u32>,
     pub access_log: Option<bool>,
     pub log_lines_per_process: Option<usize>,
+    /// A registry index: a JSON list of agent specs at an `https://` URL
+    /// (`http://` on loopback), polled every `registry_poll` (`PAR_REGISTRY_URL`).
+    pub registry_url: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub registry_poll: Option<Duration>,
+    /// Longest wait, after a rollout switched the route, for the old worker's
+    /// in-flight requests and open streams before it is stopped.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
 }
 
 /// One agent as declared in the file, in `PAR_AGENTS` or in a spawn request.
@@ -177,9 +186,11 @@ impl AgentSpec {
                 f("package_path"),
                 "is required (a folder, an .apkg file, https:// or s3://)",
             );
-        } else if self.package.starts_with("http://") {
-            errors.push(f("package_path"), "http:// is not accepted; use https://");
-        } else if !self.is_remote() {
+        } else if self.is_remote() {
+            if let Err(msg) = validate_url(&self.package) {
+                errors.push(f("package_path"), msg);
+            }
+        } else {
             let p = Path::new(&self.package);
             if !p.exists() {
                 errors.push(
@@ -247,6 +258,52 @@ impl AgentSpec {
             errors.push(f("stable_period_seconds"), "must be between 0 and 86400");
         }
     }
+}
+
+/// Checks a remote location: `s3://bucket/key`, `https://host/...`, or
+/// `http://` to a loopback host only (plain HTTP elsewhere is refused).
+pub fn validate_url(url: &str) -> Result<(), String> {
+    if url.starts_with("s3://") {
+        return par_fetch::Source::parse(url)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| "must start with https://, http:// (loopback only) or s3://".to_string())?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if url.starts_with("http://") {
+        let loopback = host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            return Err("http:// is accepted for loopback hosts only; use https://".into());
+        }
+    }
+    par_fetch::Source::parse(url)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The fields that make a deployment: two specs equal here run the same
+/// thing (`package_id` is informational and ignored).
+pub fn same_deployment(a: &AgentSpec, b: &AgentSpec) -> bool {
+    let strip = |s: &AgentSpec| AgentSpec {
+        package_id: None,
+        ..s.clone()
+    };
+    strip(a) == strip(b)
 }
 
 /// `par-{agent_id}`.
@@ -391,6 +448,16 @@ pub struct Settings {
     pub access_log: bool,
     pub log_lines_per_process: usize,
     pub agents: Vec<AgentSpec>,
+    /// The config file, re-read on reload (`POST /supervisor/reload`, SIGHUP).
+    pub config_path: Option<PathBuf>,
+    /// `PAR_AGENTS` as given (applied on every reload, over the file's agents).
+    pub env_agents: Option<String>,
+    /// The registry index URL (`PAR_REGISTRY_URL` or `registry_url`).
+    pub registry_url: Option<String>,
+    /// How often the registry index is polled (`PAR_REGISTRY_POLL`).
+    pub registry_poll: Duration,
+    /// Drain of an old worker after a rollout switched the route.
+    pub drain_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -416,6 +483,11 @@ impl Default for Settings {
             access_log: false,
             log_lines_per_process: 2000,
             agents: Vec::new(),
+            config_path: None,
+            env_agents: None,
+            registry_url: None,
+            registry_poll: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -460,6 +532,10 @@ impl Settings {
             probe_timeout
         );
         take!(probe_failures, access_log, log_lines_per_process);
+        take!(registry_poll, drain_timeout);
+        if let Some(v) = s.registry_url.as_ref().filter(|v| !v.trim().is_empty()) {
+            self.registry_url = Some(v.trim().to_string());
+        }
     }
 
     /// Adds agents; a later one with the same id replaces an earlier one.
@@ -503,6 +579,14 @@ impl Settings {
         }
         if self.log_lines_per_process == 0 {
             errors.push("supervisor.log_lines_per_process", "must be at least 1");
+        }
+        if let Some(url) = &self.registry_url {
+            if let Err(msg) = validate_url(url) {
+                errors.push("supervisor.registry_url", msg);
+            }
+            if self.registry_poll < Duration::from_millis(100) {
+                errors.push("supervisor.registry_poll", "must be at least 100ms");
+            }
         }
         let mut seen = std::collections::HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
@@ -577,6 +661,41 @@ mod tests {
                 "backoff_multiplier"
             ]
         );
+    }
+
+    #[test]
+    fn remote_locations() {
+        for ok in [
+            "https://example.com/a.apkg",
+            "s3://bucket/dir/a.apkg",
+            "http://127.0.0.1:9000/a.apkg",
+            "http://localhost/a.apkg",
+            "http://[::1]:8/a",
+        ] {
+            assert!(validate_url(ok).is_ok(), "{ok}");
+        }
+        for (bad, needle) in [
+            ("http://example.com/a.apkg", "loopback"),
+            ("s3://bucket-only", "s3://bucket/key"),
+            ("https:///a", "no host"),
+            ("ftp://x/a", "must start with"),
+        ] {
+            let e = validate_url(bad).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+        let mut e = ValidationErrors::default();
+        AgentSpec::new("a", "http://10.0.0.1/a.apkg").validate("", &mut e);
+        assert_eq!(e.0[0].field, "package_path");
+    }
+
+    #[test]
+    fn deployment_equality_ignores_package_id() {
+        let a = AgentSpec::new("a", "s3://b/k");
+        let mut b = a.clone();
+        b.package_id = Some("x@1".into());
+        assert!(same_deployment(&a, &b));
+        b.env_vars.insert("K".into(), "V".into());
+        assert!(!same_deployment(&a, &b));
     }
 
     #[test]

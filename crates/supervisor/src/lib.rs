@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod desired;
 pub mod error;
 pub mod lifecycle;
 pub mod logs;
@@ -19,5 +20,6 @@ pub mod resources;
 pub mod restart;
 pub mod routes;
 pub mod server;
+pub mod source;
 pub mod supervisor;
 mod unix;

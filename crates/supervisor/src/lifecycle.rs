@@ -30,6 +30,8 @@ pub const ALLOWED_TRANSITIONS: &[(State, State)] = &[
     (Fetching, Starting),
     (Fetching, Failed),
     (Fetching, Stopped),
+    // A transient fetch failure waits, then fetches again.
+    (Fetching, Backoff),
     (Starting, Ready),
     (Starting, Crashed),
     (Starting, Failed),
@@ -46,9 +48,13 @@ pub const ALLOWED_TRANSITIONS: &[(State, State)] = &[
     (Stopping, Starting),
     (Stopping, Failed),
     (Stopping, Crashed),
+    // A spec replaced in place whose new package must be fetched first.
+    (Stopping, Fetching),
     (Crashed, Backoff),
     (Crashed, Failed),
     (Crashed, Stopped),
+    // The old worker died during a rollout: the new worker, already starting, takes over.
+    (Crashed, Starting),
     (Backoff, Starting),
     (Backoff, Stopped),
     (Backoff, Fetching),

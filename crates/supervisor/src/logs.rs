@@ -225,6 +225,12 @@ impl LogStore {
 
     /// The last `n` error-or-worse messages of a process (for `last_error`).
     pub fn last_errors(&self, agent_id: &str, n: usize) -> Vec<String> {
+        self.last_errors_since(agent_id, n, SystemTime::UNIX_EPOCH)
+    }
+
+    /// The last `n` error lines the agent's workers printed at or after `since`
+    /// (a rollout's reason comes from the new worker's lines only).
+    pub fn last_errors_since(&self, agent_id: &str, n: usize, since: SystemTime) -> Vec<String> {
         let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
         let Some(ring) = rings.get(&crate::config::process_id(agent_id)) else {
             return Vec::new();
@@ -232,7 +238,7 @@ impl LogStore {
         let mut v: Vec<String> = ring
             .iter()
             .rev()
-            .filter(|e| e.level >= Level::Error && e.stream != "supervisor")
+            .filter(|e| e.level >= Level::Error && e.stream != "supervisor" && e.timestamp >= since)
             .take(n)
             .map(|e| e.message.clone())
             .collect();

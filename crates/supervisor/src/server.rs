@@ -105,6 +105,7 @@ pub async fn serve(
         phase: AtomicU8::new(Phase::Starting as u8),
         tx,
         port,
+        desired: Default::default(),
     });
     let state_task = tokio::spawn(Supervisor::new(Arc::clone(&shared), rx, worker_command).run());
     for spec in agents {
@@ -133,7 +134,7 @@ pub async fn serve(
             return;
         };
         while sig.recv().await.is_some() {
-            tracing::warn!("SIGHUP received; reloading the declared agents is not available yet");
+            tracing::debug!("SIGHUP received (the desired-state task reloads)");
         }
     });
     shared.set_phase(Phase::Running);

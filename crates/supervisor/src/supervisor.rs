@@ -1,8 +1,14 @@
 //! The state task: owns every agent and receives every event (API commands,
-//! worker exits, probe results, timers, signals) in one order; publishes the
-//! routing table and the status snapshot after each change.
+//! worker exits, probe results, fetches, reconciles, timers, signals) in one
+//! order; publishes the routing table and the status snapshot after each change.
+//!
+//! Rollouts (blue/green per agent): the new worker starts on its own port next
+//! to the serving one; once it is ready (identity checked) the route switches
+//! in one publish, the old worker drains its in-flight requests and streams
+//! (up to `drain_timeout`) and its group is stopped. A new worker that never
+//! gets ready leaves the old one serving and the rollout `rollout_failed`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -12,7 +18,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{AgentSpec, Settings, ValidationErrors};
+use crate::config::{same_deployment, AgentSpec, Settings, ValidationErrors};
+use crate::desired::{self, DesiredStatus, ReconcileFailure, ReconcileReport};
 use crate::error::ApiError;
 use crate::lifecycle::State;
 use crate::logs::{Level, LogStore};
@@ -23,6 +30,7 @@ use crate::process::{
 use crate::resources::{Enforcement, TaskResources, Usage};
 use crate::restart::RestartPolicy;
 use crate::routes::{Route, RouteTable, Table, Upstream};
+use crate::source::{FetchFailure, Resolved};
 
 /// Everything the state task receives.
 #[derive(Debug)]
@@ -67,6 +75,95 @@ pub enum Msg {
         rss_mb: u64,
         limit_mb: u64,
     },
+    /// `PUT /supervisor/agents/{id}`: roll an agent to a new spec (or create it).
+    Put {
+        spec: AgentSpec,
+        reply: oneshot::Sender<Result<(ProcessView, PutOutcome), ApiError>>,
+    },
+    /// `POST /supervisor/reload`: handed on to the desired-state task.
+    Reload {
+        reply: oneshot::Sender<Result<ReconcileReport, ApiError>>,
+    },
+    /// The declared agents, to reconcile with what runs.
+    Reconcile {
+        declared: Vec<AgentSpec>,
+        trigger: &'static str,
+        reply: oneshot::Sender<ReconcileReport>,
+    },
+    /// A remote package fetch ended (for the agent or for its rollout).
+    Fetched {
+        agent_id: String,
+        fetch_id: u64,
+        result: Result<Resolved, FetchFailure>,
+    },
+    /// An old worker of a rollout has drained (or its drain time is up): stop it.
+    Retire {
+        agent_id: String,
+        worker: u64,
+    },
+}
+
+/// What a `PUT` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    Rolling,
+    Unchanged,
+}
+
+/// Where an agent comes from: declared ones (file, `PAR_AGENTS`, registry)
+/// are reconciled; those spawned through the API are left alone by reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Declared,
+    Api,
+}
+
+/// A package an agent runs or ran.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PackageRecord {
+    /// The location (query strings redacted).
+    pub package: String,
+    pub package_id: Option<String>,
+    pub sha256: Option<String>,
+    #[serde(serialize_with = "crate::api::ser_time")]
+    pub since: SystemTime,
+}
+
+/// A rollout as status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutView {
+    /// `rolling`, `rolled_out` or `rollout_failed`.
+    pub state: &'static str,
+    /// While rolling: `fetching` or `starting`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `blue-green` (next to a serving worker) or `in-place` (nothing was serving).
+    pub strategy: &'static str,
+    pub to_package: String,
+    pub to_sha256: Option<String>,
+    #[serde(serialize_with = "crate::api::ser_time")]
+    pub started_at: SystemTime,
+    #[serde(serialize_with = "crate::api::ser_opt_time")]
+    pub finished_at: Option<SystemTime>,
+    pub duration_ms: Option<u64>,
+    /// The new worker while it starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_port: Option<u16>,
+}
+
+/// An old worker draining after a rollout.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrainingView {
+    pub pid: u32,
+    pub port: u16,
+    pub in_flight: usize,
+    pub term_sent: bool,
 }
 
 /// The supervisor as a whole.
@@ -95,6 +192,8 @@ pub struct Shared {
     pub tx: mpsc::UnboundedSender<Msg>,
     /// The port the supervisor listens on (known after binding).
     pub port: u16,
+    /// Declarations, registry and last reconcile, for status.
+    pub desired: DesiredStatus,
 }
 
 impl Shared {
@@ -165,6 +264,14 @@ pub struct ProcessView {
     pub meta: Option<Value>,
     #[serde(skip)]
     pub in_flight: usize,
+    pub origin: Origin,
+    /// The local file the worker loads (a download for remote packages).
+    pub package_file: Option<String>,
+    pub current_package: Option<PackageRecord>,
+    pub previous_package: Option<PackageRecord>,
+    pub rollout: Option<RolloutView>,
+    /// Old workers of a rollout finishing their requests.
+    pub draining: Vec<DrainingView>,
 }
 
 /// A worker's resource limits and how each is enforced.
@@ -186,6 +293,39 @@ enum Intent {
     Stop,
     Restart,
     Remove,
+    /// The spec was replaced while nothing served: start the new one at exit.
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum RolloutState {
+    Fetching,
+    Starting,
+    RolledOut,
+    /// `retryable`: a reconcile with the same spec tries again (transient causes).
+    Failed {
+        reason: String,
+        retryable: bool,
+    },
+}
+
+struct Rollout {
+    spec: AgentSpec,
+    resolved: Option<Resolved>,
+    state: RolloutState,
+    /// A second worker next to a serving one; else the spec was replaced in place.
+    blue_green: bool,
+    worker: Option<u64>,
+    fetch_id: u64,
+    started: Instant,
+    started_at: SystemTime,
+    finished_at: Option<SystemTime>,
+}
+
+impl Rollout {
+    fn in_progress(&self) -> bool {
+        matches!(self.state, RolloutState::Fetching | RolloutState::Starting)
+    }
 }
 
 struct Worker {
@@ -225,6 +365,22 @@ struct Agent {
     probe_failures: u32,
     waiters: Vec<oneshot::Sender<Result<ProcessView, ApiError>>>,
     metrics: Arc<AgentMetrics>,
+    origin: Origin,
+    /// The local package file of a remote spec, once fetched.
+    resolved: Option<Resolved>,
+    /// The fetch whose result is awaited (older results are ignored).
+    fetch_id: u64,
+    rollout: Option<Rollout>,
+    /// Old workers of rollouts, draining then stopping.
+    retiring: Vec<Worker>,
+    current_package: Option<PackageRecord>,
+    previous_package: Option<PackageRecord>,
+}
+
+impl Agent {
+    fn has_workers(&self) -> bool {
+        self.current.is_some() || self.next.is_some() || !self.retiring.is_empty()
+    }
 }
 
 /// The state task.
@@ -239,6 +395,10 @@ pub struct Supervisor {
     supervisor_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     stop_grace: Duration,
+    next_fetch: u64,
+    /// The declared specs of the last reconcile (start-up: the settings' agents).
+    declared: HashMap<String, AgentSpec>,
+    desired: Option<mpsc::UnboundedSender<desired::Request>>,
 }
 
 impl Supervisor {
@@ -250,6 +410,12 @@ impl Supervisor {
         let ports = crate::ports::Ports::new(shared.settings.worker_ports);
         let supervisor_url = format!("http://127.0.0.1:{}", shared.port);
         let stop_grace = shared.settings.stop_timeout;
+        let declared = shared
+            .settings
+            .agents
+            .iter()
+            .map(|a| (a.id.clone(), a.clone()))
+            .collect();
         Supervisor {
             shared,
             rx,
@@ -261,21 +427,21 @@ impl Supervisor {
             supervisor_url,
             shutdown: None,
             stop_grace,
+            next_fetch: 0,
+            declared,
+            desired: None,
         }
     }
 
     /// Runs until a shutdown has stopped every worker.
     pub async fn run(mut self) {
+        self.desired = Some(desired::spawn(Arc::clone(&self.shared)));
         self.publish();
         while let Some(msg) = self.rx.recv().await {
             self.handle(msg);
+            self.settle_rollouts();
             self.publish();
-            if self.shutdown.is_some()
-                && self
-                    .agents
-                    .values()
-                    .all(|a| a.current.is_none() && a.next.is_none())
-            {
+            if self.shutdown.is_some() && self.agents.values().all(|a| !a.has_workers()) {
                 if let Some(reply) = self.shutdown.take() {
                     let _ = reply.send(());
                 }
@@ -287,8 +453,55 @@ impl Supervisor {
     fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Spawn { spec, reply } => {
-                let _ = reply.send(self.spawn(spec));
+                // The start-up agents come through here too: they are declared.
+                let origin = if self.declared.get(&spec.id) == Some(&spec) {
+                    Origin::Declared
+                } else {
+                    Origin::Api
+                };
+                let _ = reply.send(self.spawn(spec, origin));
             }
+            Msg::Put { spec, reply } => {
+                let _ = reply.send(self.put(spec));
+            }
+            Msg::Reload { reply } => match &self.desired {
+                Some(d) => {
+                    if let Err(e) = d.send(desired::Request::Reload {
+                        trigger: "api",
+                        reply,
+                    }) {
+                        let desired::Request::Reload { reply, .. } = e.0;
+                        let _ = reply.send(Err(ApiError::shutting_down()));
+                    }
+                }
+                None => {
+                    let _ = reply.send(Err(ApiError::shutting_down()));
+                }
+            },
+            Msg::Reconcile {
+                declared,
+                trigger,
+                reply,
+            } => {
+                let _ = reply.send(self.reconcile(declared, trigger));
+            }
+            Msg::Fetched {
+                agent_id,
+                fetch_id,
+                result,
+            } => self.with_agent(&agent_id, |s, a| s.fetched(a, fetch_id, result)),
+            Msg::Retire { agent_id, worker } => self.with_agent(&agent_id, |s, a| {
+                if let Some(w) = a.retiring.iter_mut().find(|w| w.id == worker) {
+                    let msg = format!(
+                        "old worker pid {} on port {} drained ({} in flight); stopping it",
+                        w.pid,
+                        w.port,
+                        w.upstream.in_flight()
+                    );
+                    s.sigterm_then_kill(w);
+                    s.event(a, Level::Info, msg);
+                }
+            }),
             Msg::Stop { agent_id, reply } => self.stop(&agent_id, reply),
             Msg::Restart { agent_id, reply } => {
                 let _ = reply.send(self.restart(&agent_id));
@@ -300,6 +513,8 @@ impl Supervisor {
                 let ids: Vec<String> = self.agents.keys().cloned().collect();
                 for id in ids {
                     self.with_agent(&id, |s, a| {
+                        s.cancel_rollout(a, "the supervisor is shutting down");
+                        s.stop_retiring(a);
                         a.intent = Intent::Stop;
                         a.epoch += 1;
                         if a.current.is_some() {
@@ -340,7 +555,7 @@ impl Supervisor {
         }
     }
 
-    fn spawn(&mut self, spec: AgentSpec) -> Result<ProcessView, ApiError> {
+    fn spawn(&mut self, spec: AgentSpec, origin: Origin) -> Result<ProcessView, ApiError> {
         if self.shutdown.is_some() {
             return Err(ApiError::shutting_down());
         }
@@ -356,12 +571,6 @@ impl Supervisor {
                 a.state.as_str(),
                 spec.id
             )));
-        }
-        if spec.is_remote() {
-            return Err(ApiError::invalid_field(
-                "package_path",
-                "remote package sources (https://, s3://) are not supported by this supervisor yet; use a local folder or .apkg",
-            ));
         }
         let metrics = {
             let mut m = self
@@ -388,6 +597,13 @@ impl Supervisor {
             probe_failures: 0,
             waiters: Vec::new(),
             metrics,
+            origin,
+            resolved: None,
+            fetch_id: 0,
+            rollout: None,
+            retiring: Vec::new(),
+            current_package: None,
+            previous_package: None,
         };
         self.start(&mut agent);
         let view = self.view(&agent);
@@ -400,6 +616,8 @@ impl Supervisor {
             let _ = reply.send(Err(ApiError::not_found(format!("no agent '{id}'"))));
             return;
         };
+        self.cancel_rollout(&mut a, "the agent was stopped");
+        self.stop_retiring(&mut a);
         a.intent = Intent::Stop;
         a.epoch += 1;
         a.restart_at = None;
@@ -449,12 +667,17 @@ impl Supervisor {
             let _ = reply.send(Err(ApiError::not_found(format!("no agent '{id}'"))));
             return;
         };
+        self.cancel_rollout(&mut a, "the agent was removed");
+        self.stop_retiring(&mut a);
         a.intent = Intent::Remove;
         a.epoch += 1;
         if a.current.is_some() {
             if a.state != State::Stopping {
                 self.begin_stop(&mut a);
             }
+            a.waiters.push(reply);
+            self.agents.insert(id.to_string(), a);
+        } else if !a.retiring.is_empty() {
             a.waiters.push(reply);
             self.agents.insert(id.to_string(), a);
         } else {
@@ -465,6 +688,12 @@ impl Supervisor {
     }
 
     fn forget(&mut self, mut a: Agent) {
+        if let Some(w) = a.next.take() {
+            self.cleanup(w);
+        }
+        for w in std::mem::take(&mut a.retiring) {
+            self.cleanup(w);
+        }
         self.shared
             .metrics
             .write()
@@ -483,26 +712,60 @@ impl Supervisor {
         tracing::info!(agent = %a.spec.id, "agent removed");
     }
 
-    /// Starts a new worker for the agent (state `starting`), or `failed`.
+    /// Starts a new worker for the agent (state `starting`), fetches its
+    /// remote package first (state `fetching`), or `failed`.
     fn start(&mut self, a: &mut Agent) {
         a.restart_at = None;
         a.probe_failures = 0;
+        if a.spec.is_remote() && a.resolved.is_none() {
+            self.next_fetch += 1;
+            a.fetch_id = self.next_fetch;
+            let why = format!("fetching {}", crate::source::redacted(&a.spec.package));
+            self.set_state(a, State::Fetching, why);
+            self.spawn_fetch(&a.spec, a.fetch_id);
+            return;
+        }
+        let spec = a.spec.clone();
+        match self.launch(&spec, a.resolved.as_ref(), &a.metrics) {
+            Ok(w) => {
+                let msg = format!("worker pid {} on port {}", w.pid, w.port);
+                a.current = Some(w);
+                self.set_state(a, State::Starting, msg);
+            }
+            Err(msg) => {
+                a.last_error = Some(msg.clone());
+                self.set_state(a, State::Failed, msg);
+            }
+        }
+    }
+
+    /// Spawns one worker for `spec` on a free port.
+    fn launch(
+        &mut self,
+        spec: &AgentSpec,
+        resolved: Option<&Resolved>,
+        metrics: &Arc<AgentMetrics>,
+    ) -> Result<Worker, String> {
         let Some(port) = self.ports.allocate() else {
             let r = self.shared.settings.worker_ports;
-            let msg = format!("no free port in the worker range {}-{}", r.start, r.end);
-            a.last_error = Some(msg.clone());
-            self.set_state(a, State::Failed, msg);
-            return;
+            return Err(format!(
+                "no free port in the worker range {}-{}",
+                r.start, r.end
+            ));
         };
         self.next_worker += 1;
         let worker = self.next_worker;
+        let (package, sha256) = match resolved {
+            Some(r) => (r.path.as_str(), Some(r.sha256.as_str())),
+            None => (spec.package.as_str(), spec.sha256.as_deref()),
+        };
         let launch = process::Launch {
-            agent_id: &a.spec.id,
+            agent_id: &spec.id,
             worker,
             port,
-            package: &a.spec.package,
-            sha256: a.spec.sha256.as_deref(),
-            env_vars: &a.spec.env_vars,
+            package,
+            sha256,
+            env_vars: &spec.env_vars,
             command: &self.command,
             home: &self.shared.settings.home,
             supervisor_url: &self.supervisor_url,
@@ -519,45 +782,420 @@ impl Supervisor {
             &self.client,
             probe,
         ) {
-            Ok(run) => {
-                let upstream = Arc::new(Upstream::new(
-                    &a.spec.id,
+            Ok(run) => Ok(Worker {
+                id: worker,
+                pid: run.pid,
+                port,
+                started: Instant::now(),
+                started_at: SystemTime::now(),
+                ready_at: None,
+                upstream: Arc::new(Upstream::new(
+                    &spec.id,
                     port,
                     worker,
-                    Arc::clone(&a.metrics),
-                ));
-                let pid = run.pid;
-                a.current = Some(Worker {
-                    id: worker,
-                    pid,
-                    port,
-                    started: Instant::now(),
-                    started_at: SystemTime::now(),
-                    ready_at: None,
-                    upstream,
-                    run,
-                    kill_reason: None,
-                    health_error: None,
-                    package_id: None,
-                    meta: None,
-                    term_sent: false,
-                });
-                self.set_state(
-                    a,
-                    State::Starting,
-                    format!("worker pid {pid} on port {port}"),
-                );
-            }
+                    Arc::clone(metrics),
+                )),
+                run,
+                kill_reason: None,
+                health_error: None,
+                package_id: None,
+                meta: None,
+                term_sent: false,
+            }),
             Err(e) => {
                 self.ports.release(port);
-                let msg = format!(
+                Err(format!(
                     "failed to start the worker ({}): {e}",
                     self.command.join(" ")
-                );
-                a.last_error = Some(msg.clone());
-                self.set_state(a, State::Failed, msg);
+                ))
             }
         }
+    }
+
+    fn spawn_fetch(&self, spec: &AgentSpec, fetch_id: u64) {
+        let (tx, home) = (self.shared.tx.clone(), self.shared.settings.home.clone());
+        let (agent_id, package, sha) = (spec.id.clone(), spec.package.clone(), spec.sha256.clone());
+        tokio::spawn(async move {
+            let result = crate::source::fetch(&package, sha.as_deref(), &home).await;
+            let _ = tx.send(Msg::Fetched {
+                agent_id,
+                fetch_id,
+                result,
+            });
+        });
+    }
+
+    /// A fetch ended: start the worker, retry later, or fail.
+    fn fetched(&mut self, a: &mut Agent, fetch_id: u64, result: Result<Resolved, FetchFailure>) {
+        if a.fetch_id == fetch_id && a.state == State::Fetching && a.intent == Intent::Run {
+            match result {
+                Ok(r) => {
+                    let msg = fetched_message(&a.spec.package, &r);
+                    self.event(a, Level::Info, msg);
+                    a.resolved = Some(r);
+                    self.start(a);
+                }
+                Err(f) if f.transient => {
+                    let delay = a.spec.backoff().next_delay(a.failures);
+                    a.failures += 1;
+                    a.epoch += 1;
+                    a.restart_at = Some(Instant::now() + delay);
+                    a.last_error = Some(format!("fetch failed: {}", f.message));
+                    self.set_state(
+                        a,
+                        State::Backoff,
+                        format!(
+                            "fetch failed (will retry in {} ms): {}",
+                            delay.as_millis(),
+                            f.message
+                        ),
+                    );
+                    let (tx, agent_id, epoch) = (self.shared.tx.clone(), a.spec.id.clone(), a.epoch);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Msg::BackoffElapsed { agent_id, epoch });
+                    });
+                }
+                Err(f) => {
+                    let msg = format!("fetch failed: {}", f.message);
+                    a.last_error = Some(msg.clone());
+                    self.set_state(a, State::Failed, msg);
+                }
+            }
+            return;
+        }
+        let Some(r) = a
+            .rollout
+            .as_mut()
+            .filter(|r| r.fetch_id == fetch_id && r.state == RolloutState::Fetching)
+        else {
+            return;
+        };
+        match result {
+            Ok(res) => {
+                let msg = format!("rollout: {}", fetched_message(&r.spec.package, &res));
+                r.resolved = Some(res);
+                self.event(a, Level::Info, msg);
+                self.start_next(a);
+            }
+            Err(f) => {
+                let reason = format!("fetch failed: {}", f.message);
+                self.rollout_failed(a, reason, f.transient);
+            }
+        }
+    }
+
+    /// Rolls `a` to `spec`: blue/green when a worker serves, else in place.
+    fn roll(&mut self, a: &mut Agent, spec: AgentSpec) -> PutOutcome {
+        let target = a
+            .rollout
+            .as_ref()
+            .filter(|r| r.in_progress())
+            .map_or(&a.spec, |r| &r.spec);
+        if same_deployment(target, &spec) && a.intent != Intent::Remove {
+            return PutOutcome::Unchanged;
+        }
+        self.cancel_rollout(a, "superseded by a newer spec");
+        let serving = a.current.is_some()
+            && matches!(a.state, State::Ready | State::Unhealthy)
+            && a.intent == Intent::Run;
+        if serving && same_deployment(&a.spec, &spec) {
+            // Set back to what serves while a rollout was on its way: nothing to start.
+            return PutOutcome::Rolling;
+        }
+        self.next_fetch += 1;
+        let mut rollout = Rollout {
+            spec: spec.clone(),
+            resolved: None,
+            state: RolloutState::Starting,
+            blue_green: serving,
+            worker: None,
+            fetch_id: self.next_fetch,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            finished_at: None,
+        };
+        self.event(
+            a,
+            Level::Info,
+            format!(
+                "rollout to {}{} ({})",
+                crate::source::redacted(&spec.package),
+                spec.sha256
+                    .as_deref()
+                    .map(|s| format!(" sha256 {}", &s[..12.min(s.len())]))
+                    .unwrap_or_default(),
+                if serving { "blue/green" } else { "in place: nothing serves" }
+            ),
+        );
+        if serving {
+            if spec.is_remote() {
+                rollout.state = RolloutState::Fetching;
+                self.spawn_fetch(&spec, rollout.fetch_id);
+                a.rollout = Some(rollout);
+            } else {
+                a.rollout = Some(rollout);
+                self.start_next(a);
+            }
+            return PutOutcome::Rolling;
+        }
+        a.rollout = Some(rollout);
+        a.spec = spec;
+        a.resolved = None;
+        a.failures = 0;
+        a.epoch += 1;
+        a.restart_at = None;
+        if a.current.is_some() {
+            a.intent = Intent::Replace;
+            if a.state != State::Stopping {
+                self.begin_stop(a);
+            }
+        } else {
+            a.intent = Intent::Run;
+            if matches!(a.state, State::Backoff | State::Crashed) {
+                self.set_state(a, State::Stopped, "spec replaced");
+            }
+            self.start(a);
+        }
+        PutOutcome::Rolling
+    }
+
+    /// Starts the rollout's new worker next to the serving one.
+    fn start_next(&mut self, a: &mut Agent) {
+        let Some(r) = a.rollout.as_ref() else { return };
+        let (spec, resolved) = (r.spec.clone(), r.resolved.clone());
+        match self.launch(&spec, resolved.as_ref(), &a.metrics) {
+            Ok(w) => {
+                let msg = format!("rollout: new worker pid {} on port {}", w.pid, w.port);
+                if let Some(r) = a.rollout.as_mut() {
+                    r.worker = Some(w.id);
+                    r.state = RolloutState::Starting;
+                }
+                a.next = Some(w);
+                self.event(a, Level::Info, msg);
+            }
+            Err(msg) => self.rollout_failed(a, msg, true),
+        }
+    }
+
+    fn rollout_failed(&mut self, a: &mut Agent, reason: String, retryable: bool) {
+        let Some(r) = a.rollout.as_mut() else { return };
+        r.state = RolloutState::Failed {
+            reason: reason.clone(),
+            retryable,
+        };
+        r.finished_at = Some(SystemTime::now());
+        let msg = if r.blue_green && a.current.is_some() {
+            format!("rollout failed, the old worker keeps serving: {reason}")
+        } else {
+            format!("rollout failed: {reason}")
+        };
+        tracing::error!(agent = %a.spec.id, "{msg}");
+        self.event(a, Level::Error, msg);
+    }
+
+    /// Stops a rollout in progress (its new worker, if any, is killed).
+    fn cancel_rollout(&mut self, a: &mut Agent, why: &str) {
+        if let Some(w) = a.next.take() {
+            self.cleanup(w);
+        }
+        if a.rollout.as_ref().is_some_and(Rollout::in_progress) {
+            self.rollout_failed(a, format!("cancelled: {why}"), false);
+        }
+    }
+
+    /// SIGTERM to every old worker still draining.
+    fn stop_retiring(&mut self, a: &mut Agent) {
+        let mut retiring = std::mem::take(&mut a.retiring);
+        for w in &mut retiring {
+            self.sigterm_then_kill(w);
+        }
+        a.retiring = retiring;
+    }
+
+    /// The new worker is ready: switch the route to it in one publish, then
+    /// drain and stop the old one.
+    fn switch(&mut self, a: &mut Agent, h: process::Health) {
+        let (Some(mut new), Some(r)) = (a.next.take(), a.rollout.as_mut()) else {
+            return;
+        };
+        new.ready_at = Some(SystemTime::now());
+        new.package_id = h.package_id;
+        new.meta = h.meta;
+        new.health_error = None;
+        let (new_pid, new_port) = (new.pid, new.port);
+        a.spec = r.spec.clone();
+        a.resolved = r.resolved.clone();
+        r.state = RolloutState::RolledOut;
+        r.finished_at = Some(SystemTime::now());
+        let took = r.started.elapsed();
+        let old = a.current.replace(new);
+        a.probe_failures = 0;
+        a.failures = 0;
+        a.last_error = None;
+        self.record_package(a);
+        let from = old
+            .as_ref()
+            .map(|w| format!(" from pid {} on port {}", w.pid, w.port))
+            .unwrap_or_default();
+        let msg = format!(
+            "rolled out to pid {new_pid} on port {new_port}{from} in {} ms",
+            took.as_millis()
+        );
+        if a.state == State::Unhealthy {
+            self.set_state(a, State::Ready, msg);
+        } else {
+            tracing::info!(agent = %a.spec.id, "{msg}");
+            self.event(a, Level::Info, msg);
+        }
+        if let Some(old) = old {
+            self.retire(a, old);
+        }
+    }
+
+    /// Drains an old worker: no new requests reach it (the route moved); once
+    /// its in-flight requests and streams are done, or `drain_timeout` is up, it stops.
+    fn retire(&mut self, a: &mut Agent, old: Worker) {
+        old.run.probe.abort();
+        let (tx, agent_id, worker) = (self.shared.tx.clone(), a.spec.id.clone(), old.id);
+        let (upstream, drain) = (Arc::clone(&old.upstream), self.shared.settings.drain_timeout);
+        a.retiring.push(old);
+        tokio::spawn(async move {
+            // A request that read the old route just before the switch is
+            // counted a moment later: give it that moment.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let deadline = Instant::now() + drain;
+            while upstream.in_flight() > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _ = tx.send(Msg::Retire { agent_id, worker });
+        });
+    }
+
+    /// Keeps `current_package` / `previous_package` up to date with the serving worker.
+    fn record_package(&self, a: &mut Agent) {
+        let Some(w) = a.current.as_ref() else { return };
+        let rec = PackageRecord {
+            package: crate::source::redacted(&a.spec.package),
+            package_id: w.package_id.clone(),
+            sha256: a
+                .resolved
+                .as_ref()
+                .map(|r| r.sha256.clone())
+                .or_else(|| a.spec.sha256.clone()),
+            since: w.ready_at.unwrap_or_else(SystemTime::now),
+        };
+        let same = a.current_package.as_ref().is_some_and(|c| {
+            c.package == rec.package && c.package_id == rec.package_id && c.sha256 == rec.sha256
+        });
+        if !same {
+            a.previous_package = a.current_package.replace(rec);
+        }
+    }
+
+    /// In-place rollouts end with the agent: ready, or failed.
+    fn settle_rollouts(&mut self) {
+        for a in self.agents.values_mut() {
+            let Some(r) = a.rollout.as_mut().filter(|r| !r.blue_green && r.in_progress()) else {
+                continue;
+            };
+            match a.state {
+                State::Ready => {
+                    r.state = RolloutState::RolledOut;
+                    r.finished_at = Some(SystemTime::now());
+                }
+                State::Failed => {
+                    r.state = RolloutState::Failed {
+                        reason: a.last_error.clone().unwrap_or_else(|| "the agent failed".into()),
+                        retryable: false,
+                    };
+                    r.finished_at = Some(SystemTime::now());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// `PUT /supervisor/agents/{id}`.
+    fn put(&mut self, spec: AgentSpec) -> Result<(ProcessView, PutOutcome), ApiError> {
+        if self.shutdown.is_some() {
+            return Err(ApiError::shutting_down());
+        }
+        let mut errors = ValidationErrors::default();
+        spec.validate("", &mut errors);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(&errors));
+        }
+        let Some(mut a) = self.agents.remove(&spec.id) else {
+            return self
+                .spawn(spec, Origin::Api)
+                .map(|v| (v, PutOutcome::Created));
+        };
+        let id = spec.id.clone();
+        let outcome = self.roll(&mut a, spec);
+        let view = self.view(&a);
+        self.agents.insert(id, a);
+        Ok((view, outcome))
+    }
+
+    /// Makes what runs match the declared agents. API-spawned agents are left
+    /// alone; a declared id that matches one adopts it.
+    fn reconcile(&mut self, declared: Vec<AgentSpec>, trigger: &str) -> ReconcileReport {
+        let mut report = ReconcileReport::new(trigger);
+        if self.shutdown.is_some() {
+            return report;
+        }
+        let ids: HashSet<String> = declared.iter().map(|a| a.id.clone()).collect();
+        for spec in declared {
+            let id = spec.id.clone();
+            self.declared.insert(id.clone(), spec.clone());
+            let Some(mut a) = self.agents.remove(&id) else {
+                match self.spawn(spec, Origin::Declared) {
+                    Ok(_) => report.started.push(id),
+                    Err(e) => report.failed.push(ReconcileFailure {
+                        agent_id: id,
+                        error: e.message,
+                    }),
+                }
+                continue;
+            };
+            a.origin = Origin::Declared;
+            // A rollout of this very spec failed for a lasting reason: the same
+            // spec would fail the same way; a new spec (or a PUT) tries again.
+            let failed_before = a.rollout.as_ref().is_some_and(|r| {
+                matches!(
+                    r.state,
+                    RolloutState::Failed {
+                        retryable: false,
+                        ..
+                    }
+                ) && same_deployment(&r.spec, &spec)
+            });
+            if failed_before {
+                report.unchanged.push(id.clone());
+            } else {
+                match self.roll(&mut a, spec) {
+                    PutOutcome::Unchanged => report.unchanged.push(id.clone()),
+                    _ => report.rolled.push(id.clone()),
+                }
+            }
+            self.agents.insert(id, a);
+        }
+        let gone: Vec<String> = self
+            .agents
+            .iter()
+            .filter(|(id, a)| {
+                a.origin == Origin::Declared && !ids.contains(*id) && a.intent != Intent::Remove
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            let (reply, _) = oneshot::channel();
+            self.remove(&id, reply);
+            report.stopped.push(id);
+        }
+        self.declared.retain(|id, _| ids.contains(id));
+        report
     }
 
     /// Graceful stop: stop routing, let in-flight requests finish, then SIGTERM.
@@ -582,7 +1220,13 @@ impl Supervisor {
         if a.state != State::Stopping && a.state.can_become(State::Stopping) {
             self.set_state(a, State::Stopping, "stopping");
         }
-        let Some(w) = a.current.as_mut() else { return };
+        let Some(mut w) = a.current.take() else { return };
+        self.sigterm_then_kill(&mut w);
+        a.current = Some(w);
+    }
+
+    /// SIGTERM to a worker's group now, SIGKILL after the stop grace.
+    fn sigterm_then_kill(&self, w: &mut Worker) {
         if w.term_sent {
             return;
         }
@@ -608,13 +1252,27 @@ impl Supervisor {
             return;
         };
         if a.current.as_ref().map(|w| w.id) != Some(worker) {
-            // A `next` worker of a rollout, or a stale event of a worker already gone.
-            if let WorkerEvent::Exited(_) = event {
-                if let Some(w) = a.next.take_if(|w| w.id == worker) {
+            if a.next.as_ref().is_some_and(|w| w.id == worker) {
+                self.next_event(&mut a, event);
+            } else if let WorkerEvent::Exited(info) = event {
+                // An old worker of a rollout, done; or a stale event.
+                if let Some(i) = a.retiring.iter().position(|w| w.id == worker) {
+                    let w = a.retiring.remove(i);
+                    let msg = format!(
+                        "old worker pid {} on port {} {} after the rollout",
+                        w.pid,
+                        w.port,
+                        info.describe()
+                    );
                     self.cleanup(w);
+                    self.event(&a, Level::Info, msg);
                 }
             }
-            self.agents.insert(id.to_string(), a);
+            if a.intent == Intent::Remove && !a.has_workers() {
+                self.forget(a);
+            } else {
+                self.agents.insert(id.to_string(), a);
+            }
             return;
         }
         match event {
@@ -631,6 +1289,16 @@ impl Supervisor {
                         .as_ref()
                         .map_or(0, |w| w.started.elapsed().as_millis());
                     self.set_state(&mut a, State::Ready, format!("ready after {ms} ms"));
+                    // A rollout's worker promoted when the old one died is now ready.
+                    if let Some(r) = a
+                        .rollout
+                        .as_mut()
+                        .filter(|r| r.worker == Some(worker) && r.in_progress())
+                    {
+                        r.state = RolloutState::RolledOut;
+                        r.finished_at = Some(SystemTime::now());
+                    }
+                    self.record_package(&mut a);
                 }
             }
             WorkerEvent::HealthError(msg) => {
@@ -675,10 +1343,54 @@ impl Supervisor {
             }
             WorkerEvent::Exited(info) => self.exited(&mut a, info),
         }
-        if a.intent == Intent::Remove && a.current.is_none() {
+        if a.intent == Intent::Remove && !a.has_workers() {
             self.forget(a);
         } else {
             self.agents.insert(id.to_string(), a);
+        }
+    }
+
+    /// Events of a rollout's new worker (not yet serving).
+    fn next_event(&mut self, a: &mut Agent, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Ready(h) => self.switch(a, h),
+            WorkerEvent::HealthError(msg) => {
+                if let Some(w) = a.next.as_mut() {
+                    w.health_error = Some(msg.clone());
+                }
+                self.event(a, Level::Warn, format!("rollout: new worker health: {msg}"));
+            }
+            WorkerEvent::StartupTimeout => {
+                if let Some(w) = a.next.as_mut() {
+                    w.kill_reason = Some(format!(
+                        "the new worker was not ready within {} s",
+                        self.shared.settings.startup_timeout.as_secs_f64()
+                    ));
+                    let _ = crate::unix::signal_group(w.pid, Signal::SIGKILL);
+                }
+            }
+            WorkerEvent::Probe { .. } => {}
+            WorkerEvent::Exited(info) => {
+                let Some(w) = a.next.take() else { return };
+                let lines = self
+                    .shared
+                    .logs
+                    .last_errors_since(&a.spec.id, 5, w.started_at);
+                let package_failure = info.code == Some(EXIT_PACKAGE_FAILURE);
+                let retryable = !package_failure && w.kill_reason.is_none();
+                let mut reason = match (&w.kill_reason, package_failure) {
+                    (Some(k), _) => k.clone(),
+                    (None, true) => format!("package failure (exit {EXIT_PACKAGE_FAILURE})"),
+                    (None, false) => format!("the new worker {} before it was ready", info.describe()),
+                };
+                let mut detail: Vec<String> = w.health_error.clone().into_iter().collect();
+                detail.extend(lines);
+                if !detail.is_empty() {
+                    reason = format!("{reason}: {}", detail.join(" | "));
+                }
+                self.cleanup(w);
+                self.rollout_failed(a, reason, retryable);
+            }
         }
     }
 
@@ -717,7 +1429,33 @@ impl Supervisor {
                 self.start(a);
                 return;
             }
+            Intent::Replace => {
+                a.intent = Intent::Run;
+                self.start(a);
+                return;
+            }
             Intent::Run => {}
+        }
+        if a.next.is_some() && self.shutdown.is_none() {
+            // The old worker went away during a rollout: the new one, already
+            // starting, takes over instead of a restart of the old spec.
+            if a.state.can_become(State::Crashed) {
+                self.set_state(a, State::Crashed, format!("worker {what} during a rollout"));
+            } else {
+                a.state = State::Crashed;
+            }
+            if let Some(r) = a.rollout.as_ref() {
+                a.spec = r.spec.clone();
+                a.resolved = r.resolved.clone();
+            }
+            a.current = a.next.take();
+            let msg = a
+                .current
+                .as_ref()
+                .map(|w| format!("the rollout's worker pid {} on port {} takes over", w.pid, w.port))
+                .unwrap_or_default();
+            self.set_state(a, State::Starting, msg);
+            return;
         }
         if info.code == Some(EXIT_PACKAGE_FAILURE) {
             let mut reason = health_error.unwrap_or_default();
@@ -847,11 +1585,15 @@ impl Supervisor {
             port: w.map(|w| w.port),
             pid: w.map(|w| w.pid),
             url: format!("/agents/{}", a.spec.id),
-            package_path: a.spec.package.clone(),
+            package_path: crate::source::redacted(&a.spec.package),
             package_id: w
                 .and_then(|w| w.package_id.clone())
                 .or_else(|| a.spec.package_id.clone()),
-            sha256: a.spec.sha256.clone(),
+            sha256: a
+                .resolved
+                .as_ref()
+                .map(|r| r.sha256.clone())
+                .or_else(|| a.spec.sha256.clone()),
             restart_policy: a.spec.restart_policy,
             max_restarts: a.spec.max_restarts,
             restarts: a.restarts,
@@ -867,6 +1609,25 @@ impl Supervisor {
             limits: self.limits(a),
             meta: w.and_then(|w| w.meta.clone()),
             in_flight: w.map_or(0, |w| w.upstream.in_flight()),
+            origin: a.origin,
+            package_file: a
+                .resolved
+                .as_ref()
+                .map(|r| r.path.clone())
+                .or_else(|| (!a.spec.is_remote()).then(|| a.spec.package.clone())),
+            current_package: a.current_package.clone(),
+            previous_package: a.previous_package.clone(),
+            rollout: a.rollout.as_ref().map(|r| rollout_view(r, a.next.as_ref())),
+            draining: a
+                .retiring
+                .iter()
+                .map(|w| DrainingView {
+                    pid: w.pid,
+                    port: w.port,
+                    in_flight: w.upstream.in_flight(),
+                    term_sent: w.term_sent,
+                })
+                .collect(),
         }
     }
 
@@ -962,5 +1723,45 @@ impl Supervisor {
             .snapshot
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Arc::new(views);
+    }
+}
+
+fn fetched_message(package: &str, r: &Resolved) -> String {
+    format!(
+        "package {} {} ({} bytes, sha256 {})",
+        crate::source::redacted(package),
+        if r.downloaded { "downloaded" } else { "found in the cache" },
+        r.bytes,
+        r.sha256
+    )
+}
+
+fn rollout_view(r: &Rollout, next: Option<&Worker>) -> RolloutView {
+    let (state, phase, reason) = match &r.state {
+        RolloutState::Fetching => ("rolling", Some("fetching"), None),
+        RolloutState::Starting => ("rolling", Some("starting"), None),
+        RolloutState::RolledOut => ("rolled_out", None, None),
+        RolloutState::Failed { reason, .. } => ("rollout_failed", None, Some(reason.clone())),
+    };
+    let next = next.filter(|w| Some(w.id) == r.worker);
+    RolloutView {
+        state,
+        phase,
+        reason,
+        strategy: if r.blue_green { "blue-green" } else { "in-place" },
+        to_package: crate::source::redacted(&r.spec.package),
+        to_sha256: r
+            .resolved
+            .as_ref()
+            .map(|x| x.sha256.clone())
+            .or_else(|| r.spec.sha256.clone()),
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        duration_ms: r
+            .finished_at
+            .and_then(|f| f.duration_since(r.started_at).ok())
+            .map(|d| d.as_millis() as u64),
+        worker_pid: next.map(|w| w.pid),
+        worker_port: next.map(|w| w.port),
     }
 }

@@ -1,0 +1,418 @@
+//! Desired state: the declared agents — the config file's `[[agents]]`,
+//! `PAR_AGENTS` and the optional registry index — gathered and handed to the
+//! state task to reconcile, on start, on `POST /supervisor/reload`, on SIGHUP
+//! and on every registry poll.
+//!
+//! Later sources win for the same id: file, then `PAR_AGENTS`, then the
+//! registry. Agents spawned through the API are not declared: reconcile
+//! leaves them alone (unless a declaration takes their id, which adopts them).
+//! A registry that cannot be read, or answers something that is not a valid
+//! list of agents, changes nothing; the problem is shown in status.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{self, AgentSpec, Settings, ValidationErrors};
+use crate::error::ApiError;
+use crate::supervisor::{Msg, Phase, Shared};
+
+/// Largest registry index accepted.
+const MAX_INDEX_BYTES: usize = 4 * 1024 * 1024;
+
+/// A request to the desired-state task.
+#[derive(Debug)]
+pub enum Request {
+    Reload {
+        trigger: &'static str,
+        reply: oneshot::Sender<Result<ReconcileReport, ApiError>>,
+    },
+}
+
+/// What one reconcile changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileReport {
+    /// `start`, `api`, `SIGHUP` or `poll`.
+    pub trigger: String,
+    #[serde(serialize_with = "crate::api::ser_time")]
+    pub at: SystemTime,
+    pub started: Vec<String>,
+    pub stopped: Vec<String>,
+    pub rolled: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub failed: Vec<ReconcileFailure>,
+    /// Set when the registry could not be read: its agents were left as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry_error: Option<String>,
+}
+
+impl ReconcileReport {
+    pub fn new(trigger: &str) -> Self {
+        ReconcileReport {
+            trigger: trigger.to_string(),
+            at: SystemTime::now(),
+            started: Vec::new(),
+            stopped: Vec::new(),
+            rolled: Vec::new(),
+            unchanged: Vec::new(),
+            failed: Vec::new(),
+            registry_error: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileFailure {
+    pub agent_id: String,
+    pub error: String,
+}
+
+/// The registry as status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistryView {
+    pub url: String,
+    pub poll_interval_seconds: f64,
+    pub polls: u64,
+    pub failures: u64,
+    #[serde(serialize_with = "crate::api::ser_opt_time")]
+    pub last_poll_at: Option<SystemTime>,
+    #[serde(serialize_with = "crate::api::ser_opt_time")]
+    pub last_success_at: Option<SystemTime>,
+    pub last_error: Option<String>,
+    #[serde(serialize_with = "crate::api::ser_opt_time")]
+    pub last_error_at: Option<SystemTime>,
+    /// Agents in the last index read successfully.
+    pub agents: Option<usize>,
+}
+
+/// Desired state as status shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DesiredView {
+    pub config_file: Option<String>,
+    pub registry: Option<RegistryView>,
+    pub last_reconcile: Option<ReconcileReport>,
+    /// The last reload that changed nothing because the declarations were invalid.
+    pub last_reload_error: Option<String>,
+}
+
+/// Shared with the HTTP side (status).
+#[derive(Debug, Default)]
+pub struct DesiredStatus(RwLock<DesiredView>);
+
+impl DesiredStatus {
+    pub fn view(&self) -> DesiredView {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    fn update(&self, f: impl FnOnce(&mut DesiredView)) {
+        f(&mut self.0.write().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// Starts the desired-state task; requests go through the returned sender.
+pub fn spawn(shared: Arc<Shared>) -> mpsc::UnboundedSender<Request> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(shared, rx));
+    tx
+}
+
+/// What the task remembers between reloads.
+struct Declared {
+    file_agents: Vec<AgentSpec>,
+    /// The last registry index read successfully.
+    registry_agents: Option<Vec<AgentSpec>>,
+    client: Option<reqwest::Client>,
+}
+
+async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    // The server spawns the start-up agents first; reconcile after them.
+    while shared.phase() == Phase::Starting {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let settings = &shared.settings;
+    let mut d = Declared {
+        file_agents: match &settings.config_path {
+            Some(p) => config::load_file(p)
+                .map(|f| f.agents)
+                .unwrap_or_else(|_| settings.agents.clone()),
+            None => Vec::new(),
+        },
+        registry_agents: None,
+        client: settings.registry_url.as_ref().map(|_| registry_client()),
+    };
+    shared.desired.update(|v| {
+        v.config_file = settings
+            .config_path
+            .as_ref()
+            .map(|p| p.display().to_string());
+        v.registry = settings.registry_url.as_ref().map(|u| RegistryView {
+            url: crate::source::redacted(u),
+            poll_interval_seconds: settings.registry_poll.as_secs_f64(),
+            polls: 0,
+            failures: 0,
+            last_poll_at: None,
+            last_success_at: None,
+            last_error: None,
+            last_error_at: None,
+            agents: None,
+        });
+    });
+    let mut tick = settings.registry_url.as_ref().map(|_| {
+        let mut t = tokio::time::interval(settings.registry_poll);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        t
+    });
+    let mut hup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            req = rx.recv() => match req {
+                Some(Request::Reload { trigger, reply }) => {
+                    let r = reload(&shared, &mut d, trigger, true).await;
+                    let _ = reply.send(r);
+                }
+                None => return,
+            },
+            Some(()) = async {
+                match hup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!("SIGHUP received: reloading the declared agents");
+                let _ = reload(&shared, &mut d, "SIGHUP", true).await;
+            }
+            _ = async {
+                match tick.as_mut() {
+                    // The first tick is at once: the start-up poll.
+                    Some(t) => t.tick().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let trigger = if shared.desired.view().registry.is_some_and(|r| r.polls == 0) { "start" } else { "poll" };
+                let _ = reload(&shared, &mut d, trigger, false).await;
+            }
+        }
+        if shared.phase() == Phase::Draining || shared.phase() == Phase::Stopped {
+            return;
+        }
+    }
+}
+
+/// Gathers the declarations and reconciles. `full`: re-read the config file
+/// too (reload, SIGHUP); a poll only reads the registry.
+async fn reload(
+    shared: &Arc<Shared>,
+    d: &mut Declared,
+    trigger: &'static str,
+    full: bool,
+) -> Result<ReconcileReport, ApiError> {
+    let settings = &shared.settings;
+    let refuse = |shared: &Arc<Shared>, e: ApiError| {
+        tracing::error!(trigger, "reload refused, nothing changed: {}", e.message);
+        let msg = e.message.clone();
+        shared.desired.update(|v| v.last_reload_error = Some(msg));
+        Err(e)
+    };
+    if full {
+        if let Some(path) = &settings.config_path {
+            match config::load_file(path) {
+                Ok(f) => d.file_agents = f.agents,
+                Err(e) => {
+                    return refuse(
+                        shared,
+                        ApiError::invalid_field("config", crate::source::chain(&e)),
+                    )
+                }
+            }
+        }
+    }
+    let env_agents = match settings.env_agents.as_deref() {
+        Some(json) => match config::parse_env_agents(json) {
+            Ok(a) => a,
+            Err(e) => return refuse(shared, ApiError::invalid_field("PAR_AGENTS", e.to_string())),
+        },
+        None => Vec::new(),
+    };
+    let mut registry_error = None;
+    if let (Some(url), Some(client)) = (&settings.registry_url, &d.client) {
+        let at = SystemTime::now();
+        let result = read_registry(client, url).await;
+        let ok = result.is_ok();
+        let count = result.as_ref().map(Vec::len).ok();
+        match result {
+            Ok(agents) => d.registry_agents = Some(agents),
+            Err(e) => {
+                tracing::warn!(trigger, "registry index not applied: {e}");
+                registry_error = Some(e);
+            }
+        }
+        let err = registry_error.clone();
+        shared.desired.update(|v| {
+            if let Some(r) = v.registry.as_mut() {
+                r.polls += 1;
+                r.last_poll_at = Some(at);
+                if ok {
+                    r.last_success_at = Some(at);
+                    r.agents = count;
+                    r.last_error = None;
+                } else {
+                    r.failures += 1;
+                    r.last_error = err;
+                    r.last_error_at = Some(at);
+                }
+            }
+        });
+        if !ok && !full {
+            // An unreadable registry changes nothing.
+            return Err(ApiError::bad_gateway(registry_error.unwrap_or_default()));
+        }
+    }
+    let mut declared = Settings::default();
+    declared.merge_agents(d.file_agents.clone());
+    declared.merge_agents(env_agents);
+    declared.merge_agents(d.registry_agents.clone().unwrap_or_default());
+    let mut errors = ValidationErrors::default();
+    for (i, a) in declared.agents.iter().enumerate() {
+        a.validate(&format!("agents[{i}]({}).", a.id), &mut errors);
+    }
+    if !errors.is_empty() {
+        return refuse(shared, ApiError::invalid(&errors));
+    }
+    let (tx, rx) = oneshot::channel();
+    shared
+        .tx
+        .send(Msg::Reconcile {
+            declared: declared.agents,
+            trigger,
+            reply: tx,
+        })
+        .map_err(|_| ApiError::shutting_down())?;
+    let mut report = rx.await.map_err(|_| ApiError::shutting_down())?;
+    report.registry_error = registry_error;
+    let changed = !(report.started.is_empty()
+        && report.stopped.is_empty()
+        && report.rolled.is_empty()
+        && report.failed.is_empty());
+    if changed || trigger != "poll" {
+        tracing::info!(
+            trigger,
+            started = ?report.started,
+            stopped = ?report.stopped,
+            rolled = ?report.rolled,
+            failed = report.failed.len(),
+            unchanged = report.unchanged.len(),
+            "reconciled the declared agents"
+        );
+    }
+    let r = report.clone();
+    shared.desired.update(|v| {
+        v.last_reconcile = Some(r);
+        if full {
+            v.last_reload_error = None;
+        }
+    });
+    Ok(report)
+}
+
+fn registry_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("par-supervisor/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap_or_default()
+}
+
+/// Reads and checks the index: a JSON array of agent specs, or `{"agents": [...]}`.
+async fn read_registry(client: &reqwest::Client, url: &str) -> Result<Vec<AgentSpec>, String> {
+    let shown = crate::source::redacted(url);
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {shown} failed: {}", crate::source::chain(&e.without_url())))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("GET {shown} answered HTTP {}", status.as_u16()));
+    }
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_INDEX_BYTES as u64)
+    {
+        return Err(format!("the index at {shown} is over {MAX_INDEX_BYTES} bytes"));
+    }
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("GET {shown} failed: {}", crate::source::chain(&e.without_url())))?;
+    if body.len() > MAX_INDEX_BYTES {
+        return Err(format!("the index at {shown} is over {MAX_INDEX_BYTES} bytes"));
+    }
+    parse_index(&body).map_err(|e| format!("invalid registry index at {shown}: {e}"))
+}
+
+/// Parses and validates an index; every problem is named.
+pub fn parse_index(body: &[u8]) -> Result<Vec<AgentSpec>, String> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("not valid JSON: {e}"))?;
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Object(mut o) => match o.remove("agents") {
+            Some(Value::Array(items)) => items,
+            _ => return Err("expected a JSON array of agents or {\"agents\": [...]}".into()),
+        },
+        _ => return Err("expected a JSON array of agents or {\"agents\": [...]}".into()),
+    };
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let mut errors = ValidationErrors::default();
+    let mut agents = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, item) in items.into_iter().enumerate() {
+        match serde_json::from_value::<AgentSpec>(item) {
+            Ok(mut a) => {
+                a.resolve_paths(&cwd);
+                a.validate(&format!("[{i}]."), &mut errors);
+                if !seen.insert(a.id.clone()) {
+                    errors.push(format!("[{i}].agent_id"), format!("{:?} is listed twice", a.id));
+                }
+                agents.push(a);
+            }
+            Err(e) => errors.push(format!("[{i}]"), e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(agents)
+    } else {
+        Err(errors.to_string().replace('\n', "; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_forms_and_errors() {
+        let a = parse_index(br#"[{"agent_id":"a","package":"s3://b/a.apkg"}]"#).unwrap();
+        assert_eq!(a[0].id, "a");
+        let a = parse_index(br#"{"agents":[{"id":"a","package":"https://h/a.apkg"}]}"#).unwrap();
+        assert_eq!(a[0].package, "https://h/a.apkg");
+        for (body, needle) in [
+            (&b"{not json"[..], "not valid JSON"),
+            (br#"{"x":1}"#, "expected a JSON array"),
+            (br#"[{"agent_id":"A","package":"s3://b/k"}]"#, "[0].agent_id"),
+            (br#"[{"agent_id":"a","package":"s3://b/k","bogus":1}]"#, "bogus"),
+            (
+                br#"[{"id":"a","package":"s3://b/k"},{"id":"a","package":"s3://b/k"}]"#,
+                "listed twice",
+            ),
+        ] {
+            let e = parse_index(body).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}
