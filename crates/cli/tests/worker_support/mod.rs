@@ -270,16 +270,32 @@ pub fn open_stream(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, Vec<(String, String)>, BufReader<TcpStream>) {
+    let empty: &[u8] = b"";
+    open_request(port, method, path, headers, (method == "POST").then_some(empty))
+}
+
+/// Sends a request (with `body` when given) and returns the status, the headers
+/// and the reader positioned at the response body, for reading a stream.
+pub fn open_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> (u16, Vec<(String, String)>, BufReader<TcpStream>) {
     let mut s = connect(port).expect("connect");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    if method == "POST" {
-        head.push_str("Content-Length: 0\r\n");
+    if let Some(b) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", b.len()));
     }
     head.push_str("\r\n");
     s.write_all(head.as_bytes()).expect("write");
+    if let Some(b) = body {
+        s.write_all(b).expect("write body");
+    }
     let mut reader = BufReader::new(s);
     let (status, headers) = read_head(&mut reader).expect("head");
     (status, headers, reader)
