@@ -231,10 +231,11 @@ fn logs_are_captured_filtered_and_followed_and_metrics_count() {
     assert_eq!(st["processes"].as_array().unwrap().len(), 2);
     assert!(st["processes"][0]["limits"]["memory_enforcement"].is_string());
     assert_eq!(get(s.port, "/runtime/health").unwrap().status, 200);
+    // PUT needs a full spec: an empty body names the missing package.
     assert_eq!(
         http(s.port, "PUT", "/supervisor/agents/a", &[], b"{}")
             .unwrap()
             .status,
-        501
+        422
     );
 }

@@ -164,8 +164,7 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>) {
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
-    let mut hup =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         tokio::select! {
             req = rx.recv() => match req {
@@ -330,11 +329,12 @@ fn registry_client() -> reqwest::Client {
 /// Reads and checks the index: a JSON array of agent specs, or `{"agents": [...]}`.
 async fn read_registry(client: &reqwest::Client, url: &str) -> Result<Vec<AgentSpec>, String> {
     let shown = crate::source::redacted(url);
-    let resp = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("GET {shown} failed: {}", crate::source::chain(&e.without_url())))?;
+    let resp = client.get(url).send().await.map_err(|e| {
+        format!(
+            "GET {shown} failed: {}",
+            crate::source::chain(&e.without_url())
+        )
+    })?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("GET {shown} answered HTTP {}", status.as_u16()));
@@ -343,22 +343,27 @@ async fn read_registry(client: &reqwest::Client, url: &str) -> Result<Vec<AgentS
         .content_length()
         .is_some_and(|n| n > MAX_INDEX_BYTES as u64)
     {
-        return Err(format!("the index at {shown} is over {MAX_INDEX_BYTES} bytes"));
+        return Err(format!(
+            "the index at {shown} is over {MAX_INDEX_BYTES} bytes"
+        ));
     }
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("GET {shown} failed: {}", crate::source::chain(&e.without_url())))?;
+    let body = resp.bytes().await.map_err(|e| {
+        format!(
+            "GET {shown} failed: {}",
+            crate::source::chain(&e.without_url())
+        )
+    })?;
     if body.len() > MAX_INDEX_BYTES {
-        return Err(format!("the index at {shown} is over {MAX_INDEX_BYTES} bytes"));
+        return Err(format!(
+            "the index at {shown} is over {MAX_INDEX_BYTES} bytes"
+        ));
     }
     parse_index(&body).map_err(|e| format!("invalid registry index at {shown}: {e}"))
 }
 
 /// Parses and validates an index; every problem is named.
 pub fn parse_index(body: &[u8]) -> Result<Vec<AgentSpec>, String> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| format!("not valid JSON: {e}"))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("not valid JSON: {e}"))?;
     let items = match value {
         Value::Array(items) => items,
         Value::Object(mut o) => match o.remove("agents") {
@@ -377,7 +382,10 @@ pub fn parse_index(body: &[u8]) -> Result<Vec<AgentSpec>, String> {
                 a.resolve_paths(&cwd);
                 a.validate(&format!("[{i}]."), &mut errors);
                 if !seen.insert(a.id.clone()) {
-                    errors.push(format!("[{i}].agent_id"), format!("{:?} is listed twice", a.id));
+                    errors.push(
+                        format!("[{i}].agent_id"),
+                        format!("{:?} is listed twice", a.id),
+                    );
                 }
                 agents.push(a);
             }
@@ -404,8 +412,14 @@ mod tests {
         for (body, needle) in [
             (&b"{not json"[..], "not valid JSON"),
             (br#"{"x":1}"#, "expected a JSON array"),
-            (br#"[{"agent_id":"A","package":"s3://b/k"}]"#, "[0].agent_id"),
-            (br#"[{"agent_id":"a","package":"s3://b/k","bogus":1}]"#, "bogus"),
+            (
+                br#"[{"agent_id":"A","package":"s3://b/k"}]"#,
+                "[0].agent_id",
+            ),
+            (
+                br#"[{"agent_id":"a","package":"s3://b/k","bogus":1}]"#,
+                "bogus",
+            ),
             (
                 br#"[{"id":"a","package":"s3://b/k"},{"id":"a","package":"s3://b/k"}]"#,
                 "listed twice",

@@ -240,7 +240,16 @@ impl LogStore {
             .rev()
             .filter(|e| e.level >= Level::Error && e.stream != "supervisor" && e.timestamp >= since)
             .take(n)
-            .map(|e| e.message.clone())
+            .map(|e| {
+                // A structured line keeps its cause in `error` (e.g. the worker's
+                // "agent failed" with the manifest problems).
+                match e.fields.as_ref().and_then(|f| f.get("error")) {
+                    Some(Value::String(err)) if !e.message.contains(err.as_str()) => {
+                        format!("{}: {}", e.message, err.replace('\n', " "))
+                    }
+                    _ => e.message.clone(),
+                }
+            })
             .collect();
         v.reverse();
         v
@@ -365,6 +374,20 @@ mod tests {
         assert_eq!(store.query(&f)[0].message, "boom");
         assert_eq!(store.last_errors("b", 5), ["boom"]);
         assert_eq!(store.clear(None), 4);
+    }
+
+    #[test]
+    fn last_errors_keep_the_structured_cause_and_honour_since() {
+        let store = LogStore::new(10, false);
+        let line = r#"{"level":"ERROR","message":"agent failed","error":"invalid manifest\n  - version: expected a string"}"#;
+        let (level, message, fields) = parse_line(line, "stdout");
+        store.record("a", "stdout", level, message, fields);
+        assert_eq!(
+            store.last_errors("a", 5),
+            ["agent failed: invalid manifest   - version: expected a string"]
+        );
+        let later = SystemTime::now() + std::time::Duration::from_secs(60);
+        assert!(store.last_errors_since("a", 5, later).is_empty());
     }
 
     #[tokio::test]

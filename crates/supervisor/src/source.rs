@@ -68,9 +68,7 @@ pub fn is_transient(e: &FetchError) -> bool {
     match e {
         FetchError::Transport { .. } | FetchError::RetriesExhausted { .. } => true,
         FetchError::Io { .. } => true,
-        FetchError::Status { status, .. } => {
-            *status >= 500 || *status == 408 || *status == 429
-        }
+        FetchError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
         FetchError::S3 { cause, .. } => !matches!(
             cause,
             object_store::Error::PermissionDenied { .. }

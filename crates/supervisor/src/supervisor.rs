@@ -789,12 +789,7 @@ impl Supervisor {
                 started: Instant::now(),
                 started_at: SystemTime::now(),
                 ready_at: None,
-                upstream: Arc::new(Upstream::new(
-                    &spec.id,
-                    port,
-                    worker,
-                    Arc::clone(metrics),
-                )),
+                upstream: Arc::new(Upstream::new(&spec.id, port, worker, Arc::clone(metrics))),
                 run,
                 kill_reason: None,
                 health_error: None,
@@ -850,7 +845,8 @@ impl Supervisor {
                             f.message
                         ),
                     );
-                    let (tx, agent_id, epoch) = (self.shared.tx.clone(), a.spec.id.clone(), a.epoch);
+                    let (tx, agent_id, epoch) =
+                        (self.shared.tx.clone(), a.spec.id.clone(), a.epoch);
                     tokio::spawn(async move {
                         tokio::time::sleep(delay).await;
                         let _ = tx.send(Msg::BackoffElapsed { agent_id, epoch });
@@ -925,7 +921,11 @@ impl Supervisor {
                     .as_deref()
                     .map(|s| format!(" sha256 {}", &s[..12.min(s.len())]))
                     .unwrap_or_default(),
-                if serving { "blue/green" } else { "in place: nothing serves" }
+                if serving {
+                    "blue/green"
+                } else {
+                    "in place: nothing serves"
+                }
             ),
         );
         if serving {
@@ -1058,7 +1058,10 @@ impl Supervisor {
     fn retire(&mut self, a: &mut Agent, old: Worker) {
         old.run.probe.abort();
         let (tx, agent_id, worker) = (self.shared.tx.clone(), a.spec.id.clone(), old.id);
-        let (upstream, drain) = (Arc::clone(&old.upstream), self.shared.settings.drain_timeout);
+        let (upstream, drain) = (
+            Arc::clone(&old.upstream),
+            self.shared.settings.drain_timeout,
+        );
         a.retiring.push(old);
         tokio::spawn(async move {
             // A request that read the old route just before the switch is
@@ -1096,7 +1099,11 @@ impl Supervisor {
     /// In-place rollouts end with the agent: ready, or failed.
     fn settle_rollouts(&mut self) {
         for a in self.agents.values_mut() {
-            let Some(r) = a.rollout.as_mut().filter(|r| !r.blue_green && r.in_progress()) else {
+            let Some(r) = a
+                .rollout
+                .as_mut()
+                .filter(|r| !r.blue_green && r.in_progress())
+            else {
                 continue;
             };
             match a.state {
@@ -1106,7 +1113,10 @@ impl Supervisor {
                 }
                 State::Failed => {
                     r.state = RolloutState::Failed {
-                        reason: a.last_error.clone().unwrap_or_else(|| "the agent failed".into()),
+                        reason: a
+                            .last_error
+                            .clone()
+                            .unwrap_or_else(|| "the agent failed".into()),
                         retryable: false,
                     };
                     r.finished_at = Some(SystemTime::now());
@@ -1220,7 +1230,9 @@ impl Supervisor {
         if a.state != State::Stopping && a.state.can_become(State::Stopping) {
             self.set_state(a, State::Stopping, "stopping");
         }
-        let Some(mut w) = a.current.take() else { return };
+        let Some(mut w) = a.current.take() else {
+            return;
+        };
         self.sigterm_then_kill(&mut w);
         a.current = Some(w);
     }
@@ -1381,7 +1393,9 @@ impl Supervisor {
                 let mut reason = match (&w.kill_reason, package_failure) {
                     (Some(k), _) => k.clone(),
                     (None, true) => format!("package failure (exit {EXIT_PACKAGE_FAILURE})"),
-                    (None, false) => format!("the new worker {} before it was ready", info.describe()),
+                    (None, false) => {
+                        format!("the new worker {} before it was ready", info.describe())
+                    }
                 };
                 let mut detail: Vec<String> = w.health_error.clone().into_iter().collect();
                 detail.extend(lines);
@@ -1452,7 +1466,12 @@ impl Supervisor {
             let msg = a
                 .current
                 .as_ref()
-                .map(|w| format!("the rollout's worker pid {} on port {} takes over", w.pid, w.port))
+                .map(|w| {
+                    format!(
+                        "the rollout's worker pid {} on port {} takes over",
+                        w.pid, w.port
+                    )
+                })
                 .unwrap_or_default();
             self.set_state(a, State::Starting, msg);
             return;
@@ -1730,7 +1749,11 @@ fn fetched_message(package: &str, r: &Resolved) -> String {
     format!(
         "package {} {} ({} bytes, sha256 {})",
         crate::source::redacted(package),
-        if r.downloaded { "downloaded" } else { "found in the cache" },
+        if r.downloaded {
+            "downloaded"
+        } else {
+            "found in the cache"
+        },
         r.bytes,
         r.sha256
     )
@@ -1748,7 +1771,11 @@ fn rollout_view(r: &Rollout, next: Option<&Worker>) -> RolloutView {
         state,
         phase,
         reason,
-        strategy: if r.blue_green { "blue-green" } else { "in-place" },
+        strategy: if r.blue_green {
+            "blue-green"
+        } else {
+            "in-place"
+        },
         to_package: crate::source::redacted(&r.spec.package),
         to_sha256: r
             .resolved

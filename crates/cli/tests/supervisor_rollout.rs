@@ -1,0 +1,387 @@
+//! Blue/green rollouts with the real worker and real agents: an upgrade under
+//! continuous load (no failed request, answers switch from v1 to v2), broken
+//! packages (the old worker keeps serving, status says why), a registry index
+//! change applied within a poll, and SIGHUP reloading a changed config file.
+
+mod supervisor_rollout_support;
+mod supervisor_support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use supervisor_rollout_support::*;
+use supervisor_support::*;
+
+const LONG: Duration = Duration::from_secs(120);
+
+fn put_json(port: u16, path: &str, body: &str) -> Resp {
+    http(
+        port,
+        "PUT",
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap()
+}
+
+fn spec(id: &str, package: &std::path::Path) -> String {
+    format!(
+        r#"{{"agent_id":"{id}","package_path":"{}"}}"#,
+        package.display()
+    )
+}
+
+/// Load runs for `total`; `during` is called after `lead`, while it runs.
+fn with_load<T>(
+    sup: &Supervisor,
+    agent: &str,
+    lead: Duration,
+    total: Duration,
+    during: impl FnOnce() -> T,
+) -> (LoadReport, T) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = run_load(
+        sup.port,
+        agent,
+        4,
+        stop.clone(),
+        total + Duration::from_secs(60),
+    );
+    let t0 = Instant::now();
+    std::thread::sleep(lead);
+    let out = during();
+    if let Some(rest) = total.checked_sub(t0.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    stop.store(true, Ordering::Relaxed);
+    (load.join().unwrap(), out)
+}
+
+#[test]
+fn an_upgrade_under_load_fails_no_request_and_switches_versions() {
+    let sup = Supervisor::start_with("roll", "drain_timeout = \"10s\"\n", "", &[]);
+    let v1 = agent_dir(sup.dir.path(), "ver", "1.0.0");
+    let v2 = agent_dir(sup.dir.path(), "ver", "2.0.0");
+    let r = http(
+        sup.port,
+        "POST",
+        "/supervisor/spawn?wait=true&timeout=120",
+        &[],
+        spec("ver", &v1).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let before = sup.process("ver").unwrap();
+    assert_eq!(version_of(sup.port, "ver").as_deref(), Some("1.0.0"));
+
+    let (load, (put_at, rolled, switched_after)) = with_load(
+        &sup,
+        "ver",
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        || {
+            let t = Instant::now();
+            let r = put_json(sup.port, "/supervisor/agents/ver", &spec("ver", &v2));
+            assert_eq!(r.status, 202, "{}", r.text());
+            assert_eq!(r.json()["outcome"], "rolling");
+            let p = wait_rollout(&sup, "ver", LONG);
+            (t, p, t.elapsed())
+        },
+    );
+    let _ = put_at;
+    assert_eq!(rolled["rollout"]["state"], "rolled_out", "{rolled}");
+    assert!(
+        load.failed.is_empty(),
+        "{} failed requests during the rollout, first: {:?}",
+        load.failed.len(),
+        load.failed.first()
+    );
+    // Every client saw v1 then v2, never v1 again after v2.
+    for (i, seen) in load.versions.iter().enumerate() {
+        let first_v2 = seen.iter().position(|v| v == "2.0.0");
+        if let Some(k) = first_v2 {
+            assert!(
+                seen[k..].iter().all(|v| v == "2.0.0"),
+                "client {i} went back to v1 after v2"
+            );
+        }
+        assert!(
+            seen.iter().all(|v| v == "1.0.0" || v == "2.0.0"),
+            "{seen:?}"
+        );
+    }
+    let all: Vec<&String> = load.versions.iter().flatten().collect();
+    assert!(all.iter().any(|v| *v == "1.0.0") && all.iter().any(|v| *v == "2.0.0"));
+    assert_eq!(load.timeline.last().unwrap().1, "2.0.0");
+
+    // Status: new current, old previous, same restarts, old worker gone.
+    let p = sup.process("ver").unwrap();
+    assert_eq!(p["state"], "ready");
+    assert_eq!(p["restarts"], 0);
+    assert_ne!(p["pid"], before["pid"]);
+    assert_ne!(p["port"], before["port"]);
+    assert_eq!(p["current_package"]["package_id"], "ver@2.0.0", "{p}");
+    assert_eq!(p["previous_package"]["package_id"], "ver@1.0.0", "{p}");
+    assert!(p["current_package"]["since"].is_string());
+    let old_pid = before["pid"].as_u64().unwrap() as u32;
+    wait_until(Duration::from_secs(30), "the old worker to exit", || {
+        (!group_alive(old_pid)).then_some(())
+    });
+    wait_until(Duration::from_secs(5), "draining list to empty", || {
+        sup.process("ver")
+            .filter(|p| p["draining"].as_array().is_some_and(|d| d.is_empty()))
+    });
+    let during = load
+        .timeline
+        .iter()
+        .filter(|(t, _)| {
+            *t >= Duration::from_secs(1) && *t <= Duration::from_secs(1) + switched_after
+        })
+        .count();
+    eprintln!(
+        "rollout figures: rollout {} ms (PUT to rolled_out as seen by the client: {} ms); {} requests served during the rollout, {} in total over 5 s by 4 clients; {} failed",
+        rolled["rollout"]["duration_ms"],
+        switched_after.as_millis(),
+        during,
+        load.ok,
+        load.failed.len()
+    );
+
+    // Same spec again: nothing to do.
+    let r = put_json(sup.port, "/supervisor/agents/ver", &spec("ver", &v2));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["outcome"], "unchanged");
+    // An id in the body that differs from the path is refused.
+    let r = put_json(sup.port, "/supervisor/agents/ver", &spec("other", &v2));
+    assert_eq!(r.status, 422, "{}", r.text());
+}
+
+#[test]
+fn an_upgrade_to_a_broken_package_leaves_the_old_version_serving() {
+    let sup = Supervisor::start_with("rollbad", "", "", &[]);
+    let v1 = agent_dir(sup.dir.path(), "keep", "1.0.0");
+    let r = http(
+        sup.port,
+        "POST",
+        "/supervisor/spawn?wait=true&timeout=120",
+        &[],
+        spec("keep", &v1).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let before = sup.process("keep").unwrap();
+
+    for (broken, needle) in [
+        (
+            broken_import_dir(sup.dir.path(), "keep"),
+            "module_that_does_not_exist_par",
+        ),
+        (broken_manifest_dir(sup.dir.path(), "keep2"), "version"),
+    ] {
+        let (load, p) = with_load(
+            &sup,
+            "keep",
+            Duration::from_millis(500),
+            Duration::from_secs(4),
+            || {
+                let r = put_json(
+                    sup.port,
+                    "/supervisor/agents/keep?wait=true&timeout=120",
+                    &spec("keep", &broken),
+                );
+                assert_eq!(r.status, 202, "{}", r.text());
+                r.json()
+            },
+        );
+        assert_eq!(p["rollout"]["state"], "rollout_failed", "{p}");
+        let reason = p["rollout"]["reason"].as_str().unwrap();
+        assert!(reason.contains(needle), "{reason}");
+        assert!(reason.contains("package failure"), "{reason}");
+        assert!(
+            load.failed.is_empty(),
+            "{} failed requests, first: {:?}",
+            load.failed.len(),
+            load.failed.first()
+        );
+        assert!(load.ok > 0);
+        assert!(load.versions.iter().flatten().all(|v| v == "1.0.0"));
+        let now = sup.process("keep").unwrap();
+        assert_eq!(now["state"], "ready");
+        assert_eq!(now["pid"], before["pid"]);
+        assert_eq!(now["restarts"], 0);
+        assert_eq!(now["current_package"]["package_id"], "keep@1.0.0");
+        assert_eq!(now["rollout"]["state"], "rollout_failed");
+        eprintln!(
+            "broken rollout figures: {} requests served during it, {} failed; reason: {reason}",
+            load.ok,
+            load.failed.len()
+        );
+    }
+    assert_eq!(version_of(sup.port, "keep").as_deref(), Some("1.0.0"));
+    // The status page carries it too.
+    let st = get(sup.port, "/supervisor/status").unwrap().json();
+    let procs = st["processes"].as_array().unwrap();
+    assert_eq!(procs[0]["rollout"]["state"], "rollout_failed");
+}
+
+fn index(entries: &[(&str, &std::path::Path)]) -> Vec<u8> {
+    let list: Vec<Value> = entries
+        .iter()
+        .map(|(id, p)| serde_json::json!({"agent_id": id, "package": p.display().to_string()}))
+        .collect();
+    serde_json::to_vec(&list).unwrap()
+}
+
+#[test]
+fn a_registry_index_change_is_applied_within_a_poll() {
+    let files = FileServer::start();
+    let scratch = TempDir::new("regpkgs");
+    let v1 = agent_dir(scratch.path(), "reg", "1.0.0");
+    let v2 = agent_dir(scratch.path(), "reg", "2.0.0");
+    let other = agent_dir(scratch.path(), "other", "1.0.0");
+    files.body("/index.json", index(&[("reg", &v1)]));
+    let url = files.url("/index.json");
+    let sup = Supervisor::start_with(
+        "registry",
+        "",
+        "",
+        &[
+            ("PAR_REGISTRY_URL", url.as_str()),
+            ("PAR_REGISTRY_POLL", "500ms"),
+        ],
+    );
+    sup.wait_ready("reg", LONG);
+    assert_eq!(version_of(sup.port, "reg").as_deref(), Some("1.0.0"));
+    let p = sup.process("reg").unwrap();
+    assert_eq!(p["origin"], "declared");
+    // An API agent next to it is left alone by reconcile.
+    let r = http(
+        sup.port,
+        "POST",
+        "/supervisor/spawn?wait=true&timeout=120",
+        &[],
+        spec("byapi", &other).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    // v2 in the index: picked up by the next poll.
+    let polls_before = registry(&sup)["polls"].as_u64().unwrap();
+    files.body("/index.json", index(&[("reg", &v2)]));
+    let t0 = Instant::now();
+    wait_until(
+        Duration::from_secs(10),
+        "a reconcile that rolls reg",
+        || {
+            sup.process("reg")
+                .filter(|p| p["rollout"]["to_package"].as_str() == Some(&v2.display().to_string()))
+        },
+    );
+    let noticed = t0.elapsed();
+    let p = wait_rollout(&sup, "reg", LONG);
+    assert_eq!(p["rollout"]["state"], "rolled_out", "{p}");
+    let applied = t0.elapsed();
+    assert_eq!(version_of(sup.port, "reg").as_deref(), Some("2.0.0"));
+    assert!(registry(&sup)["polls"].as_u64().unwrap() > polls_before);
+    eprintln!(
+        "registry figures: change noticed after {} ms (poll 500 ms), rolled out after {} ms",
+        noticed.as_millis(),
+        applied.as_millis()
+    );
+    // Generous: one poll interval plus scheduling on a loaded 2-core machine.
+    assert!(noticed < Duration::from_secs(5), "{noticed:?}");
+
+    // Unreachable or invalid index: nothing changes, status says why.
+    files.set(
+        "/index.json",
+        vec![Reply::Body(Arc::new(b"{not json".to_vec()))],
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the registry error in status",
+        || {
+            registry(&sup)["last_error"]
+                .as_str()
+                .filter(|e| e.contains("not valid JSON"))
+                .map(str::to_owned)
+        },
+    );
+    files.set("/index.json", vec![Reply::Status(503)]);
+    wait_until(Duration::from_secs(10), "the HTTP error in status", || {
+        registry(&sup)["last_error"]
+            .as_str()
+            .filter(|e| e.contains("503"))
+            .map(str::to_owned)
+    });
+    assert!(registry(&sup)["last_poll_at"].is_string());
+    assert_eq!(sup.process("reg").unwrap()["state"], "ready");
+    assert_eq!(version_of(sup.port, "reg").as_deref(), Some("2.0.0"));
+
+    // Removed from the index: drained, stopped and forgotten; the API agent stays.
+    files.body("/index.json", index(&[]));
+    wait_until(Duration::from_secs(30), "reg to be removed", || {
+        sup.process("reg").is_none().then_some(())
+    });
+    assert_eq!(sup.process("byapi").unwrap()["state"], "ready");
+    assert_eq!(sup.process("byapi").unwrap()["origin"], "api");
+    assert_eq!(get(sup.port, "/agents/reg/health").unwrap().status, 404);
+}
+
+fn registry(sup: &Supervisor) -> Value {
+    get(sup.port, "/supervisor/status").unwrap().json()["desired"]["registry"].clone()
+}
+
+#[test]
+fn sighup_and_reload_apply_a_changed_config_file() {
+    let scratch = TempDir::new("hup");
+    let v1 = agent_dir(scratch.path(), "hup", "1.0.0");
+    let v2 = agent_dir(scratch.path(), "hup", "2.0.0");
+    let extra = agent_dir(scratch.path(), "extra", "1.0.0");
+    let agent = |id: &str, p: &std::path::Path| {
+        format!("[[agents]]\nid = \"{id}\"\npackage = \"{}\"\n", p.display())
+    };
+    let sup = Supervisor::start_with("hup", "", &agent("hup", &v1), &[]);
+    sup.wait_ready("hup", LONG);
+    assert_eq!(version_of(sup.port, "hup").as_deref(), Some("1.0.0"));
+    assert_eq!(sup.process("hup").unwrap()["origin"], "declared");
+
+    // Changed file + SIGHUP: hup rolls to v2, extra starts.
+    rewrite_agents(
+        &sup,
+        &format!("{}{}", agent("hup", &v2), agent("extra", &extra)),
+    );
+    sup.signal(1);
+    let p = wait_until(LONG, "hup rolled to v2", || {
+        sup.process("hup")
+            .filter(|p| p["rollout"]["state"] == "rolled_out")
+    });
+    assert_eq!(p["current_package"]["package_id"], "hup@2.0.0");
+    sup.wait_ready("extra", LONG);
+    assert_eq!(version_of(sup.port, "hup").as_deref(), Some("2.0.0"));
+    assert!(sup.child.id() > 0);
+    let st = get(sup.port, "/supervisor/status").unwrap().json();
+    assert_eq!(st["desired"]["last_reconcile"]["trigger"], "SIGHUP", "{st}");
+
+    // POST /supervisor/reload answers what changed.
+    rewrite_agents(&sup, &agent("hup", &v2));
+    let r = http(sup.port, "POST", "/supervisor/reload", &[], b"").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["stopped"], serde_json::json!(["extra"]), "{j}");
+    assert_eq!(j["unchanged"], serde_json::json!(["hup"]), "{j}");
+    wait_until(Duration::from_secs(30), "extra to be removed", || {
+        sup.process("extra").is_none().then_some(())
+    });
+    // A config that does not validate changes nothing and says why.
+    rewrite_agents(
+        &sup,
+        "[[agents]]\nid = \"hup\"\npackage = \"/does/not/exist\"\n",
+    );
+    let r = http(sup.port, "POST", "/supervisor/reload", &[], b"").unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("/does/not/exist"), "{}", r.text());
+    assert_eq!(version_of(sup.port, "hup").as_deref(), Some("2.0.0"));
+}
