@@ -115,7 +115,10 @@ fn pixell_sdk_agent_server_through_the_worker() {
 
     let text = String::from_utf8(seen.clone()).expect("utf-8 stream");
     let padding = format!(": {}\n\n", "-".repeat(2048));
-    assert!(text.starts_with(&padding), "stream opens with the padding comment");
+    assert!(
+        text.starts_with(&padding),
+        "stream opens with the padding comment"
+    );
     // Byte-exact: what the client read is the padding plus every event exactly as
     // the sdk encoded it, in order.
     let sent = w.get("/test/sent").expect("sent").json();

@@ -251,13 +251,25 @@ async fn pump_body(chan: Arc<crate::host::HostChannel>, id: u32, body: Body) {
     chan.send(protocol::encode(to_host::BODY_END, id, b"", b""));
 }
 
-/// The response body: chunks as the host sends them. Dropping it (client gone)
-/// drops `pending`, which tells the app the client disconnected.
+/// The response body: chunks as the host sends them. Each chunk taken by the
+/// connection is credited back to the host (in batches of a quarter window), so
+/// the host never runs more than [`protocol::STREAM_WINDOW`] ahead of a slow
+/// client. Dropping it (client gone) drops `pending`, which tells the app the
+/// client disconnected.
 fn stream_body(pending: Pending) -> Body {
-    let stream = futures_util::stream::unfold(Some(pending), |state| async move {
-        let mut pending = state?;
+    const BATCH: u32 = protocol::STREAM_WINDOW / 4;
+    let stream = futures_util::stream::unfold(Some((pending, 0u32)), |state| async move {
+        let (mut pending, mut owed) = state?;
         match pending.next().await {
-            Some(Reply::Body(b)) => Some((Ok::<Bytes, std::io::Error>(b), Some(pending))),
+            Some(Reply::Body(b)) => {
+                // The connection takes this chunk now: credit it.
+                owed = owed.saturating_add(u32::try_from(b.len()).unwrap_or(u32::MAX));
+                if owed >= BATCH {
+                    pending.grant(owed);
+                    owed = 0;
+                }
+                Some((Ok::<Bytes, std::io::Error>(b), Some((pending, owed))))
+            }
             Some(Reply::End(b)) => Some((Ok(b), None)),
             Some(Reply::Failed { error, .. }) => Some((
                 Err(std::io::Error::other(format!(

@@ -212,6 +212,7 @@ async fn start_agent(
         "a2a": a2a.and_then(|a| a.entry.as_ref()).map(entry),
         "threads": settings.threads,
         "port": state.port,
+        "window": host::protocol::STREAM_WINDOW,
     });
     let mut host_env = env;
     host_env.insert("PAR_AGENT_ID".into(), settings.agent_id.clone());

@@ -271,7 +271,13 @@ pub fn open_stream(
     headers: &[(&str, &str)],
 ) -> (u16, Vec<(String, String)>, BufReader<TcpStream>) {
     let empty: &[u8] = b"";
-    open_request(port, method, path, headers, (method == "POST").then_some(empty))
+    open_request(
+        port,
+        method,
+        path,
+        headers,
+        (method == "POST").then_some(empty),
+    )
 }
 
 /// Sends a request (with `body` when given) and returns the status, the headers

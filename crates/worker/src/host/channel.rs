@@ -167,6 +167,18 @@ impl Pending {
         r
     }
 
+    /// Grants the host `n` more bytes of this request's streamed response.
+    pub fn grant(&self, n: u32) {
+        if !self.done && n > 0 {
+            self.chan.send(protocol::encode(
+                to_host::CREDIT,
+                self.id,
+                b"",
+                &n.to_be_bytes(),
+            ));
+        }
+    }
+
     /// The channel this request runs on (to send body chunks).
     pub fn channel(&self) -> &Arc<HostChannel> {
         &self.chan

@@ -16,7 +16,11 @@ Worker -> host                          Host -> worker
   5 BODY_END last body chunk              14 RESP_FULL   header = {status, headers}, body
   6 CANCEL   client gone / timed out      15 RESP_BODY   body chunk, more follows
   7 SHUTDOWN run lifespan shutdown, exit  16 RESP_END    last body chunk
-                                          17 RESP_ERROR  header = {error}
+  8 CREDIT   body = u32 bytes passed on   17 RESP_ERROR  header = {error}
+
+Flow control: a streamed response may have at most `window` bytes of RESP_BODY
+in flight; the app's `send` waits until the worker's CREDIT frames (sent as the
+client takes the bytes) open the window again, or the client goes away.
 """
 
 import asyncio
@@ -32,7 +36,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote
 
-INVOKE, CALL, HTTP, BODY, BODY_END, CANCEL, SHUTDOWN = 1, 2, 3, 4, 5, 6, 7
+INVOKE, CALL, HTTP, BODY, BODY_END, CANCEL, SHUTDOWN, CREDIT = 1, 2, 3, 4, 5, 6, 7, 8
 HELLO, RESULT_OK, RESULT_ERR, RESP_START, RESP_FULL, RESP_BODY, RESP_END, RESP_ERROR = range(10, 18)
 
 _HEAD = struct.Struct(">IBII")
@@ -254,9 +258,9 @@ class Lifespan:
 class HttpExchange:
     """One ASGI http request: the receive queue and the framed send side."""
 
-    __slots__ = ("conn", "rid", "queue", "disconnected", "started", "pending_start", "ended", "body_done")
+    __slots__ = ("conn", "rid", "queue", "disconnected", "started", "pending_start", "ended", "body_done", "credit", "waiter")
 
-    def __init__(self, conn, rid):
+    def __init__(self, conn, rid, window):
         self.conn = conn
         self.rid = rid
         self.queue = asyncio.Queue()
@@ -265,6 +269,24 @@ class HttpExchange:
         self.pending_start = None
         self.ended = False
         self.body_done = False
+        self.credit = window
+        self.waiter = None
+
+    def add_credit(self, n):
+        self.credit += n
+        self.wake()
+
+    def wake(self):
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait_credit(self):
+        """Waits until the worker has passed on enough of the response (or the client left)."""
+        while self.credit <= 0 and not self.disconnected:
+            self.waiter = self.conn.loop.create_future()
+            await self.waiter
+        self.waiter = None
 
     async def receive(self):
         if self.body_done and self.queue.empty() and not self.disconnected:
@@ -301,7 +323,11 @@ class HttpExchange:
             if more:
                 if body:
                     conn.send(frame(RESP_BODY, self.rid, None, body))
-                    await conn.drain()
+                    self.credit -= len(body)
+                    if self.credit <= 0:
+                        await self.wait_credit()
+                    else:
+                        await conn.drain()
             else:
                 self.ended = True
                 conn.send(frame(RESP_END, self.rid, None, body))
@@ -346,6 +372,7 @@ class Connection(asyncio.Protocol):
         self.exchanges = {}
         self.writable = asyncio.Event()
         self.writable.set()
+        self.window = int(agent.config.get("window", 1 << 20))
 
     # -- transport callbacks
     def connection_made(self, transport):
@@ -405,10 +432,15 @@ class Connection(asyncio.Protocol):
             if ex is not None:
                 ex.queue.put_nowait({"type": "http.request", "body": body, "more_body": kind == BODY})
                 ex.body_done = kind == BODY_END
+        elif kind == CREDIT:
+            ex = self.exchanges.get(rid)
+            if ex is not None:
+                ex.add_credit(int.from_bytes(body, "big"))
         elif kind == CANCEL:
             ex = self.exchanges.get(rid)
             if ex is not None:
                 ex.disconnected = True
+                ex.wake()
                 ex.queue.put_nowait({"type": "http.disconnect"})
             task = self.tasks.get(rid)
             if task is not None and ex is None:
@@ -498,7 +530,7 @@ class Connection(asyncio.Protocol):
         if agent.app is None:
             self.send(frame(RESULT_ERR, rid, {"error": "no ASGI app", "kind": "not_found"}))
             return
-        ex = HttpExchange(self, rid)
+        ex = HttpExchange(self, rid, self.window)
         more = header.get("more", False)
         ex.queue.put_nowait({"type": "http.request", "body": body, "more_body": more})
         ex.body_done = not more

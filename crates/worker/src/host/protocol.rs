@@ -13,7 +13,14 @@ pub mod to_host {
     pub const BODY_END: u8 = 5;
     pub const CANCEL: u8 = 6;
     pub const SHUTDOWN: u8 = 7;
+    /// Flow control: the worker has passed on `u32` (body, big-endian) more bytes
+    /// of this request's streamed response; the host may send that many more.
+    pub const CREDIT: u8 = 8;
 }
+
+/// Bytes of a streamed response the host may send ahead of what the worker has
+/// passed on to the client. Bounds the worker's memory per slow client.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
 
 /// Host -> worker frame kinds.
 pub mod from_host {
