@@ -85,6 +85,9 @@ pub fn sha256_hex(path: &Path) -> String {
         .to_string()
 }
 
+/// Each path's script of replies and how many it has answered.
+type Scripts = Arc<Mutex<HashMap<String, (usize, Vec<Reply>)>>>;
+
 /// One scripted answer of the file server.
 #[derive(Clone)]
 pub enum Reply {
@@ -96,7 +99,7 @@ pub enum Reply {
 /// repeats); the test changes scripts at will and counts GETs per path.
 pub struct FileServer {
     pub port: u16,
-    routes: Arc<Mutex<HashMap<String, (usize, Vec<Reply>)>>>,
+    routes: Scripts,
     gets: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
 }
@@ -106,7 +109,7 @@ impl FileServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
-        let routes: Arc<Mutex<HashMap<String, (usize, Vec<Reply>)>>> = Default::default();
+        let routes: Scripts = Default::default();
         let gets: Arc<Mutex<Vec<String>>> = Default::default();
         let stop = Arc::new(AtomicBool::new(false));
         let (r, g, st) = (routes.clone(), gets.clone(), stop.clone());
@@ -160,11 +163,7 @@ impl Drop for FileServer {
     }
 }
 
-fn serve_one(
-    s: TcpStream,
-    routes: Arc<Mutex<HashMap<String, (usize, Vec<Reply>)>>>,
-    gets: Arc<Mutex<Vec<String>>>,
-) {
+fn serve_one(s: TcpStream, routes: Scripts, gets: Arc<Mutex<Vec<String>>>) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let mut reader = BufReader::new(s.try_clone().unwrap());
