@@ -20,6 +20,10 @@ pub struct WorkerArgs {
     pub package: PathBuf,
     #[arg(long, env = "PAR_PACKAGE_SHA256")]
     pub sha256: Option<String>,
+    /// The supervisor's pid: the worker dies with it and refuses to start when
+    /// its parent is another process (the supervisor already died).
+    #[arg(long = "parent-pid", env = "PAR_PARENT_PID")]
+    pub parent_pid: Option<i32>,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -69,6 +73,11 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
+    // Spawned by a supervisor: die with it, even through an exec that cleared
+    // the parent-death signal it set.
+    if args.parent_pid.is_some() || std::env::var_os("PAR_SUPERVISOR_URL").is_some() {
+        crate::unix::die_with_parent(args.parent_pid)?;
+    }
     let agent_id = args
         .agent_id
         .clone()

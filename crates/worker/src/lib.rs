@@ -6,7 +6,12 @@
 //!   `PAR_PACKAGE_SHA256`, `PAR_HOME`, `PAR_SUPERVISOR_URL` (passed on to the agent
 //!   host with `PAR_AGENT_ID` and `PAR_PACKAGE_ID`), `PAR_INVOKE_TIMEOUT` (default
 //!   300 s), `PAR_SHUTDOWN_GRACE` (10 s), `PAR_HOST_THREADS` (64), `PAR_LOG`,
-//!   `PAR_LOG_FORMAT=json`.
+//!   `PAR_LOG_FORMAT=json`, `PAR_PARENT_PID` (the supervisor's pid).
+//! - Supervised (`PAR_SUPERVISOR_URL` or `PAR_PARENT_PID` set), the worker sets its
+//!   own parent-death signal (SIGKILL) at start, since exec of a `par` with file
+//!   capabilities clears the one the supervisor set; it exits 1 at once when its
+//!   parent is not `PAR_PARENT_PID` (the supervisor already died). The agent host
+//!   dies with the worker the same way.
 //! - The port is bound first; the package loads in the background. `GET /health`
 //!   answers at once: `{"status":"starting"|"ready"|"error", "agent_id",
 //!   "package_id", "error"?, "surfaces"}`, 200 only when ready. `surfaces` holds
@@ -22,7 +27,10 @@
 //!   entrypoint's module with the JSON body; when there is none, the entrypoint
 //!   handler gets `{"action": name, ...body}`.
 //! - The agent host (`host/host.py`) talks over a socketpair with framed messages;
-//!   the protocol is described at the top of that file.
+//!   the protocol is described at the top of that file. A streamed response has a
+//!   flow-control window per request (`STREAM_WINDOW`, 1 MiB): a slow client makes
+//!   the agent's `send` wait instead of growing the worker's memory. The invoke
+//!   timeout covers only the response head; a stream may stay silent for any time.
 
 mod a2a_backend;
 mod asgi;

@@ -1,4 +1,5 @@
-//! Unix-only process plumbing for the agent host: inherited channel fd and parent-death signal.
+//! Unix-only process plumbing: the worker's own parent-death signal, and the agent
+//! host's inherited channel fd and parent-death signal.
 #![allow(unsafe_code)]
 
 use std::os::fd::RawFd;
@@ -26,4 +27,36 @@ pub fn prepare_host(cmd: &mut tokio::process::Command, channel_fd: RawFd) {
             Ok(())
         });
     }
+}
+
+/// Why a supervised worker must not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ParentError {
+    #[error("failed to set the parent-death signal: {0}")]
+    Prctl(#[from] nix::Error),
+    #[error("the parent process {expected} is gone (the parent is now {now}); exiting")]
+    Gone { expected: i32, now: i32 },
+}
+
+/// Asks the kernel to SIGKILL this worker when its parent (the supervisor) dies,
+/// then checks that the parent is still `expected` (`PAR_PARENT_PID`), or still
+/// the one seen before the call when none is given.
+///
+/// The supervisor sets the same signal between fork and exec, but exec of a
+/// binary that gains capabilities (the container's `par` carries
+/// `cap_net_bind_service`) clears it; setting it again here, after exec, holds.
+/// Call it before starting threads: the signal follows the parent's death
+/// whichever thread of this process set it.
+pub fn die_with_parent(expected: Option<i32>) -> Result<(), ParentError> {
+    let before = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+    let now = nix::unistd::getppid();
+    let expected = expected.map(nix::unistd::Pid::from_raw).unwrap_or(before);
+    if now != expected {
+        return Err(ParentError::Gone {
+            expected: expected.as_raw(),
+            now: now.as_raw(),
+        });
+    }
+    Ok(())
 }
