@@ -62,8 +62,8 @@ read -r P50_16 RPS_16 < <(wrk -t2 -c16 -d"$DURATION" --latency -s "$LUA" "$URL" 
 kill "$WPID"; wait "$WPID" 2>/dev/null || true
 
 start_worker "$FIXTURES/pk-full-0.1.0.apkg" bench-full
-HOST_PID=$(pgrep -P "$WPID" | head -1)
-HOST_PY=$(tr '\0' '\n' <"/proc/$HOST_PID/cmdline" | head -1)
+HOST_PID=$(pgrep -P "$WPID" | sed -n 1p)
+HOST_PY=$(tr '\0' '\n' <"/proc/$HOST_PID/cmdline" | sed -n 1p) # not head: SIGPIPE under pipefail
 PKG_ROOT=$(readlink "/proc/$HOST_PID/cwd")
 URL="http://127.0.0.1:$PORT/api/hello"
 wrk -t2 -c16 -d2s "$URL" >/dev/null
