@@ -157,6 +157,7 @@ pub fn spawn(
         .env("PAR_AGENT_ID", launch.agent_id)
         .env("PAR_PACKAGE_PATH", launch.package)
         .env("PAR_SUPERVISOR_URL", launch.supervisor_url)
+        .env("PAR_PARENT_PID", std::process::id().to_string())
         .env("PAR_HOME", launch.home)
         .env("PAR_LOG_FORMAT", "json");
     if let Some(sha) = launch.sha256 {

@@ -41,6 +41,6 @@ mod loader;
 mod metrics;
 mod routes;
 mod state;
-mod ui;
+pub mod ui;
 mod unix;
 pub mod worker;
