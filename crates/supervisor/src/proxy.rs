@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
@@ -45,12 +46,12 @@ pub struct Proxy {
     http1: Client<HttpConnector, Incoming>,
     http2: Client<HttpConnector, Incoming>,
     opts: ProxyOptions,
-    /// Requests for agents that do not exist.
-    pub unknown: AtomicU64,
+    /// Requests for agents that do not exist (shared by every proxy thread).
+    unknown: Arc<AtomicU64>,
 }
 
 impl Proxy {
-    pub fn new(routes: Arc<RouteTable>, opts: ProxyOptions) -> Self {
+    pub fn new(routes: Arc<RouteTable>, opts: ProxyOptions, unknown: Arc<AtomicU64>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -70,29 +71,35 @@ impl Proxy {
             http1,
             http2,
             opts,
-            unknown: AtomicU64::new(0),
+            unknown,
         }
     }
 
-    /// `/agents/{id}{rest}`: `rest` is empty or starts with `/`.
-    pub async fn forward(
-        &self,
-        req: Request<Incoming>,
-        agent_id: &str,
-        rest: &str,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    /// `/agents/{id}{rest}` → `{rest}` on the agent's worker (`/` when `rest` is empty).
+    pub async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        const PREFIX: &str = "/agents/";
+        let path = req.uri().path();
+        let after = path.get(PREFIX.len()..).unwrap_or("");
+        let id_len = after.find('/').unwrap_or(after.len());
+        let agent_id = &after[..id_len];
         let upstream = match self.route(agent_id) {
             Ok(u) => u,
             Err(e) => return with_request_id(e.into_response_body(), req.headers()),
         };
+        let rest = &after[id_len..];
         let rest = if rest.is_empty() { "/" } else { rest };
         let path_and_query = match req.uri().query() {
-            Some(q) => format!("{rest}?{q}"),
-            None => rest.to_string(),
+            Some(q) => {
+                let mut pq = String::with_capacity(rest.len() + 1 + q.len());
+                pq.push_str(rest);
+                pq.push('?');
+                pq.push_str(q);
+                pq
+            }
+            None => rest.to_owned(),
         };
-        let prefix = format!("/agents/{agent_id}");
-        self.send(req, upstream, &path_and_query, Some(&prefix), peer, false)
+        let prefix = HeaderValue::from_str(&path[..PREFIX.len() + id_len]).ok();
+        self.send(req, upstream, path_and_query, prefix, peer, false)
             .await
     }
 
@@ -122,7 +129,7 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".into());
-        self.send(req, upstream, &pq, None, peer, true).await
+        self.send(req, upstream, pq, None, peer, true).await
     }
 
     fn route(&self, agent_id: &str) -> Result<Arc<Upstream>, ApiError> {
@@ -169,19 +176,27 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         upstream: Arc<Upstream>,
-        path_and_query: &str,
-        prefix: Option<&str>,
+        path_and_query: String,
+        prefix: Option<HeaderValue>,
         peer: SocketAddr,
         grpc: bool,
     ) -> Response<Body> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(upstream.authority.clone())
-            .path_and_query(path_and_query)
-            .build();
-        let uri = match uri {
+        // The pooled client needs an absolute URI; the path was already
+        // validated by the server's parser, so this only re-checks it.
+        let pq = match PathAndQuery::try_from(path_and_query) {
+            Ok(pq) => pq,
+            Err(_) => {
+                return ApiError::bad_request("the request target is not valid")
+                    .into_response_body()
+            }
+        };
+        let mut uri_parts = http::uri::Parts::default();
+        uri_parts.scheme = Some(http::uri::Scheme::HTTP);
+        uri_parts.authority = Some(upstream.authority.clone());
+        uri_parts.path_and_query = Some(pq);
+        let uri = match Uri::from_parts(uri_parts) {
             Ok(u) => u,
             Err(_) => {
                 return ApiError::bad_request("the request target is not valid")
@@ -205,7 +220,10 @@ impl Proxy {
             // The pooled HTTP/1.1 client speaks HTTP/1.1 whatever the client spoke.
             parts.version = http::Version::HTTP_11;
         }
-        let method = self.opts.access_log.then(|| parts.method.clone());
+        let access = self
+            .opts
+            .access_log
+            .then(|| (parts.method.clone(), parts.uri.path().to_owned()));
         let upstream_req = Request::from_parts(parts, body);
 
         let guard = InFlight::new(Arc::clone(&upstream));
@@ -299,12 +317,12 @@ impl Proxy {
                 .headers_mut()
                 .insert(X_REQUEST_ID.clone(), request_id);
         }
-        if let Some(method) = method {
+        if let Some((method, path)) = access {
             tracing::info!(
                 target: "par::access",
                 agent = %upstream.agent_id,
                 %method,
-                path = path_and_query,
+                %path,
                 status = response.status().as_u16(),
                 ms = started.elapsed().as_secs_f64() * 1000.0,
                 "proxied"
@@ -334,9 +352,16 @@ fn with_request_id(mut resp: Response<Body>, req: &HeaderMap) -> Response<Body> 
     resp
 }
 
+/// 32 random hex digits (no formatting machinery: it runs per request).
 pub fn new_request_id() -> HeaderValue {
-    let v = fastrand::u128(..);
-    HeaderValue::try_from(format!("{v:032x}")).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut v = fastrand::u128(..);
+    let mut buf = [0u8; 32];
+    for b in buf.iter_mut().rev() {
+        *b = HEX[(v & 0xf) as usize];
+        v >>= 4;
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Removes the hop-by-hop headers (RFC 9110 §7.6.1), and those the
@@ -372,7 +397,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, grpc: bool) {
     }
 }
 
-fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, prefix: Option<&str>) {
+fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, prefix: Option<HeaderValue>) {
     let ip = peer.ip().to_string();
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
@@ -384,7 +409,7 @@ fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, prefix: Option<&s
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     }
-    if let Some(p) = prefix.and_then(|p| HeaderValue::try_from(p).ok()) {
+    if let Some(p) = prefix {
         headers.insert(X_FORWARDED_PREFIX.clone(), p);
     }
 }

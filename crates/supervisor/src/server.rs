@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tower::ServiceExt as _;
 
 use crate::api::{self, ApiState};
@@ -26,9 +26,12 @@ use crate::resources::TaskResources;
 use crate::routes::RouteTable;
 use crate::supervisor::{Msg, Phase, Shared, Supervisor};
 
+/// What one proxy thread serves: its own proxy (its own upstream pools),
+/// and the management API, which runs on the main runtime.
 struct App {
     proxy: Proxy,
     api: axum::Router,
+    main: tokio::runtime::Handle,
 }
 
 impl App {
@@ -38,20 +41,19 @@ impl App {
         }
         if let Some(rest) = req.uri().path().strip_prefix("/agents/") {
             if !rest.is_empty() {
-                let (id, tail) = match rest.find('/') {
-                    Some(i) => (&rest[..i], &rest[i..]),
-                    None => (rest, ""),
-                };
-                let (id, tail) = (id.to_string(), tail.to_string());
-                return self.proxy.forward(req, &id, &tail, peer).await;
+                return self.proxy.forward(req, peer).await;
             }
         }
+        // Management work (status JSON, /proc reads, log scans) stays off the
+        // proxy threads, so it never stalls a proxied request.
         let mut req = req.map(Body::new);
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
-        match self.api.clone().oneshot(req).await {
-            Ok(r) => r,
-            Err(e) => match e {},
+        let api = self.api.clone();
+        match self.main.spawn(api.oneshot(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => match e {},
+            Err(_) => crate::error::ApiError::shutting_down().into_response_body(),
         }
     }
 }
@@ -63,6 +65,81 @@ fn is_grpc(req: &Request<Incoming>) -> bool {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// Proxy threads: `PAR_PROXY_THREADS`, default 1. Each runs a single-threaded
+/// runtime that accepts on the shared listener and serves its connections
+/// start to end (the nginx worker model): a proxied request then costs no
+/// cross-thread wake-ups, which on a small task are most of its CPU.
+fn proxy_threads() -> usize {
+    std::env::var("PAR_PROXY_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(1)
+}
+
+/// One proxy thread's accept loop; on `stop`, stops accepting and drains its
+/// connections for at most `drain`.
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+    drain: watch::Receiver<Duration>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("proxy thread cannot use the listener: {e}");
+            return;
+        }
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .writev(true);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = Arc::clone(&app);
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let app = Arc::clone(&app);
+                    async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+    drop(listener);
+    let budget = *drain.borrow();
+    if tokio::time::timeout(budget, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open after {} s; closing them",
+            budget.as_secs_f64()
+        );
+    }
 }
 
 /// Runs the supervisor on `listener` until `shutdown` completes, then drains
@@ -139,63 +216,58 @@ pub async fn serve(
     });
     shared.set_phase(Phase::Running);
 
-    let proxy = Proxy::new(routes, proxy_opts);
-    let unknown = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let app = Arc::new_cyclic(|weak: &std::sync::Weak<App>| {
-        let weak = weak.clone();
-        let counter = Arc::clone(&unknown);
-        let api_state = Arc::new(ApiState {
-            shared: Arc::clone(&shared),
-            unknown_agents: Arc::new(move || {
-                weak.upgrade().map_or(counter.load(Ordering::Relaxed), |a| {
-                    a.proxy.unknown.load(Ordering::Relaxed)
-                })
-            }),
-        });
-        App {
-            proxy,
-            api: api::router(api_state),
-        }
+    let unknown = Arc::new(AtomicU64::new(0));
+    let api_state = Arc::new(ApiState {
+        shared: Arc::clone(&shared),
+        unknown_agents: {
+            let c = Arc::clone(&unknown);
+            Arc::new(move || c.load(Ordering::Relaxed))
+        },
     });
-
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tracing::info!(port, "supervisor listening");
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = Arc::clone(&app);
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let app = Arc::clone(&app);
-                    async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            () = &mut shutdown => break,
-        }
+    let api = api::router(api_state);
+    let main = tokio::runtime::Handle::current();
+    let listener = listener.into_std()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(Duration::ZERO);
+    let threads = proxy_threads();
+    let mut done = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let l = listener
+            .try_clone()
+            .map_err(|e| anyhow::anyhow!("failed to share the listener: {e}"))?;
+        let app = Arc::new(App {
+            proxy: Proxy::new(
+                Arc::clone(&routes),
+                proxy_opts.clone(),
+                Arc::clone(&unknown),
+            ),
+            api: api.clone(),
+            main: main.clone(),
+        });
+        let (stop, drain) = (stop_rx.clone(), drain_rx.clone());
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("par-proxy-{i}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(accept_loop(l, app, stop, drain)),
+                    Err(e) => tracing::error!("failed to start a proxy thread: {e}"),
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| anyhow::anyhow!("failed to start a proxy thread: {e}"))?;
+        done.push(done_rx);
     }
+    drop(listener);
+    tracing::info!(port, proxy_threads = threads, "supervisor listening");
+    shutdown.await;
 
     // Shutdown: stop accepting, let in-flight requests finish, then stop workers.
     let started = Instant::now();
     shared.set_phase(Phase::Draining);
-    drop(listener);
     let stop_budget = (grace / 3)
         .min(Duration::from_secs(10))
         .max(Duration::from_millis(500));
@@ -204,15 +276,10 @@ pub async fn serve(
         grace_s = grace.as_secs_f64(),
         "shutting down: draining connections"
     );
-    if tokio::time::timeout(drain_budget, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "connections still open after {} s; closing them",
-            drain_budget.as_secs_f64()
-        );
-    }
+    let _ = drain_tx.send(drain_budget);
+    let _ = stop_tx.send(true);
+    let all_done = futures_util::future::join_all(done);
+    let _ = tokio::time::timeout(drain_budget + Duration::from_millis(500), all_done).await;
     let remaining = grace
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(500));
