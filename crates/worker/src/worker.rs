@@ -86,6 +86,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
     let stop = Arc::new(Notify::new());
     let stop_signal = Arc::clone(&stop);
     let app = crate::routes::router(Arc::clone(&state));
+    // Small writes (a response head, then each streamed event) must leave at
+    // once: with Nagle on, a write waits for the ACK of the previous one, and a
+    // keep-alive peer delays that ACK by 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("failed to set TCP_NODELAY: {e}");
+        }
+    });
     let mut server = tokio::spawn(
         axum::serve(
             listener,

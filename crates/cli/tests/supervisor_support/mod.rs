@@ -244,6 +244,32 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
     }
 }
 
+/// The port of the supervisor's "supervisor listening" log line, or why
+/// there is none (it exited, or said nothing within `timeout`).
+fn listening_port(child: &mut Child, log: &Path, timeout: Duration) -> Result<u16, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let port = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "supervisor listening")
+            .and_then(|v| v["port"].as_u64());
+        if let Some(port) = port {
+            return Ok(port as u16);
+        }
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("it exited ({status})"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no \"supervisor listening\" line within {timeout:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// A running `par supervisor`.
 pub struct Supervisor {
     pub child: Child,
@@ -280,13 +306,15 @@ impl Supervisor {
     ) -> Supervisor {
         let dir = TempDir::new(tag);
         std::fs::create_dir_all(dir.path().join("pkg")).unwrap();
-        let port = free_port();
         let (lo, hi) = port_block(40);
         let cfg = dir.path().join("sup.toml");
+        // Port 0: the supervisor binds a free port itself and logs it. A port
+        // picked here and bound later can be taken in between by another
+        // test's connection or worker.
         std::fs::write(
             &cfg,
             format!(
-                "[supervisor]\nport = {port}\nhost = \"0.0.0.0\"\nworker_ports = \"{lo}-{hi}\"\nhome = \"{}\"\n{supervisor_toml}\n{agents}",
+                "[supervisor]\nport = 0\nhost = \"0.0.0.0\"\nworker_ports = \"{lo}-{hi}\"\nhome = \"{}\"\n{supervisor_toml}\n{agents}",
                 dir.path().join("home").display()
             ),
         )
@@ -308,14 +336,23 @@ impl Supervisor {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn par supervisor");
+        let mut child = cmd.spawn().expect("spawn par supervisor");
+        let port = match listening_port(&mut child, &log, Duration::from_secs(60)) {
+            Ok(port) => port,
+            Err(why) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("the supervisor did not start listening: {why}; log:\n{text}");
+            }
+        };
         let sup = Supervisor {
             child,
             port,
             dir,
             log,
         };
-        wait_until(Duration::from_secs(20), "the supervisor to listen", || {
+        wait_until(Duration::from_secs(20), "the supervisor to answer", || {
             get(port, "/runtime/health").ok()
         });
         sup
