@@ -218,11 +218,13 @@ fn logs_are_captured_filtered_and_followed_and_metrics_count() {
     // Metrics.
     let m = get(s.port, "/metrics").unwrap().text();
     assert!(
-        m.contains("par_agent_requests_total{agent=\"a\",class=\"2xx\"}"),
+        m.contains("par_agent_requests_total{agent_id=\"a\",class=\"2xx\"}"),
         "{m}"
     );
-    assert!(m.contains("par_agent_request_duration_seconds_bucket{agent=\"a\",le=\"+Inf\"}"));
-    assert!(m.contains("par_agent_state{agent=\"slow\",state=\"starting\"} 1"));
+    assert!(m.contains("par_agent_request_duration_seconds_bucket{agent_id=\"a\",le=\"+Inf\"}"));
+    assert!(m.contains(
+        "par_agent_state{agent_id=\"slow\",process_id=\"par-slow\",state=\"starting\"} 1"
+    ));
     assert!(m.contains("par_unknown_agent_requests_total"));
     // Status has the supervisor and every process; it answers while traffic flows.
     let st = get(s.port, "/supervisor/status").unwrap().json();

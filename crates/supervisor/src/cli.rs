@@ -136,7 +136,7 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
             Err(e) => Err(e),
         };
     }
-    init_logging();
+    par_telemetry::logging::init();
     let s = settings(&args)?;
     // Two threads are plenty for a proxy that forwards bytes; they keep RSS low.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -151,8 +151,7 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("failed to listen on {addr}"))?;
-        let command = s.worker_command.clone();
-        crate::server::serve(s, listener, command, signals()).await
+        crate::supervisor::serve(s, listener, signals()).await
     })?;
     runtime.shutdown_timeout(Duration::from_millis(200));
     Ok(())
@@ -172,20 +171,4 @@ async fn signals() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PAR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let _ = match std::env::var("PAR_LOG_FORMAT").as_deref() {
-        Ok("pretty") => builder.try_init(),
-        _ => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-    };
 }

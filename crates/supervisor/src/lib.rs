@@ -1,38 +1,34 @@
 //! The Multi-PAR supervisor: spawns one worker per agent, routes
 //! `/agents/{id}/...`, restarts what crashes, shares resources, gathers logs.
 //!
-//! One task ([`supervisor::Supervisor`]) owns every agent and receives every
-//! event; the HTTP side reads what it publishes (the routing table and the
-//! status snapshot) and sends it commands.
+//! Where things live:
+//! - [`model`]: the vocabulary — ids, specs, states, inputs, effects, views.
+//! - [`state`]: every decision, as a pure state machine (`handle(input) ->
+//!   effects`), tested without processes.
+//! - [`runtime`]: carries out effects (processes, probes, signals, timers,
+//!   fetches) and turns what happens into inputs; desired state (config file,
+//!   `PAR_AGENTS`, registry) and the resource sampler.
+//! - [`dispatcher`]: one task that feeds the state machine in one order and
+//!   publishes the routing table and the process snapshot.
+//! - [`http`]: the listener, the proxy, the management API, metrics.
+//! - [`control`]: the handle between them; [`config`], [`logs`], [`cli`].
 //!
-//! Desired state ([`desired`]): the declared agents are the config file's
-//! `[[agents]]`, `PAR_AGENTS` and the optional registry index
-//! (`PAR_REGISTRY_URL`, polled every `PAR_REGISTRY_POLL`). They are reconciled
-//! on start, on `POST /supervisor/reload`, on SIGHUP and on each poll: new
-//! agents start, removed ones drain and stop, changed ones roll out blue/green
-//! (also `PUT /supervisor/agents/{id}`). Agents spawned through the API are
-//! not declared and reconcile leaves them alone; a `PUT` on a declared agent
-//! lasts until the next reconcile sets it back to its declaration. A spec
-//! whose rollout failed for a lasting reason (package failure, readiness
-//! timeout) is not retried by reconcile until it changes; a `PUT` retries it.
-//! Remote packages ([`source`]) are fetched into `$PAR_HOME/downloads` first;
-//! give `sha256` to pin content (and to roll a new build at the same URL).
+//! Desired state: the declared agents are reconciled on start,
+//! `POST /supervisor/reload`, SIGHUP and each registry poll: new agents
+//! start, removed ones drain and stop, changed ones roll out blue/green (also
+//! `PUT /supervisor/agents/{id}`). Agents spawned through the API are not
+//! declared and reconcile leaves them alone; a `PUT` on a declared agent lasts
+//! until the next reconcile sets it back to its declaration. A spec whose
+//! rollout failed for a lasting reason is not retried by reconcile until it
+//! changes; a `PUT` retries it.
 
-pub mod api;
 pub mod cli;
 pub mod config;
-pub mod desired;
-pub mod error;
-pub mod lifecycle;
+pub mod control;
+pub mod dispatcher;
+pub mod http;
 pub mod logs;
-pub mod metrics;
-pub mod ports;
-pub mod process;
-pub mod proxy;
-pub mod resources;
-pub mod restart;
-pub mod routes;
-pub mod server;
-pub mod source;
+pub mod model;
+pub mod runtime;
+pub mod state;
 pub mod supervisor;
-mod unix;

@@ -185,7 +185,7 @@ impl LogStore {
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             timestamp: SystemTime::now(),
             level,
-            process_id: crate::config::process_id(agent_id),
+            process_id: par_contract::process_id(agent_id, 0),
             agent_id: agent_id.to_string(),
             stream,
             message,
@@ -232,7 +232,7 @@ impl LogStore {
     /// (a rollout's reason comes from the new worker's lines only).
     pub fn last_errors_since(&self, agent_id: &str, n: usize, since: SystemTime) -> Vec<String> {
         let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(ring) = rings.get(&crate::config::process_id(agent_id)) else {
+        let Some(ring) = rings.get(&par_contract::process_id(agent_id, 0)) else {
             return Vec::new();
         };
         let mut v: Vec<String> = ring

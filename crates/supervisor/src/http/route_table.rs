@@ -1,14 +1,16 @@
-//! The routing table: agent id → ready upstream or why not, swapped whole on
-//! every state change and read without waiting on the hot path.
+//! The routing table: agent id → its ready workers, or why it has none.
+//! Swapped whole on every change; read on the hot path without waiting, and
+//! watched by requests that wait for a route to change.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use http::uri::Authority;
+use tokio::sync::watch;
 
-use crate::lifecycle::State;
-use crate::metrics::AgentMetrics;
+use super::metrics::AgentMetrics;
+use crate::model::{State, WorkerId};
+use crate::runtime::drain::InFlight;
 
 /// One ready worker as the proxy sees it.
 #[derive(Debug)]
@@ -17,14 +19,14 @@ pub struct Upstream {
     pub port: u16,
     pub authority: Authority,
     /// The worker instance (a new one per start); never reused.
-    pub worker: u64,
-    /// Requests and streams in flight (drain waits for zero).
-    pub inflight: AtomicUsize,
+    pub worker: WorkerId,
+    /// Requests and streams in flight (a drain waits for none).
+    pub in_flight: Arc<InFlight>,
     pub metrics: Arc<AgentMetrics>,
 }
 
 impl Upstream {
-    pub fn new(agent_id: &str, port: u16, worker: u64, metrics: Arc<AgentMetrics>) -> Self {
+    pub fn new(agent_id: &str, port: u16, worker: WorkerId, metrics: Arc<AgentMetrics>) -> Self {
         let authority = Authority::try_from(format!("127.0.0.1:{port}"))
             .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
         Upstream {
@@ -32,13 +34,9 @@ impl Upstream {
             port,
             authority,
             worker,
-            inflight: AtomicUsize::new(0),
+            in_flight: Arc::default(),
             metrics,
         }
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.inflight.load(Ordering::Acquire)
     }
 }
 
@@ -56,23 +54,33 @@ pub enum Route {
 
 pub type Table = HashMap<Arc<str>, Route>;
 
-/// The current table; readers clone an `Arc` under a read lock held for nanoseconds.
-#[derive(Debug, Default)]
 pub struct RouteTable {
-    inner: RwLock<Arc<Table>>,
+    tx: watch::Sender<Arc<Table>>,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        RouteTable {
+            tx: watch::Sender::new(Arc::new(Table::new())),
+        }
+    }
 }
 
 impl RouteTable {
     pub fn get(&self, agent_id: &str) -> Option<Route> {
-        let table = Arc::clone(&self.inner.read().unwrap_or_else(|e| e.into_inner()));
-        table.get(agent_id).cloned()
+        self.tx.borrow().get(agent_id).cloned()
     }
 
     pub fn snapshot(&self) -> Arc<Table> {
-        Arc::clone(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&self.tx.borrow())
     }
 
     pub fn publish(&self, table: Table) {
-        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
+        self.tx.send_replace(Arc::new(table));
+    }
+
+    /// Told of every publish from now on.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Table>> {
+        self.tx.subscribe()
     }
 }

@@ -6,6 +6,7 @@ use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
 use crate::config::ValidationErrors;
+use crate::model::{CommandError, ErrorKind};
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -102,6 +103,16 @@ impl ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> Self {
+        match e.kind {
+            ErrorKind::NotFound => ApiError::not_found(e.message),
+            ErrorKind::Conflict => ApiError::conflict(e.message),
+            ErrorKind::ShuttingDown => ApiError::shutting_down(),
+        }
     }
 }
 

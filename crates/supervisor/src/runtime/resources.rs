@@ -2,25 +2,13 @@
 //! usage read from `/proc`, and the RSS watchdog used where no cgroup can be written.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::lifecycle::State;
-use crate::supervisor::{Msg, Shared};
-
-/// How a limit is enforced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Enforcement {
-    /// A cgroup v2 child group per worker (`memory.max`, `cpu.max`).
-    Cgroup,
-    /// The supervisor samples RSS and restarts a worker that stays over.
-    Watchdog,
-    /// Used for sharing decisions and shown, not enforced.
-    Advisory,
-}
+use crate::control::Control;
+use crate::model::{Enforcement, Input, State, WorkerId};
 
 /// What the task (container) may use.
 #[derive(Debug, Clone, Serialize)]
@@ -29,26 +17,9 @@ pub struct TaskResources {
     pub cpu_source: String,
     pub memory_bytes: u64,
     pub memory_source: String,
-    /// Whether our cgroup v2 directory is writable (child groups could be made).
-    pub cgroup_v2_writable: bool,
-    /// Whether workers are placed in child cgroups. Not implemented yet:
-    /// limits are enforced by the RSS watchdog everywhere.
-    pub cgroup_per_worker: bool,
 }
 
 impl TaskResources {
-    /// (memory, cpu) enforcement for an agent; `explicit_memory`: the spec sets a memory limit.
-    pub fn enforcement(&self, explicit_memory: bool) -> (Enforcement, Enforcement) {
-        if self.cgroup_per_worker {
-            (Enforcement::Cgroup, Enforcement::Cgroup)
-        } else if explicit_memory {
-            (Enforcement::Watchdog, Enforcement::Advisory)
-        } else {
-            (Enforcement::Advisory, Enforcement::Advisory)
-        }
-    }
-
-    /// cgroup (v2, then v1), then the ECS task metadata endpoint, then the host.
     pub async fn detect() -> TaskResources {
         let (host_cpus, host_mem) = host();
         let mut r = TaskResources {
@@ -56,8 +27,6 @@ impl TaskResources {
             cpu_source: "host".into(),
             memory_bytes: host_mem,
             memory_source: "host".into(),
-            cgroup_v2_writable: false,
-            cgroup_per_worker: false,
         };
         let mut from_cgroup = (false, false);
         if let Some((cpu, mem)) = cgroup_limits() {
@@ -67,7 +36,8 @@ impl TaskResources {
                 from_cgroup.0 = true;
             }
             if let Some(m) = mem {
-                r.memory_bytes = m.min(host_mem.max(m));
+                // A cgroup may allow more than the machine has.
+                r.memory_bytes = m.min(host_mem);
                 r.memory_source = "cgroup".into();
                 from_cgroup.1 = true;
             }
@@ -86,8 +56,6 @@ impl TaskResources {
                 }
             }
         }
-        r.cgroup_v2_writable = cgroup_v2_dir()
-            .is_some_and(|d| nix::unistd::access(&d, nix::unistd::AccessFlags::W_OK).is_ok());
         r
     }
 }
@@ -152,7 +120,7 @@ fn cgroup_limits() -> Option<(Option<f64>, Option<u64>)> {
 /// `GET $ECS_CONTAINER_METADATA_URI_V4/task` → `Limits.CPU` (vCPUs) and `Limits.Memory` (MiB).
 async fn ecs_limits(base: &str) -> Option<(Option<f64>, Option<u64>)> {
     use http_body_util::BodyExt as _;
-    let client = crate::process::probe_client();
+    let client = super::probe::client();
     let uri: http::Uri = format!("{}/task", base.trim_end_matches('/'))
         .parse()
         .ok()?;
@@ -190,7 +158,6 @@ struct Sample {
     cpu_ticks: u64,
     at: Instant,
     over_limit: u32,
-    pid: u32,
 }
 
 /// Sums RSS, CPU ticks and threads of every process in the group `pgid`.
@@ -224,26 +191,49 @@ pub fn group_usage(pgid: u32) -> (u64, u64, u64, u32) {
     (rss, ticks, threads, n)
 }
 
-/// Samples every worker every `period`; restarts (through the state task) a
-/// worker with an explicit memory limit whose group stays over it for two samples.
-pub async fn sampler(shared: Arc<Shared>, period: Duration) {
+/// The latest usage of every process, by process id.
+#[derive(Debug, Default)]
+pub struct UsageTable(RwLock<HashMap<String, Usage>>);
+
+impl UsageTable {
+    pub fn get(&self, process_id: &str) -> Option<Usage> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(process_id)
+            .cloned()
+    }
+
+    fn replace(&self, usage: HashMap<String, Usage>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = usage;
+    }
+}
+
+/// Samples every worker every `period`; asks for the restart of a worker
+/// with an explicit memory limit whose group stays over it for two samples.
+pub async fn sampler(control: Control, table: Arc<UsageTable>, period: Duration) {
     let ticks_per_sec = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .unwrap_or(100) as f64;
-    let mut last: HashMap<String, Sample> = HashMap::new();
+    let mut last: HashMap<WorkerId, Sample> = HashMap::new();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::time::sleep(period).await;
-        let procs = shared.processes();
+        tick.tick().await;
+        let procs = control.processes();
         let mut usage = HashMap::with_capacity(procs.len());
+        let mut seen = HashMap::with_capacity(procs.len());
         for p in procs.iter() {
-            let Some(pid) = p.pid else { continue };
+            let (Some(pid), Some(worker)) = (p.pid, p.worker.map(WorkerId)) else {
+                continue;
+            };
             if !matches!(p.state, State::Starting | State::Ready | State::Unhealthy) {
                 continue;
             }
             let (rss, ticks, threads, n) = group_usage(pid);
             let now = Instant::now();
-            let prev = last.get(&p.agent_id).filter(|s| s.pid == pid);
+            let prev = last.get(&worker);
             let cpu_percent = prev.map_or(0.0, |s| {
                 let dt = now.duration_since(s.at).as_secs_f64();
                 if dt > 0.0 {
@@ -260,9 +250,8 @@ pub async fn sampler(shared: Arc<Shared>, period: Duration) {
                 if rss_mb > limit {
                     over += 1;
                     if over >= 2 {
-                        let _ = shared.tx.send(Msg::OverMemory {
-                            agent_id: p.agent_id.clone(),
-                            worker_pid: pid,
+                        control.send(Input::OverMemory {
+                            worker,
                             rss_mb,
                             limit_mb: limit,
                         });
@@ -272,17 +261,16 @@ pub async fn sampler(shared: Arc<Shared>, period: Duration) {
                     over = 0;
                 }
             }
-            last.insert(
-                p.agent_id.clone(),
+            seen.insert(
+                worker,
                 Sample {
                     cpu_ticks: ticks,
                     at: now,
                     over_limit: over,
-                    pid,
                 },
             );
             usage.insert(
-                p.agent_id.clone(),
+                p.process_id.clone(),
                 Usage {
                     rss_mb: rss as f64 / (1024.0 * 1024.0),
                     cpu_percent,
@@ -291,8 +279,8 @@ pub async fn sampler(shared: Arc<Shared>, period: Duration) {
                 },
             );
         }
-        last.retain(|k, _| usage.contains_key(k));
-        *shared.usage.write().unwrap_or_else(|e| e.into_inner()) = usage;
+        last = seen;
+        table.replace(usage);
     }
 }
 

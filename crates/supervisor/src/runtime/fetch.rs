@@ -5,32 +5,9 @@
 use std::path::Path;
 
 use par_fetch::{FetchError, FetchOptions, Source};
+use par_telemetry::error_chain as chain;
 
-/// A package on local disk, as a worker is given it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
-    /// The `.apkg` file (`$PAR_HOME/downloads/<sha256>.apkg`).
-    pub path: String,
-    pub sha256: String,
-    /// False for a cache hit.
-    pub downloaded: bool,
-    pub bytes: u64,
-}
-
-/// Why a fetch failed, and whether trying again later may help.
-#[derive(Debug, Clone)]
-pub struct FetchFailure {
-    pub message: String,
-    pub transient: bool,
-}
-
-/// The location as logs and status may show it (no query string, no user info).
-pub fn redacted(package: &str) -> String {
-    match Source::parse(package) {
-        Ok(s) => s.to_string(),
-        Err(_) => package.split('?').next().unwrap_or_default().to_string(),
-    }
-}
+use crate::model::{FetchFailure, Resolved};
 
 /// Fetches a remote package (cache hit when `sha256` is known and cached).
 pub async fn fetch(
@@ -79,21 +56,6 @@ pub fn is_transient(e: &FetchError) -> bool {
     }
 }
 
-/// The error and its causes, joined by ": ".
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let next = c.to_string();
-        if !s.ends_with(&next) {
-            s.push_str(": ");
-            s.push_str(&next);
-        }
-        cur = c.source();
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,15 +93,6 @@ mod tests {
                 status: 500
             }),
         }));
-    }
-
-    #[test]
-    fn redaction() {
-        assert_eq!(
-            redacted("https://h.example/a.apkg?X-Amz-Signature=secret"),
-            "https://h.example/a.apkg?<redacted>"
-        );
-        assert_eq!(redacted("s3://b/k.apkg"), "s3://b/k.apkg");
     }
 
     #[tokio::test]

@@ -44,6 +44,10 @@ impl Ports {
         None
     }
 
+    pub fn range(&self) -> PortRange {
+        self.range
+    }
+
     pub fn release(&mut self, port: u16) {
         self.used.remove(&port);
     }

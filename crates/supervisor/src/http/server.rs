@@ -1,13 +1,12 @@
-//! The supervisor's listener (HTTP/1.1 and h2c on one port), request dispatch
-//! (proxy or management API), start-up of the declared agents, and the
-//! ordered shutdown: stop accepting, drain, stop workers, exit.
+//! The supervisor's listener: HTTP/1.1 and h2c on one port, served by proxy
+//! threads (each a single-threaded runtime with its own upstream pools), each
+//! request dispatched to the proxy or to the management API.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use http::{Request, Response};
@@ -15,16 +14,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tower::ServiceExt as _;
 
-use crate::api::{self, ApiState};
-use crate::config::Settings;
-use crate::logs::LogStore;
-use crate::proxy::{Proxy, ProxyOptions};
-use crate::resources::TaskResources;
-use crate::routes::RouteTable;
-use crate::supervisor::{Msg, Phase, Shared, Supervisor};
+use super::proxy::{Proxy, ProxyOptions};
+use super::route_table::RouteTable;
 
 /// What one proxy thread serves: its own proxy (its own upstream pools),
 /// and the management API, which runs on the main runtime.
@@ -53,7 +47,7 @@ impl App {
         match self.main.spawn(api.oneshot(req)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => match e {},
-            Err(_) => crate::error::ApiError::shutting_down().into_response_body(),
+            Err(_) => super::error::ApiError::shutting_down().into_response_body(),
         }
     }
 }
@@ -142,91 +136,24 @@ async fn accept_loop(
     }
 }
 
-/// Runs the supervisor on `listener` until `shutdown` completes, then drains
-/// and stops every worker within `settings.shutdown_grace`.
-pub async fn serve(
-    settings: Settings,
-    listener: TcpListener,
-    worker_command: Vec<String>,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    let port = listener.local_addr()?.port();
-    let resources = TaskResources::detect().await;
-    tracing::info!(
-        cpus = resources.cpus,
-        cpu_source = %resources.cpu_source,
-        memory_mb = resources.memory_bytes / (1024 * 1024),
-        memory_source = %resources.memory_source,
-        "task resources"
-    );
-    let (tx, rx) = mpsc::unbounded_channel();
-    let routes = Arc::new(RouteTable::default());
-    let logs = LogStore::new(settings.log_lines_per_process, true);
-    let agents = settings.agents.clone();
-    let grace = settings.shutdown_grace;
-    let proxy_opts = ProxyOptions {
-        header_timeout: settings.upstream_timeout,
-        idle_timeout: settings.stream_idle_timeout,
-        access_log: settings.access_log,
-    };
-    let shared = Arc::new(Shared {
-        settings,
-        routes: Arc::clone(&routes),
-        logs,
-        snapshot: RwLock::new(Arc::new(Vec::new())),
-        usage: RwLock::new(Default::default()),
-        metrics: RwLock::new(Default::default()),
-        resources,
-        started: Instant::now(),
-        started_at: SystemTime::now(),
-        phase: AtomicU8::new(Phase::Starting as u8),
-        tx,
-        port,
-        desired: Default::default(),
-    });
-    let state_task = tokio::spawn(Supervisor::new(Arc::clone(&shared), rx, worker_command).run());
-    for spec in agents {
-        let id = spec.id.clone();
-        if let Err(e) = shared.ask(|reply| Msg::Spawn { spec, reply }).await {
-            tracing::error!(agent = %id, "failed to start a declared agent: {}", e.message);
-        }
-    }
-    let sampler = tokio::spawn(crate::resources::sampler(
-        Arc::clone(&shared),
-        Duration::from_secs(2),
-    ));
-    let reaper = tokio::spawn(async {
-        let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
-        else {
-            return;
-        };
-        while sig.recv().await.is_some() {
-            crate::unix::reap_orphans();
-        }
-    });
-    // SIGHUP must not kill the supervisor (its default action); reload comes with desired state.
-    let hup = tokio::spawn(async {
-        let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while sig.recv().await.is_some() {
-            tracing::debug!("SIGHUP received (the desired-state task reloads)");
-        }
-    });
-    shared.set_phase(Phase::Running);
+/// The running proxy threads.
+pub struct Listening {
+    stop: watch::Sender<bool>,
+    drain: watch::Sender<Duration>,
+    done: Vec<oneshot::Receiver<()>>,
+    pub threads: usize,
+}
 
-    let unknown = Arc::new(AtomicU64::new(0));
-    let api_state = Arc::new(ApiState {
-        shared: Arc::clone(&shared),
-        unknown_agents: {
-            let c = Arc::clone(&unknown);
-            Arc::new(move || c.load(Ordering::Relaxed))
-        },
-    });
-    let api = api::router(api_state);
+/// Serves `listener` on proxy threads: `/agents/...` and gRPC through the
+/// proxy, everything else through `api` on the calling runtime.
+pub fn start(
+    listener: std::net::TcpListener,
+    routes: Arc<RouteTable>,
+    api: axum::Router,
+    opts: ProxyOptions,
+    unknown: Arc<AtomicU64>,
+) -> anyhow::Result<Listening> {
     let main = tokio::runtime::Handle::current();
-    let listener = listener.into_std()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(Duration::ZERO);
     let threads = proxy_threads();
@@ -236,11 +163,7 @@ pub async fn serve(
             .try_clone()
             .map_err(|e| anyhow::anyhow!("failed to share the listener: {e}"))?;
         let app = Arc::new(App {
-            proxy: Proxy::new(
-                Arc::clone(&routes),
-                proxy_opts.clone(),
-                Arc::clone(&unknown),
-            ),
+            proxy: Proxy::new(Arc::clone(&routes), opts.clone(), Arc::clone(&unknown)),
             api: api.clone(),
             main: main.clone(),
         });
@@ -261,47 +184,20 @@ pub async fn serve(
             .map_err(|e| anyhow::anyhow!("failed to start a proxy thread: {e}"))?;
         done.push(done_rx);
     }
-    drop(listener);
-    tracing::info!(port, proxy_threads = threads, "supervisor listening");
-    shutdown.await;
+    Ok(Listening {
+        stop: stop_tx,
+        drain: drain_tx,
+        done,
+        threads,
+    })
+}
 
-    // Shutdown: stop accepting, let in-flight requests finish, then stop workers.
-    let started = Instant::now();
-    shared.set_phase(Phase::Draining);
-    let stop_budget = (grace / 3)
-        .min(Duration::from_secs(10))
-        .max(Duration::from_millis(500));
-    let drain_budget = grace.saturating_sub(stop_budget);
-    tracing::info!(
-        grace_s = grace.as_secs_f64(),
-        "shutting down: draining connections"
-    );
-    let _ = drain_tx.send(drain_budget);
-    let _ = stop_tx.send(true);
-    let all_done = futures_util::future::join_all(done);
-    let _ = tokio::time::timeout(drain_budget + Duration::from_millis(500), all_done).await;
-    let remaining = grace
-        .saturating_sub(started.elapsed())
-        .max(Duration::from_millis(500));
-    let (reply, done) = oneshot::channel();
-    if shared
-        .tx
-        .send(Msg::Shutdown {
-            grace: remaining.saturating_sub(Duration::from_millis(200)),
-            reply,
-        })
-        .is_ok()
-    {
-        let _ = tokio::time::timeout(remaining + Duration::from_secs(1), done).await;
+impl Listening {
+    /// Stops accepting, and lets open connections finish within `budget`.
+    pub async fn shutdown(self, budget: Duration) {
+        let _ = self.drain.send(budget);
+        let _ = self.stop.send(true);
+        let all = futures_util::future::join_all(self.done);
+        let _ = tokio::time::timeout(budget + Duration::from_millis(500), all).await;
     }
-    shared.set_phase(Phase::Stopped);
-    sampler.abort();
-    reaper.abort();
-    hup.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(1), state_task).await;
-    tracing::info!(
-        took_ms = started.elapsed().as_millis() as u64,
-        "supervisor stopped"
-    );
-    Ok(())
 }

@@ -19,8 +19,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::error::ApiError;
-use crate::routes::{Route, RouteTable, Upstream};
+use super::error::ApiError;
+use super::route_table::{Route, RouteTable, Upstream};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -157,19 +157,14 @@ impl Proxy {
         }
     }
 
-    /// Whether the route stops pointing at `upstream` within a short wait.
+    /// Whether the route stops pointing at `upstream` within a short wait
+    /// (told by the table's publishes, not polled).
     async fn replaced_soon(&self, upstream: &Upstream) -> bool {
-        let deadline = Instant::now() + Duration::from_millis(250);
-        loop {
-            match self.routes.get(&upstream.agent_id) {
-                Some(Route::Ready(u)) if u.worker == upstream.worker => {}
-                _ => return true,
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let mut rx = self.routes.subscribe();
+        let moved = |t: &std::sync::Arc<super::route_table::Table>| !matches!(t.get(&*upstream.agent_id), Some(Route::Ready(u)) if u.worker == upstream.worker);
+        tokio::time::timeout(Duration::from_millis(250), rx.wait_for(moved))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     async fn send(
@@ -275,7 +270,7 @@ impl Proxy {
                     .metrics
                     .proxy_errors
                     .fetch_add(1, Ordering::Relaxed);
-                let detail = error_chain(&e);
+                let detail = par_telemetry::error_chain(&e);
                 let msg = if e.is_connect() {
                     format!(
                         "agent '{}' worker did not accept the connection: {detail}",
@@ -330,17 +325,6 @@ impl Proxy {
         }
         response
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn with_request_id(mut resp: Response<Body>, req: &HeaderMap) -> Response<Body> {
@@ -437,14 +421,14 @@ struct InFlight(Arc<Upstream>);
 
 impl InFlight {
     fn new(u: Arc<Upstream>) -> Self {
-        u.inflight.fetch_add(1, Ordering::AcqRel);
+        u.in_flight.enter();
         InFlight(u)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight.leave();
     }
 }
 

@@ -16,9 +16,11 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{self, AgentSpec, Settings, ValidationErrors};
-use crate::error::ApiError;
-use crate::supervisor::{Msg, Phase, Shared};
+use crate::config::{self, validate_spec, AgentSpec, Settings, ValidationErrors};
+use crate::control::{Control, Phase};
+use crate::model::spec::redacted;
+use crate::model::{AgentId, Answer, Command, ReconcileReport};
+use par_telemetry::error_chain;
 
 /// Largest registry index accepted.
 const MAX_INDEX_BYTES: usize = 4 * 1024 * 1024;
@@ -28,46 +30,34 @@ const MAX_INDEX_BYTES: usize = 4 * 1024 * 1024;
 pub enum Request {
     Reload {
         trigger: &'static str,
-        reply: oneshot::Sender<Result<ReconcileReport, ApiError>>,
+        reply: oneshot::Sender<Result<ReconcileReport, ReloadError>>,
     },
 }
 
-/// What one reconcile changed.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReconcileReport {
-    /// `start`, `api`, `SIGHUP` or `poll`.
-    pub trigger: String,
-    #[serde(serialize_with = "crate::api::ser_time")]
-    pub at: SystemTime,
-    pub started: Vec<String>,
-    pub stopped: Vec<String>,
-    pub rolled: Vec<String>,
-    pub unchanged: Vec<String>,
-    pub failed: Vec<ReconcileFailure>,
-    /// Set when the registry could not be read: its agents were left as they were.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registry_error: Option<String>,
+/// Why a reload changed nothing.
+#[derive(Debug, Clone)]
+pub enum ReloadError {
+    /// The declarations are not valid (every problem named).
+    Invalid(ValidationErrors),
+    /// The registry could not be read (a poll only).
+    Registry(String),
+    ShuttingDown,
 }
 
-impl ReconcileReport {
-    pub fn new(trigger: &str) -> Self {
-        ReconcileReport {
-            trigger: trigger.to_string(),
-            at: SystemTime::now(),
-            started: Vec::new(),
-            stopped: Vec::new(),
-            rolled: Vec::new(),
-            unchanged: Vec::new(),
-            failed: Vec::new(),
-            registry_error: None,
+impl ReloadError {
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        let mut e = ValidationErrors::default();
+        e.push(field, message);
+        ReloadError::Invalid(e)
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            ReloadError::Invalid(e) => e.to_string().replace('\n', "; "),
+            ReloadError::Registry(m) => m.clone(),
+            ReloadError::ShuttingDown => "the supervisor is shutting down".into(),
         }
     }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ReconcileFailure {
-    pub agent_id: String,
-    pub error: String,
 }
 
 /// The registry as status shows it.
@@ -77,12 +67,12 @@ pub struct RegistryView {
     pub poll_interval_seconds: f64,
     pub polls: u64,
     pub failures: u64,
-    #[serde(serialize_with = "crate::api::ser_opt_time")]
+    #[serde(serialize_with = "crate::model::view::ser_opt_time")]
     pub last_poll_at: Option<SystemTime>,
-    #[serde(serialize_with = "crate::api::ser_opt_time")]
+    #[serde(serialize_with = "crate::model::view::ser_opt_time")]
     pub last_success_at: Option<SystemTime>,
     pub last_error: Option<String>,
-    #[serde(serialize_with = "crate::api::ser_opt_time")]
+    #[serde(serialize_with = "crate::model::view::ser_opt_time")]
     pub last_error_at: Option<SystemTime>,
     /// Agents in the last index read successfully.
     pub agents: Option<usize>,
@@ -106,16 +96,34 @@ impl DesiredStatus {
     pub fn view(&self) -> DesiredView {
         self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
-    fn update(&self, f: impl FnOnce(&mut DesiredView)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut DesiredView)) {
         f(&mut self.0.write().unwrap_or_else(|e| e.into_inner()));
     }
 }
 
 /// Starts the desired-state task; requests go through the returned sender.
-pub fn spawn(shared: Arc<Shared>) -> mpsc::UnboundedSender<Request> {
+pub fn spawn(
+    control: Control,
+    settings: Arc<Settings>,
+    status: Arc<DesiredStatus>,
+) -> mpsc::UnboundedSender<Request> {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(shared, rx));
+    tokio::spawn(run(
+        Task {
+            control,
+            settings,
+            status,
+        },
+        rx,
+    ));
     tx
+}
+
+/// What the task works with.
+struct Task {
+    control: Control,
+    settings: Arc<Settings>,
+    status: Arc<DesiredStatus>,
 }
 
 /// What the task remembers between reloads.
@@ -126,12 +134,10 @@ struct Declared {
     client: Option<reqwest::Client>,
 }
 
-async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>) {
-    // The server spawns the start-up agents first; reconcile after them.
-    while shared.phase() == Phase::Starting {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let settings = &shared.settings;
+async fn run(t: Task, mut rx: mpsc::UnboundedReceiver<Request>) {
+    // The start-up agents are spawned first; reconcile after them.
+    t.control.wait_phase(|p| p != Phase::Starting).await;
+    let settings = &t.settings;
     let mut d = Declared {
         file_agents: match &settings.config_path {
             Some(p) => config::load_file(p)
@@ -142,13 +148,13 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>) {
         registry_agents: None,
         client: settings.registry_url.as_ref().map(|_| registry_client()),
     };
-    shared.desired.update(|v| {
+    t.status.update(|v| {
         v.config_file = settings
             .config_path
             .as_ref()
             .map(|p| p.display().to_string());
         v.registry = settings.registry_url.as_ref().map(|u| RegistryView {
-            url: crate::source::redacted(u),
+            url: redacted(u),
             poll_interval_seconds: settings.registry_poll.as_secs_f64(),
             polls: 0,
             failures: 0,
@@ -165,11 +171,15 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>) {
         t
     });
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let stopping = t
+        .control
+        .wait_phase(|p| matches!(p, Phase::Draining | Phase::Stopped));
+    tokio::pin!(stopping);
     loop {
         tokio::select! {
             req = rx.recv() => match req {
                 Some(Request::Reload { trigger, reply }) => {
-                    let r = reload(&shared, &mut d, trigger, true).await;
+                    let r = reload(&t, &mut d, trigger, true).await;
                     let _ = reply.send(r);
                 }
                 None => return,
@@ -181,7 +191,7 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>) {
                 }
             } => {
                 tracing::info!("SIGHUP received: reloading the declared agents");
-                let _ = reload(&shared, &mut d, "SIGHUP", true).await;
+                let _ = reload(&t, &mut d, "SIGHUP", true).await;
             }
             _ = async {
                 match tick.as_mut() {
@@ -190,12 +200,10 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>) {
                     None => std::future::pending().await,
                 }
             } => {
-                let trigger = if shared.desired.view().registry.is_some_and(|r| r.polls == 0) { "start" } else { "poll" };
-                let _ = reload(&shared, &mut d, trigger, false).await;
+                let trigger = if t.status.view().registry.is_some_and(|r| r.polls == 0) { "start" } else { "poll" };
+                let _ = reload(&t, &mut d, trigger, false).await;
             }
-        }
-        if shared.phase() == Phase::Draining || shared.phase() == Phase::Stopped {
-            return;
+            _ = &mut stopping => return,
         }
     }
 }
@@ -203,99 +211,66 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Request>) {
 /// Gathers the declarations and reconciles. `full`: re-read the config file
 /// too (reload, SIGHUP); a poll only reads the registry.
 async fn reload(
-    shared: &Arc<Shared>,
+    t: &Task,
     d: &mut Declared,
     trigger: &'static str,
     full: bool,
-) -> Result<ReconcileReport, ApiError> {
-    let settings = &shared.settings;
-    let refuse = |shared: &Arc<Shared>, e: ApiError| {
-        tracing::error!(trigger, "reload refused, nothing changed: {}", e.message);
-        let msg = e.message.clone();
-        shared.desired.update(|v| v.last_reload_error = Some(msg));
+) -> Result<ReconcileReport, ReloadError> {
+    let settings = &t.settings;
+    let refuse = |e: ReloadError| {
+        let msg = e.message();
+        tracing::error!(trigger, "reload refused, nothing changed: {msg}");
+        t.status.update(|v| v.last_reload_error = Some(msg));
         Err(e)
     };
     if full {
         if let Some(path) = &settings.config_path {
             match config::load_file(path) {
                 Ok(f) => d.file_agents = f.agents,
-                Err(e) => {
-                    return refuse(
-                        shared,
-                        ApiError::invalid_field("config", crate::source::chain(&e)),
-                    )
-                }
+                Err(e) => return refuse(ReloadError::field("config", error_chain(&e))),
             }
         }
     }
     let env_agents = match settings.env_agents.as_deref() {
         Some(json) => match config::parse_env_agents(json) {
             Ok(a) => a,
-            Err(e) => return refuse(shared, ApiError::invalid_field("PAR_AGENTS", e.to_string())),
+            Err(e) => return refuse(ReloadError::field("PAR_AGENTS", e.to_string())),
         },
         None => Vec::new(),
     };
-    let mut registry_error = None;
-    if let (Some(url), Some(client)) = (&settings.registry_url, &d.client) {
-        let at = SystemTime::now();
-        let result = read_registry(client, url).await;
-        let ok = result.is_ok();
-        let count = result.as_ref().map(Vec::len).ok();
-        match result {
-            Ok(agents) => d.registry_agents = Some(agents),
-            Err(e) => {
-                tracing::warn!(trigger, "registry index not applied: {e}");
-                registry_error = Some(e);
-            }
-        }
-        let err = registry_error.clone();
-        shared.desired.update(|v| {
-            if let Some(r) = v.registry.as_mut() {
-                r.polls += 1;
-                r.last_poll_at = Some(at);
-                if ok {
-                    r.last_success_at = Some(at);
-                    r.agents = count;
-                    r.last_error = None;
-                } else {
-                    r.failures += 1;
-                    r.last_error = err;
-                    r.last_error_at = Some(at);
-                }
-            }
-        });
-        if !ok && !full {
-            // An unreadable registry changes nothing.
-            return Err(ApiError::bad_gateway(registry_error.unwrap_or_default()));
-        }
+    let registry_error = read_registry_into(t, d).await;
+    if let (Some(e), false) = (&registry_error, full) {
+        // An unreadable registry changes nothing.
+        return Err(ReloadError::Registry(e.clone()));
     }
     let mut declared = Settings::default();
     declared.merge_agents(d.file_agents.clone());
     declared.merge_agents(env_agents);
     declared.merge_agents(d.registry_agents.clone().unwrap_or_default());
     let mut errors = ValidationErrors::default();
-    for (i, a) in declared.agents.iter().enumerate() {
-        a.validate(&format!("agents[{i}]({}).", a.id), &mut errors);
+    let mut specs = Vec::with_capacity(declared.agents.len());
+    for (i, a) in declared.agents.into_iter().enumerate() {
+        validate_spec(&a, &format!("agents[{i}]({}).", a.id), &mut errors);
+        if let Ok(id) = AgentId::new(&a.id) {
+            specs.push((id, a));
+        }
     }
     if !errors.is_empty() {
-        return refuse(shared, ApiError::invalid(&errors));
+        return refuse(ReloadError::Invalid(errors));
     }
-    let (tx, rx) = oneshot::channel();
-    shared
-        .tx
-        .send(Msg::Reconcile {
-            declared: declared.agents,
-            trigger,
-            reply: tx,
+    let mut report = match t
+        .control
+        .ask(Command::Reconcile {
+            declared: specs,
+            trigger: trigger.to_string(),
         })
-        .map_err(|_| ApiError::shutting_down())?;
-    let mut report = rx.await.map_err(|_| ApiError::shutting_down())?;
+        .await
+    {
+        Ok(Answer::Reconciled(r)) => r,
+        _ => return Err(ReloadError::ShuttingDown),
+    };
     report.registry_error = registry_error;
-    let changed = !(report.started.is_empty()
-        && report.stopped.is_empty()
-        && report.rolled.is_empty()
-        && report.failed.is_empty());
-    if changed || trigger != "poll" {
+    if report.changed() || trigger != "poll" {
         tracing::info!(
             trigger,
             started = ?report.started,
@@ -307,13 +282,54 @@ async fn reload(
         );
     }
     let r = report.clone();
-    shared.desired.update(|v| {
+    t.status.update(|v| {
         v.last_reconcile = Some(r);
         if full {
             v.last_reload_error = None;
         }
     });
     Ok(report)
+}
+
+/// Reads the registry index (when one is configured) into `d`; the error, if
+/// it could not be read, for status and the report.
+async fn read_registry_into(t: &Task, d: &mut Declared) -> Option<String> {
+    let (Some(url), Some(client)) = (&t.settings.registry_url, &d.client) else {
+        return None;
+    };
+    let at = SystemTime::now();
+    let result = read_registry(client, url).await;
+    let count = result.as_ref().map(Vec::len).ok();
+    let error = match result {
+        Ok(agents) => {
+            d.registry_agents = Some(agents);
+            None
+        }
+        Err(e) => {
+            tracing::warn!("registry index not applied: {e}");
+            Some(e)
+        }
+    };
+    let err = error.clone();
+    t.status.update(|v| {
+        if let Some(r) = v.registry.as_mut() {
+            r.polls += 1;
+            r.last_poll_at = Some(at);
+            match err {
+                None => {
+                    r.last_success_at = Some(at);
+                    r.agents = count;
+                    r.last_error = None;
+                }
+                Some(e) => {
+                    r.failures += 1;
+                    r.last_error = Some(e);
+                    r.last_error_at = Some(at);
+                }
+            }
+        }
+    });
+    error
 }
 
 fn registry_client() -> reqwest::Client {
@@ -328,13 +344,12 @@ fn registry_client() -> reqwest::Client {
 
 /// Reads and checks the index: a JSON array of agent specs, or `{"agents": [...]}`.
 async fn read_registry(client: &reqwest::Client, url: &str) -> Result<Vec<AgentSpec>, String> {
-    let shown = crate::source::redacted(url);
-    let resp = client.get(url).send().await.map_err(|e| {
-        format!(
-            "GET {shown} failed: {}",
-            crate::source::chain(&e.without_url())
-        )
-    })?;
+    let shown = redacted(url);
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("GET {shown} failed: {}", error_chain(&e.without_url())))?;
     let status = resp.status();
     if !status.is_success() {
         return Err(format!("GET {shown} answered HTTP {}", status.as_u16()));
@@ -347,12 +362,10 @@ async fn read_registry(client: &reqwest::Client, url: &str) -> Result<Vec<AgentS
             "the index at {shown} is over {MAX_INDEX_BYTES} bytes"
         ));
     }
-    let body = resp.bytes().await.map_err(|e| {
-        format!(
-            "GET {shown} failed: {}",
-            crate::source::chain(&e.without_url())
-        )
-    })?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("GET {shown} failed: {}", error_chain(&e.without_url())))?;
     if body.len() > MAX_INDEX_BYTES {
         return Err(format!(
             "the index at {shown} is over {MAX_INDEX_BYTES} bytes"
@@ -380,7 +393,7 @@ pub fn parse_index(body: &[u8]) -> Result<Vec<AgentSpec>, String> {
         match serde_json::from_value::<AgentSpec>(item) {
             Ok(mut a) => {
                 a.resolve_paths(&cwd);
-                a.validate(&format!("[{i}]."), &mut errors);
+                validate_spec(&a, &format!("[{i}]."), &mut errors);
                 if !seen.insert(a.id.clone()) {
                     errors.push(
                         format!("[{i}].agent_id"),

@@ -1,0 +1,77 @@
+//! What PAR's processes agree on — the supervisor, the worker it starts, and
+//! the agent host the worker starts: exit codes, the environment a worker is
+//! given, the process ids the management API shows, and the one retry
+//! schedule (backoff) that restarts and downloads share. One definition each;
+//! the Python side (`host.py`) is checked against it by the worker's tests.
+
+pub mod backoff;
+
+/// Exit codes of a worker (and of the agent host, which the worker passes on).
+pub mod exit {
+    /// The package itself cannot load (EX_CONFIG): a bad manifest, an import
+    /// error, a missing file. The supervisor marks the agent failed and does
+    /// not restart it.
+    pub const PACKAGE_FAILURE: i32 = 78;
+}
+
+/// Environment variables the supervisor sets for a worker. An agent's
+/// `env_vars` may not override them.
+pub mod env {
+    pub const MODE: &str = "PAR_MODE";
+    pub const HOST: &str = "PAR_HOST";
+    pub const PORT: &str = "PAR_PORT";
+    pub const AGENT_ID: &str = "PAR_AGENT_ID";
+    pub const PACKAGE_PATH: &str = "PAR_PACKAGE_PATH";
+    pub const PACKAGE_SHA256: &str = "PAR_PACKAGE_SHA256";
+    pub const PACKAGE_ID: &str = "PAR_PACKAGE_ID";
+    pub const SUPERVISOR_URL: &str = "PAR_SUPERVISOR_URL";
+    /// The supervisor's pid: a worker re-arms its parent-death signal against it.
+    pub const PARENT_PID: &str = "PAR_PARENT_PID";
+    pub const HOME: &str = "PAR_HOME";
+    pub const LOG: &str = "PAR_LOG";
+    pub const LOG_FORMAT: &str = "PAR_LOG_FORMAT";
+    pub const ADMIN_TOKEN: &str = "PAR_ADMIN_TOKEN";
+
+    /// Set by the supervisor for every worker; not for agents to choose.
+    pub const RESERVED: &[&str] = &[
+        PORT,
+        HOST,
+        AGENT_ID,
+        PACKAGE_PATH,
+        PACKAGE_SHA256,
+        SUPERVISOR_URL,
+        MODE,
+        ADMIN_TOKEN,
+        PARENT_PID,
+    ];
+}
+
+/// The process id of replica `replica` of an agent: `par-{agent}` for the
+/// first (the original API's id), `par-{agent}-{n}` for the others.
+pub fn process_id(agent_id: &str, replica: u32) -> String {
+    if replica == 0 {
+        format!("par-{agent_id}")
+    } else {
+        format!("par-{agent_id}-{replica}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_ids() {
+        assert_eq!(process_id("a", 0), "par-a");
+        assert_eq!(process_id("a", 3), "par-a-3");
+        assert_eq!(process_id("par-a", 0), "par-par-a");
+    }
+
+    #[test]
+    fn reserved_names_are_distinct() {
+        let mut v = env::RESERVED.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        assert_eq!(v.len(), env::RESERVED.len());
+    }
+}

@@ -1,0 +1,233 @@
+//! The effective settings after CLI > environment > file > default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::validate::{validate_spec, validate_url, ValidationErrors};
+use super::SupervisorSection;
+use crate::model::AgentSpec;
+
+/// The effective settings after CLI > environment > file > default.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub host: String,
+    pub port: u16,
+    pub worker_ports: PortRange,
+    pub admin_token: Option<String>,
+    pub home: PathBuf,
+    pub worker_command: Vec<String>,
+    pub shutdown_grace: Duration,
+    pub stop_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub stream_idle_timeout: Duration,
+    pub startup_timeout: Duration,
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    pub probe_failures: u32,
+    pub access_log: bool,
+    pub log_lines_per_process: usize,
+    pub agents: Vec<AgentSpec>,
+    /// The config file, re-read on reload (`POST /supervisor/reload`, SIGHUP).
+    pub config_path: Option<PathBuf>,
+    /// `PAR_AGENTS` as given (applied on every reload, over the file's agents).
+    pub env_agents: Option<String>,
+    /// The registry index URL (`PAR_REGISTRY_URL` or `registry_url`).
+    pub registry_url: Option<String>,
+    /// How often the registry index is polled (`PAR_REGISTRY_POLL`).
+    pub registry_poll: Duration,
+    /// Drain of an old worker after a rollout switched the route.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            host: "0.0.0.0".into(),
+            port: 8000,
+            worker_ports: PortRange {
+                start: 8001,
+                end: 8100,
+            },
+            admin_token: None,
+            home: PathBuf::from("/tmp/pixell-runtime"),
+            worker_command: Vec::new(),
+            shutdown_grace: Duration::from_secs(25),
+            stop_timeout: Duration::from_secs(10),
+            upstream_timeout: Duration::from_secs(300),
+            stream_idle_timeout: Duration::from_secs(600),
+            startup_timeout: Duration::from_secs(600),
+            probe_interval: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(2),
+            probe_failures: 3,
+            access_log: false,
+            log_lines_per_process: 2000,
+            agents: Vec::new(),
+            config_path: None,
+            env_agents: None,
+            registry_url: None,
+            registry_poll: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Settings {
+    /// Applies the file's `[supervisor]` section over the defaults.
+    pub fn apply_file(&mut self, s: &SupervisorSection, errors: &mut ValidationErrors) {
+        if let Some(v) = s.port {
+            self.port = v;
+        }
+        if let Some(v) = &s.host {
+            self.host = v.clone();
+        }
+        if let Some(v) = &s.worker_ports {
+            match PortRange::parse(v) {
+                Ok(r) => self.worker_ports = r,
+                Err(e) => errors.push("supervisor.worker_ports", e),
+            }
+        }
+        if let Some(v) = &s.admin_token {
+            self.admin_token = Some(v.clone());
+        }
+        if let Some(v) = &s.home {
+            self.home = v.clone();
+        }
+        if let Some(v) = &s.worker_command {
+            if v.is_empty() {
+                errors.push("supervisor.worker_command", "must name a program");
+            }
+            self.worker_command = v.clone();
+        }
+        macro_rules! take {
+            ($($f:ident),*) => { $( if let Some(v) = s.$f { self.$f = v; } )* };
+        }
+        take!(
+            shutdown_grace,
+            stop_timeout,
+            upstream_timeout,
+            stream_idle_timeout,
+            startup_timeout,
+            probe_interval,
+            probe_timeout
+        );
+        take!(probe_failures, access_log, log_lines_per_process);
+        take!(registry_poll, drain_timeout);
+        if let Some(v) = s.registry_url.as_ref().filter(|v| !v.trim().is_empty()) {
+            self.registry_url = Some(v.trim().to_string());
+        }
+    }
+
+    /// Adds agents; a later one with the same id replaces an earlier one.
+    pub fn merge_agents(&mut self, agents: Vec<AgentSpec>) {
+        for a in agents {
+            if let Some(slot) = self.agents.iter_mut().find(|x| x.id == a.id) {
+                *slot = a;
+            } else {
+                self.agents.push(a);
+            }
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 8) {
+            errors.push(
+                "supervisor.admin_token",
+                "must be at least 8 characters (or empty for loopback-only)",
+            );
+        }
+        if self.worker_ports.contains(self.port) {
+            errors.push(
+                "supervisor.worker_ports",
+                format!("contains the supervisor's own port {}", self.port),
+            );
+        }
+        if self.probe_failures == 0 {
+            errors.push("supervisor.probe_failures", "must be at least 1");
+        }
+        for (name, d) in [
+            ("supervisor.probe_interval", self.probe_interval),
+            ("supervisor.probe_timeout", self.probe_timeout),
+            ("supervisor.upstream_timeout", self.upstream_timeout),
+            ("supervisor.stream_idle_timeout", self.stream_idle_timeout),
+            ("supervisor.startup_timeout", self.startup_timeout),
+        ] {
+            if d.is_zero() {
+                errors.push(name, "must be above zero");
+            }
+        }
+        if self.log_lines_per_process == 0 {
+            errors.push("supervisor.log_lines_per_process", "must be at least 1");
+        }
+        if let Some(url) = &self.registry_url {
+            if let Err(msg) = validate_url(url) {
+                errors.push("supervisor.registry_url", msg);
+            }
+            if self.registry_poll < Duration::from_millis(100) {
+                errors.push("supervisor.registry_poll", "must be at least 100ms");
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            validate_spec(a, &format!("agents[{i}]."), &mut errors);
+            if !seen.insert(a.id.as_str()) {
+                errors.push(
+                    format!("agents[{i}].id"),
+                    format!("{:?} is declared twice", a.id),
+                );
+            }
+        }
+        errors.into_result()
+    }
+}
+
+/// An inclusive range of TCP ports, `"8001-8100"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub start: u16,
+    pub end: u16,
+}
+
+impl PortRange {
+    pub fn parse(s: &str) -> Result<PortRange, String> {
+        let (a, b) = s.split_once('-').unwrap_or((s, s));
+        let p = |x: &str| {
+            x.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{s:?} is not a port range like 8001-8100"))
+        };
+        let (start, end) = (p(a)?, p(b)?);
+        if start == 0 || end < start {
+            return Err(format!("{s:?} is not a port range like 8001-8100"));
+        }
+        Ok(PortRange { start, end })
+    }
+    pub fn contains(&self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges() {
+        assert_eq!(
+            PortRange::parse("8001-8100").unwrap(),
+            PortRange {
+                start: 8001,
+                end: 8100
+            }
+        );
+        assert_eq!(
+            PortRange::parse("9000").unwrap(),
+            PortRange {
+                start: 9000,
+                end: 9000
+            }
+        );
+        assert!(PortRange::parse("8100-8001").is_err());
+        assert!(PortRange::parse("x").is_err());
+    }
+}

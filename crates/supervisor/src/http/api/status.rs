@@ -1,0 +1,210 @@
+//! What anyone may read: the supervisor's status and processes, aggregate
+//! health, the agents list clients read, the ALB health check, metrics.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{json_status, St};
+use crate::control::Phase;
+use crate::http::error::ApiError;
+use crate::model::State as AgentState;
+
+pub async fn root(axum::extract::State(st): St) -> Response {
+    Json(json!({
+        "service": "par-supervisor",
+        "version": env!("CARGO_PKG_VERSION"),
+        "state": st.control.phase(),
+        "routes": ["/agents", "/agents/{id}/...", "/supervisor/status", "/supervisor/processes", "/runtime/health", "/metrics"],
+    }))
+    .into_response()
+}
+
+pub async fn runtime_health(axum::extract::State(st): St) -> Response {
+    match st.control.phase() {
+        Phase::Draining | Phase::Stopped => json_status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "draining"}),
+        ),
+        _ => json_status(StatusCode::OK, json!({"status": "ok"})),
+    }
+}
+
+/// Processes with their current usage merged in.
+fn processes_json(st: &super::ApiState) -> Vec<Value> {
+    st.control
+        .processes()
+        .iter()
+        .map(|p| {
+            let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+            let u = st.usage.get(&p.process_id);
+            let u = u.as_ref();
+            v["resources"] = json!({
+                "rss_mb": u.map(|u| (u.rss_mb * 10.0).round() / 10.0),
+                "cpu_percent": u.map(|u| (u.cpu_percent * 10.0).round() / 10.0),
+                "threads": u.map(|u| u.threads),
+                "processes": u.map(|u| u.processes),
+                "in_flight": p.in_flight,
+            });
+            v
+        })
+        .collect()
+}
+
+pub async fn status(axum::extract::State(st): St) -> Response {
+    let procs = st.control.processes();
+    let ready = procs
+        .iter()
+        .filter(|p| p.state == AgentState::Ready)
+        .count();
+    let s = &st.settings;
+    Json(json!({
+        "supervisor": {
+            "state": st.control.phase(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "port": st.port,
+            "started_at": humantime::format_rfc3339_millis(st.started_at).to_string(),
+            "uptime_seconds": st.started.elapsed().as_secs_f64(),
+            "worker_ports": format!("{}-{}", s.worker_ports.start, s.worker_ports.end),
+            "auth": if s.admin_token.as_deref().is_some_and(|t| !t.is_empty()) { "token" } else { "loopback-only" },
+            "resources": st.resources,
+            "rss_mb": self_rss_mb(),
+            "log_lines_dropped": st.logs.dropped.load(Ordering::Relaxed),
+        },
+        "agents_total": procs.len(),
+        "agents_ready": ready,
+        "desired": st.desired.view(),
+        "processes": processes_json(&st),
+    }))
+    .into_response()
+}
+
+fn self_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = s.split_whitespace().nth(1)?.parse().ok()?;
+    Some((pages * 4096) as f64 / (1024.0 * 1024.0))
+}
+
+pub async fn processes(axum::extract::State(st): St) -> Response {
+    Json(json!({ "processes": processes_json(&st) })).into_response()
+}
+
+pub async fn agent(axum::extract::State(st): St, Path(id): Path<String>) -> Response {
+    match processes_json(&st)
+        .into_iter()
+        .find(|p| p["agent_id"] == id.as_str())
+    {
+        Some(p) => Json(p).into_response(),
+        None => ApiError::not_found(format!("no agent '{id}'")).into_response(),
+    }
+}
+
+pub async fn health(axum::extract::State(st): St) -> Response {
+    let procs = st.control.processes();
+    let agents: serde_json::Map<String, Value> = procs
+        .iter()
+        .map(|p| {
+            (
+                p.agent_id.clone(),
+                json!({"state": p.state, "port": p.port, "last_error": p.last_error}),
+            )
+        })
+        .collect();
+    let expected: Vec<_> = procs
+        .iter()
+        .filter(|p| p.state != AgentState::Stopped)
+        .collect();
+    let ready = expected
+        .iter()
+        .filter(|p| p.state == AgentState::Ready)
+        .count();
+    let (status, code) = if ready == expected.len() {
+        ("healthy", StatusCode::OK)
+    } else if ready > 0 {
+        ("degraded", StatusCode::SERVICE_UNAVAILABLE)
+    } else {
+        ("unhealthy", StatusCode::SERVICE_UNAVAILABLE)
+    };
+    json_status(
+        code,
+        json!({"status": status, "ready": ready, "total": expected.len(), "agents": agents}),
+    )
+}
+
+pub async fn agents(axum::extract::State(st): St, headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("http");
+    let list: Vec<Value> = st
+        .control
+        .processes()
+        .iter()
+        .filter(|p| p.replica == 0)
+        .map(|p| {
+            let meta = p.meta.as_ref();
+            let field = |k: &str| meta.and_then(|m| m.get(k)).cloned().unwrap_or(Value::Null);
+            let name = meta
+                .and_then(|m| m.get("display_name").or_else(|| m.get("name")))
+                .cloned()
+                .unwrap_or_else(|| Value::String(p.agent_id.clone()));
+            json!({
+                "agent_app_id": p.agent_id,
+                "id": p.agent_id,
+                "name": name,
+                "version": field("version"),
+                "description": field("description"),
+                "capabilities": meta.and_then(|m| m.get("capabilities")).cloned().unwrap_or_else(|| json!([])),
+                "url": format!("{proto}://{host}/agents/{}", p.agent_id),
+                "status": p.state,
+                "package_id": p.package_id,
+            })
+        })
+        .collect();
+    Json(json!({ "agents": list })).into_response()
+}
+
+pub async fn metrics(axum::extract::State(st): St) -> Response {
+    let procs = st.control.processes();
+    let mut agents: Vec<(&str, _)> = Vec::new();
+    for p in procs.iter().filter(|p| p.replica == 0) {
+        agents.push((p.agent_id.as_str(), st.metrics.agent(&p.agent_id)));
+    }
+    let usage: Vec<_> = procs.iter().map(|p| st.usage.get(&p.process_id)).collect();
+    let gauges: Vec<_> = procs
+        .iter()
+        .zip(&usage)
+        .map(|(p, u)| crate::http::metrics::Gauges {
+            agent_id: &p.agent_id,
+            process_id: &p.process_id,
+            state: p.state.as_str(),
+            restarts: p.restarts,
+            rss_bytes: u.as_ref().map(|u| (u.rss_mb * 1024.0 * 1024.0) as u64),
+            cpu_percent: u.as_ref().map(|u| u.cpu_percent),
+            in_flight: p.in_flight,
+        })
+        .collect();
+    let text = crate::http::metrics::render(
+        &agents,
+        &gauges,
+        st.started.elapsed(),
+        st.unknown_agents.load(Ordering::Relaxed),
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            par_telemetry::prometheus::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
+}

@@ -1,0 +1,243 @@
+//! Per-agent request counters and latency histograms (lock-free, updated by
+//! the proxy), and `GET /metrics` in the Prometheus text format.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use par_telemetry::prometheus::{Kind, Text};
+
+/// Upper bounds of the latency buckets, in seconds (time to response head).
+pub const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Debug, Default)]
+pub struct AgentMetrics {
+    /// By status class: 1xx..5xx.
+    pub by_class: [AtomicU64; 5],
+    /// Requests the supervisor answered itself (502/503/504).
+    pub proxy_errors: AtomicU64,
+    pub buckets: [AtomicU64; BUCKETS.len()],
+    pub count: AtomicU64,
+    pub sum_micros: AtomicU64,
+}
+
+impl AgentMetrics {
+    pub fn observe(&self, status: u16, latency: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].fetch_add(1, Ordering::Relaxed);
+        let secs = latency.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Every agent's counters, kept across its restarts and rollouts.
+#[derive(Debug, Default)]
+pub struct Registry {
+    agents: RwLock<HashMap<String, Arc<AgentMetrics>>>,
+}
+
+impl Registry {
+    /// The agent's counters (made on first use).
+    pub fn agent(&self, agent_id: &str) -> Arc<AgentMetrics> {
+        if let Some(m) = self.get(agent_id) {
+            return m;
+        }
+        let mut map = self.agents.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(map.entry(agent_id.to_string()).or_default())
+    }
+
+    pub fn get(&self, agent_id: &str) -> Option<Arc<AgentMetrics>> {
+        self.agents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(agent_id)
+            .cloned()
+    }
+
+    pub fn forget(&self, agent_id: &str) {
+        self.agents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(agent_id);
+    }
+}
+
+/// One process's gauges, taken from the status snapshot.
+pub struct Gauges<'a> {
+    pub agent_id: &'a str,
+    pub process_id: &'a str,
+    pub state: &'a str,
+    pub restarts: u32,
+    pub rss_bytes: Option<u64>,
+    pub cpu_percent: Option<f64>,
+    pub in_flight: usize,
+}
+
+/// The whole page: supervisor, per-agent counters, per-process gauges.
+pub fn render(
+    agents: &[(&str, Arc<AgentMetrics>)],
+    processes: &[Gauges<'_>],
+    uptime: Duration,
+    unknown_agent: u64,
+) -> String {
+    let mut t = Text::new();
+    t.family(
+        "par_supervisor_uptime_seconds",
+        Kind::Gauge,
+        "Seconds since the supervisor started.",
+    );
+    t.sample(
+        "par_supervisor_uptime_seconds",
+        &[],
+        format!("{:.3}", uptime.as_secs_f64()),
+    );
+    t.family(
+        "par_unknown_agent_requests_total",
+        Kind::Counter,
+        "Requests for agents that do not exist.",
+    );
+    t.sample("par_unknown_agent_requests_total", &[], unknown_agent);
+    requests(&mut t, agents);
+    process_gauges(&mut t, processes);
+    t.finish()
+}
+
+fn requests(t: &mut Text, agents: &[(&str, Arc<AgentMetrics>)]) {
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    t.family(
+        "par_agent_requests_total",
+        Kind::Counter,
+        "Proxied requests by status class.",
+    );
+    for (id, m) in agents {
+        for (i, c) in m.by_class.iter().enumerate() {
+            let class = format!("{}xx", i + 1);
+            t.sample(
+                "par_agent_requests_total",
+                &[("agent_id", id), ("class", &class)],
+                n(c),
+            );
+        }
+    }
+    t.family(
+        "par_agent_proxy_errors_total",
+        Kind::Counter,
+        "Requests answered by the supervisor with 502/503/504.",
+    );
+    for (id, m) in agents {
+        t.sample(
+            "par_agent_proxy_errors_total",
+            &[("agent_id", id)],
+            n(&m.proxy_errors),
+        );
+    }
+    t.family(
+        "par_agent_request_duration_seconds",
+        Kind::Histogram,
+        "Time to the response head.",
+    );
+    for (id, m) in agents {
+        let counts: Vec<u64> = m.buckets.iter().map(n).collect();
+        t.histogram(
+            "par_agent_request_duration_seconds",
+            &[("agent_id", id)],
+            &BUCKETS,
+            &counts,
+            n(&m.sum_micros) as f64 / 1e6,
+            n(&m.count),
+        );
+    }
+}
+
+fn labels<'a>(g: &Gauges<'a>) -> [(&'static str, &'a str); 2] {
+    [("agent_id", g.agent_id), ("process_id", g.process_id)]
+}
+
+fn process_gauges(t: &mut Text, processes: &[Gauges<'_>]) {
+    t.family(
+        "par_agent_restarts_total",
+        Kind::Counter,
+        "Restarts of the process.",
+    );
+    for g in processes {
+        t.sample("par_agent_restarts_total", &labels(g), g.restarts);
+    }
+    t.family(
+        "par_agent_state",
+        Kind::Gauge,
+        "1 for the process's current lifecycle state.",
+    );
+    for g in processes {
+        let [a, p] = labels(g);
+        t.sample("par_agent_state", &[a, p, ("state", g.state)], 1);
+    }
+    t.family(
+        "par_agent_in_flight",
+        Kind::Gauge,
+        "Requests and streams in flight.",
+    );
+    for g in processes {
+        t.sample("par_agent_in_flight", &labels(g), g.in_flight);
+    }
+    t.family(
+        "par_agent_rss_bytes",
+        Kind::Gauge,
+        "Resident memory of the worker's process group.",
+    );
+    for g in processes {
+        if let Some(v) = g.rss_bytes {
+            t.sample("par_agent_rss_bytes", &labels(g), v);
+        }
+    }
+    t.family(
+        "par_agent_cpu_percent",
+        Kind::Gauge,
+        "CPU use of the worker's process group (100 = one core).",
+    );
+    for g in processes {
+        if let Some(v) = g.cpu_percent {
+            t.sample("par_agent_cpu_percent", &labels(g), format!("{v:.2}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_histogram_and_gauges() {
+        let m = Arc::new(AgentMetrics::default());
+        m.observe(200, Duration::from_micros(500));
+        m.observe(503, Duration::from_millis(30));
+        let g = Gauges {
+            agent_id: "a",
+            process_id: "par-a",
+            state: "ready",
+            restarts: 2,
+            rss_bytes: Some(10),
+            cpu_percent: None,
+            in_flight: 0,
+        };
+        let text = render(&[("a", m)], &[g], Duration::from_secs(1), 0);
+        assert!(text.contains("par_agent_requests_total{agent_id=\"a\",class=\"2xx\"} 1"));
+        assert!(text.contains("par_agent_requests_total{agent_id=\"a\",class=\"5xx\"} 1"));
+        assert!(text
+            .contains("par_agent_request_duration_seconds_bucket{agent_id=\"a\",le=\"0.001\"} 1"));
+        assert!(text
+            .contains("par_agent_request_duration_seconds_bucket{agent_id=\"a\",le=\"0.05\"} 2"));
+        assert!(text.contains("par_agent_request_duration_seconds_count{agent_id=\"a\"} 2"));
+        assert!(text.contains("par_agent_restarts_total{agent_id=\"a\",process_id=\"par-a\"} 2"));
+        assert!(
+            text.contains("par_agent_state{agent_id=\"a\",process_id=\"par-a\",state=\"ready\"} 1")
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! The supervisor's HTTP side: the listener and its proxy threads (`server`),
+//! the hot path to workers (`proxy`, reading `route_table`), the management
+//! API (`api`), metrics, and the one HTTP error type.
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
+pub mod route_table;
+pub mod server;

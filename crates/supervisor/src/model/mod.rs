@@ -1,0 +1,26 @@
+//! The supervisor's vocabulary: ids, specs, lifecycle states, the inputs the
+//! state machine is told, the effects it asks for, and the views the API shows.
+//! Everything else depends on it; it depends on nothing of the supervisor's.
+
+pub mod effect;
+pub mod event;
+pub mod id;
+pub mod lifecycle;
+pub mod report;
+pub mod spec;
+pub mod view;
+
+pub use effect::{
+    Answer, CommandError, Effect, ErrorKind, Launch, Level, LogRecord, PutOutcome, Reply, Signal,
+};
+pub use event::{
+    Clock, Command, ExitInfo, FetchFailure, Health, Input, Origin, Resolved, SpawnFailure, Timer,
+    WorkerEvent,
+};
+pub use id::{AgentId, FetchId, WaiterId, WorkerId};
+pub use lifecycle::State;
+pub use report::{ReconcileFailure, ReconcileReport};
+pub use spec::{AgentSpec, RestartPolicy};
+pub use view::{
+    DrainingView, Enforcement, Limits, PackageRecord, ProcessView, RolloutStatus, RolloutView,
+};

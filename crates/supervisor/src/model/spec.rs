@@ -1,0 +1,194 @@
+//! One agent's spec as declared in the config file, in `PAR_AGENTS`, in the
+//! registry index or in an API request. Field names are those of the original
+//! Multi-PAR API; checking a spec against the machine is `config::validate`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use par_contract::backoff::Backoff;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    #[serde(alias = "agent_id", default)]
+    pub id: String,
+    /// Folder, `.apkg` file (relative to the config file's folder), `https://` or `s3://`.
+    #[serde(alias = "package_path", default)]
+    pub package: String,
+    /// Informational, as the original API accepted it (`name@version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(alias = "env", default)]
+    pub env_vars: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit: Option<f64>,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// Consecutive transient failures tolerated; `None` = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+    #[serde(default = "default_delay")]
+    pub restart_delay_seconds: f64,
+    #[serde(default = "default_multiplier")]
+    pub backoff_multiplier: f64,
+    #[serde(default = "default_max_delay")]
+    pub max_restart_delay_seconds: f64,
+    /// A run at least this long resets the failure count.
+    #[serde(default = "default_stable")]
+    pub stable_period_seconds: f64,
+}
+
+fn default_delay() -> f64 {
+    0.2
+}
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_max_delay() -> f64 {
+    30.0
+}
+fn default_stable() -> f64 {
+    30.0
+}
+
+impl AgentSpec {
+    pub fn new(id: impl Into<String>, package: impl Into<String>) -> Self {
+        AgentSpec {
+            id: id.into(),
+            package: package.into(),
+            package_id: None,
+            sha256: None,
+            env_vars: BTreeMap::new(),
+            memory_limit_mb: None,
+            cpu_limit: None,
+            restart_policy: RestartPolicy::default(),
+            max_restarts: None,
+            restart_delay_seconds: default_delay(),
+            backoff_multiplier: default_multiplier(),
+            max_restart_delay_seconds: default_max_delay(),
+            stable_period_seconds: default_stable(),
+        }
+    }
+
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            initial: Duration::from_secs_f64(self.restart_delay_seconds.max(0.0)),
+            multiplier: self.backoff_multiplier,
+            max: Duration::from_secs_f64(self.max_restart_delay_seconds.max(0.0)),
+            jitter: 0.2,
+        }
+    }
+
+    pub fn stable_period(&self) -> Duration {
+        Duration::from_secs_f64(self.stable_period_seconds.max(0.0))
+    }
+
+    /// Whether `package` names a remote source rather than a local path.
+    pub fn is_remote(&self) -> bool {
+        is_remote(&self.package)
+    }
+
+    /// Makes a relative local `package` absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if !self.is_remote() && !self.package.is_empty() {
+            let p = Path::new(&self.package);
+            if p.is_relative() {
+                self.package = base.join(p).to_string_lossy().into_owned();
+            }
+        }
+    }
+}
+
+/// When a worker that exited is started again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restart after any exit.
+    Always,
+    /// Restart after a non-zero exit or a signal (the default).
+    #[default]
+    #[serde(alias = "on_failure")]
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+impl RestartPolicy {
+    /// Whether an exit (`success` = exit code 0) is followed by a restart.
+    pub fn restarts_after(self, success: bool) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::Never => false,
+        }
+    }
+}
+
+/// Whether a package location is remote (`https://`, `http://`, `s3://`).
+pub fn is_remote(package: &str) -> bool {
+    package.starts_with("https://")
+        || package.starts_with("http://")
+        || package.starts_with("s3://")
+}
+
+/// The location as logs and status may show it (no query string, no user info).
+pub fn redacted(package: &str) -> String {
+    match par_fetch::Source::parse(package) {
+        Ok(s) => s.to_string(),
+        Err(_) => package.split('?').next().unwrap_or_default().to_string(),
+    }
+}
+
+/// The fields that make a deployment: two specs equal here run the same
+/// thing (`package_id` is informational and ignored).
+pub fn same_deployment(a: &AgentSpec, b: &AgentSpec) -> bool {
+    let strip = |s: &AgentSpec| AgentSpec {
+        package_id: None,
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployment_equality_ignores_package_id() {
+        let a = AgentSpec::new("a", "s3://b/k");
+        let mut b = a.clone();
+        b.package_id = Some("x@1".into());
+        assert!(same_deployment(&a, &b));
+        b.env_vars.insert("K".into(), "V".into());
+        assert!(!same_deployment(&a, &b));
+    }
+
+    #[test]
+    fn policies() {
+        assert!(RestartPolicy::Always.restarts_after(true));
+        assert!(!RestartPolicy::OnFailure.restarts_after(true));
+        assert!(RestartPolicy::OnFailure.restarts_after(false));
+        assert!(!RestartPolicy::Never.restarts_after(false));
+    }
+
+    #[test]
+    fn original_api_field_names() {
+        let a: AgentSpec = serde_json::from_str(
+            r#"{"agent_id":"x","package_path":"/p","package_id":"x@1","env_vars":{"K":"V"},"memory_limit_mb":256,
+                "cpu_limit":0.5,"restart_policy":"always","max_restarts":3,"restart_delay_seconds":1,
+                "backoff_multiplier":3,"max_restart_delay_seconds":10}"#,
+        )
+        .unwrap();
+        assert_eq!(a.id, "x");
+        assert_eq!(a.package, "/p");
+        assert_eq!(a.restart_policy, RestartPolicy::Always);
+        assert_eq!(a.max_restarts, Some(3));
+    }
+}

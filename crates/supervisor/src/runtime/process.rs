@@ -1,0 +1,145 @@
+//! One worker process: spawning it (own process group, parent-death signal,
+//! its environment), capturing its output, and telling the state machine when
+//! it exits, with the error lines it printed.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use par_contract::env;
+
+use crate::control::Control;
+use crate::logs::LogStore;
+use crate::model::{ExitInfo, Input, Launch, WorkerEvent};
+
+/// Variables of the supervisor's own environment a worker must not inherit.
+const NOT_INHERITED: &[&str] = &[
+    "PAR_ADMIN_TOKEN",
+    "PAR_AGENTS",
+    "PAR_CONFIG",
+    "PAR_MODE",
+    "SUPERVISOR_PORT",
+    "PAR_WORKER_PORTS",
+    "PAR_WORKER_BIN",
+    "PAR_SUPERVISOR_HOST",
+    "PAR_SUPERVISOR_GRACE",
+    "PAR_REGISTRY_URL",
+];
+
+/// Error lines of a worker passed on with its exit (the reason of a failure).
+const EXIT_ERROR_LINES: usize = 5;
+
+/// What every worker is started with.
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    /// The exact argv (`par worker` by default).
+    pub argv: Vec<String>,
+    pub home: PathBuf,
+    pub supervisor_url: String,
+}
+
+/// A started worker.
+pub struct Started {
+    pub pid: u32,
+    pub exited: Arc<AtomicBool>,
+}
+
+/// Spawns the worker for `launch` on `port` and the tasks that watch it. Must
+/// run on a long-lived runtime thread (see [`super::unix::isolate`]).
+pub fn spawn(
+    launch: &Launch,
+    port: u16,
+    command: &WorkerCommand,
+    control: &Control,
+    logs: &Arc<LogStore>,
+) -> std::io::Result<Started> {
+    let (program, args) = command.argv.split_first().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty worker command")
+    })?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    for k in NOT_INHERITED {
+        cmd.env_remove(k);
+    }
+    cmd.envs(&launch.env_vars)
+        .env(env::MODE, "worker")
+        .env(env::HOST, "127.0.0.1")
+        .env(env::PORT, port.to_string())
+        .env(env::AGENT_ID, launch.agent.as_str())
+        .env(env::PACKAGE_PATH, &launch.package)
+        .env(env::SUPERVISOR_URL, &command.supervisor_url)
+        .env(env::PARENT_PID, std::process::id().to_string())
+        .env(env::HOME, &command.home)
+        .env(env::LOG_FORMAT, "json");
+    if let Some(sha) = &launch.sha256 {
+        cmd.env(env::PACKAGE_SHA256, sha);
+    }
+    super::unix::isolate(&mut cmd);
+    let mut child = super::unix::spawn_tracked(|| {
+        let child = cmd.spawn()?;
+        let pid = child.id().unwrap_or(0);
+        Ok((child, pid))
+    })?;
+    let pid = child.id().unwrap_or(0);
+    let (started, started_at) = (Instant::now(), SystemTime::now());
+    let agent = launch.agent.to_string();
+    let out = child.stdout.take().map(|p| {
+        tokio::spawn(crate::logs::capture(
+            Arc::clone(logs),
+            agent.clone(),
+            "stdout",
+            p,
+        ))
+    });
+    let err = child.stderr.take().map(|p| {
+        tokio::spawn(crate::logs::capture(
+            Arc::clone(logs),
+            agent.clone(),
+            "stderr",
+            p,
+        ))
+    });
+
+    let exited = Arc::new(AtomicBool::new(false));
+    let (flag, control, logs, worker) = (
+        Arc::clone(&exited),
+        control.clone(),
+        Arc::clone(logs),
+        launch.worker,
+    );
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        flag.store(true, Ordering::Release);
+        super::unix::untrack(pid);
+        let exit = ExitInfo {
+            code: status.as_ref().ok().and_then(|s| s.code()),
+            signal: status.as_ref().ok().and_then(|s| s.signal()),
+            at: SystemTime::now(),
+            ran_seconds: started.elapsed().as_secs_f64(),
+        };
+        // The reason of a failure is in its last lines: let them arrive first.
+        let drain = async {
+            for t in [out, err].into_iter().flatten() {
+                let _ = t.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+        let errors = if exit.success() {
+            Vec::new()
+        } else {
+            logs.last_errors_since(&agent, EXIT_ERROR_LINES, started_at)
+        };
+        control.send(Input::Worker {
+            worker,
+            event: WorkerEvent::Exited { exit, errors },
+        });
+    });
+    Ok(Started { pid, exited })
+}

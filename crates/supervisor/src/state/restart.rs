@@ -1,0 +1,248 @@
+//! After a worker exits: stopped as asked, started again as asked, a package
+//! failure (no restart storm), or a crash — restarted with a capped, jittered
+//! backoff as the restart policy says, the failure count reset after a
+//! stable run. Fetch failures back off the same way.
+
+use super::agent::{AfterStop, Agent, Failure, Goal, Life, Package};
+use super::{set_life, Out, Supervisor};
+use crate::model::{ExitInfo, FetchFailure, Level, Resolved, State, Timer};
+
+impl Supervisor {
+    pub(super) fn exited(
+        &mut self,
+        a: &mut Agent,
+        i: usize,
+        exit: ExitInfo,
+        errors: Vec<String>,
+        out: &mut Out,
+    ) {
+        let Some(w) = a.replicas[i].life.worker().cloned() else {
+            return;
+        };
+        self.release(w.id, out);
+        let r = &mut a.replicas[i];
+        r.last_exit = Some(exit.clone());
+        let what = exit.describe();
+        let after = match r.life {
+            Life::Stopping(_, after) => Some(after),
+            _ => None,
+        };
+        match after {
+            Some(AfterStop::Rest) => {
+                set_life(&a.id, r, Life::Stopped, format!("worker {what}"), out);
+                return;
+            }
+            Some(AfterStop::Start { count }) => {
+                if count {
+                    r.restarts += 1;
+                    r.failures = 0;
+                }
+                return self.start_replica(a, i, out);
+            }
+            Some(AfterStop::Decide) | None => {}
+        }
+        if a.goal != Goal::Run {
+            set_life(&a.id, r, Life::Crashed, format!("worker {what}"), out);
+            set_life(&a.id, r, Life::Stopped, "the agent is being stopped", out);
+            return;
+        }
+        if self.take_over(a, i, &what, out) {
+            return;
+        }
+        if exit.is_package_failure() {
+            return package_failure(a, i, &w.health_error, &errors, out);
+        }
+        self.crashed(a, i, &exit, w.kill_reason.clone(), &errors, out);
+    }
+
+    /// An exit that is not a package failure: `crashed`, then a restart
+    /// after a backoff, `stopped` (policy), or `failed` (too many in a row).
+    fn crashed(
+        &mut self,
+        a: &mut Agent,
+        i: usize,
+        exit: &ExitInfo,
+        kill_reason: Option<Failure>,
+        errors: &[String],
+        out: &mut Out,
+    ) {
+        let failed = !exit.success() || kill_reason.is_some();
+        let mut failure = kill_reason.unwrap_or_else(|| {
+            Failure::new(exit_class(exit), format!("worker {}", exit.describe()))
+        });
+        let r = &mut a.replicas[i];
+        if failed {
+            let lines = &errors[errors.len().saturating_sub(3)..];
+            if !lines.is_empty() {
+                failure.message = format!("{}: {}", failure.message, lines.join(" | "));
+            }
+            r.last_error = Some(failure.clone());
+        }
+        set_life(&a.id, r, Life::Crashed, failure.message.clone(), out);
+        if exit.ran_seconds >= a.spec.stable_period().as_secs_f64() {
+            r.failures = 0;
+        }
+        if !a.spec.restart_policy.restarts_after(!failed) || self.shutdown {
+            if !failed {
+                let why = "exited cleanly; restart policy does not restart it";
+                set_life(&a.id, r, Life::Stopped, why, out);
+            }
+            return;
+        }
+        if let Some(max) = a.spec.max_restarts {
+            if r.failures >= max {
+                let msg = format!(
+                    "gave up after {} restarts in a row; last: {}",
+                    r.failures, failure.message
+                );
+                r.last_error = Some(Failure::new("gave_up", msg.clone()));
+                set_life(&a.id, r, Life::Failed, msg, out);
+                return;
+            }
+        }
+        self.schedule_restart(a, i, out);
+    }
+
+    /// `backoff`, and a timer to start the replica again.
+    pub(super) fn schedule_restart(&mut self, a: &mut Agent, i: usize, out: &mut Out) {
+        let r = &mut a.replicas[i];
+        let delay = a.spec.backoff().delay(r.failures, self.rng.f64());
+        r.failures += 1;
+        r.restarts += 1;
+        r.epoch += 1;
+        let why = format!("restart #{} in {} ms", r.restarts, delay.as_millis());
+        let until = out.clock.now + delay;
+        if set_life(&a.id, r, Life::Backoff { until }, why, out) {
+            out.timer(
+                delay,
+                Timer::Restart {
+                    agent: a.id.clone(),
+                    replica: r.index,
+                    epoch: r.epoch,
+                },
+            );
+        }
+    }
+
+    /// A fetch of the agent's package ended (a rollout's fetch goes to the rollout).
+    pub(super) fn fetched(
+        &mut self,
+        a: &mut Agent,
+        fetch: crate::model::FetchId,
+        result: Result<Resolved, FetchFailure>,
+        out: &mut Out,
+    ) {
+        if a.package != Package::Fetching(fetch) {
+            return self.rollout_fetched(a, fetch, result, out);
+        }
+        let waiting: Vec<usize> = (0..a.replicas.len())
+            .filter(|&i| a.replicas[i].state() == State::Fetching)
+            .collect();
+        match result {
+            Ok(r) => {
+                out.log(&a.id, Level::Info, fetched_message(&a.spec.package, &r));
+                a.package = Package::Resolved(r);
+                if a.goal == Goal::Run {
+                    for i in waiting {
+                        self.start_replica(a, i, out);
+                    }
+                }
+            }
+            Err(f) => {
+                a.package = Package::Unresolved;
+                let failure = Failure::new("fetch_failed", format!("fetch failed: {}", f.message));
+                for i in waiting {
+                    a.replicas[i].last_error = Some(failure.clone());
+                    if f.transient && a.goal == Goal::Run {
+                        self.fetch_backoff(a, i, &f.message, out);
+                    } else {
+                        set_life(
+                            &a.id,
+                            &mut a.replicas[i],
+                            Life::Failed,
+                            failure.message.clone(),
+                            out,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A transient fetch failure: `backoff`, then fetch again.
+    fn fetch_backoff(&mut self, a: &mut Agent, i: usize, message: &str, out: &mut Out) {
+        let r = &mut a.replicas[i];
+        let delay = a.spec.backoff().delay(r.failures, self.rng.f64());
+        r.failures += 1;
+        r.epoch += 1;
+        let why = format!(
+            "fetch failed (will retry in {} ms): {message}",
+            delay.as_millis()
+        );
+        let until = out.clock.now + delay;
+        if set_life(&a.id, r, Life::Backoff { until }, why, out) {
+            out.timer(
+                delay,
+                Timer::Restart {
+                    agent: a.id.clone(),
+                    replica: r.index,
+                    epoch: r.epoch,
+                },
+            );
+        }
+    }
+}
+
+/// Exit 78: the package cannot load. `failed` at once, with the worker's own
+/// report and its last error lines as the reason.
+fn package_failure(
+    a: &mut Agent,
+    i: usize,
+    health_error: &Option<String>,
+    errors: &[String],
+    out: &mut Out,
+) {
+    let mut detail: Vec<&str> = health_error.iter().map(String::as_str).collect();
+    detail.extend(errors.iter().map(String::as_str));
+    let reason = if detail.is_empty() {
+        "the package could not be loaded".to_string()
+    } else {
+        detail.join(" | ")
+    };
+    let code = par_contract::exit::PACKAGE_FAILURE;
+    let msg = format!("package failure (exit {code}): {reason}");
+    let r = &mut a.replicas[i];
+    r.last_error = Some(Failure::new("package_failure", msg.clone()));
+    // Through `crashed` unless the worker never got past starting.
+    if r.state() != State::Starting {
+        let what = r
+            .last_exit
+            .as_ref()
+            .map_or_else(|| "exited".to_string(), ExitInfo::describe);
+        set_life(&a.id, r, Life::Crashed, what, out);
+    }
+    set_life(&a.id, r, Life::Failed, msg, out);
+}
+
+/// The class of an exit that anyone may see: `exited 3`, `killed by signal SIGKILL`.
+pub(super) fn exit_class(exit: &ExitInfo) -> String {
+    match (exit.code, exit.signal) {
+        (Some(c), _) => format!("exited {c}"),
+        (None, Some(s)) => format!("killed by signal {}", crate::model::event::signal_name(s)),
+        _ => "exited".into(),
+    }
+}
+
+pub(super) fn fetched_message(package: &str, r: &Resolved) -> String {
+    format!(
+        "package {} {} ({} bytes, sha256 {})",
+        crate::model::spec::redacted(package),
+        if r.downloaded {
+            "downloaded"
+        } else {
+            "found in the cache"
+        },
+        r.bytes,
+        r.sha256
+    )
+}

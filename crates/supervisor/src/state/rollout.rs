@@ -1,0 +1,459 @@
+//! Blue/green rollouts: the new generation starts next to the serving one;
+//! once every new replica is ready the route switches in one publish, the old
+//! workers drain their in-flight requests and streams, then stop. A new
+//! generation that never gets ready leaves the old one serving. With nothing
+//! serving, the spec is replaced in place.
+
+use std::time::Duration;
+
+use super::agent::{
+    AfterStop, Agent, Failure, Goal, Life, Package, Replica, Rollout, RolloutState,
+};
+use super::restart::fetched_message;
+use super::{set_life, Out, Supervisor};
+use crate::model::spec::{redacted, same_deployment};
+use crate::model::{
+    AgentSpec, Effect, FetchFailure, FetchId, Level, PackageRecord, PutOutcome, Resolved, Signal,
+    State, WorkerEvent,
+};
+
+impl Supervisor {
+    /// Rolls `a` to `spec`: blue/green when it serves, else in place.
+    pub(super) fn roll(&mut self, a: &mut Agent, spec: AgentSpec, out: &mut Out) -> PutOutcome {
+        let target = a
+            .rollout
+            .as_ref()
+            .filter(|r| r.in_progress())
+            .map_or(&a.spec, |r| &r.spec);
+        if same_deployment(target, &spec) && a.goal != Goal::Remove {
+            return PutOutcome::Unchanged;
+        }
+        self.cancel_rollout(a, "superseded by a newer spec", out);
+        let serving = a.serving();
+        if serving && same_deployment(&a.spec, &spec) {
+            // Set back to what serves while a rollout was on its way: nothing to start.
+            return PutOutcome::Rolling;
+        }
+        self.next_rollout += 1;
+        let mut rollout = Rollout {
+            number: self.next_rollout,
+            spec: spec.clone(),
+            package: Package::for_spec(&spec),
+            state: RolloutState::Starting,
+            blue_green: serving,
+            taken_over: false,
+            replicas: Vec::new(),
+            started: out.clock.now,
+            started_at: out.clock.wall,
+            finished_at: None,
+        };
+        let sha = spec
+            .sha256
+            .as_deref()
+            .map(|s| format!(" sha256 {}", &s[..12.min(s.len())]))
+            .unwrap_or_default();
+        let how = if serving {
+            "blue/green"
+        } else {
+            "in place: nothing serves"
+        };
+        out.log(
+            &a.id,
+            Level::Info,
+            format!("rollout to {}{sha} ({how})", redacted(&spec.package)),
+        );
+        if serving {
+            if let Package::Unresolved = rollout.package {
+                let fetch = self.new_fetch();
+                rollout.package = Package::Fetching(fetch);
+                rollout.state = RolloutState::Fetching;
+                out.fx.push(Effect::Fetch {
+                    agent: a.id.clone(),
+                    fetch,
+                    package: spec.package.clone(),
+                    sha256: spec.sha256.clone(),
+                });
+                a.rollout = Some(rollout);
+            } else {
+                a.rollout = Some(rollout);
+                self.start_next(a, out);
+            }
+            return PutOutcome::Rolling;
+        }
+        a.rollout = Some(rollout);
+        self.replace_in_place(a, spec, out);
+        PutOutcome::Rolling
+    }
+
+    /// Nothing serves: the new spec replaces the old one; a running worker is
+    /// stopped first and the new one started at its exit.
+    fn replace_in_place(&mut self, a: &mut Agent, spec: AgentSpec, out: &mut Out) {
+        a.package = Package::for_spec(&spec);
+        a.spec = spec;
+        a.goal = Goal::Run;
+        for i in 0..a.replicas.len() {
+            let r = &mut a.replicas[i];
+            r.failures = 0;
+            r.epoch += 1;
+            let (state, has_worker) = (r.state(), r.life.worker().is_some());
+            if let Life::Stopping(_, then) = &mut r.life {
+                *then = AfterStop::Start { count: false };
+            } else if has_worker {
+                self.begin_stop(a, i, AfterStop::Start { count: false }, out);
+            } else {
+                if matches!(state, State::Backoff | State::Crashed) {
+                    set_life(&a.id, r, Life::Stopped, "spec replaced", out);
+                }
+                self.start_replica(a, i, out);
+            }
+        }
+    }
+
+    /// Starts the rollout's new generation next to the serving one.
+    fn start_next(&mut self, a: &mut Agent, out: &mut Out) {
+        let Some(ro) = a.rollout.as_ref() else { return };
+        let (spec, package) = (ro.spec.clone(), ro.package.clone());
+        let mut replicas = Vec::with_capacity(a.replicas.len());
+        for r in &a.replicas {
+            let w = self.launch(&a.id, &spec, &package, r.index, out);
+            let mut new = Replica::new(r.index, out.clock.wall);
+            new.life = Life::Starting(w);
+            replicas.push(new);
+        }
+        if let Some(ro) = a.rollout.as_mut() {
+            ro.replicas = replicas;
+            ro.state = RolloutState::Starting;
+        }
+    }
+
+    pub(super) fn rollout_fetched(
+        &mut self,
+        a: &mut Agent,
+        fetch: FetchId,
+        result: Result<Resolved, FetchFailure>,
+        out: &mut Out,
+    ) {
+        let Some(ro) = a
+            .rollout
+            .as_mut()
+            .filter(|r| r.package == Package::Fetching(fetch) && r.state == RolloutState::Fetching)
+        else {
+            return;
+        };
+        match result {
+            Ok(res) => {
+                let msg = format!("rollout: {}", fetched_message(&ro.spec.package, &res));
+                ro.package = Package::Resolved(res);
+                out.log(&a.id, Level::Info, msg);
+                self.start_next(a, out);
+            }
+            Err(f) => {
+                let reason = format!("fetch failed: {}", f.message);
+                self.rollout_failed(a, reason, f.transient, out);
+            }
+        }
+    }
+
+    /// Events of the new generation's workers (not serving yet).
+    pub(super) fn rollout_event(
+        &mut self,
+        a: &mut Agent,
+        i: usize,
+        event: WorkerEvent,
+        out: &mut Out,
+    ) {
+        let Some(ro) = a.rollout.as_mut() else { return };
+        let r = &mut ro.replicas[i];
+        match event {
+            WorkerEvent::Spawned { pid, port } => {
+                if let Some(w) = r.life.worker_mut() {
+                    w.pid = Some(pid);
+                    w.port = Some(port);
+                }
+                let msg = format!("rollout: new worker pid {pid} on port {port}");
+                out.log(&a.id, Level::Info, msg);
+            }
+            WorkerEvent::SpawnFailed { reason, kind } => {
+                let retryable = kind == crate::model::SpawnFailure::NoPort;
+                self.rollout_failed(a, reason, retryable, out);
+            }
+            WorkerEvent::Ready(h) => {
+                if let Life::Starting(w) = &mut r.life {
+                    w.ready_at = Some(out.clock.wall);
+                    w.package_id = h.package_id;
+                    w.meta = h.meta;
+                    w.health_error = None;
+                    let w = w.clone();
+                    r.life = Life::Ready(w);
+                    r.since = out.clock.wall;
+                }
+                if ro.replicas.iter().all(|x| x.state() == State::Ready) {
+                    self.switch(a, out);
+                }
+            }
+            WorkerEvent::HealthError(msg) => {
+                if let Some(w) = r.life.worker_mut() {
+                    w.health_error = Some(msg.clone());
+                }
+                out.log(
+                    &a.id,
+                    Level::Warn,
+                    format!("rollout: new worker health: {msg}"),
+                );
+            }
+            WorkerEvent::StartupTimeout => {
+                if let Some(w) = r.life.worker_mut() {
+                    let secs = self.cfg.startup_timeout.as_secs();
+                    w.kill_reason = Some(Failure::new(
+                        "startup_timeout",
+                        format!("not ready within {secs} s"),
+                    ));
+                    out.fx.push(Effect::Signal {
+                        worker: w.id,
+                        signal: Signal::Kill,
+                    });
+                }
+            }
+            // Liveness starts to matter once it serves.
+            WorkerEvent::Probe { .. } => {}
+            WorkerEvent::Exited { exit, errors } => {
+                let w = r.life.worker().cloned();
+                let (kill, health) = w
+                    .map(|w| (w.kill_reason, w.health_error))
+                    .unwrap_or_default();
+                let retryable = !exit.is_package_failure() && kill.is_none();
+                let mut reason = match (&kill, exit.is_package_failure()) {
+                    (Some(k), _) => k.message.clone(),
+                    (None, true) => format!(
+                        "package failure (exit {})",
+                        par_contract::exit::PACKAGE_FAILURE
+                    ),
+                    (None, false) => {
+                        format!("the new worker {} before it was ready", exit.describe())
+                    }
+                };
+                let mut detail: Vec<String> = health.into_iter().collect();
+                detail.extend(errors);
+                if !detail.is_empty() {
+                    reason = format!("{reason}: {}", detail.join(" | "));
+                }
+                self.rollout_failed(a, reason, retryable, out);
+            }
+        }
+    }
+
+    /// Every new replica is ready: the route switches to them in one publish,
+    /// and the old workers drain, then stop.
+    fn switch(&mut self, a: &mut Agent, out: &mut Out) {
+        let Some(ro) = a.rollout.as_mut() else { return };
+        ro.state = RolloutState::RolledOut;
+        ro.finished_at = Some(out.clock.wall);
+        let took = out.clock.now.saturating_duration_since(ro.started);
+        a.spec = ro.spec.clone();
+        a.package = ro.package.clone();
+        let new = std::mem::take(&mut ro.replicas);
+        let old = std::mem::replace(&mut a.replicas, new);
+        let to = describe_all(a.replicas.iter().filter_map(|r| r.life.worker()));
+        let from = describe_all(old.iter().filter_map(|r| r.life.worker()));
+        let from = if from.is_empty() {
+            String::new()
+        } else {
+            format!(" from {from}")
+        };
+        self.record_package(a, out);
+        out.log(
+            &a.id,
+            Level::Info,
+            format!("rolled out to {to}{from} in {} ms", took.as_millis()),
+        );
+        for r in old {
+            if let Some(w) = r.life.worker().cloned() {
+                self.retire(a, w, out);
+            }
+        }
+    }
+
+    /// Drains an old worker: no new requests reach it (the route moved); once
+    /// its in-flight requests and streams are done, or the drain time is up, it stops.
+    fn retire(&mut self, a: &mut Agent, w: crate::state::agent::Worker, out: &mut Out) {
+        out.fx.push(Effect::StopProbe { worker: w.id });
+        out.fx.push(Effect::Drain {
+            worker: w.id,
+            settle: Duration::from_millis(100),
+            limit: self.cfg.drain_timeout,
+        });
+        a.retiring.push(w);
+    }
+
+    /// Events of a retiring worker: only its exit matters.
+    pub(super) fn retiring_event(
+        &mut self,
+        a: &mut Agent,
+        i: usize,
+        event: WorkerEvent,
+        out: &mut Out,
+    ) {
+        if let WorkerEvent::Exited { exit, .. } = event {
+            let w = a.retiring.remove(i);
+            self.release(w.id, out);
+            let msg = format!(
+                "old worker {} {} after the rollout",
+                w.describe(),
+                exit.describe()
+            );
+            out.log(&a.id, Level::Info, msg);
+        }
+    }
+
+    /// The old worker died during a blue/green rollout and nothing else
+    /// serves: the new generation, already on its way, takes over instead of
+    /// a restart of the old spec.
+    pub(super) fn take_over(&mut self, a: &mut Agent, i: usize, what: &str, out: &mut Out) -> bool {
+        let ongoing = a
+            .rollout
+            .as_ref()
+            .is_some_and(|r| r.blue_green && r.in_progress() && !r.taken_over);
+        let others_serve = a
+            .replicas
+            .iter()
+            .enumerate()
+            .any(|(j, r)| j != i && r.life.serving());
+        if !ongoing || others_serve || self.shutdown {
+            return false;
+        }
+        let r = &mut a.replicas[i];
+        set_life(
+            &a.id,
+            r,
+            Life::Crashed,
+            format!("worker {what} during a rollout"),
+            out,
+        );
+        let old = std::mem::take(&mut a.replicas);
+        for r in &old {
+            if let Some(w) = r.life.worker().cloned() {
+                self.retire(a, w, out);
+            }
+        }
+        let Some(ro) = a.rollout.as_mut() else {
+            return true;
+        };
+        ro.taken_over = true;
+        a.spec = ro.spec.clone();
+        a.package = ro.package.clone();
+        a.replicas = std::mem::take(&mut ro.replicas);
+        if a.replicas.is_empty() {
+            // Still fetching: the new generation starts when the package is here.
+            a.replicas = old
+                .iter()
+                .map(|r| Replica::new(r.index, out.clock.wall))
+                .collect();
+            for j in 0..a.replicas.len() {
+                self.start_replica(a, j, out);
+            }
+        }
+        let who = describe_all(a.replicas.iter().filter_map(|r| r.life.worker()));
+        let who = if who.is_empty() {
+            "the rollout's new version takes over".to_string()
+        } else {
+            format!("the rollout's worker {who} takes over")
+        };
+        out.log(&a.id, Level::Info, who);
+        true
+    }
+
+    pub(super) fn rollout_failed(
+        &mut self,
+        a: &mut Agent,
+        reason: String,
+        retryable: bool,
+        out: &mut Out,
+    ) {
+        let serving = a.serving();
+        let Some(ro) = a.rollout.as_mut() else { return };
+        let abandoned: Vec<_> = ro
+            .replicas
+            .drain(..)
+            .filter_map(|r| r.life.worker().map(|w| w.id))
+            .collect();
+        ro.state = RolloutState::Failed {
+            reason: reason.clone(),
+            retryable,
+        };
+        ro.finished_at = Some(out.clock.wall);
+        let msg = if ro.blue_green && serving {
+            format!("rollout failed, the old worker keeps serving: {reason}")
+        } else {
+            format!("rollout failed: {reason}")
+        };
+        for w in abandoned {
+            out.fx.push(Effect::Signal {
+                worker: w,
+                signal: Signal::Kill,
+            });
+            self.release(w, out);
+        }
+        out.log(&a.id, Level::Error, msg);
+    }
+
+    /// Stops a rollout in progress (its new workers are killed).
+    pub(super) fn cancel_rollout(&mut self, a: &mut Agent, why: &str, out: &mut Out) {
+        if a.rollout.as_ref().is_some_and(|r| r.in_progress()) {
+            self.rollout_failed(a, format!("cancelled: {why}"), false, out);
+        }
+    }
+
+    /// Keeps `current_package` / `previous_package` up to date with what serves.
+    pub(super) fn record_package(&self, a: &mut Agent, out: &mut Out) {
+        let Some(w) = a.replicas.iter().find_map(|r| match &r.life {
+            Life::Ready(w) => Some(w),
+            _ => None,
+        }) else {
+            return;
+        };
+        let rec = PackageRecord {
+            package: redacted(&a.spec.package),
+            package_id: w.package_id.clone(),
+            sha256: a
+                .package
+                .resolved()
+                .map(|r| r.sha256.clone())
+                .or_else(|| a.spec.sha256.clone()),
+            since: w.ready_at.unwrap_or(out.clock.wall),
+        };
+        let same = a.current_package.as_ref().is_some_and(|c| {
+            c.package == rec.package && c.package_id == rec.package_id && c.sha256 == rec.sha256
+        });
+        if !same {
+            a.previous_package = a.current_package.replace(rec);
+        }
+    }
+}
+
+/// In-place rollouts (and taken-over ones) end with the agent: ready, or failed.
+pub(super) fn settle_in_place(a: &mut Agent, out: &mut Out) {
+    let Some(ro) = a
+        .rollout
+        .as_mut()
+        .filter(|r| (!r.blue_green || r.taken_over) && r.in_progress())
+    else {
+        return;
+    };
+    if a.replicas.iter().all(|r| r.state() == State::Ready) {
+        ro.state = RolloutState::RolledOut;
+        ro.finished_at = Some(out.clock.wall);
+    } else if let Some(r) = a.replicas.iter().find(|r| r.state() == State::Failed) {
+        ro.state = RolloutState::Failed {
+            reason: r
+                .last_error
+                .as_ref()
+                .map_or_else(|| "the agent failed".into(), |f| f.message.clone()),
+            retryable: false,
+        };
+        ro.finished_at = Some(out.clock.wall);
+    }
+}
+
+fn describe_all<'a>(workers: impl Iterator<Item = &'a crate::state::agent::Worker>) -> String {
+    workers.map(|w| w.describe()).collect::<Vec<_>>().join(", ")
+}

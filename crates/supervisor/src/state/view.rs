@@ -1,0 +1,221 @@
+//! What the outside sees of the state: one view per process for the API, and
+//! the routing decision per agent for the proxy.
+
+use super::agent::{Agent, Life, Replica, Rollout, RolloutState};
+use super::limits::{self, Shares};
+use super::Supervisor;
+use crate::model::spec::redacted;
+use crate::model::{
+    AgentId, Clock, DrainingView, ProcessView, RolloutStatus, RolloutView, State, WorkerId,
+};
+
+/// One ready worker as the proxy needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub worker: WorkerId,
+    pub port: u16,
+    pub process_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    /// Requests go to these workers.
+    Ready(Vec<Upstream>),
+    /// Known but not routable: 503 with `Retry-After`.
+    NotReady {
+        state: State,
+        retry_after_secs: u32,
+        /// Why it failed (state `failed` only).
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteEntry {
+    pub agent: AgentId,
+    pub route: Route,
+}
+
+impl Supervisor {
+    /// Every process of every agent, in agent order.
+    pub fn views(&self, clock: Clock) -> Vec<ProcessView> {
+        let shares = self.shares();
+        self.agents
+            .values()
+            .flat_map(|a| a.replicas.iter().map(move |r| (a, r)))
+            .map(|(a, r)| self.view_with(a, r, &shares, clock))
+            .collect()
+    }
+
+    /// The routing table's content.
+    pub fn routes(&self, clock: Clock) -> Vec<RouteEntry> {
+        self.agents
+            .values()
+            .map(|a| RouteEntry {
+                agent: a.id.clone(),
+                route: route(a, clock),
+            })
+            .collect()
+    }
+
+    pub(super) fn view_of(&self, a: &Agent, r: &Replica, clock: Clock) -> ProcessView {
+        let mut shares = self.shares();
+        // An agent being answered may be out of the map right now.
+        if !self.agents.contains_key(&a.id) {
+            add_agent(&mut shares, a);
+        }
+        self.view_with(a, r, &shares, clock)
+    }
+
+    fn shares(&self) -> Shares {
+        let mut shares = Shares::default();
+        for a in self.agents.values() {
+            add_agent(&mut shares, a);
+        }
+        shares
+    }
+
+    fn view_with(&self, a: &Agent, r: &Replica, shares: &Shares, clock: Clock) -> ProcessView {
+        let w = r.life.worker();
+        ProcessView {
+            process_id: a.id.process_id(r.index),
+            agent_id: a.id.to_string(),
+            replica: r.index,
+            state: r.state(),
+            port: w.and_then(|w| w.port),
+            pid: w.and_then(|w| w.pid),
+            worker: w.map(|w| w.id.0),
+            url: format!("/agents/{}", a.id),
+            package_path: redacted(&a.spec.package),
+            package_id: w
+                .and_then(|w| w.package_id.clone())
+                .or_else(|| a.spec.package_id.clone()),
+            sha256: a
+                .package
+                .resolved()
+                .map(|r| r.sha256.clone())
+                .or_else(|| a.spec.sha256.clone()),
+            restart_policy: a.spec.restart_policy,
+            max_restarts: a.spec.max_restarts,
+            restarts: r.restarts,
+            consecutive_failures: r.failures,
+            last_error: r.last_error.as_ref().map(|f| f.message.clone()),
+            last_error_class: r.last_error.as_ref().map(|f| f.class.clone()),
+            last_exit: r.last_exit.clone(),
+            state_since: r.since,
+            started_at: w.map(|w| w.started_at),
+            ready_at: w.and_then(|w| w.ready_at),
+            next_restart_in_seconds: match r.life {
+                Life::Backoff { until } => {
+                    Some(until.saturating_duration_since(clock.now).as_secs_f64())
+                }
+                _ => None,
+            },
+            limits: limits::limits(&a.spec, shares, &self.cfg.budget),
+            meta: w.and_then(|w| w.meta.clone()),
+            in_flight: 0,
+            origin: a.origin,
+            package_file: a
+                .package
+                .resolved()
+                .map(|r| r.path.clone())
+                .or_else(|| (!a.spec.is_remote()).then(|| a.spec.package.clone())),
+            current_package: a.current_package.clone(),
+            previous_package: a.previous_package.clone(),
+            rollout: a.rollout.as_ref().map(rollout_view),
+            draining: a
+                .retiring
+                .iter()
+                .map(|w| DrainingView {
+                    pid: w.pid.unwrap_or(0),
+                    port: w.port.unwrap_or(0),
+                    in_flight: 0,
+                    term_sent: w.term_sent,
+                    worker: w.id.0,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn add_agent(shares: &mut Shares, a: &Agent) {
+    let n = a
+        .replicas
+        .iter()
+        .filter(|r| limits::counts(r.state()))
+        .count();
+    if n > 0 {
+        shares.add(&a.spec, n as u32);
+    }
+}
+
+fn route(a: &Agent, clock: Clock) -> Route {
+    let ready: Vec<_> = a
+        .replicas
+        .iter()
+        .filter_map(|r| match &r.life {
+            Life::Ready(w) => w.port.map(|port| Upstream {
+                worker: w.id,
+                port,
+                process_id: a.id.process_id(r.index),
+            }),
+            _ => None,
+        })
+        .collect();
+    if !ready.is_empty() {
+        return Route::Ready(ready);
+    }
+    let first = &a.replicas[0];
+    let state = first.state();
+    Route::NotReady {
+        state,
+        retry_after_secs: match (&first.life, state) {
+            (Life::Backoff { until }, _) => {
+                until.saturating_duration_since(clock.now).as_secs().max(1) as u32
+            }
+            (_, State::Failed | State::Stopped | State::Crashed) => 30,
+            _ => 1,
+        },
+        reason: first
+            .last_error
+            .as_ref()
+            .filter(|_| state == State::Failed)
+            .map(|f| f.message.clone()),
+    }
+}
+
+fn rollout_view(r: &Rollout) -> RolloutView {
+    let (state, phase, reason) = match &r.state {
+        RolloutState::Fetching => (RolloutStatus::Rolling, Some("fetching"), None),
+        RolloutState::Starting => (RolloutStatus::Rolling, Some("starting"), None),
+        RolloutState::RolledOut => (RolloutStatus::RolledOut, None, None),
+        RolloutState::Failed { reason, .. } => {
+            (RolloutStatus::RolloutFailed, None, Some(reason.clone()))
+        }
+    };
+    let next = r.replicas.first().and_then(|x| x.life.worker());
+    RolloutView {
+        state,
+        phase,
+        reason,
+        strategy: if r.blue_green {
+            "blue-green"
+        } else {
+            "in-place"
+        },
+        to_package: redacted(&r.spec.package),
+        to_sha256: r
+            .package
+            .resolved()
+            .map(|x| x.sha256.clone())
+            .or_else(|| r.spec.sha256.clone()),
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        duration_ms: r
+            .finished_at
+            .and_then(|f| f.duration_since(r.started_at).ok())
+            .map(|d| d.as_millis() as u64),
+        worker_pid: next.and_then(|w| w.pid),
+        worker_port: next.and_then(|w| w.port),
+    }
+}
