@@ -218,28 +218,39 @@ impl Supervisor {
             WorkerEvent::Probe { .. } => {}
             WorkerEvent::Exited { exit, errors } => {
                 let w = r.life.worker().cloned();
-                let (kill, health) = w
-                    .map(|w| (w.kill_reason, w.health_error))
-                    .unwrap_or_default();
-                let retryable = !exit.is_package_failure() && kill.is_none();
-                let mut reason = match (&kill, exit.is_package_failure()) {
-                    (Some(k), _) => k.message.clone(),
-                    (None, true) => format!(
-                        "package failure (exit {})",
-                        par_contract::exit::PACKAGE_FAILURE
-                    ),
-                    (None, false) => {
-                        format!("the new worker {} before it was ready", exit.describe())
-                    }
-                };
-                let mut detail: Vec<String> = health.into_iter().collect();
-                detail.extend(errors);
-                if !detail.is_empty() {
-                    reason = format!("{reason}: {}", detail.join(" | "));
-                }
-                self.rollout_failed(a, reason, retryable, out);
+                self.rollout_exited(a, w, &exit, errors, out);
             }
         }
+    }
+
+    /// A new worker exited before the switch: the rollout failed, the old
+    /// version keeps serving.
+    fn rollout_exited(
+        &mut self,
+        a: &mut Agent,
+        w: Option<crate::state::agent::Worker>,
+        exit: &crate::model::ExitInfo,
+        errors: Vec<String>,
+        out: &mut Out,
+    ) {
+        let (kill, health) = w
+            .map(|w| (w.kill_reason, w.health_error))
+            .unwrap_or_default();
+        let retryable = !exit.is_package_failure() && kill.is_none();
+        let mut reason = match (&kill, exit.is_package_failure()) {
+            (Some(k), _) => k.message.clone(),
+            (None, true) => format!(
+                "package failure (exit {})",
+                par_contract::exit::PACKAGE_FAILURE
+            ),
+            (None, false) => format!("the new worker {} before it was ready", exit.describe()),
+        };
+        let mut detail: Vec<String> = health.into_iter().collect();
+        detail.extend(errors);
+        if !detail.is_empty() {
+            reason = format!("{reason}: {}", detail.join(" | "));
+        }
+        self.rollout_failed(a, reason, retryable, out);
     }
 
     /// Every new replica is ready: the route switches to them in one publish,
