@@ -428,3 +428,36 @@ fn a_worker_that_stays_over_its_memory_limit_is_restarted_by_the_watchdog() {
     );
     assert!(usage["resources"]["threads"].as_u64().unwrap() >= 1);
 }
+
+/// `spawn?wait=true` of an agent that exits while starting, with no restart
+/// coming (policy `never`), answers at the exit with the state in the body —
+/// not when the wait's timeout runs out.
+#[test]
+fn spawn_wait_answers_an_exit_during_start() {
+    let sup = Supervisor::start("waitexit", "", "", &[]);
+    let body = format!(
+        r#"{{"agent_id":"gone","package_path":"{}","restart_policy":"never","env_vars":{{"FAKE_NEVER_READY":"1","FAKE_CRASH_AFTER":"0.3"}}}}"#,
+        sup.pkg()
+    );
+    let t = Instant::now();
+    let r = http(
+        sup.port,
+        "POST",
+        "/supervisor/spawn?wait=true&timeout=60",
+        &[],
+        body.as_bytes(),
+    )
+    .unwrap();
+    let took = t.elapsed();
+    eprintln!("spawn?wait answered {} after {took:?}", r.status);
+    assert_eq!(r.status, 500, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["state"], "crashed", "{v}");
+    assert_eq!(v["error"]["code"], "agent_not_running", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("code 3"),
+        "{v}"
+    );
+    // Far below the 60 s timeout it would otherwise have waited for.
+    assert!(took < Duration::from_secs(30), "{took:?}");
+}

@@ -28,13 +28,17 @@ impl AttemptError {
     }
 }
 
-/// The delay before retry number `retry` (0-based): `initial × 2^retry`,
-/// capped at `max`, then scaled by a random factor in [0.5, 1.0] so that many
+/// The delay before retry number `retry` (0-based): PAR's one backoff,
+/// `initial × 2^retry` capped at `max`, spread by ±50 % so that many
 /// containers retrying at once spread out.
 pub(crate) fn delay(initial: Duration, max: Duration, retry: u32) -> Duration {
-    let factor = 2u32.saturating_pow(retry.min(30));
-    let full = initial.saturating_mul(factor).min(max);
-    full.mul_f64(0.5 + fastrand::f64() * 0.5)
+    let backoff = par_contract::backoff::Backoff {
+        initial,
+        multiplier: 2.0,
+        max,
+        jitter: 0.5,
+    };
+    backoff.delay(retry, fastrand::f64())
 }
 
 /// Runs `attempt` until it succeeds, fails permanently, or `opts.retries`
@@ -69,7 +73,7 @@ where
                     source = location,
                     attempt = n + 1,
                     retry_in_ms = wait.as_millis() as u64,
-                    error = %error_chain(&e.error),
+                    error = %par_telemetry::error_chain(&e.error),
                     "package download failed, retrying"
                 );
                 tokio::time::sleep(wait).await;
@@ -77,17 +81,6 @@ where
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
@@ -105,7 +98,7 @@ mod tests {
             for _ in 0..50 {
                 let d = delay(init, max, retry);
                 assert!(
-                    d <= full && d >= full / 2,
+                    d <= max && d >= full / 2 && d <= full.mul_f64(1.5),
                     "retry {retry}: {d:?} vs {full:?}"
                 );
             }
