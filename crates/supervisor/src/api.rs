@@ -51,6 +51,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             delete(remove).put(put_agent).get(get_agent),
         )
         .route("/supervisor/reload", post(reload))
+        .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }

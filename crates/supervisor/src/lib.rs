@@ -21,6 +21,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod desired;
 pub mod error;
 pub mod lifecycle;
