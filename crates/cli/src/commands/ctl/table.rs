@@ -147,8 +147,9 @@ pub fn agents_table(procs: &[Value], color: bool) -> Vec<String> {
         .iter()
         .map(|p| {
             let state = str_field(p, "state");
-            let r = p.get("resources");
             let running = p.get("pid").is_some_and(|v| !v.is_null());
+            // A dead worker's last usage sample can linger in the status.
+            let r = p.get("resources").filter(|_| running);
             let uptime = if running {
                 age(p.get("started_at")).map_or("-".into(), duration)
             } else {

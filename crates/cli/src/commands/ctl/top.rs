@@ -204,8 +204,12 @@ fn frame(status: &Value, hist: &History, url: &str) -> Vec<String> {
         .iter()
         .map(|p| {
             let id = str_field(p, "agent_id");
-            let r = &p["resources"];
             let running = !p["pid"].is_null();
+            let r = if running {
+                &p["resources"]
+            } else {
+                &Value::Null
+            };
             vec![
                 (id.clone(), None),
                 (str_field(p, "state"), None),

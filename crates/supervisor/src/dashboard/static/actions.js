@@ -16,7 +16,11 @@ export function init(tokenChanged) {
     if (dlg.returnValue === "save" && input.value.trim()) setToken(input.value.trim());
     if (dlg.returnValue === "forget") setToken("");
     input.value = "";
-    if (dlg.returnValue === "save" || dlg.returnValue === "forget") onTokenChange();
+    if (dlg.returnValue === "save" || dlg.returnValue === "forget") {
+      // Refusals that asked for the token are answered now.
+      for (const t of document.querySelectorAll(".toast.bad")) if (/token/i.test(t.textContent)) t.remove();
+      onTokenChange();
+    }
   });
 }
 

@@ -32,16 +32,18 @@ function pkgRecord(r) {
 function failureCard(p, serverNow) {
   const ex = p.last_exit && typeof p.last_exit === "object" ? p.last_exit : null;
   const err = errorText(p.last_error);
-  if (!ex && !err) return card("Last failure", "last-failure", h("p", { class: "muted" }, "None since the supervisor started."));
-  const how = ex ? (ex.signal ? `signal ${ex.signal}` : `exit code ${text(ex.code)}`) : DASH;
+  const exit = ex ? `${ex.signal ? `signal ${ex.signal}` : `exit code ${text(ex.code)}`} after ${duration(ex.ran_seconds)}, ${ago(serverNow, ex.at)}` : null;
+  if (!err) {
+    return card("Last failure", "last-failure", h("p", { class: "muted" }, "None since the supervisor started."), exit ? dl([["Last exit", exit]]) : "");
+  }
+  const kind = errorKind(p.last_error) || (p.state === "failed" ? "cannot start (not retried)" : "crashed (restarted)");
   return card(
     "Last failure",
     "last-failure",
     dl([
-      ["Kind", errorKind(p.last_error) || (p.state === "failed" ? "package (not retried)" : ex ? "exit" : DASH)],
-      ["Exit", ex ? `${how} after ${duration(ex.ran_seconds)}` : DASH],
-      ["When", ex ? ago(serverNow, ex.at) : DASH],
-      ["Error", err || DASH, { class: err ? "err" : "" }],
+      ["Kind", kind],
+      ["Error", err, { class: "err" }],
+      ["Last exit", exit],
       ["Failures in a row", text(p.consecutive_failures)],
       ["Next restart", isNum(p.next_restart_in_seconds) ? "in " + duration(p.next_restart_in_seconds) : null],
     ]),

@@ -158,5 +158,6 @@ export class LogView {
       if (!line.hidden) shown++;
     }
     this.status.textContent = this.query ? `${shown} of ${this.entries.length} lines match` : `${this.entries.length} lines`;
+    if (this.follow) this.list.scrollTop = this.list.scrollHeight;
   }
 }

@@ -40,7 +40,7 @@ function recordUsage(now) {
   for (const p of model.processes) {
     const key = p.process_id;
     seen.add(key);
-    const r = p.resources || {};
+    const r = p.pid ? p.resources || {} : {};
     const list = model.usage.get(key) || [];
     list.push({ t: now, rss: r.rss_mb, cpu: r.cpu_percent });
     while (list.length && now - list[0].t > USAGE_KEEP_MS) list.shift();

@@ -65,7 +65,8 @@ export function render(tbody, model, onSelect) {
     }
     tr.classList.toggle("selected", model.selected === p.agent_id);
     const usage = model.usage.get(p.process_id) || [];
-    const r = p.resources || {};
+    // No process, no usage (the last sample of a dead worker can linger in the status).
+    const r = p.pid ? p.resources || {} : {};
     const started = time(p.started_at);
     const up = p.pid && isNum(started) ? (serverNow - started) / 1000 : NaN;
     const meta = p.meta && typeof p.meta === "object" ? p.meta : {};

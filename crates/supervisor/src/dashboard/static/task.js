@@ -35,13 +35,15 @@ export function render(root, model) {
   const procs = model.processes;
   const memMb = isNum(res.memory_bytes) ? res.memory_bytes / (1024 * 1024) : NaN;
   const cpus = res.cpus;
-  const rssSum = procs.reduce((a, p) => a + ((p.resources && p.resources.rss_mb) || 0), 0);
-  const cpuSum = procs.reduce((a, p) => a + ((p.resources && p.resources.cpu_percent) || 0), 0);
+  // Usage only of processes that run (a dead worker's last sample can linger).
+  const use = (p) => (p.pid && p.resources) || {};
+  const rssSum = procs.reduce((a, p) => a + (use(p).rss_mb || 0), 0);
+  const cpuSum = procs.reduce((a, p) => a + (use(p).cpu_percent || 0), 0);
   const running = procs.filter((p) => p.limits && p.state !== "stopped" && p.state !== "failed");
   const memItems = running.map((p) => ({
     id: p.agent_id,
     value: p.limits.memory_limit_mb,
-    used: p.resources && p.resources.rss_mb,
+    used: use(p).rss_mb,
     label: mb(p.limits.memory_limit_mb),
     source: p.limits.memory_limit_source,
     explicit: p.limits.memory_limit_source === "explicit",
@@ -49,7 +51,7 @@ export function render(root, model) {
   const cpuItems = running.map((p) => ({
     id: p.agent_id,
     value: p.limits.cpu_limit,
-    used: p.resources && isNum(p.resources.cpu_percent) ? p.resources.cpu_percent / 100 : NaN,
+    used: isNum(use(p).cpu_percent) ? use(p).cpu_percent / 100 : NaN,
     label: num(p.limits.cpu_limit, 2) + " CPU",
     source: p.limits.cpu_limit_source,
     explicit: p.limits.cpu_limit_source === "explicit",
