@@ -23,6 +23,10 @@ pub use client::CtlError;
 use client::{Api, Token};
 
 #[derive(Args)]
+#[command(
+    after_help = "Exit codes: 0 done (also logs -f and top ended by Ctrl-C), 1 the operation \
+failed, 2 usage, 3 supervisor not reachable, 4 admin token needed or refused, 5 unknown agent."
+)]
 pub struct CtlArgs {
     /// The supervisor's address [default: http://127.0.0.1:$SUPERVISOR_PORT, port 8000].
     #[arg(long, global = true)]
@@ -55,6 +59,10 @@ enum CtlCommand {
     #[command(alias = "delete")]
     Rm(ActArgs),
     /// Roll out a new package to an agent (blue/green).
+    ///
+    /// The spec sent is what the status shows (restart policy, max restarts,
+    /// explicit limits) with the new package; env_vars and backoff settings are
+    /// not in the status and return to their defaults.
     Rollout(rollout::RolloutArgs),
     /// Re-read the declared agents and reconcile.
     Reload,
