@@ -70,10 +70,10 @@ fn process(sup: &Supervisor, id: &str) -> Value {
 
 #[test]
 fn dashboard_in_a_real_browser() {
-    // Agent c backs off for 3 s after a crash, longer than the page's 1 s poll.
+    // Agent c backs off for 5 s after a crash, longer than the page's 1 s poll.
     let agents =
-        example_agents_toml().replace("restart_delay_seconds = 0.2", "restart_delay_seconds = 3.0");
-    assert!(agents.contains("restart_delay_seconds = 3.0"));
+        example_agents_toml().replace("restart_delay_seconds = 0.2", "restart_delay_seconds = 5.0");
+    assert!(agents.contains("restart_delay_seconds = 5.0"));
     let mut sup = Supervisor::start_with("dashboard", "", &agents, &[("PAR_ADMIN_TOKEN", TOKEN)]);
     for id in ["a", "b", "c"] {
         sup.wait_ready(id, LONG);
