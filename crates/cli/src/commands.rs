@@ -1,4 +1,5 @@
-//! Helper subcommands that are not a server mode.
+//! The subcommands that are not a server mode.
 
+pub mod ctl;
 pub mod inspect;
 pub mod pack;

@@ -1,4 +1,4 @@
-//! `par`: one binary, several modes (supervisor, worker, run, pack, inspect).
+//! `par`: one binary, several modes (supervisor, worker, run, pack, inspect, ctl).
 //! Thin on purpose: parse, dispatch, print the error chain, map to an exit code.
 
 mod commands;
@@ -24,6 +24,8 @@ enum Command {
     Pack(commands::pack::PackArgs),
     /// Print an APKG's manifest and surfaces.
     Inspect(commands::inspect::InspectArgs),
+    /// Control a running supervisor (ls, logs, restart, rollout, top...).
+    Ctl(commands::ctl::CtlArgs),
 }
 
 fn main() {
@@ -50,6 +52,7 @@ fn main() {
         Command::Run(a) => par_worker::cli::run_single(a),
         Command::Pack(a) => commands::pack::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
+        Command::Ctl(a) => commands::ctl::run(a),
     };
     if let Err(e) = result {
         fail(e)
@@ -68,5 +71,9 @@ fn fail(e: anyhow::Error) -> ! {
     for cause in e.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }
-    std::process::exit(1)
+    // `par ctl` documents its exit codes; everything else fails with 1.
+    let code = e
+        .downcast_ref::<commands::ctl::CtlError>()
+        .map_or(1, commands::ctl::CtlError::exit_code);
+    std::process::exit(code)
 }

@@ -450,3 +450,17 @@ pub fn pid_alive(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// The `[[agents]]` of examples/multipar.toml (a, b, c = echo, multi,
+/// flaky) with absolute package paths.
+pub fn example_agents_toml() -> String {
+    let text = std::fs::read_to_string(repo_root().join("examples/multipar.toml")).unwrap();
+    let agents = text
+        .split_once("[[agents]]")
+        .map(|(_, a)| format!("[[agents]]{a}"))
+        .unwrap();
+    agents.replace(
+        "package = \"agents/",
+        &format!("package = \"{}/examples/agents/", repo_root().display()),
+    )
+}

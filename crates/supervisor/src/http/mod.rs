@@ -1,8 +1,9 @@
 //! The supervisor's HTTP side: the listener and its proxy threads (`server`),
 //! the hot path to workers (`proxy`, reading `route_table`), the management
-//! API (`api`), metrics, and the one HTTP error type.
+//! API (`api`), the dashboard page, metrics, and the one HTTP error type.
 
 pub mod api;
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod proxy;

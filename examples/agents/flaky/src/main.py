@@ -3,6 +3,7 @@
 {"action": "sleep", "seconds": N}  answers after N seconds
 {"action": "fail"}                 raises RuntimeError (HTTP 500)
 {"action": "crash"}                exits the agent host at once (the worker exits 1)
+{"action": "log", "message": M}    prints M (the supervisor's logs show it)
 anything else                      {"ok": true}
 """
 
@@ -20,4 +21,8 @@ def handler(context):
         raise RuntimeError("requested failure")
     if action == "crash":
         os._exit(3)
+    if action == "log":
+        message = str(context.get("message", ""))
+        print(message, flush=True)
+        return {"logged": message}
     return {"ok": True}

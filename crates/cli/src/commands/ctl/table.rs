@@ -1,0 +1,228 @@
+//! How `par ctl` prints: aligned tables, state colours on a terminal only,
+//! and a closed pipe (`| head`) ending the program quietly.
+
+use std::io::{IsTerminal as _, Write as _};
+
+use serde_json::Value;
+
+use super::client::{error_text, str_field, text};
+
+/// Standard output, line by line.
+pub struct Out {
+    color: bool,
+}
+
+impl Out {
+    pub fn stdout() -> Out {
+        let color = std::io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none()
+            && std::env::var("TERM").map_or(true, |t| t != "dumb");
+        Out { color }
+    }
+
+    pub fn color(&self) -> bool {
+        self.color
+    }
+
+    pub fn line(&mut self, s: &str) -> std::io::Result<()> {
+        self.raw(&format!("{s}\n"))
+    }
+
+    pub fn raw(&mut self, s: &str) -> std::io::Result<()> {
+        let mut o = std::io::stdout().lock();
+        match o.write_all(s.as_bytes()).and_then(|_| o.flush()) {
+            // The reader went away (`par ctl logs -f | head`): that is the end, not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+            r => r,
+        }
+    }
+}
+
+pub fn duration(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "-".into();
+    }
+    let s = secs as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=172_799 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+pub fn mb(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v >= 10240.0 => format!("{:.1} GB", v / 1024.0),
+        Some(v) if v >= 100.0 => format!("{v:.0} MB"),
+        Some(v) => format!("{v:.1} MB"),
+        None => "-".into(),
+    }
+}
+
+/// ANSI colour of a lifecycle state.
+fn state_color(state: &str) -> &'static str {
+    match state {
+        "ready" => "32",
+        "pending" | "fetching" | "starting" | "idle" => "36",
+        "unhealthy" | "backoff" | "crashed" => "33",
+        "failed" => "31",
+        _ => "2",
+    }
+}
+
+pub fn paint(s: &str, code: &str, color: bool) -> String {
+    if color {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Seconds since an RFC 3339 time, by this machine's clock.
+pub fn age(v: Option<&Value>) -> Option<f64> {
+    let t = humantime::parse_rfc3339_weak(v?.as_str()?).ok()?;
+    std::time::SystemTime::now()
+        .duration_since(t)
+        .ok()
+        .map(|d| d.as_secs_f64())
+}
+
+/// Lines of an aligned table; `colors[i]` paints cell `i` of a row (after padding).
+pub fn layout(
+    header: &[&str],
+    rows: &[Vec<(String, Option<&'static str>)>],
+    color: bool,
+) -> Vec<String> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, (c, _)) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let pad = |s: &str, w: usize| format!("{s}{}", " ".repeat(w.saturating_sub(s.chars().count())));
+    let mut lines = vec![header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| paint(&pad(h, widths[i]), "1", color))
+        .collect::<Vec<_>>()
+        .join("  ")
+        .trim_end()
+        .to_string()];
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, (c, code))| {
+                let padded = pad(c, widths.get(i).copied().unwrap_or(0));
+                match code {
+                    Some(code) => paint(&padded, code, color),
+                    None => padded,
+                }
+            })
+            .collect();
+        lines.push(cells.join("  ").trim_end().to_string());
+    }
+    lines
+}
+
+/// `par ctl ls`: one row per process, like `pm2 ls`.
+pub fn agents_table(procs: &[Value], color: bool) -> Vec<String> {
+    let header = [
+        "ID",
+        "PROCESS",
+        "STATE",
+        "PACKAGE",
+        "PORT",
+        "PID",
+        "RESTARTS",
+        "UPTIME",
+        "CPU",
+        "MEM",
+        "MEM LIMIT",
+    ];
+    let rows: Vec<Vec<(String, Option<&'static str>)>> = procs
+        .iter()
+        .map(|p| {
+            let state = str_field(p, "state");
+            let running = p.get("pid").is_some_and(|v| !v.is_null());
+            // A dead worker's last usage sample can linger in the status.
+            let r = p.get("resources").filter(|_| running);
+            let uptime = if running {
+                age(p.get("started_at")).map_or("-".into(), duration)
+            } else {
+                "-".into()
+            };
+            let limits = p.get("limits");
+            let mem_limit = limits.and_then(|l| l["memory_limit_mb"].as_f64()).map(|m| {
+                format!(
+                    "{} {}",
+                    mb(Some(m)),
+                    limits.map_or("-".into(), |l| text(l.get("memory_enforcement")))
+                )
+            });
+            let mut state_cell = state.clone();
+            if state == "backoff" {
+                if let Some(s) = p["next_restart_in_seconds"].as_f64() {
+                    state_cell = format!("backoff ({s:.1}s)");
+                }
+            }
+            if p["rollout"]["state"] == "rolling" {
+                state_cell.push_str(" +rollout");
+            }
+            vec![
+                (str_field(p, "agent_id"), None),
+                (str_field(p, "process_id"), None),
+                (state_cell, Some(state_color(&state))),
+                (
+                    text(
+                        p.get("package_id")
+                            .filter(|v| !v.is_null())
+                            .or_else(|| p.pointer("/current_package/package_id")),
+                    ),
+                    None,
+                ),
+                (text(p.get("port")), None),
+                (text(p.get("pid")), None),
+                (text(p.get("restarts")), None),
+                (uptime, None),
+                (
+                    r.and_then(|r| r["cpu_percent"].as_f64())
+                        .map_or("-".into(), |c| format!("{c:.1}%")),
+                    None,
+                ),
+                (mb(r.and_then(|r| r["rss_mb"].as_f64())), None),
+                (mem_limit.unwrap_or_else(|| "-".into()), None),
+            ]
+        })
+        .collect();
+    let mut lines = layout(&header, &rows, color);
+    for p in procs {
+        if p["state"] == "failed" || p["state"] == "backoff" {
+            let e = error_text(p.get("last_error"));
+            if e != "-" {
+                lines.push(format!("  {}: {e}", str_field(p, "agent_id")));
+            }
+        }
+    }
+    lines
+}
+
+/// The supervisor in one line: version, phase, uptime, agents ready, address.
+pub fn supervisor_line(status: &Value, url: &str) -> String {
+    let s = &status["supervisor"];
+    let phase = match s["state"].as_str() {
+        Some("running") => "serving",
+        Some(other) => other,
+        None => "-",
+    };
+    format!(
+        "par supervisor {} at {url}: {phase}, up {}, {} of {} agents ready",
+        text(s.get("version")),
+        s["uptime_seconds"].as_f64().map_or("-".into(), duration),
+        text(status.get("agents_ready")),
+        text(status.get("agents_total")),
+    )
+}

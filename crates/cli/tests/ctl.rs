@@ -1,0 +1,389 @@
+//! `par ctl` end to end against a real supervisor running the example agents:
+//! ls, logs (and `-f` ended by SIGINT), restart/stop/start/rm, rollout
+//! --wait, reload, top; the exit codes of a missing supervisor, a missing or
+//! wrong token, and an unknown agent.
+
+mod supervisor_support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use supervisor_support::*;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// `par ctl --url <sup> ARGS` with a private PAR_HOME (no token file) and no token in the environment.
+fn ctl_cmd(port: u16, home: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_par"));
+    cmd.arg("ctl")
+        .arg("--url")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(args)
+        .env_remove("PAR_ADMIN_TOKEN")
+        .env_remove("SUPERVISOR_PORT")
+        .env("PAR_HOME", home)
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+fn ctl(port: u16, home: &std::path::Path, args: &[&str]) -> Output {
+    ctl_cmd(port, home, args).output().expect("run par ctl")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn expect(o: &Output, code: i32, what: &str) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "{what}: exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        out(o),
+        err(o)
+    );
+}
+
+fn start_examples(tag: &str) -> Supervisor {
+    let sup = Supervisor::start_with(tag, "", &example_agents_toml(), &[]);
+    for id in ["a", "b", "c"] {
+        sup.wait_ready(id, LONG);
+    }
+    sup
+}
+
+fn invoke(port: u16, agent: &str, body: &str) -> Resp {
+    http(
+        port,
+        "POST",
+        &format!("/agents/{agent}/invoke"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap()
+}
+
+/// A copy of the echo example with another version, as a new package to roll out.
+fn echo_v2(dir: &std::path::Path) -> String {
+    let src = repo_root().join("examples/agents/echo");
+    let dst = dir.join("echo-v2");
+    std::fs::create_dir_all(dst.join("src")).unwrap();
+    let manifest = std::fs::read_to_string(src.join("agent.yaml")).unwrap();
+    assert!(manifest.contains("version: 0.1.0"), "{manifest}");
+    std::fs::write(
+        dst.join("agent.yaml"),
+        manifest.replace("version: 0.1.0", "version: 0.2.0"),
+    )
+    .unwrap();
+    for f in ["__init__.py", "main.py"] {
+        std::fs::copy(src.join("src").join(f), dst.join("src").join(f)).unwrap();
+    }
+    dst.display().to_string()
+}
+
+#[test]
+fn ctl_lists_reads_logs_and_controls_agents() {
+    let sup = start_examples("ctl");
+    let home = sup.dir.path().join("ctl-home");
+    let port = sup.port;
+
+    let o = ctl(port, &home, &["ls"]);
+    expect(&o, 0, "ls");
+    let text = out(&o);
+    assert!(text.contains("3 of 3 agents ready"), "{text}");
+    for (id, pkg) in [
+        ("a", "echo@0.1.0"),
+        ("b", "multi@0.1.0"),
+        ("c", "flaky@0.1.0"),
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .unwrap_or_else(|| panic!("no row for {id}:\n{text}"));
+        assert!(
+            row.contains(&format!("par-{id}")) && row.contains("ready") && row.contains(pkg),
+            "{row}"
+        );
+    }
+    let o = ctl(port, &home, &["ls", "--json"]);
+    expect(&o, 0, "ls --json");
+    let list: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<&str> = list.iter().filter_map(|p| p["agent_id"].as_str()).collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    assert!(list.iter().all(|p| p["state"] == "ready"));
+
+    // Logs: a line the agent prints is there at its level, not above it.
+    let marker = format!("ctl-log-line-{}", std::process::id());
+    let r = invoke(
+        port,
+        "c",
+        &format!(r#"{{"action":"log","message":"{marker}"}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let o = wait_until(
+        Duration::from_secs(10),
+        "the printed line in par ctl logs",
+        || {
+            let o = ctl(port, &home, &["logs", "c"]);
+            out(&o).contains(&marker).then_some(o)
+        },
+    );
+    expect(&o, 0, "logs c");
+    let line = out(&o)
+        .lines()
+        .find(|l| l.contains(&marker))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.contains("INFO") && line.contains("par-c") && line.contains("stdout"),
+        "{line}"
+    );
+    let o = ctl(port, &home, &["logs", "--level", "error", "c"]);
+    expect(&o, 0, "logs --level error");
+    assert!(!out(&o).contains(&marker), "{}", out(&o));
+    let o = ctl(port, &home, &["logs", "--json", "-n", "5", "par-c"]);
+    expect(&o, 0, "logs --json");
+    let lines: Vec<Value> = out(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty() && lines.len() <= 5 && lines.iter().all(|e| e["agent_id"] == "c"));
+    let o = ctl(port, &home, &["logs", "nobody"]);
+    expect(&o, 5, "logs of an unknown agent");
+    assert!(
+        err(&o).contains("unknown agent \"nobody\"") && err(&o).contains("a, b, c"),
+        "{}",
+        err(&o)
+    );
+    let o = ctl(port, &home, &["logs", "--level", "loud", "c"]);
+    expect(&o, 2, "a level that does not exist");
+
+    // restart --wait: a new worker, ready.
+    let pid_a = sup.process("a").unwrap()["pid"].clone();
+    let o = ctl(port, &home, &["restart", "a", "--wait"]);
+    expect(&o, 0, "restart a --wait");
+    assert!(out(&o).contains("par-a ready"), "{}", out(&o));
+    let a = sup.process("a").unwrap();
+    assert_eq!(a["state"], "ready");
+    assert_ne!(a["pid"], pid_a);
+
+    // stop, start, start again (nothing to do).
+    let o = ctl(port, &home, &["stop", "b"]);
+    expect(&o, 0, "stop b");
+    assert!(out(&o).contains("par-b stopped"), "{}", out(&o));
+    assert_eq!(sup.process("b").unwrap()["state"], "stopped");
+    let o = ctl(port, &home, &["start", "par-b", "--wait"]);
+    expect(&o, 0, "start b");
+    assert_eq!(sup.process("b").unwrap()["state"], "ready");
+    let o = ctl(port, &home, &["start", "b"]);
+    expect(&o, 0, "start a ready agent");
+    assert!(out(&o).contains("already ready"), "{}", out(&o));
+
+    // rm, then the agent is unknown; reload brings the declared one back.
+    let o = ctl(port, &home, &["rm", "c"]);
+    expect(&o, 0, "rm c");
+    assert!(
+        out(&o).contains("agent c deleted") && out(&o).contains("next reload"),
+        "{}",
+        out(&o)
+    );
+    assert!(sup.process("c").is_none());
+    expect(
+        &ctl(port, &home, &["restart", "c"]),
+        5,
+        "restart of a deleted agent",
+    );
+    let o = ctl(port, &home, &["reload"]);
+    expect(&o, 0, "reload");
+    let started = out(&o)
+        .lines()
+        .find(|l| l.starts_with("started"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(started.contains('c'), "{}", out(&o));
+    sup.wait_ready("c", LONG);
+
+    // rollout --wait: the new version serves; a bad package fails with 1 and leaves the old one.
+    let v2 = echo_v2(sup.dir.path());
+    let o = ctl(port, &home, &["rollout", "a", &v2, "--wait"]);
+    expect(&o, 0, "rollout a --wait");
+    assert!(
+        out(&o).contains("rolled out a: echo@0.1.0 -> echo@0.2.0"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(sup.process("a").unwrap()["package_id"], "echo@0.2.0");
+    assert_eq!(invoke(port, "a", r#"{"x":1}"#).status, 200);
+    let broken = sup.dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("agent.yaml"),
+        "name: broken\nentrypoint: [not, a, string]\n",
+    )
+    .unwrap();
+    let o = ctl(
+        port,
+        &home,
+        &[
+            "rollout",
+            "a",
+            broken.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    );
+    expect(&o, 1, "rollout of a broken package");
+    assert!(err(&o).contains("rollout of a failed"), "{}", err(&o));
+    assert_eq!(sup.process("a").unwrap()["package_id"], "echo@0.2.0");
+    assert_eq!(sup.process("a").unwrap()["state"], "ready");
+    let o = ctl(port, &home, &["rollout", "a", &v2, "--sha256", "xyz"]);
+    expect(&o, 2, "a malformed --sha256");
+
+    // top: frames with the agents and request rates.
+    for _ in 0..5 {
+        invoke(port, "b", "{}");
+    }
+    let o = ctl(port, &home, &["top", "-n", "2", "--interval", "300ms"]);
+    expect(&o, 0, "top -n 2");
+    let text = out(&o);
+    assert_eq!(text.matches("REQ/S").count(), 2, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("b ") && l.contains("ready")),
+        "{text}"
+    );
+}
+
+#[test]
+fn ctl_logs_follow_ends_cleanly_on_sigint() {
+    let sup = start_examples("ctl-follow");
+    let home = sup.dir.path().join("ctl-home");
+    let mut child = ctl_cmd(sup.port, &home, &["logs", "-f", "-n", "1", "c"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The backlog line shows the stream is open; then a live line.
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("a backlog line");
+    let marker = format!("followed-{}", std::process::id());
+    invoke(
+        sup.port,
+        "c",
+        &format!(r#"{{"action":"log","message":"{marker}"}}"#),
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the live line in par ctl logs -f");
+        if line.contains(&marker) {
+            break;
+        }
+    }
+    unsafe_free_kill(child.id() as i32, 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "par ctl logs -f did not end on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "exit after SIGINT: {status:?}");
+}
+
+#[test]
+fn ctl_names_a_supervisor_that_is_not_there() {
+    let dir = TempDir::new("ctl-down");
+    let port = free_port();
+    let o = ctl(port, dir.path(), &["ls"]);
+    expect(&o, 3, "ls with no supervisor");
+    assert!(
+        err(&o).contains(&format!(
+            "supervisor not reachable at http://127.0.0.1:{port}"
+        )),
+        "{}",
+        err(&o)
+    );
+    let o = ctl(port, dir.path(), &["logs", "-f", "a"]);
+    expect(&o, 3, "logs -f with no supervisor");
+    let mut cmd = ctl_cmd(port, dir.path(), &["ls"]);
+    let o = cmd.args(["--url", "not a url"]).output().unwrap();
+    expect(&o, 2, "a bad --url");
+    assert!(err(&o).contains("is not a URL"), "{}", err(&o));
+    let o = ctl(port, dir.path(), &["frobnicate"]);
+    expect(&o, 2, "an unknown subcommand");
+}
+
+#[test]
+fn ctl_needs_the_admin_token_when_one_is_set() {
+    let token = "ctl-token-for-tests";
+    let sup = Supervisor::start(
+        "ctl-token",
+        "",
+        "[[agents]]\nid = \"a\"\npackage = \"pkg\"\n",
+        &[("PAR_ADMIN_TOKEN", token)],
+    );
+    sup.wait_ready("a", Duration::from_secs(30));
+    let home = sup.dir.path().join("ctl-home");
+    let port = sup.port;
+    // Reading the status is public.
+    expect(&ctl(port, &home, &["ls"]), 0, "ls without a token");
+    let o = ctl(port, &home, &["restart", "a"]);
+    expect(&o, 4, "restart without a token");
+    assert!(
+        err(&o).contains("needs the admin token") && err(&o).contains("--token"),
+        "{}",
+        err(&o)
+    );
+    expect(&ctl(port, &home, &["logs", "a"]), 4, "logs without a token");
+    let o = ctl(port, &home, &["--token", "not-the-token", "restart", "a"]);
+    expect(&o, 4, "restart with a wrong token");
+    assert!(
+        err(&o).contains("refused the admin token from --token"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(sup.process("a").unwrap()["restarts"], 0);
+
+    let o = ctl(port, &home, &["--token", token, "restart", "a", "--wait"]);
+    expect(&o, 0, "restart with --token");
+    let o = ctl_cmd(port, &home, &["logs", "a"])
+        .env("PAR_ADMIN_TOKEN", token)
+        .output()
+        .unwrap();
+    expect(&o, 0, "logs with PAR_ADMIN_TOKEN");
+    // The supervisor's per-boot token file, when neither is given.
+    std::fs::create_dir_all(home.join("run")).unwrap();
+    std::fs::write(home.join("run/admin-token"), format!("{token}\n")).unwrap();
+    expect(
+        &ctl(port, &home, &["stop", "a"]),
+        0,
+        "stop with the token file",
+    );
+    assert_eq!(sup.process("a").unwrap()["state"], "stopped");
+    std::fs::write(home.join("run/admin-token"), "stale\n").unwrap();
+    let o = ctl(port, &home, &["start", "a"]);
+    expect(&o, 4, "a stale token file");
+    assert!(err(&o).contains("admin-token"), "{}", err(&o));
+}
