@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::model::{Command, CommandError, Input, ProcessView, Reply};
+use crate::model::{AgentView, Command, CommandError, Input, ProcessView, Reply};
 
 /// What the dispatcher receives.
 #[derive(Debug)]
@@ -32,11 +32,14 @@ pub enum Phase {
 
 /// The processes as of the last change.
 pub type Snapshot = Arc<Vec<ProcessView>>;
+/// The agents as wholes as of the last change.
+pub type Agents = Arc<Vec<AgentView>>;
 
 #[derive(Clone)]
 pub struct Control {
     tx: mpsc::UnboundedSender<Message>,
     snapshot: watch::Receiver<Snapshot>,
+    agents: watch::Receiver<Agents>,
     phase: watch::Receiver<Phase>,
 }
 
@@ -44,6 +47,7 @@ pub struct Control {
 pub struct Channels {
     pub rx: mpsc::UnboundedReceiver<Message>,
     pub snapshot: watch::Sender<Snapshot>,
+    pub agents: watch::Sender<Agents>,
     pub phase: watch::Sender<Phase>,
 }
 
@@ -51,16 +55,19 @@ impl Control {
     pub fn new() -> (Control, Channels) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (snapshot_tx, snapshot) = watch::channel(Arc::new(Vec::new()));
+        let (agents_tx, agents) = watch::channel(Arc::new(Vec::new()));
         let (phase_tx, phase) = watch::channel(Phase::Starting);
         (
             Control {
                 tx,
                 snapshot,
+                agents,
                 phase,
             },
             Channels {
                 rx,
                 snapshot: snapshot_tx,
+                agents: agents_tx,
                 phase: phase_tx,
             },
         )
@@ -82,6 +89,10 @@ impl Control {
 
     pub fn processes(&self) -> Snapshot {
         Arc::clone(&self.snapshot.borrow())
+    }
+
+    pub fn agents(&self) -> Agents {
+        Arc::clone(&self.agents.borrow())
     }
 
     /// A receiver of every new snapshot.

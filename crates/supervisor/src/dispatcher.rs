@@ -9,10 +9,11 @@ use tokio::sync::{oneshot, watch};
 
 use crate::control::{Message, Snapshot};
 use crate::http::metrics::Registry;
-use crate::http::route_table::{Route as TableRoute, RouteTable, Table, Upstream};
+use crate::http::route_table::{Admission, Pool, Route as TableRoute, RouteTable, Table, Upstream};
 use crate::logs::LogStore;
 use crate::model::{
-    Clock, Effect, Input, Level, LogRecord, Reply, WaiterId, WorkerEvent, WorkerId,
+    AgentId, Clock, Effect, Input, Level, LogRecord, MetricEvent, Reply, WaiterId, WorkerEvent,
+    WorkerId,
 };
 use crate::runtime::Runtime;
 use crate::state::{Route, Supervisor};
@@ -22,15 +23,21 @@ pub struct Dispatcher {
     pub runtime: Runtime,
     pub rx: tokio::sync::mpsc::UnboundedReceiver<Message>,
     pub snapshot: watch::Sender<Snapshot>,
+    pub agents_view: watch::Sender<crate::control::Agents>,
     pub routes: Arc<RouteTable>,
     pub logs: Arc<LogStore>,
     pub metrics: Arc<Registry>,
     waiters: HashMap<WaiterId, oneshot::Sender<Reply>>,
     next_waiter: u64,
     upstreams: HashMap<WorkerId, Arc<Upstream>>,
-    /// Which agent each started worker belongs to (for its upstream).
-    agents: HashMap<WorkerId, crate::model::AgentId>,
+    /// Each agent's admission state, kept across its restarts.
+    pools: HashMap<AgentId, Arc<Pool>>,
+    /// Agents whose load is sampled (autoscale, scale to zero).
+    sampled: Vec<AgentId>,
 }
+
+/// How often the load of autoscaled and idling agents is sampled.
+const LOAD_SAMPLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Dispatcher {
     pub fn new(
@@ -38,6 +45,7 @@ impl Dispatcher {
         runtime: Runtime,
         rx: tokio::sync::mpsc::UnboundedReceiver<Message>,
         snapshot: watch::Sender<Snapshot>,
+        agents_view: watch::Sender<crate::control::Agents>,
         routes: Arc<RouteTable>,
         logs: Arc<LogStore>,
         metrics: Arc<Registry>,
@@ -47,22 +55,33 @@ impl Dispatcher {
             runtime,
             rx,
             snapshot,
+            agents_view,
             routes,
             logs,
             metrics,
             waiters: HashMap::new(),
             next_waiter: WaiterId::NOBODY.0,
             upstreams: HashMap::new(),
-            agents: HashMap::new(),
+            pools: HashMap::new(),
+            sampled: Vec::new(),
         }
     }
 
     /// Runs until a shutdown has stopped every worker and been answered.
     pub async fn run(mut self) {
         self.publish();
-        while let Some(msg) = self.rx.recv().await {
+        let mut tick = tokio::time::interval(LOAD_SAMPLE);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
             let mut queue = VecDeque::new();
-            queue.push_back(self.input(msg));
+            tokio::select! {
+                msg = self.rx.recv() => match msg {
+                    Some(msg) => queue.push_back(self.input(msg)),
+                    None => return,
+                },
+                // Only while some agent's load matters.
+                _ = tick.tick(), if !self.sampled.is_empty() => queue.extend(self.load_samples()),
+            }
             // Everything already queued joins the batch: one publish for all.
             while let Ok(msg) = self.rx.try_recv() {
                 queue.push_back(self.input(msg));
@@ -78,6 +97,21 @@ impl Dispatcher {
                 break;
             }
         }
+    }
+
+    fn load_samples(&self) -> Vec<Input> {
+        self.sampled
+            .iter()
+            .filter_map(|a| {
+                let pool = self.pools.get(a)?;
+                Some(Input::Load {
+                    agent: a.clone(),
+                    in_flight: pool.in_flight.load(std::sync::atomic::Ordering::Acquire),
+                    queued: pool.queued.load(std::sync::atomic::Ordering::Acquire),
+                    idle_for: pool.idle_for(),
+                })
+            })
+            .collect()
     }
 
     fn input(&mut self, msg: Message) -> Input {
@@ -98,9 +132,15 @@ impl Dispatcher {
                 let event = self.runtime.spawn(&launch);
                 if let WorkerEvent::Spawned { port, .. } = event {
                     let metrics = self.metrics.agent(launch.agent.as_str());
-                    let up = Upstream::new(launch.agent.as_str(), port, launch.worker, metrics);
+                    let process = launch.agent.process_id(launch.replica);
+                    let up = Upstream::new(
+                        launch.agent.as_str(),
+                        &process,
+                        port,
+                        launch.worker,
+                        metrics,
+                    );
                     self.upstreams.insert(launch.worker, Arc::new(up));
-                    self.agents.insert(launch.worker, launch.agent.clone());
                 }
                 queue.push_back(Input::Worker {
                     worker: launch.worker,
@@ -111,7 +151,6 @@ impl Dispatcher {
             Effect::Release { worker } => {
                 self.runtime.release(worker);
                 self.upstreams.remove(&worker);
-                self.agents.remove(&worker);
             }
             Effect::StopProbe { worker } => self.runtime.stop_probe(worker),
             Effect::Drain {
@@ -140,8 +179,15 @@ impl Dispatcher {
             }
             Effect::Forget { agent } => {
                 self.metrics.forget(agent.as_str());
-                self.logs.forget(&agent.process_id(0));
+                self.logs.forget(agent.as_str());
+                self.pools.remove(&agent);
             }
+            Effect::Metric(m) => match m {
+                MetricEvent::Autoscaled { agent, .. } => {
+                    self.metrics.agent(agent.as_str()).count_autoscale();
+                }
+                MetricEvent::Woken { agent } => self.metrics.agent(agent.as_str()).count_wake(),
+            },
         }
     }
 
@@ -163,31 +209,61 @@ impl Dispatcher {
             Level::Warn => tracing::warn!(agent, "{}", r.message),
             Level::Info => tracing::info!(agent, "{}", r.message),
         }
-        self.logs
-            .record(agent, "supervisor", level, r.message, fields);
+        self.logs.record(agent, level, r.message, fields);
     }
 
     /// The routing table and the snapshot, from the state machine's views.
-    fn publish(&self) {
+    fn publish(&mut self) {
         let clock = Clock::now();
         let mut table = Table::new();
-        for entry in self.core.routes(clock) {
+        let entries = self.core.routes(clock);
+        self.sampled = entries
+            .iter()
+            .filter(|e| e.sampled)
+            .map(|e| e.agent.clone())
+            .collect();
+        for entry in entries {
+            let pool = Arc::clone(self.pools.entry(entry.agent.clone()).or_insert_with(|| {
+                let metrics = self.metrics.agent(entry.agent.as_str());
+                Arc::new(Pool::new(entry.agent.as_str(), metrics))
+            }));
+            let admission = Admission {
+                max_concurrency: entry.max_concurrency,
+                max_queue: entry.max_queue,
+                queue_timeout: entry.queue_timeout,
+                wakes: entry.wakes,
+            };
             let route = match entry.route {
                 Route::Ready(ups) => {
-                    match ups.first().and_then(|u| self.upstreams.get(&u.worker)) {
-                        Some(u) => TableRoute::Ready(Arc::clone(u)),
-                        None => continue,
+                    let ups: Vec<_> = ups
+                        .iter()
+                        .filter_map(|u| self.upstreams.get(&u.worker).cloned())
+                        .collect();
+                    pool.configure(admission, ups.len());
+                    if ups.is_empty() {
+                        continue;
                     }
+                    TableRoute::Ready {
+                        pool,
+                        upstreams: ups.into(),
+                    }
+                }
+                Route::Waking(state) => {
+                    pool.configure(admission, 0);
+                    TableRoute::Waking { pool, state }
                 }
                 Route::NotReady {
                     state,
                     retry_after_secs,
                     reason,
-                } => TableRoute::NotReady {
-                    state,
-                    retry_after_secs,
-                    reason: reason.map(Arc::from),
-                },
+                } => {
+                    pool.configure(admission, 0);
+                    TableRoute::NotReady {
+                        state,
+                        retry_after_secs,
+                        reason: reason.map(Arc::from),
+                    }
+                }
             };
             table.insert(Arc::from(entry.agent.as_str()), route);
         }
@@ -205,5 +281,16 @@ impl Dispatcher {
             }
         }
         self.snapshot.send_replace(Arc::new(views));
+        let mut agents = self.core.agent_views();
+        for a in &mut agents {
+            if let Some(pool) = AgentId::new(&a.agent_id)
+                .ok()
+                .and_then(|id| self.pools.get(&id))
+            {
+                a.in_flight = pool.in_flight.load(std::sync::atomic::Ordering::Acquire);
+                a.queued = pool.queued.load(std::sync::atomic::Ordering::Acquire);
+            }
+        }
+        self.agents_view.send_replace(Arc::new(agents));
     }
 }

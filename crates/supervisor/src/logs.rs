@@ -167,15 +167,29 @@ impl LogStore {
         })
     }
 
-    pub fn push(&self, agent_id: &str, stream: &'static str, line: &str) {
+    /// A line a worker printed.
+    pub fn push(&self, agent_id: &str, process_id: &str, stream: &'static str, line: &str) {
         let (level, message, fields) = parse_line(line, stream);
-        self.record(agent_id, stream, level, message, fields);
+        self.add(agent_id, process_id, stream, level, message, fields);
     }
 
-    /// Adds an entry (also used for the supervisor's own lifecycle events, stream `supervisor`).
+    /// The supervisor's own event about an agent (stream `supervisor`, under
+    /// its first process).
     pub fn record(
         &self,
         agent_id: &str,
+        level: Level,
+        message: String,
+        fields: Option<Map<String, Value>>,
+    ) {
+        let process_id = par_contract::process_id(agent_id, 0);
+        self.add(agent_id, &process_id, "supervisor", level, message, fields);
+    }
+
+    fn add(
+        &self,
+        agent_id: &str,
+        process_id: &str,
         stream: &'static str,
         level: Level,
         message: String,
@@ -185,7 +199,7 @@ impl LogStore {
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             timestamp: SystemTime::now(),
             level,
-            process_id: par_contract::process_id(agent_id, 0),
+            process_id: process_id.to_string(),
             agent_id: agent_id.to_string(),
             stream,
             message,
@@ -223,16 +237,11 @@ impl LogStore {
         out
     }
 
-    /// The last `n` error-or-worse messages of a process (for `last_error`).
-    pub fn last_errors(&self, agent_id: &str, n: usize) -> Vec<String> {
-        self.last_errors_since(agent_id, n, SystemTime::UNIX_EPOCH)
-    }
-
-    /// The last `n` error lines the agent's workers printed at or after `since`
-    /// (a rollout's reason comes from the new worker's lines only).
-    pub fn last_errors_since(&self, agent_id: &str, n: usize, since: SystemTime) -> Vec<String> {
+    /// The last `n` error lines a process printed at or after `since` (one
+    /// worker's own lines: those of an earlier run are not its reason).
+    pub fn last_errors_since(&self, process_id: &str, n: usize, since: SystemTime) -> Vec<String> {
         let rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(ring) = rings.get(&par_contract::process_id(agent_id, 0)) else {
+        let Some(ring) = rings.get(process_id) else {
             return Vec::new();
         };
         let mut v: Vec<String> = ring
@@ -263,11 +272,12 @@ impl LogStore {
         }
     }
 
-    pub fn forget(&self, process_id: &str) {
+    /// Drops every ring of an agent's processes.
+    pub fn forget(&self, agent_id: &str) {
         self.rings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(process_id);
+            .retain(|_, ring| ring.front().is_none_or(|e| e.agent_id != agent_id));
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogEntry>> {
@@ -280,6 +290,7 @@ impl LogStore {
 pub async fn capture(
     store: Arc<LogStore>,
     agent_id: String,
+    process_id: String,
     stream: &'static str,
     pipe: impl AsyncRead + Unpin,
 ) {
@@ -290,7 +301,12 @@ pub async fn capture(
             Err(_) => break,
             Ok([]) => {
                 if !line.is_empty() {
-                    store.push(&agent_id, stream, String::from_utf8_lossy(&line).trim_end());
+                    store.push(
+                        &agent_id,
+                        &process_id,
+                        stream,
+                        String::from_utf8_lossy(&line).trim_end(),
+                    );
                 }
                 break;
             }
@@ -312,7 +328,7 @@ pub async fn capture(
             let text = String::from_utf8_lossy(&line);
             let text = text.trim_end_matches('\r');
             if !text.is_empty() {
-                store.push(&agent_id, stream, text);
+                store.push(&agent_id, &process_id, stream, text);
             }
             line.clear();
             if line.capacity() > 4096 {
@@ -349,9 +365,9 @@ mod tests {
     async fn ring_is_bounded_and_filters_work() {
         let store = LogStore::new(3, false);
         for i in 0..5 {
-            store.push("a", "stdout", &format!("line {i}"));
+            store.push("a", "par-a", "stdout", &format!("line {i}"));
         }
-        store.push("b", "stderr", "boom");
+        store.push("b", "par-b", "stderr", "boom");
         let all = store.query(&Filter::default());
         assert_eq!(
             all.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
@@ -372,7 +388,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(store.query(&f)[0].message, "boom");
-        assert_eq!(store.last_errors("b", 5), ["boom"]);
+        assert_eq!(
+            store.last_errors_since("par-b", 5, SystemTime::UNIX_EPOCH),
+            ["boom"]
+        );
         assert_eq!(store.clear(None), 4);
     }
 
@@ -381,13 +400,13 @@ mod tests {
         let store = LogStore::new(10, false);
         let line = r#"{"level":"ERROR","message":"agent failed","error":"invalid manifest\n  - version: expected a string"}"#;
         let (level, message, fields) = parse_line(line, "stdout");
-        store.record("a", "stdout", level, message, fields);
+        store.add("a", "par-a", "stdout", level, message, fields);
         assert_eq!(
-            store.last_errors("a", 5),
+            store.last_errors_since("par-a", 5, SystemTime::UNIX_EPOCH),
             ["agent failed: invalid manifest   - version: expected a string"]
         );
         let later = SystemTime::now() + std::time::Duration::from_secs(60);
-        assert!(store.last_errors_since("a", 5, later).is_empty());
+        assert!(store.last_errors_since("par-a", 5, later).is_empty());
     }
 
     #[tokio::test]
@@ -395,7 +414,14 @@ mod tests {
         let store = LogStore::new(10, false);
         let mut data = vec![b'x'; MAX_LINE * 2];
         data.extend_from_slice(b"\nshort\nlast");
-        capture(Arc::clone(&store), "a".into(), "stdout", &data[..]).await;
+        capture(
+            Arc::clone(&store),
+            "a".into(),
+            "par-a".into(),
+            "stdout",
+            &data[..],
+        )
+        .await;
         let got = store.query(&Filter::default());
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].message.len(), MAX_LINE);

@@ -82,6 +82,7 @@ pub async fn serve(
             runtime,
             channels.rx,
             channels.snapshot,
+            channels.agents,
             Arc::clone(&routes),
             Arc::clone(&logs),
             Arc::clone(&metrics),
@@ -124,7 +125,14 @@ pub async fn serve(
         idle_timeout: settings.stream_idle_timeout,
         access_log: settings.access_log,
     };
-    let listening = crate::http::server::start(listener.into_std()?, routes, api, proxy, unknown)?;
+    let listening = crate::http::server::start(
+        listener.into_std()?,
+        routes,
+        api,
+        proxy,
+        unknown,
+        control.clone(),
+    )?;
     tracing::info!(
         port,
         proxy_threads = listening.threads,

@@ -91,6 +91,75 @@ pub fn validate_spec(spec: &AgentSpec, prefix: &str, errors: &mut ValidationErro
     if !secs(spec.stable_period_seconds) {
         errors.push(f("stable_period_seconds"), "must be between 0 and 86400");
     }
+    validate_scaling(spec, &f, errors);
+}
+
+/// Replicas, autoscale, concurrency, queue and idle settings.
+fn validate_scaling(spec: &AgentSpec, f: &dyn Fn(&str) -> String, errors: &mut ValidationErrors) {
+    const MAX_REPLICAS: u32 = 64;
+    if !(1..=MAX_REPLICAS).contains(&spec.replicas) {
+        errors.push(
+            f("replicas"),
+            format!("must be between 1 and {MAX_REPLICAS}"),
+        );
+    }
+    match (
+        spec.min_replicas,
+        spec.max_replicas,
+        spec.target_concurrency,
+    ) {
+        (_, None, Some(_)) | (Some(_), None, _) => errors.push(
+            f("max_replicas"),
+            "is required to autoscale (with min_replicas and target_concurrency)",
+        ),
+        (min, Some(max), target) => {
+            if !(1..=MAX_REPLICAS).contains(&max) {
+                errors.push(
+                    f("max_replicas"),
+                    format!("must be between 1 and {MAX_REPLICAS}"),
+                );
+            }
+            if min.is_some_and(|m| m > max) {
+                errors.push(f("min_replicas"), "must not be above max_replicas");
+            }
+            if target.is_none() {
+                errors.push(f("target_concurrency"), "is required to autoscale");
+            }
+            if spec.replicas != 1 {
+                errors.push(
+                    f("replicas"),
+                    "is chosen by the autoscaler when max_replicas is set; leave it out",
+                );
+            }
+        }
+        (None, None, None) => {}
+    }
+    if let Some(t) = spec.target_concurrency {
+        if !t.is_finite() || t <= 0.0 || t > 100_000.0 {
+            errors.push(f("target_concurrency"), "must be a number above 0");
+        }
+    }
+    if spec.max_concurrency == Some(0) {
+        errors.push(
+            f("max_concurrency"),
+            "must be at least 1 (leave it out for no limit)",
+        );
+    }
+    if spec.max_queue > 1_000_000 {
+        errors.push(f("max_queue"), "must be at most 1000000");
+    }
+    if spec.queue_timeout.is_zero() || spec.queue_timeout > std::time::Duration::from_secs(3600) {
+        errors.push(f("queue_timeout"), "must be above 0 and at most 1h");
+    }
+    if spec
+        .idle_timeout
+        .is_some_and(|d| d < std::time::Duration::from_millis(100))
+    {
+        errors.push(f("idle_timeout"), "must be at least 100ms");
+    }
+    if spec.scale_down_window < std::time::Duration::from_millis(100) {
+        errors.push(f("scale_down_window"), "must be at least 100ms");
+    }
 }
 
 /// Checks a remote location: `s3://bucket/key`, `https://host/...`, or

@@ -22,9 +22,39 @@ pub struct AgentMetrics {
     pub buckets: [AtomicU64; BUCKETS.len()],
     pub count: AtomicU64,
     pub sum_micros: AtomicU64,
+    /// Requests answered 503 at once because the queue was full or timed out.
+    pub rejected: AtomicU64,
+    /// Wake-ups from zero, and how long held requests waited for them.
+    pub wakes: AtomicU64,
+    pub wake_buckets: [AtomicU64; WAKE_BUCKETS.len()],
+    pub wake_count: AtomicU64,
+    pub wake_sum_micros: AtomicU64,
+    pub autoscale_decisions: AtomicU64,
 }
 
+/// Upper bounds of the wake-latency buckets, in seconds.
+pub const WAKE_BUCKETS: [f64; 8] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
+
 impl AgentMetrics {
+    pub fn count_wake(&self) {
+        self.wakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_autoscale(&self) {
+        self.autoscale_decisions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A held request got its worker after `waited`.
+    pub fn observe_wake(&self, waited: Duration) {
+        let secs = waited.as_secs_f64();
+        if let Some(i) = WAKE_BUCKETS.iter().position(|b| secs <= *b) {
+            self.wake_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.wake_count.fetch_add(1, Ordering::Relaxed);
+        self.wake_sum_micros
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    }
+
     pub fn observe(&self, status: u16, latency: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);

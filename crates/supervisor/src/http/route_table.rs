@@ -1,12 +1,16 @@
-//! The routing table: agent id → its ready workers, or why it has none.
-//! Swapped whole on every change; read on the hot path without waiting, and
-//! watched by requests that wait for a route to change.
+//! The routing table: agent id → its ready workers (with the agent's pool:
+//! admission limits, queue, counters), or why it has none. Swapped whole on
+//! every change; read on the hot path without waiting, and watched by
+//! requests that wait for a route to change.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use http::uri::Authority;
-use tokio::sync::watch;
+use http::HeaderValue;
+use tokio::sync::{watch, Semaphore};
 
 use super::metrics::AgentMetrics;
 use crate::model::{State, WorkerId};
@@ -16,6 +20,8 @@ use crate::runtime::drain::InFlight;
 #[derive(Debug)]
 pub struct Upstream {
     pub agent_id: Arc<str>,
+    /// `x-par-process` of every response it serves.
+    pub process_id: HeaderValue,
     pub port: u16,
     pub authority: Authority,
     /// The worker instance (a new one per start); never reused.
@@ -26,11 +32,19 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(agent_id: &str, port: u16, worker: WorkerId, metrics: Arc<AgentMetrics>) -> Self {
+    pub fn new(
+        agent_id: &str,
+        process_id: &str,
+        port: u16,
+        worker: WorkerId,
+        metrics: Arc<AgentMetrics>,
+    ) -> Self {
         let authority = Authority::try_from(format!("127.0.0.1:{port}"))
             .unwrap_or_else(|_| Authority::from_static("127.0.0.1"));
         Upstream {
             agent_id: agent_id.into(),
+            process_id: HeaderValue::from_str(process_id)
+                .unwrap_or_else(|_| HeaderValue::from_static("par")),
             port,
             authority,
             worker,
@@ -40,10 +54,141 @@ impl Upstream {
     }
 }
 
+/// How an agent admits requests (from its spec).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Admission {
+    /// In flight per replica; `None` = no limit.
+    pub max_concurrency: Option<u32>,
+    pub max_queue: u32,
+    pub queue_timeout: Duration,
+    /// Scaled to zero when idle: requests wake it and wait.
+    pub wakes: bool,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            max_concurrency: None,
+            max_queue: 1000,
+            queue_timeout: Duration::from_secs(30),
+            wakes: false,
+        }
+    }
+}
+
+/// One agent's admission state, kept across its restarts and rollouts.
+#[derive(Debug)]
+pub struct Pool {
+    pub agent_id: Arc<str>,
+    pub metrics: Arc<AgentMetrics>,
+    admission: RwLock<Admission>,
+    /// Free slots of `max_concurrency` × ready replicas (fair: first come, first served).
+    slots: Arc<Semaphore>,
+    /// Slots the semaphore was given for the current replicas.
+    granted: AtomicUsize,
+    /// Slots to drop as they come back (the replicas they were for are gone).
+    owed: AtomicUsize,
+    /// Requests in flight on any replica, and waiting for a slot or a wake.
+    pub in_flight: AtomicUsize,
+    pub queued: AtomicUsize,
+    /// Milliseconds since `epoch` when a request last ended (or started).
+    last_active_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Pool {
+    pub fn new(agent_id: &str, metrics: Arc<AgentMetrics>) -> Self {
+        Pool {
+            agent_id: agent_id.into(),
+            metrics,
+            admission: RwLock::new(Admission::default()),
+            slots: Arc::new(Semaphore::new(0)),
+            granted: AtomicUsize::new(0),
+            owed: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            last_active_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub fn admission(&self) -> Admission {
+        *self.admission.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// New limits, or a new number of ready replicas: the slots follow.
+    pub fn configure(&self, admission: Admission, ready: usize) {
+        *self.admission.write().unwrap_or_else(|e| e.into_inner()) = admission;
+        let want = admission.max_concurrency.map_or(0, |m| m as usize * ready);
+        let had = self.granted.swap(want, Ordering::AcqRel);
+        if want > had {
+            // Slots still owed come back as they are: fewer new ones needed.
+            let extra = want - had;
+            let owed = self.owed.load(Ordering::Acquire);
+            let cancel = owed.min(extra);
+            self.owed.fetch_sub(cancel, Ordering::AcqRel);
+            self.slots.add_permits(extra - cancel);
+        } else if had > want {
+            // Slots held by requests in flight come back and are dropped then.
+            let gone = self.slots.forget_permits(had - want);
+            self.owed.fetch_add(had - want - gone, Ordering::AcqRel);
+        }
+    }
+
+    pub fn slots(&self) -> &Arc<Semaphore> {
+        &self.slots
+    }
+
+    /// Takes a place in the queue if there is one (`max_queue`).
+    pub fn enqueue(&self, max_queue: u32) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q < max_queue as usize).then_some(q + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn dequeue(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// A slot back: dropped if the replicas it was for are gone.
+    pub fn release_slot(&self, permit: tokio::sync::OwnedSemaphorePermit) {
+        let owed = self.owed.load(Ordering::Acquire);
+        if owed > 0
+            && self
+                .owed
+                .compare_exchange(owed, owed - 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            permit.forget();
+        }
+    }
+
+    pub fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_active_ms.store(ms, Ordering::Release);
+    }
+
+    /// How long no request has run (zero while one does).
+    pub fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_active_ms.load(Ordering::Acquire));
+        self.epoch.elapsed().saturating_sub(last)
+    }
+}
+
 /// What the proxy does with `/agents/{id}/...`.
 #[derive(Debug, Clone)]
 pub enum Route {
-    Ready(Arc<Upstream>),
+    Ready {
+        pool: Arc<Pool>,
+        upstreams: Arc<[Arc<Upstream>]>,
+    },
+    /// Scaled to zero, or starting after a wake: requests wait for it.
+    Waking { pool: Arc<Pool>, state: State },
     /// Known but not routable: 503 with `Retry-After`.
     NotReady {
         state: State,

@@ -152,6 +152,7 @@ pub fn start(
     api: axum::Router,
     opts: ProxyOptions,
     unknown: Arc<AtomicU64>,
+    control: crate::control::Control,
 ) -> anyhow::Result<Listening> {
     let main = tokio::runtime::Handle::current();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -163,7 +164,12 @@ pub fn start(
             .try_clone()
             .map_err(|e| anyhow::anyhow!("failed to share the listener: {e}"))?;
         let app = Arc::new(App {
-            proxy: Proxy::new(Arc::clone(&routes), opts.clone(), Arc::clone(&unknown)),
+            proxy: Proxy::new(
+                Arc::clone(&routes),
+                opts.clone(),
+                Arc::clone(&unknown),
+                control.clone(),
+            ),
             api: api.clone(),
             main: main.clone(),
         });

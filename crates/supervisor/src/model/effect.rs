@@ -9,7 +9,7 @@ use super::lifecycle::State;
 use super::report::ReconcileReport;
 use super::view::ProcessView;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Effect {
     /// Start a worker process on a free port; the runtime answers with
     /// `WorkerEvent::Spawned` or `WorkerEvent::SpawnFailed`.
@@ -44,6 +44,14 @@ pub enum Effect {
     Reply { waiter: WaiterId, reply: Reply },
     /// The agent is gone: drop its metrics, usage and log ring.
     Forget { agent: AgentId },
+    /// A counter of a decision, for metrics.
+    Metric(MetricEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetricEvent {
+    Autoscaled { agent: AgentId, from: u32, to: u32 },
+    Woken { agent: AgentId },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,6 +58,18 @@ pub enum Input {
         worker: WorkerId,
         in_flight: usize,
     },
+    /// A request arrived for an agent scaled to zero.
+    Wake {
+        agent: AgentId,
+    },
+    /// The load of an agent that autoscales or idles, sampled by the runtime.
+    Load {
+        agent: AgentId,
+        in_flight: usize,
+        queued: usize,
+        /// Time since the last request ended (zero while one runs).
+        idle_for: Duration,
+    },
     /// The RSS watchdog: the worker's group stayed over its memory limit.
     OverMemory {
         worker: WorkerId,

@@ -11,7 +11,8 @@ pub mod spec;
 pub mod view;
 
 pub use effect::{
-    Answer, CommandError, Effect, ErrorKind, Launch, Level, LogRecord, PutOutcome, Reply, Signal,
+    Answer, CommandError, Effect, ErrorKind, Launch, Level, LogRecord, MetricEvent, PutOutcome,
+    Reply, Signal,
 };
 pub use event::{
     Clock, Command, ExitInfo, FetchFailure, Health, Input, Origin, Resolved, SpawnFailure, Timer,
@@ -22,5 +23,6 @@ pub use lifecycle::State;
 pub use report::{ReconcileFailure, ReconcileReport};
 pub use spec::{AgentSpec, RestartPolicy};
 pub use view::{
-    DrainingView, Enforcement, Limits, PackageRecord, ProcessView, RolloutStatus, RolloutView,
+    AgentView, AutoscaleView, DrainingView, Enforcement, Limits, PackageRecord, ProcessView,
+    RolloutStatus, RolloutView,
 };

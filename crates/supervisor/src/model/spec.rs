@@ -43,6 +43,65 @@ pub struct AgentSpec {
     /// A run at least this long resets the failure count.
     #[serde(default = "default_stable")]
     pub stable_period_seconds: f64,
+    /// Worker processes of the agent (fixed; see `max_replicas` for autoscale).
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Autoscale within the task between these bounds, keeping the requests
+    /// in flight per replica near `target_concurrency`. Off unless
+    /// `max_replicas` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_concurrency: Option<f64>,
+    /// How long the load must stay low before the autoscaler removes a replica.
+    #[serde(
+        default = "default_scale_down_window",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_scale_down_window"
+    )]
+    pub scale_down_window: Duration,
+    /// Requests in flight one replica accepts; more wait in the agent's queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Bound of the agent's queue, and the longest wait in it; beyond either
+    /// a request is answered 503 with `Retry-After` at once.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: u32,
+    #[serde(
+        default = "default_queue_timeout",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_queue_timeout"
+    )]
+    pub queue_timeout: Duration,
+    /// No request for this long: stop every replica (scale to zero); the next
+    /// request starts one and waits until it is ready.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_timeout: Option<Duration>,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+fn default_max_queue() -> u32 {
+    1000
+}
+fn default_queue_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn is_default_queue_timeout(d: &Duration) -> bool {
+    *d == default_queue_timeout()
+}
+fn default_scale_down_window() -> Duration {
+    Duration::from_secs(30)
+}
+fn is_default_scale_down_window(d: &Duration) -> bool {
+    *d == default_scale_down_window()
 }
 
 fn default_delay() -> f64 {
@@ -74,7 +133,35 @@ impl AgentSpec {
             backoff_multiplier: default_multiplier(),
             max_restart_delay_seconds: default_max_delay(),
             stable_period_seconds: default_stable(),
+            replicas: default_replicas(),
+            min_replicas: None,
+            max_replicas: None,
+            target_concurrency: None,
+            scale_down_window: default_scale_down_window(),
+            max_concurrency: None,
+            max_queue: default_max_queue(),
+            queue_timeout: default_queue_timeout(),
+            idle_timeout: None,
         }
+    }
+
+    /// Whether the autoscaler chooses the number of replicas.
+    pub fn autoscaled(&self) -> bool {
+        self.max_replicas.is_some()
+    }
+
+    /// The fewest replicas the agent runs while it is not idle.
+    pub fn floor(&self) -> u32 {
+        if self.autoscaled() {
+            self.min_replicas.unwrap_or(1).max(1)
+        } else {
+            self.replicas.max(1)
+        }
+    }
+
+    /// The most replicas it may run.
+    pub fn ceiling(&self) -> u32 {
+        self.max_replicas.unwrap_or(self.replicas).max(self.floor())
     }
 
     pub fn backoff(&self) -> Backoff {

@@ -71,6 +71,43 @@ pub struct ProcessView {
     pub draining: Vec<DrainingView>,
 }
 
+/// One agent as a whole: its replicas and its load.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub agent_id: String,
+    /// `ready` when any replica serves, `idle` when scaled to zero, else
+    /// the first replica's state.
+    pub state: State,
+    pub desired_replicas: u32,
+    pub ready_replicas: u32,
+    /// Requests in flight on its replicas, and waiting in its queue
+    /// (filled in from the routing table).
+    pub in_flight: usize,
+    pub queued: usize,
+    pub autoscale: Option<AutoscaleView>,
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub idle_timeout: Option<std::time::Duration>,
+    pub max_concurrency: Option<u32>,
+    pub processes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoscaleView {
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub target_concurrency: f64,
+}
+
+fn ser_opt_duration<S: serde::Serializer>(
+    d: &Option<std::time::Duration>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.collect_str(&humantime::format_duration(*d)),
+        None => s.serialize_none(),
+    }
+}
+
 /// A package an agent runs or ran.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PackageRecord {

@@ -90,21 +90,15 @@ pub fn spawn(
     let pid = child.id().unwrap_or(0);
     let (started, started_at) = (Instant::now(), SystemTime::now());
     let agent = launch.agent.to_string();
+    let process = launch.agent.process_id(launch.replica);
+    let capture = |stream| (Arc::clone(logs), agent.clone(), process.clone(), stream);
     let out = child.stdout.take().map(|p| {
-        tokio::spawn(crate::logs::capture(
-            Arc::clone(logs),
-            agent.clone(),
-            "stdout",
-            p,
-        ))
+        let (logs, agent, process, stream) = capture("stdout");
+        tokio::spawn(crate::logs::capture(logs, agent, process, stream, p))
     });
     let err = child.stderr.take().map(|p| {
-        tokio::spawn(crate::logs::capture(
-            Arc::clone(logs),
-            agent.clone(),
-            "stderr",
-            p,
-        ))
+        let (logs, agent, process, stream) = capture("stderr");
+        tokio::spawn(crate::logs::capture(logs, agent, process, stream, p))
     });
 
     let exited = Arc::new(AtomicBool::new(false));
@@ -134,7 +128,7 @@ pub fn spawn(
         let errors = if exit.success() {
             Vec::new()
         } else {
-            logs.last_errors_since(&agent, EXIT_ERROR_LINES, started_at)
+            logs.last_errors_since(&process, EXIT_ERROR_LINES, started_at)
         };
         control.send(Input::Worker {
             worker,

@@ -118,6 +118,10 @@ pub enum AfterStop {
     Start { count: bool },
     /// The supervisor killed it: decide as for any exit (restart policy).
     Decide,
+    /// The replica is no longer wanted (scaled down): forget it.
+    Drop,
+    /// The agent scaled to zero: `idle`.
+    Idle,
 }
 
 /// A replica's lifecycle state with the data that belongs to it. A worker
@@ -290,24 +294,33 @@ pub struct Agent {
     pub current_package: Option<PackageRecord>,
     pub previous_package: Option<PackageRecord>,
     pub waiters: Vec<(WaiterId, Wait)>,
+    /// Load samples for the autoscaler.
+    pub load: super::scale::Load,
 }
 
 impl Agent {
     pub fn new(id: AgentId, spec: AgentSpec, origin: Origin, wall: SystemTime) -> Self {
         let package = Package::for_spec(&spec);
+        let replicas = (0..spec.floor()).map(|i| Replica::new(i, wall)).collect();
         Agent {
             id,
             spec,
             origin,
             goal: Goal::Run,
             package,
-            replicas: vec![Replica::new(0, wall)],
+            replicas,
             rollout: None,
             retiring: Vec::new(),
             current_package: None,
             previous_package: None,
             waiters: Vec::new(),
+            load: Default::default(),
         }
+    }
+
+    /// Scaled to zero: its one replica is idle.
+    pub fn is_idle(&self) -> bool {
+        self.replicas.iter().all(|r| matches!(r.life, Life::Idle))
     }
 
     /// Whether any worker process of the agent may still run.

@@ -17,6 +17,7 @@ pub mod limits;
 mod reconcile;
 mod restart;
 mod rollout;
+pub mod scale;
 mod view;
 mod workers;
 
@@ -130,6 +131,15 @@ impl Supervisor {
             }),
             Input::Timer(t) => self.timer(t, &mut out),
             Input::Drained { worker, in_flight } => self.drained(worker, in_flight, &mut out),
+            Input::Wake { agent } => self.with_agent(&agent, &mut out, |s, a, out| s.wake(a, out)),
+            Input::Load {
+                agent,
+                in_flight,
+                queued,
+                idle_for,
+            } => self.with_agent(&agent, &mut out, |s, a, out| {
+                s.load(a, in_flight, queued, idle_for, out)
+            }),
             Input::OverMemory {
                 worker,
                 rss_mb,

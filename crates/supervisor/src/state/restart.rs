@@ -39,6 +39,21 @@ impl Supervisor {
                 }
                 return self.start_replica(a, i, out);
             }
+            Some(AfterStop::Drop) => {
+                set_life(
+                    &a.id,
+                    r,
+                    Life::Stopped,
+                    format!("worker {what}; scaled down"),
+                    out,
+                );
+                a.replicas.remove(i);
+                return;
+            }
+            Some(AfterStop::Idle) => {
+                set_life(&a.id, r, Life::Idle, format!("worker {what}; idle"), out);
+                return;
+            }
             Some(AfterStop::Decide) | None => {}
         }
         if a.goal != Goal::Run {

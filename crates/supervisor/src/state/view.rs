@@ -6,7 +6,8 @@ use super::limits::{self, Shares};
 use super::Supervisor;
 use crate::model::spec::redacted;
 use crate::model::{
-    AgentId, Clock, DrainingView, ProcessView, RolloutStatus, RolloutView, State, WorkerId,
+    AgentId, AgentView, AutoscaleView, Clock, DrainingView, ProcessView, RolloutStatus,
+    RolloutView, State, WorkerId,
 };
 
 /// One ready worker as the proxy needs it.
@@ -21,6 +22,8 @@ pub struct Upstream {
 pub enum Route {
     /// Requests go to these workers.
     Ready(Vec<Upstream>),
+    /// Scaled to zero or starting after a wake: requests wait for it.
+    Waking(State),
     /// Known but not routable: 503 with `Retry-After`.
     NotReady {
         state: State,
@@ -34,6 +37,14 @@ pub enum Route {
 pub struct RouteEntry {
     pub agent: AgentId,
     pub route: Route,
+    /// In flight per replica (`None`: no limit).
+    pub max_concurrency: Option<u32>,
+    pub max_queue: u32,
+    pub queue_timeout: std::time::Duration,
+    /// Scales to zero and wakes on a request.
+    pub wakes: bool,
+    /// Its load is sampled (it autoscales or idles).
+    pub sampled: bool,
 }
 
 impl Supervisor {
@@ -47,6 +58,11 @@ impl Supervisor {
             .collect()
     }
 
+    /// Every agent as a whole.
+    pub fn agent_views(&self) -> Vec<AgentView> {
+        self.agents.values().map(agent_view).collect()
+    }
+
     /// The routing table's content.
     pub fn routes(&self, clock: Clock) -> Vec<RouteEntry> {
         self.agents
@@ -54,6 +70,11 @@ impl Supervisor {
             .map(|a| RouteEntry {
                 agent: a.id.clone(),
                 route: route(a, clock),
+                max_concurrency: a.spec.max_concurrency,
+                max_queue: a.spec.max_queue,
+                queue_timeout: a.spec.queue_timeout,
+                wakes: a.spec.idle_timeout.is_some(),
+                sampled: a.spec.idle_timeout.is_some() || a.spec.autoscaled(),
             })
             .collect()
     }
@@ -138,6 +159,50 @@ impl Supervisor {
     }
 }
 
+fn agent_view(a: &Agent) -> AgentView {
+    let ready = a
+        .replicas
+        .iter()
+        .filter(|r| r.state() == State::Ready)
+        .count() as u32;
+    let dropping = a
+        .replicas
+        .iter()
+        .filter(|r| matches!(r.life, Life::Stopping(_, super::agent::AfterStop::Drop)))
+        .count() as u32;
+    let idle = a.is_idle();
+    AgentView {
+        agent_id: a.id.to_string(),
+        state: if ready > 0 {
+            State::Ready
+        } else if idle {
+            State::Idle
+        } else {
+            a.state()
+        },
+        desired_replicas: if idle {
+            0
+        } else {
+            a.replicas.len() as u32 - dropping
+        },
+        ready_replicas: ready,
+        in_flight: 0,
+        queued: 0,
+        autoscale: a.spec.autoscaled().then(|| AutoscaleView {
+            min_replicas: a.spec.floor(),
+            max_replicas: a.spec.ceiling(),
+            target_concurrency: a.spec.target_concurrency.unwrap_or(1.0),
+        }),
+        idle_timeout: a.spec.idle_timeout,
+        max_concurrency: a.spec.max_concurrency,
+        processes: a
+            .replicas
+            .iter()
+            .map(|r| a.id.process_id(r.index))
+            .collect(),
+    }
+}
+
 fn add_agent(shares: &mut Shares, a: &Agent) {
     let n = a
         .replicas
@@ -167,6 +232,13 @@ fn route(a: &Agent, clock: Clock) -> Route {
     }
     let first = &a.replicas[0];
     let state = first.state();
+    let waking = matches!(
+        state,
+        State::Idle | State::Pending | State::Fetching | State::Starting
+    );
+    if a.spec.idle_timeout.is_some() && a.goal == super::agent::Goal::Run && waking {
+        return Route::Waking(state);
+    }
     Route::NotReady {
         state,
         retry_after_secs: match (&first.life, state) {

@@ -79,6 +79,7 @@ pub async fn status(axum::extract::State(st): St) -> Response {
         "agents_total": procs.len(),
         "agents_ready": ready,
         "desired": st.desired.view(),
+        "agents": *st.control.agents(),
         "processes": processes_json(&st),
     }))
     .into_response()

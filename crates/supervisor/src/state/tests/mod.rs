@@ -94,7 +94,7 @@ impl H {
                 }
             }
         }
-        self.log.extend(fx.iter().map(clone_effect));
+        self.log.extend(fx.iter().cloned());
         fx
     }
 
@@ -202,50 +202,6 @@ impl H {
             .expect("a restart timer");
         self.clock.now = at;
         self.input(Input::Timer(t))
-    }
-}
-
-pub(super) fn clone_effect(e: &Effect) -> Effect {
-    match e {
-        Effect::Spawn(l) => Effect::Spawn(l.clone()),
-        Effect::Signal { worker, signal } => Effect::Signal {
-            worker: *worker,
-            signal: *signal,
-        },
-        Effect::Release { worker } => Effect::Release { worker: *worker },
-        Effect::StopProbe { worker } => Effect::StopProbe { worker: *worker },
-        Effect::Drain {
-            worker,
-            settle,
-            limit,
-        } => Effect::Drain {
-            worker: *worker,
-            settle: *settle,
-            limit: *limit,
-        },
-        Effect::Fetch {
-            agent,
-            fetch,
-            package,
-            sha256,
-        } => Effect::Fetch {
-            agent: agent.clone(),
-            fetch: *fetch,
-            package: package.clone(),
-            sha256: sha256.clone(),
-        },
-        Effect::Timer { at, timer } => Effect::Timer {
-            at: *at,
-            timer: timer.clone(),
-        },
-        Effect::Log(r) => Effect::Log(r.clone()),
-        Effect::Reply { waiter, reply } => Effect::Reply {
-            waiter: *waiter,
-            reply: reply.clone(),
-        },
-        Effect::Forget { agent } => Effect::Forget {
-            agent: agent.clone(),
-        },
     }
 }
 

@@ -49,7 +49,7 @@ fn a_declaration_adopts_an_api_agent() {
 fn a_lasting_rollout_failure_is_not_retried_for_the_same_spec() {
     let mut h = H::new();
     reconcile(&mut h, &[local("a")]);
-    let w = spawned(&h.log.iter().map(clone_effect).collect::<Vec<_>>()).unwrap();
+    let w = spawned(&h.log.clone()).unwrap();
     h.ev(w, WorkerEvent::Spawned { pid: 1, port: 9000 });
     h.ev(w, ready());
     let r = reconcile(&mut h, &[v2("a")]);

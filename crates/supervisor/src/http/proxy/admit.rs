@@ -1,0 +1,222 @@
+//! Admission: which worker a request goes to, or why none. The ready replica
+//! with the fewest requests in flight; with `max_concurrency`, a free slot
+//! first (waiting in the agent's bounded queue, first come first served); for
+//! an agent scaled to zero, a wake and a wait until it is ready. Beyond the
+//! queue's bound or its timeout: 503 with `Retry-After`, at once.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Proxy;
+use crate::http::error::ApiError;
+use crate::http::route_table::{Pool, Route, Upstream};
+use crate::model::{AgentId, Input, State, WorkerId};
+
+/// A request's worker, its agent's pool, and its slot (when limited).
+pub(super) struct Admitted {
+    pub pool: Arc<Pool>,
+    pub upstream: Arc<Upstream>,
+    pub slot: Option<OwnedSemaphorePermit>,
+}
+
+/// A place in the agent's queue, given back when dropped.
+struct Queued(Arc<Pool>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.dequeue();
+    }
+}
+
+impl Proxy {
+    /// Admits a request for `agent_id`, avoiding workers that failed it already.
+    pub(super) async fn admit(
+        &self,
+        agent_id: &str,
+        avoid: &[WorkerId],
+    ) -> Result<Admitted, ApiError> {
+        // The fast path: ready, and a slot free (or no limit).
+        if let Some(Route::Ready { pool, upstreams }) = self.routes.get(agent_id) {
+            let slot = match pool.admission().max_concurrency {
+                None => Some(None),
+                Some(_) => Arc::clone(pool.slots()).try_acquire_owned().ok().map(Some),
+            };
+            if let (Some(slot), Some(up)) = (slot, pick(&upstreams, avoid)) {
+                return Ok(Admitted {
+                    pool,
+                    upstream: up,
+                    slot,
+                });
+            }
+        }
+        self.admit_slowly(agent_id, avoid).await
+    }
+
+    /// Waits for a slot, a wake or a route change, in the agent's queue.
+    async fn admit_slowly(&self, agent_id: &str, avoid: &[WorkerId]) -> Result<Admitted, ApiError> {
+        let mut rx = self.routes.subscribe();
+        let mut queued: Option<(Queued, Instant)> = None;
+        let mut woken_at: Option<Instant> = None;
+        loop {
+            let route = rx.borrow_and_update().get(agent_id).cloned();
+            let pool = match &route {
+                None => {
+                    self.unknown.fetch_add(1, Ordering::Relaxed);
+                    return Err(ApiError::not_found(format!("no agent '{agent_id}'")));
+                }
+                Some(Route::NotReady {
+                    state,
+                    retry_after_secs,
+                    reason,
+                }) => {
+                    return Err(not_ready(
+                        agent_id,
+                        *state,
+                        *retry_after_secs,
+                        reason.as_deref(),
+                        woken_at,
+                    ))
+                }
+                Some(Route::Ready { pool, .. } | Route::Waking { pool, .. }) => Arc::clone(pool),
+            };
+            let admission = pool.admission();
+            if queued.is_none() {
+                if !pool.enqueue(admission.max_queue) {
+                    return Err(queue_full(&pool, agent_id, admission.max_queue));
+                }
+                queued = Some((
+                    Queued(Arc::clone(&pool)),
+                    Instant::now() + admission.queue_timeout,
+                ));
+            }
+            let deadline = queued.as_ref().map_or_else(Instant::now, |(_, d)| *d);
+            match route {
+                Some(Route::Waking { state, .. }) => {
+                    if state == State::Idle {
+                        if let Ok(agent) = AgentId::new(agent_id) {
+                            self.control.send(Input::Wake { agent });
+                        }
+                    }
+                    woken_at.get_or_insert_with(Instant::now);
+                    if !changed(&mut rx, deadline).await {
+                        return Err(timed_out(
+                            &pool,
+                            agent_id,
+                            admission.queue_timeout,
+                            "to be ready",
+                        ));
+                    }
+                }
+                Some(Route::Ready { upstreams, .. }) => {
+                    let slot = if admission.max_concurrency.is_some() {
+                        tokio::select! {
+                            p = Arc::clone(pool.slots()).acquire_owned() => p.ok(),
+                            ok = changed(&mut rx, deadline) => {
+                                if ok { continue; }
+                                return Err(timed_out(&pool, agent_id, admission.queue_timeout, "for a free slot"));
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    match pick(&upstreams, avoid) {
+                        Some(up) => {
+                            if let Some(t) = woken_at {
+                                pool.metrics.observe_wake(t.elapsed());
+                            }
+                            return Ok(Admitted {
+                                pool,
+                                upstream: up,
+                                slot,
+                            });
+                        }
+                        // Every ready worker failed this request: wait for the table to change.
+                        None => {
+                            drop(slot);
+                            let wait = tokio::time::timeout(
+                                std::time::Duration::from_millis(250),
+                                rx.changed(),
+                            );
+                            if !matches!(wait.await, Ok(Ok(()))) {
+                                return Err(ApiError::unavailable(
+                                    format!("agent '{agent_id}' is restarting (its worker went away during the request)"),
+                                    1,
+                                ));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Whether the table changed before `deadline`.
+async fn changed(
+    rx: &mut tokio::sync::watch::Receiver<Arc<crate::http::route_table::Table>>,
+    deadline: Instant,
+) -> bool {
+    tokio::select! {
+        r = rx.changed() => r.is_ok(),
+        _ = tokio::time::sleep_until(deadline.into()) => false,
+    }
+}
+
+/// The ready worker with the fewest requests in flight (ties spread at random).
+fn pick(upstreams: &[Arc<Upstream>], avoid: &[WorkerId]) -> Option<Arc<Upstream>> {
+    let n = upstreams.len();
+    let start = if n > 1 { fastrand::usize(..n) } else { 0 };
+    (0..n)
+        .map(|i| &upstreams[(start + i) % n])
+        .filter(|u| !avoid.contains(&u.worker))
+        .min_by_key(|u| u.in_flight.get())
+        .cloned()
+}
+
+fn not_ready(
+    agent_id: &str,
+    state: State,
+    retry_after_secs: u32,
+    reason: Option<&str>,
+    woken_at: Option<Instant>,
+) -> ApiError {
+    let mut msg = if woken_at.is_some() {
+        format!(
+            "agent '{agent_id}' did not start (state: {})",
+            state.as_str()
+        )
+    } else {
+        format!(
+            "agent '{agent_id}' is not ready (state: {})",
+            state.as_str()
+        )
+    };
+    if let Some(r) = reason {
+        msg.push_str(": ");
+        msg.push_str(r);
+    }
+    ApiError::unavailable(msg, retry_after_secs)
+}
+
+fn queue_full(pool: &Pool, agent_id: &str, max_queue: u32) -> ApiError {
+    pool.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+    ApiError::unavailable(
+        format!("agent '{agent_id}' is busy: its queue is full ({max_queue} waiting)"),
+        1,
+    )
+}
+
+fn timed_out(pool: &Pool, agent_id: &str, after: std::time::Duration, what: &str) -> ApiError {
+    pool.metrics.rejected.fetch_add(1, Ordering::Relaxed);
+    ApiError::unavailable(
+        format!(
+            "agent '{agent_id}' is busy: waited {} s {what}",
+            after.as_secs_f64()
+        ),
+        1,
+    )
+}

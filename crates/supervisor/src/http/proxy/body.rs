@@ -1,0 +1,212 @@
+//! Bodies on the way through: the worker's response passed on frame by frame
+//! (ended after a silence too long), holding the request's place in flight;
+//! and the client's request body, kept whole until the worker first reads it
+//! so a request that never reached a worker can go to another one.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::http::route_table::{Pool, Upstream};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request in flight on a worker (and a slot of its agent, when limited),
+/// from the moment it is sent until its response body is dropped.
+pub(super) struct InFlight {
+    upstream: Arc<Upstream>,
+    pool: Arc<Pool>,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+impl InFlight {
+    pub(super) fn new(
+        upstream: Arc<Upstream>,
+        pool: Arc<Pool>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        upstream.in_flight.enter();
+        pool.in_flight.fetch_add(1, Ordering::AcqRel);
+        pool.touch();
+        InFlight {
+            upstream,
+            pool,
+            slot,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.upstream.in_flight.leave();
+        self.pool.touch();
+        self.pool.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(p) = self.slot.take() {
+            self.pool.release_slot(p);
+        }
+    }
+}
+
+/// The worker's response body, passed through frame by frame (nothing is
+/// buffered), ended with an error after `idle` without a frame.
+pub(super) struct Tracked {
+    inner: Incoming,
+    idle: Duration,
+    /// Armed only when the body first has to wait, so short bodies cost no timer.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    last: Instant,
+    _guard: InFlight,
+}
+
+impl Tracked {
+    pub(super) fn new(inner: Incoming, idle: Duration, guard: InFlight) -> Self {
+        Tracked {
+            inner,
+            idle,
+            sleep: None,
+            last: Instant::now(),
+            _guard: guard,
+        }
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.last = Instant::now();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let deadline = this.last + this.idle;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+                loop {
+                    match sleep.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(()) => {
+                            let deadline = this.last + this.idle;
+                            if Instant::now() >= deadline {
+                                return Poll::Ready(Some(Err(
+                                    "the agent's response stream was idle too long".into(),
+                                )));
+                            }
+                            sleep.as_mut().reset(deadline.into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client's request body, shared between tries: taken by the first body
+/// the client actually reads. Until then another try can send it.
+#[derive(Clone)]
+pub(super) struct Unsent(Arc<Mutex<Option<Incoming>>>);
+
+impl Unsent {
+    pub(super) fn new(body: Incoming) -> Self {
+        Unsent(Arc::new(Mutex::new(Some(body))))
+    }
+
+    /// Whether no try has read from it yet.
+    pub(super) fn untouched(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// A body for one try.
+    pub(super) fn body(&self) -> Replayable {
+        let hint = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|b| {
+                (
+                    http_body::Body::is_end_stream(b),
+                    http_body::Body::size_hint(b),
+                )
+            });
+        Replayable {
+            shared: self.clone(),
+            inner: None,
+            hint,
+        }
+    }
+}
+
+pub(super) struct Replayable {
+    shared: Unsent,
+    inner: Option<Incoming>,
+    /// `is_end_stream` and `size_hint` of the body before anyone read it.
+    hint: Option<(bool, SizeHint)>,
+}
+
+impl http_body::Body for Replayable {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if this.inner.is_none() {
+            this.inner = this
+                .shared
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+        }
+        match this.inner.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Some(b) => b.is_end_stream(),
+            None => self.hint.as_ref().is_none_or(|(end, _)| *end),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some(b) => b.size_hint(),
+            None => self
+                .hint
+                .as_ref()
+                .map(|(_, h)| h.clone())
+                .unwrap_or_default(),
+        }
+    }
+}

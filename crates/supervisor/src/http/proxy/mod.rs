@@ -1,0 +1,330 @@
+//! The hot path: `/agents/{id}/...` and gRPC calls forwarded to one of the
+//! agent's ready workers (`admit`) over pooled keep-alive connections, bodies
+//! streamed both ways (`body`), headers fixed on the way (`headers`). A
+//! request that never reached a worker (connection refused, a pooled
+//! connection found closed) goes to another one.
+
+mod admit;
+mod body;
+mod headers;
+
+pub use headers::{grpc_error, new_request_id, strip_hop_by_hop};
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::header::HeaderValue;
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::error::ApiError;
+use super::route_table::RouteTable;
+use crate::control::Control;
+use crate::model::WorkerId;
+use body::{InFlight, Replayable, Tracked, Unsent};
+use headers::{append_forwarded, with_request_id, X_AGENT_ID, X_PAR_PROCESS, X_REQUEST_ID};
+
+/// Tries of one request on different workers, when it never reached one.
+const TRIES: usize = 3;
+
+/// Proxy settings.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Longest wait for the worker's response head (→ 504).
+    pub header_timeout: Duration,
+    /// Longest silence inside a response body (streams may otherwise stay open forever).
+    pub idle_timeout: Duration,
+    /// One log line per proxied request (off by default: it costs CPU).
+    pub access_log: bool,
+}
+
+pub struct Proxy {
+    routes: Arc<RouteTable>,
+    http1: Client<HttpConnector, Replayable>,
+    http2: Client<HttpConnector, Replayable>,
+    opts: ProxyOptions,
+    /// Requests for agents that do not exist (shared by every proxy thread).
+    unknown: Arc<AtomicU64>,
+    /// To wake agents scaled to zero.
+    control: Control,
+}
+
+impl Proxy {
+    pub fn new(
+        routes: Arc<RouteTable>,
+        opts: ProxyOptions,
+        unknown: Arc<AtomicU64>,
+        control: Control,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let http1 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .build(connector.clone());
+        let http2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Proxy {
+            routes,
+            http1,
+            http2,
+            opts,
+            unknown,
+            control,
+        }
+    }
+
+    /// `/agents/{id}{rest}` → `{rest}` on the agent's worker (`/` when `rest` is empty).
+    pub async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        const PREFIX: &str = "/agents/";
+        let path = req.uri().path();
+        let after = path.get(PREFIX.len()..).unwrap_or("");
+        let id_len = after.find('/').unwrap_or(after.len());
+        let agent_id = after[..id_len].to_owned();
+        let rest = &after[id_len..];
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let path_and_query = match req.uri().query() {
+            Some(q) => {
+                let mut pq = String::with_capacity(rest.len() + 1 + q.len());
+                pq.push_str(rest);
+                pq.push('?');
+                pq.push_str(q);
+                pq
+            }
+            None => rest.to_owned(),
+        };
+        let prefix = HeaderValue::from_str(&path[..PREFIX.len() + id_len]).ok();
+        self.send(req, &agent_id, path_and_query, prefix, peer, false)
+            .await
+    }
+
+    /// A gRPC call (HTTP/2, `content-type: application/grpc`), agent from `x-agent-id`.
+    pub async fn grpc(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let Some(agent_id) = req
+            .headers()
+            .get(&X_AGENT_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+        else {
+            return grpc_error(3, "missing x-agent-id metadata naming the agent");
+        };
+        let pq = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        self.send(req, &agent_id, pq, None, peer, true).await
+    }
+
+    async fn send(
+        &self,
+        req: Request<Incoming>,
+        agent_id: &str,
+        path_and_query: String,
+        prefix: Option<HeaderValue>,
+        peer: SocketAddr,
+        grpc: bool,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        let request_id = match parts.headers.get(&X_REQUEST_ID) {
+            Some(v) => v.clone(),
+            None => {
+                let id = new_request_id();
+                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+                id
+            }
+        };
+        // The path was already validated by the server's parser; this only re-checks it.
+        let Ok(pq) = PathAndQuery::try_from(path_and_query) else {
+            return ApiError::bad_request("the request target is not valid").into_response_body();
+        };
+        strip_hop_by_hop(&mut parts.headers, grpc);
+        if !grpc {
+            append_forwarded(&mut parts.headers, peer, prefix);
+            // The pooled HTTP/1.1 client speaks HTTP/1.1 whatever the client spoke.
+            parts.version = http::Version::HTTP_11;
+        }
+        let body = Unsent::new(body);
+        let mut avoid: Vec<WorkerId> = Vec::new();
+        let mut response = loop {
+            let admitted = match self.admit(agent_id, &avoid).await {
+                Ok(a) => a,
+                Err(e) if grpc => break grpc_status_of(&e),
+                Err(e) => break with_request_id(e.into_response_body(), &parts.headers),
+            };
+            let upstream = Arc::clone(&admitted.upstream);
+            let mut uri_parts = http::uri::Parts::default();
+            uri_parts.scheme = Some(http::uri::Scheme::HTTP);
+            uri_parts.authority = Some(upstream.authority.clone());
+            uri_parts.path_and_query = Some(pq.clone());
+            let Ok(uri) = Uri::from_parts(uri_parts) else {
+                break ApiError::bad_request("the request target is not valid")
+                    .into_response_body();
+            };
+            let mut req = Request::new(body.body());
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = uri;
+            *req.version_mut() = parts.version;
+            *req.headers_mut() = parts.headers.clone();
+            let guard = InFlight::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
+            let client = if grpc { &self.http2 } else { &self.http1 };
+            let result = tokio::time::timeout(self.opts.header_timeout, client.request(req)).await;
+            match result {
+                Ok(Ok(resp)) => {
+                    let (mut rp, rb) = resp.into_parts();
+                    strip_hop_by_hop(&mut rp.headers, grpc);
+                    if !rp.headers.contains_key(&X_REQUEST_ID) {
+                        rp.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+                    }
+                    rp.headers
+                        .insert(X_PAR_PROCESS.clone(), upstream.process_id.clone());
+                    upstream
+                        .metrics
+                        .observe(rp.status.as_u16(), started.elapsed());
+                    let rb = Tracked::new(rb, self.opts.idle_timeout, guard);
+                    break Response::from_parts(rp, Body::new(rb));
+                }
+                Ok(Err(e)) if avoid.len() + 1 < TRIES && unsent(&e, &body, &parts.method) => {
+                    // It never reached the worker: another one may take it.
+                    drop(guard);
+                    avoid.push(upstream.worker);
+                }
+                Ok(Err(e)) => {
+                    drop(guard);
+                    break self.upstream_failed(&e, &upstream, started, grpc).await;
+                }
+                Err(_) => {
+                    upstream
+                        .metrics
+                        .proxy_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    upstream.metrics.observe(504, started.elapsed());
+                    let msg = format!(
+                        "agent '{}' did not answer within {} s",
+                        upstream.agent_id,
+                        self.opts.header_timeout.as_secs_f64()
+                    );
+                    break if grpc {
+                        grpc_error(4, &msg)
+                    } else {
+                        ApiError::timeout(msg).into_response_body()
+                    };
+                }
+            }
+        };
+        if !response.headers().contains_key(&X_REQUEST_ID) {
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID.clone(), request_id);
+        }
+        if self.opts.access_log {
+            tracing::info!(
+                target: "par::access",
+                agent = %agent_id,
+                method = %parts.method,
+                path = %pq.path(),
+                status = response.status().as_u16(),
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                "proxied"
+            );
+        }
+        response
+    }
+
+    /// The worker failed mid-request: "restarting" (503) if its route is
+    /// replaced a moment later (its exit reaches the state machine just after
+    /// its sockets close), else a 502.
+    async fn upstream_failed(
+        &self,
+        e: &hyper_util::client::legacy::Error,
+        upstream: &super::route_table::Upstream,
+        started: Instant,
+        grpc: bool,
+    ) -> Response<Body> {
+        upstream
+            .metrics
+            .proxy_errors
+            .fetch_add(1, Ordering::Relaxed);
+        let (status, msg) = if self.replaced_soon(upstream).await {
+            (
+                503,
+                format!(
+                    "agent '{}' is restarting (its worker went away during the request)",
+                    upstream.agent_id
+                ),
+            )
+        } else {
+            let detail = par_telemetry::error_chain(e);
+            let what = if e.is_connect() {
+                "did not accept the connection"
+            } else {
+                "failed to answer"
+            };
+            (
+                502,
+                format!("agent '{}' worker {what}: {detail}", upstream.agent_id),
+            )
+        };
+        upstream.metrics.observe(status, started.elapsed());
+        match (grpc, status) {
+            (true, _) => grpc_error(14, &msg),
+            (false, 503) => ApiError::unavailable(msg, 1).into_response_body(),
+            _ => ApiError::bad_gateway(msg).into_response_body(),
+        }
+    }
+
+    /// Whether the route stops pointing at `upstream` within a short wait
+    /// (told by the table's publishes, not polled).
+    async fn replaced_soon(&self, upstream: &super::route_table::Upstream) -> bool {
+        let mut rx = self.routes.subscribe();
+        let serves = |t: &Arc<super::route_table::Table>| {
+            matches!(
+                t.get(&*upstream.agent_id),
+                Some(super::route_table::Route::Ready { upstreams, .. })
+                    if upstreams.iter().any(|u| u.worker == upstream.worker)
+            )
+        };
+        tokio::time::timeout(Duration::from_millis(250), rx.wait_for(|t| !serves(t)))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Whether a failed try certainly did not reach the worker's handler: the
+/// connection was refused, or the body was never read and the request is
+/// idempotent or a pooled connection was found closed before sending.
+fn unsent(e: &hyper_util::client::legacy::Error, body: &Unsent, method: &Method) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let closed_before_sending = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(|h| h.is_canceled() || h.is_incomplete_message());
+    body.untouched() && (idempotent || closed_before_sending)
+}
+
+/// A gRPC status for an admission error: NOT_FOUND for an unknown agent,
+/// UNAVAILABLE otherwise.
+fn grpc_status_of(e: &ApiError) -> Response<Body> {
+    let code = if e.status == StatusCode::NOT_FOUND {
+        5
+    } else {
+        14
+    };
+    grpc_error(code, &e.message)
+}
