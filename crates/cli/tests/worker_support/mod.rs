@@ -16,6 +16,7 @@ pub fn par_home() -> PathBuf {
 }
 
 /// A fixture APKG from `target/fixtures/` (built by `dev/build-fixtures`).
+#[track_caller]
 pub fn fixture(name: &str) -> PathBuf {
     par_fixtures::apkg(name)
 }

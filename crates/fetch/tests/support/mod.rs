@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// A real APKG built by pixell-kit (see fixtures/README.md).
+#[track_caller]
 pub fn fixture_apkg() -> PathBuf {
     par_fixtures::apkg("pk-handler-env-0.2.0.apkg")
 }
