@@ -5,13 +5,15 @@
 #   2. GET /api/hello of the pk-full fixture (a FastAPI app built by mount(app)):
 #      req/s at 16 connections through `par worker`, and the same app under plain uvicorn.
 # Needs: wrk (apt-get install -y wrk), python3, a release build (built if missing).
-# Env: DURATION (default 10s), PAR_HOME (default a temp dir kept between runs), PAR_FIXTURES.
+# Env: DURATION (default 10s), PAR_HOME (default a temp dir kept between runs).
+# The pk-full fixture comes from dev/build-fixtures (run here; cached in target/fixtures).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DURATION=${DURATION:-10s}
-FIXTURES=${PAR_FIXTURES:-$ROOT/../shared/fixtures/apkgs}
+./dev/build-fixtures
+FIXTURES=$ROOT/target/fixtures
 export PAR_HOME=${PAR_HOME:-/tmp/par-bench-home}
 export PAR_LOG=${PAR_LOG:-warn}
 PAR=$ROOT/target/release/par

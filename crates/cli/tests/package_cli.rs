@@ -7,13 +7,6 @@ use std::process::{Command, Output};
 
 const PAR: &str = env!("CARGO_BIN_EXE_par");
 
-fn fixtures() -> PathBuf {
-    match std::env::var_os("PAR_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/apkgs"),
-    }
-}
-
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -68,12 +61,7 @@ fn inspect_prints_every_fixture() {
         ("pk-rest-only-0.1.0.apkg", "pk-rest-only@0.1.0", "rest", "-"),
     ];
     for (file, id, surfaces, entrypoint) in cases {
-        let path = fixtures().join(file);
-        assert!(
-            path.is_file(),
-            "missing fixture {} (set PAR_FIXTURES)",
-            path.display()
-        );
+        let path = par_fixtures::apkg(file);
         let text = ok(&par(home.path(), &[os("inspect"), path.as_os_str()]));
         let sha = par_package::sha256_file(&path).unwrap();
         assert!(text.contains(&format!("package id:   {id}\n")), "{text}");
@@ -114,7 +102,7 @@ fn inspect_prints_every_fixture() {
 #[test]
 fn inspect_json_details_of_the_ui_and_a2a_forms() {
     let home = tempfile::tempdir().unwrap();
-    let pk = fixtures().join("pk-full-0.1.0.apkg");
+    let pk = par_fixtures::apkg("pk-full-0.1.0.apkg");
     let j: serde_json::Value = serde_json::from_str(&ok(&par(
         home.path(),
         &[os("inspect"), os("--json"), pk.as_os_str()],
@@ -124,7 +112,7 @@ fn inspect_json_details_of_the_ui_and_a2a_forms() {
     assert_eq!(j["rest"], "src.rest.index:mount");
     assert_eq!(j["ui"]["path"], "ui");
     assert_eq!(j["ui"]["base_path"], "/");
-    let env = fixtures().join("pk-handler-env-0.2.0.apkg");
+    let env = par_fixtures::apkg("pk-handler-env-0.2.0.apkg");
     let j: serde_json::Value = serde_json::from_str(&ok(&par(
         home.path(),
         &[os("inspect"), os("--json"), env.as_os_str()],

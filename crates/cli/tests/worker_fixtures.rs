@@ -1,4 +1,4 @@
-//! End-to-end: the four real APKGs in the shared fixtures, each served by a real
+//! End-to-end: the four fixture APKGs (built by the real pixell tools), each served by a real
 //! `par worker` (their requirements install fastapi/uvicorn/watchdog once per run).
 
 mod worker_support;

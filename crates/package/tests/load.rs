@@ -8,22 +8,7 @@ use std::path::{Path, PathBuf};
 use par_package::{load, pack, LoadOptions, PackageError};
 use zip::write::SimpleFileOptions;
 
-fn fixtures() -> PathBuf {
-    match std::env::var_os("PAR_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/apkgs"),
-    }
-}
-
-fn fixture(name: &str) -> PathBuf {
-    let p = fixtures().join(name);
-    assert!(
-        p.is_file(),
-        "fixture {} missing (set PAR_FIXTURES)",
-        p.display()
-    );
-    p
-}
+use par_fixtures::apkg as fixture;
 
 /// A world folder: the cache lives at `world/home`, sources at `world/src`.
 struct World {

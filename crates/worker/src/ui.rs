@@ -912,21 +912,11 @@ mod tests {
     /// The real APKGs: pixell-kit 0.4 keeps the UI under `dist/ui/`, pixell-sdk 0.5 at `ui/`.
     #[tokio::test]
     async fn real_fixture_uis_are_served() {
-        let fixtures = std::env::var_os("PAR_FIXTURES")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/apkgs")
-            });
         for (apkg, dir) in [
             ("pk-full-0.1.0.apkg", "dist/ui"),
             ("sdk-full-0.1.0.apkg", "ui"),
         ] {
-            let path = fixtures.join(apkg);
-            assert!(
-                path.exists(),
-                "fixture {} not found (set PAR_FIXTURES)",
-                path.display()
-            );
+            let path = par_fixtures::apkg(apkg);
             let home = tempfile::tempdir().unwrap();
             let opts = par_package::LoadOptions {
                 home: home.path().to_path_buf(),

@@ -15,21 +15,10 @@ pub fn par_home() -> PathBuf {
     home
 }
 
-pub fn fixtures() -> PathBuf {
-    match std::env::var_os("PAR_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/apkgs"),
-    }
-}
-
+/// A fixture APKG from `target/fixtures/` (built by `dev/build-fixtures`).
+#[track_caller]
 pub fn fixture(name: &str) -> PathBuf {
-    let p = fixtures().join(name);
-    assert!(
-        p.exists(),
-        "fixture {} not found (set PAR_FIXTURES)",
-        p.display()
-    );
-    p
+    par_fixtures::apkg(name)
 }
 
 pub fn example(name: &str) -> PathBuf {

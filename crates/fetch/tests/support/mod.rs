@@ -12,12 +12,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// A real APKG built by pixell-kit (see shared/fixtures/README.md).
+/// A real APKG built by pixell-kit (see fixtures/README.md).
+#[track_caller]
 pub fn fixture_apkg() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/apkgs/pk-handler-env-0.2.0.apkg");
-    assert!(path.is_file(), "fixture missing: {}", path.display());
-    path
+    par_fixtures::apkg("pk-handler-env-0.2.0.apkg")
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
