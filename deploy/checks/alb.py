@@ -136,15 +136,31 @@ http {{
 """)
 
     def reload(self, why: str) -> int:
-        """Applies the rotation; returns once new connections get the new generation."""
+        """Applies the rotation; returns once the workers of the previous
+        configuration are gone (until then they accept connections too, which
+        the ALB's atomic change would not), or after the deregistration delay."""
         with self.lock:
             self.generation += 1
             gen = self.generation
+            old = self.workers()
             self.write_config()
             run(["nginx", "-c", str(self.conf), "-s", "reload"])
             self.events.append((time.monotonic(), f"generation {gen}: {why}"))
-        self.wait_generation(gen)
+            self.wait_generation(gen)
+            wait_until(f"nginx workers of generation {gen - 1} gone", lambda: not (old & self.workers()),
+                       self.settings["deregistration_delay"], 0.02)
         return gen
+
+    def workers(self) -> set[int]:
+        """PIDs of the nginx master's children."""
+        pids = set()
+        for p in Path("/proc").iterdir():
+            try:
+                if p.name.isdigit() and int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    pids.add(int(p.name))
+            except (OSError, ValueError, IndexError):
+                pass
+        return pids
 
     def wait_generation(self, gen: int) -> None:
         def served_by_gen():
@@ -158,7 +174,10 @@ http {{
         say(f"alb: registered {name} (127.0.0.1:{port}), health checks every {self.interval:g} s")
 
     def wait_healthy(self, name: str, timeout: float = 60) -> None:
-        wait_until(f"target {name} healthy", lambda: self.targets[name].state == "healthy", timeout, 0.05)
+        def in_rotation():
+            with self.lock:  # held by the checker until its reload is applied
+                return self.targets[name].state == "healthy"
+        wait_until(f"target {name} healthy", in_rotation, timeout, 0.05)
 
     def deregister(self, name: str) -> int:
         """Out of rotation at once; returns the generation that no longer routes to it."""

@@ -8,7 +8,6 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from podman_host import REPO, WORK, run, say
 

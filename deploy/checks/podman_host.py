@@ -179,7 +179,8 @@ class Cleanup:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-        if self.containers:
-            run(["podman", "rm", "-f", "-t", "0", "-i", *self.containers], check=False)
+        # Newest first: a container that joined another's network goes before it.
+        for name in reversed(self.containers):
+            run(["podman", "rm", "-f", "-t", "0", "-i", name], check=False)
         for pod in self.pods:
             run(["podman", "pod", "rm", "-f", "-t", "0", "-i", pod], check=False)
