@@ -37,6 +37,7 @@ def build(volumes: list[str], log_name: str = "build") -> Build:
     log = WORK / f"{log_name}.log"
     args = ["podman", "build", "--pull=never", "--format", "docker", *volumes,
             "-f", str(DOCKERFILE), "--iidfile", str(iidfile), "-t", TAG, str(REPO)]
+    say(f"image: podman build ... (log: {log.relative_to(REPO)})")
     t0 = time.monotonic()
     with open(log, "w") as out:
         p = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, text=True)
