@@ -35,7 +35,7 @@ def build(volumes: list[str], log_name: str = "build") -> Build:
     WORK.mkdir(parents=True, exist_ok=True)
     iidfile = WORK / f"{log_name}.iid"
     log = WORK / f"{log_name}.log"
-    args = ["podman", "build", "--pull=never", "--format", "docker", *volumes,
+    args = ["podman", "build", "--pull=never", "--format", "docker", *(a for v in volumes for a in ("-v", v)),
             "-f", str(DOCKERFILE), "--iidfile", str(iidfile), "-t", TAG, str(REPO)]
     say(f"image: podman build ... (log: {log.relative_to(REPO)})")
     t0 = time.monotonic()

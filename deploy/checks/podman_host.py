@@ -115,21 +115,20 @@ def podman_version() -> str:
     return run(["podman", "version", "--format", "{{.Client.Version}}"]).stdout.strip()
 
 
-def host_ca_mount(image: str) -> list[str]:
-    """`-v` arguments that give a build or a container the host's CA bundle,
-    when the host trusts certificates that `image` does not (a TLS-inspecting
-    proxy): without them cargo, pip and uv fail with certificate errors."""
+def host_ca_volume(image: str) -> str | None:
+    """A `-v` volume giving a build or a container the host's CA bundle, when
+    the host trusts certificates that `image` does not (a TLS-inspecting
+    proxy): without it cargo, pip and uv fail with certificate errors."""
     if not HOST_CA_BUNDLE.is_file():
-        return []
+        return None
     p = run(
         ["podman", "run", "--rm", "--network=none", "--entrypoint", "cat", image, str(HOST_CA_BUNDLE)],
         check=False,
     )
     theirs = set(pem_blocks(p.stdout)) if p.returncode == 0 else set()
-    extra = [b for b in pem_blocks(HOST_CA_BUNDLE.read_text()) if b not in theirs]
-    if not extra:
-        return []
-    return ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
+    if all(b in theirs for b in pem_blocks(HOST_CA_BUNDLE.read_text())):
+        return None
+    return f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"
 
 
 def pem_blocks(text: str) -> list[str]:

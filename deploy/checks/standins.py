@@ -110,6 +110,11 @@ def base_images(dockerfile: Path) -> list[str]:
     return out
 
 
+def runtime_base(dockerfile: Path) -> str:
+    """The last stage's base image, fully qualified: what the running image is built on."""
+    return qualified(base_images(dockerfile)[-1])
+
+
 def label(image: str) -> str | None:
     p = run(["podman", "image", "inspect", "--format", '{{index .Labels "par.stand-in"}}', image], check=False)
     if p.returncode != 0:
