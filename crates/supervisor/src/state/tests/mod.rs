@@ -265,7 +265,7 @@ pub(super) fn fetch_of(fx: &[Effect]) -> Option<FetchId> {
 
 pub(super) fn resolved() -> Resolved {
     Resolved {
-        path: "/home/downloads/abc.apkg".into(),
+        path: "/srv/par/downloads/abc.apkg".into(),
         sha256: "ab".repeat(32),
         downloaded: true,
         bytes: 1234,

@@ -51,7 +51,7 @@ fn a_remote_agent_is_fetched_first() {
         Effect::Spawn(l) => Some(l.clone()),
         _ => None,
     });
-    assert_eq!(launch.unwrap().package, "/home/downloads/abc.apkg");
+    assert_eq!(launch.unwrap().package, "/srv/par/downloads/abc.apkg");
     assert_eq!(h.state("r"), State::Starting);
     assert_eq!(h.view("r").sha256.as_deref(), Some(&*"ab".repeat(32)));
 }
