@@ -424,6 +424,14 @@ pub fn unsafe_free_kill(pid: i32, sig: i32) {
         .status();
 }
 
+/// SIGKILL to every process of the group `pgid`.
+pub fn kill_group(pgid: u32) {
+    assert!(pgid > 1, "not a process group: {pgid}");
+    let _ = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{pgid}")])
+        .status();
+}
+
 /// Whether any process of the process group `pgid` exists (via /proc).
 pub fn group_alive(pgid: u32) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|e| {

@@ -114,6 +114,7 @@ pub struct Gauges<'a> {
 /// The whole page: supervisor, per-agent counters, per-process gauges.
 pub fn render(
     agents: &[(&str, Arc<AgentMetrics>)],
+    views: &[crate::model::AgentView],
     processes: &[Gauges<'_>],
     uptime: Duration,
     unknown_agent: u64,
@@ -136,6 +137,7 @@ pub fn render(
     );
     t.sample("par_unknown_agent_requests_total", &[], unknown_agent);
     requests(&mut t, agents);
+    scaling(&mut t, agents, views);
     process_gauges(&mut t, processes);
     t.finish()
 }
@@ -189,6 +191,89 @@ fn requests(t: &mut Text, agents: &[(&str, Arc<AgentMetrics>)]) {
 
 fn labels<'a>(g: &Gauges<'a>) -> [(&'static str, &'a str); 2] {
     [("agent_id", g.agent_id), ("process_id", g.process_id)]
+}
+
+fn scaling(t: &mut Text, agents: &[(&str, Arc<AgentMetrics>)], views: &[crate::model::AgentView]) {
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    t.family(
+        "par_agent_queue_rejected_total",
+        Kind::Counter,
+        "Requests answered 503 at once: the agent's queue was full or its wait ran out.",
+    );
+    for (id, m) in agents {
+        t.sample(
+            "par_agent_queue_rejected_total",
+            &[("agent_id", id)],
+            n(&m.rejected),
+        );
+    }
+    t.family(
+        "par_agent_wakeups_total",
+        Kind::Counter,
+        "Wake-ups of the agent from zero replicas.",
+    );
+    for (id, m) in agents {
+        t.sample("par_agent_wakeups_total", &[("agent_id", id)], n(&m.wakes));
+    }
+    t.family(
+        "par_agent_wake_wait_seconds",
+        Kind::Histogram,
+        "How long requests held for a wake waited for a ready replica.",
+    );
+    for (id, m) in agents {
+        let counts: Vec<u64> = m.wake_buckets.iter().map(n).collect();
+        t.histogram(
+            "par_agent_wake_wait_seconds",
+            &[("agent_id", id)],
+            &WAKE_BUCKETS,
+            &counts,
+            n(&m.wake_sum_micros) as f64 / 1e6,
+            n(&m.wake_count),
+        );
+    }
+    t.family(
+        "par_agent_autoscale_decisions_total",
+        Kind::Counter,
+        "Changes of the agent's replica count made by the autoscaler.",
+    );
+    for (id, m) in agents {
+        t.sample(
+            "par_agent_autoscale_decisions_total",
+            &[("agent_id", id)],
+            n(&m.autoscale_decisions),
+        );
+    }
+    t.family(
+        "par_agent_replicas",
+        Kind::Gauge,
+        "Replicas wanted and ready.",
+    );
+    for v in views {
+        let desired = v.desired_replicas.to_string();
+        t.sample(
+            "par_agent_replicas",
+            &[("agent_id", &v.agent_id), ("kind", "desired")],
+            desired,
+        );
+        let ready = v.ready_replicas.to_string();
+        t.sample(
+            "par_agent_replicas",
+            &[("agent_id", &v.agent_id), ("kind", "ready")],
+            ready,
+        );
+    }
+    t.family(
+        "par_agent_queue_depth",
+        Kind::Gauge,
+        "Requests waiting in the agent's queue (for a slot or a wake).",
+    );
+    for v in views {
+        t.sample(
+            "par_agent_queue_depth",
+            &[("agent_id", &v.agent_id)],
+            v.queued,
+        );
+    }
 }
 
 fn process_gauges(t: &mut Text, processes: &[Gauges<'_>]) {
@@ -257,7 +342,7 @@ mod tests {
             cpu_percent: None,
             in_flight: 0,
         };
-        let text = render(&[("a", m)], &[g], Duration::from_secs(1), 0);
+        let text = render(&[("a", m)], &[], &[g], Duration::from_secs(1), 0);
         assert!(text.contains("par_agent_requests_total{agent_id=\"a\",class=\"2xx\"} 1"));
         assert!(text.contains("par_agent_requests_total{agent_id=\"a\",class=\"5xx\"} 1"));
         assert!(text

@@ -301,14 +301,13 @@ pub struct Agent {
 impl Agent {
     pub fn new(id: AgentId, spec: AgentSpec, origin: Origin, wall: SystemTime) -> Self {
         let package = Package::for_spec(&spec);
-        let replicas = (0..spec.floor()).map(|i| Replica::new(i, wall)).collect();
         Agent {
             id,
             spec,
             origin,
             goal: Goal::Run,
             package,
-            replicas,
+            replicas: vec![Replica::new(0, wall)],
             rollout: None,
             retiring: Vec::new(),
             current_package: None,

@@ -44,10 +44,21 @@ impl Supervisor {
                 a.state()
             )));
         }
-        let mut a = Agent::new(id.clone(), spec, origin, out.clock.wall);
-        for i in 0..a.replicas.len() {
-            self.start_replica(&mut a, i, out);
+        let pid = id.process_id(0);
+        if let Some(other) = self
+            .agents
+            .values()
+            .find(|o| o.replicas.iter().any(|r| o.id.process_id(r.index) == pid))
+        {
+            return Err(CommandError::conflict(format!(
+                "agent '{id}' would have the process id {pid}, which a replica of agent '{}' has",
+                other.id
+            )));
         }
+        let mut a = Agent::new(id.clone(), spec, origin, out.clock.wall);
+        self.start_replica(&mut a, 0, out);
+        let n = a.spec.floor();
+        self.scale_to(&mut a, n, out);
         self.agents.insert(id.clone(), a);
         Ok(id)
     }

@@ -109,14 +109,27 @@ impl Supervisor {
         }
     }
 
-    /// Starts the rollout's new generation next to the serving one.
+    /// Starts the rollout's new generation next to the serving one: as many
+    /// replicas as the new spec wants (an autoscaled agent keeps its size
+    /// within the new bounds).
     fn start_next(&mut self, a: &mut Agent, out: &mut Out) {
         let Some(ro) = a.rollout.as_ref() else { return };
         let (spec, package) = (ro.spec.clone(), ro.package.clone());
-        let mut replicas = Vec::with_capacity(a.replicas.len());
-        for r in &a.replicas {
-            let w = self.launch(&a.id, &spec, &package, r.index, out);
-            let mut new = Replica::new(r.index, out.clock.wall);
+        let n = if spec.autoscaled() {
+            (a.replicas.len() as u32).clamp(spec.floor(), spec.ceiling())
+        } else {
+            spec.floor()
+        };
+        let mut indices: Vec<u32> = a.replicas.iter().map(|r| r.index).collect();
+        indices.truncate(n as usize);
+        while indices.len() < n as usize {
+            let next = self.free_index(a, &indices);
+            indices.push(next);
+        }
+        let mut replicas = Vec::with_capacity(n as usize);
+        for index in indices {
+            let w = self.launch(&a.id, &spec, &package, index, out);
+            let mut new = Replica::new(index, out.clock.wall);
             new.life = Life::Starting(w);
             replicas.push(new);
         }

@@ -127,7 +127,7 @@ impl Supervisor {
     pub(super) fn scale_to(&mut self, a: &mut Agent, n: u32, out: &mut Out) {
         let n = n.max(1) as usize;
         while a.replicas.len() < n {
-            let index = self.free_index(a);
+            let index = self.free_index(a, &[]);
             a.replicas.push(Replica::new(index, out.clock.wall));
             let i = a.replicas.len() - 1;
             self.start_replica(a, i, out);
@@ -147,12 +147,14 @@ impl Supervisor {
         }
     }
 
-    /// The lowest replica index the agent does not use whose process id
-    /// names no other agent (`par-a-2` of agent `a` against an agent `a-2`).
-    fn free_index(&self, a: &Agent) -> u32 {
+    /// The lowest replica index the agent does not use (nor `taken`) whose
+    /// process id names no other agent (`par-a-2` of agent `a` against an
+    /// agent `a-2`).
+    pub(super) fn free_index(&self, a: &Agent, taken: &[u32]) -> u32 {
         (1..)
             .find(|n| {
                 !a.replicas.iter().any(|r| r.index == *n)
+                    && !taken.contains(n)
                     && !self
                         .agents
                         .keys()

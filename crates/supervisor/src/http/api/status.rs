@@ -194,8 +194,10 @@ pub async fn metrics(axum::extract::State(st): St) -> Response {
             in_flight: p.in_flight,
         })
         .collect();
+    let views = st.control.agents();
     let text = crate::http::metrics::render(
         &agents,
+        &views,
         &gauges,
         st.started.elapsed(),
         st.unknown_agents.load(Ordering::Relaxed),

@@ -280,11 +280,15 @@ impl Proxy {
             )
         };
         upstream.metrics.observe(status, started.elapsed());
-        match (grpc, status) {
+        let mut resp = match (grpc, status) {
             (true, _) => grpc_error(14, &msg),
             (false, 503) => ApiError::unavailable(msg, 1).into_response_body(),
             _ => ApiError::bad_gateway(msg).into_response_body(),
-        }
+        };
+        // The process that failed it.
+        resp.headers_mut()
+            .insert(X_PAR_PROCESS.clone(), upstream.process_id.clone());
+        resp
     }
 
     /// Whether the route stops pointing at `upstream` within a short wait

@@ -8,6 +8,7 @@ mod crashes;
 mod health;
 mod reconcile;
 mod rollouts;
+mod scaling;
 mod starting;
 mod waits;
 
