@@ -15,7 +15,8 @@ use supervisor_support::*;
 
 const LONG: Duration = Duration::from_secs(120);
 
-/// `par ctl --url <sup> ARGS` with a private PAR_HOME (no token file) and no token in the environment.
+/// `par ctl --url <sup> ARGS` with PAR_HOME `home` and no token in the
+/// environment: the supervisor's own home holds its boot token file.
 fn ctl_cmd(port: u16, home: &std::path::Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_par"));
     cmd.arg("ctl")
@@ -92,7 +93,8 @@ fn echo_v2(dir: &std::path::Path) -> String {
 #[test]
 fn ctl_lists_reads_logs_and_controls_agents() {
     let sup = start_examples("ctl");
-    let home = sup.dir.path().join("ctl-home");
+    // On the supervisor's machine, par ctl finds the boot token in its home.
+    let home = sup.dir.path().join("home");
     let port = sup.port;
 
     let o = ctl(port, &home, &["ls"]);
@@ -266,7 +268,7 @@ fn ctl_lists_reads_logs_and_controls_agents() {
 #[test]
 fn ctl_logs_follow_ends_cleanly_on_sigint() {
     let sup = start_examples("ctl-follow");
-    let home = sup.dir.path().join("ctl-home");
+    let home = sup.dir.path().join("home");
     let mut child = ctl_cmd(sup.port, &home, &["logs", "-f", "-n", "1", "c"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

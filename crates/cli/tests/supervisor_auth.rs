@@ -1,5 +1,7 @@
-//! Management API access: the admin token, and loopback-only without one
-//! (checked from a real non-loopback source in a network namespace).
+//! Management API access is by token, never by address: the configured
+//! admin token, or, without one, the token the supervisor writes for this
+//! boot (checked from loopback and from a real non-loopback source in a
+//! network namespace).
 
 mod supervisor_support;
 
@@ -13,7 +15,8 @@ fn with_a_token_mutating_routes_and_logs_need_it() {
     let token = "s3cret-token-for-tests";
     let s = Supervisor::start("token", "", "", &[("PAR_ADMIN_TOKEN", token)]);
     let body = format!(r#"{{"agent_id":"a","package_path":"{}"}}"#, s.pkg());
-    let r = http(s.port, "POST", "/supervisor/spawn", &[], body.as_bytes()).unwrap();
+    let none = [("Authorization", "")];
+    let r = http(s.port, "POST", "/supervisor/spawn", &none, body.as_bytes()).unwrap();
     assert_eq!(r.status, 401, "{}", r.text());
     assert_eq!(r.header("www-authenticate"), Some("Bearer"));
     let r = http(
@@ -25,19 +28,15 @@ fn with_a_token_mutating_routes_and_logs_need_it() {
     )
     .unwrap();
     assert_eq!(r.status, 401);
-    assert_eq!(get(s.port, "/supervisor/logs").unwrap().status, 401);
-    assert_eq!(
-        http(s.port, "DELETE", "/supervisor/logs", &[], b"")
-            .unwrap()
-            .status,
-        401
-    );
-    assert_eq!(
-        http(s.port, "POST", "/supervisor/stop/par-a", &[], b"")
-            .unwrap()
-            .status,
-        401
-    );
+    for (method, path) in [
+        ("GET", "/supervisor/logs"),
+        ("DELETE", "/supervisor/logs"),
+        ("POST", "/supervisor/stop/par-a"),
+        ("POST", "/supervisor/reload"),
+    ] {
+        let r = http(s.port, method, path, &none, b"").unwrap();
+        assert_eq!(r.status, 401, "{method} {path}: {}", r.text());
+    }
     let auth = format!("Bearer {token}");
     let r = http(
         s.port,
@@ -49,7 +48,8 @@ fn with_a_token_mutating_routes_and_logs_need_it() {
     .unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
     // Reading status and routing need no token.
-    assert_eq!(get(s.port, "/supervisor/status").unwrap().status, 200);
+    let r = http(s.port, "GET", "/supervisor/status", &none, b"").unwrap();
+    assert_eq!(r.status, 200);
     s.wait_ready("a", Duration::from_secs(20));
     assert_eq!(get(s.port, "/agents/a/x").unwrap().status, 200);
     // Agents never see the admin token.
@@ -129,7 +129,7 @@ impl Drop for Netns {
 }
 
 #[test]
-fn without_a_token_a_non_loopback_spawn_is_forbidden() {
+fn without_a_configured_token_only_the_boot_token_opens_the_api() {
     let ns = match Netns::create() {
         Ok(ns) => ns,
         Err(e) => {
@@ -138,20 +138,33 @@ fn without_a_token_a_non_loopback_spawn_is_forbidden() {
         }
     };
     let s = Supervisor::start("netns", "", "", &[]);
+    // The boot token is in $PAR_HOME/run, readable by the supervisor's user only.
+    let file = s.dir.path().join("home/run/admin-token");
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(mode(file.parent().unwrap()), 0o700);
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(token.len(), 64, "{token}");
     let body = format!(r#"{{"agent_id":"a","package_path":"{}"}}"#, s.pkg());
     let script = format!(
         "import urllib.request, urllib.error, sys\n\
-         def call(method, path, body=None):\n\
+         def call(method, path, body=None, token=None):\n\
          \x20   req = urllib.request.Request('http://{}:{}' + path, data=body, method=method)\n\
+         \x20   if token: req.add_header('Authorization', 'Bearer ' + token)\n\
          \x20   try:\n\
          \x20       return urllib.request.urlopen(req, timeout=10).status\n\
          \x20   except urllib.error.HTTPError as e:\n\
          \x20       return e.code\n\
-         print(call('POST', '/supervisor/spawn', sys.argv[1].encode()), call('GET', '/supervisor/logs'), call('GET', '/supervisor/status'), call('GET', '/runtime/health'))\n",
+         print(call('POST', '/supervisor/spawn', sys.argv[1].encode()), call('GET', '/supervisor/logs'), call('GET', '/supervisor/status'), call('GET', '/runtime/health'), call('GET', '/supervisor/logs', token=sys.argv[2]))\n",
         ns.host_ip, s.port
     );
     let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", "-c", &script, &body])
+        .args([
+            "netns", "exec", &ns.name, "python3", "-c", &script, &body, &token,
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -162,11 +175,23 @@ fn without_a_token_a_non_loopback_spawn_is_forbidden() {
     );
     assert_eq!(
         text.trim(),
-        "403 403 200 200",
-        "spawn and logs forbidden from 10.x, reads allowed"
+        "401 401 200 200 200",
+        "spawn and logs refused from 10.x without the token, reads allowed, logs with it"
     );
     assert!(s.processes().is_empty(), "nothing was spawned");
-    // The same request from loopback is accepted.
-    let r = http(s.port, "POST", "/supervisor/spawn", &[], body.as_bytes()).unwrap();
+    // Loopback is no capability either: agent code runs there too.
+    let none = [("Authorization", "")];
+    let r = http(s.port, "POST", "/supervisor/spawn", &none, body.as_bytes()).unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(r.text().contains("admin-token"), "{}", r.text());
+    let auth = format!("Bearer {token}");
+    let r = http(
+        s.port,
+        "POST",
+        "/supervisor/spawn",
+        &[("Authorization", &auth)],
+        body.as_bytes(),
+    )
+    .unwrap();
     assert_eq!(r.status, 201, "{}", r.text());
 }

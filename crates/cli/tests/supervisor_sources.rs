@@ -105,7 +105,15 @@ package = "s3://pkgs/agents/nope.apkg"
     assert_eq!(missing["restarts"], 0);
     let r = get(sup.port, "/agents/bad-sha/health").unwrap();
     assert_eq!(r.status, 503);
-    assert!(r.text().contains("sha256 mismatch"), "{}", r.text());
+    assert!(r.text().contains("fetch_failed"), "{}", r.text());
+    let bad = sup.process("bad-sha").unwrap();
+    assert!(
+        bad["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("sha256 mismatch"),
+        "{bad}"
+    );
 
     let s3_gets = s3.gets("/pkgs/agents/remote-1.apkg");
     let http_gets = files.gets("/remote-1.apkg");

@@ -106,8 +106,10 @@ pub async fn serve(
     let _ = channels.phase.send(Phase::Running);
 
     let unknown = Arc::new(AtomicU64::new(0));
+    let admin = admin_access(&settings);
     let api = api::router(Arc::new(ApiState {
         control: control.clone(),
+        admin,
         settings: Arc::clone(&settings),
         logs: Arc::clone(&logs),
         metrics,
@@ -125,6 +127,14 @@ pub async fn serve(
         idle_timeout: settings.stream_idle_timeout,
         access_log: settings.access_log,
     };
+    let open_files = crate::http::connections::raise_open_files();
+    let conns = crate::http::connections::Connections::new(crate::http::connections::Limits {
+        max_connections: settings
+            .max_connections
+            .unwrap_or_else(|| crate::http::connections::default_max_connections(open_files)),
+        client_header_timeout: settings.client_header_timeout,
+        keepalive_timeout: settings.keepalive_timeout,
+    });
     let listening = crate::http::server::start(
         listener.into_std()?,
         routes,
@@ -132,6 +142,7 @@ pub async fn serve(
         proxy,
         unknown,
         control.clone(),
+        conns,
     )?;
     tracing::info!(
         port,
@@ -169,6 +180,68 @@ pub async fn serve(
         "supervisor stopped"
     );
     Ok(())
+}
+
+/// The admin token: `PAR_ADMIN_TOKEN`, or one made for this boot and
+/// written where only the supervisor's user can read it.
+fn admin_access(settings: &Settings) -> api::Admin {
+    if let Some(token) = settings.admin_token.clone().filter(|t| !t.is_empty()) {
+        return api::Admin { token, file: None };
+    }
+    let token = boot_token();
+    let file = settings.home.join("run").join("admin-token");
+    match write_private(&file, &token) {
+        Ok(()) => tracing::info!(
+            file = %file.display(),
+            "no PAR_ADMIN_TOKEN: the management API's token for this boot is in the file (par ctl reads it)"
+        ),
+        Err(e) => tracing::error!(
+            file = %file.display(),
+            "no PAR_ADMIN_TOKEN, and this boot's token could not be written ({e}): set PAR_ADMIN_TOKEN to use the management API"
+        ),
+    }
+    api::Admin {
+        token,
+        file: Some(file),
+    }
+}
+
+/// 32 bytes from the kernel's random source, as hex.
+fn boot_token() -> String {
+    use std::io::Read as _;
+    let mut buf = [0u8; 32];
+    let ok = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok();
+    if !ok {
+        // Never a predictable token: fall back to a mix no other process can see.
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (fastrand::u64(..) >> (i % 8)) as u8;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes `text` to `path` readable by this user only (folder 0700, file 0600).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let tmp = dir.join(format!(".admin-token.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The agents of the configuration, started before the port serves.

@@ -99,9 +99,24 @@ impl Resp {
     }
 }
 
+/// The admin token of each supervisor a test started, by port: requests to
+/// it carry the token unless they name an `Authorization` header themselves
+/// (an empty one: no token at all).
+static TOKENS: std::sync::Mutex<Vec<(u16, String)>> = std::sync::Mutex::new(Vec::new());
+
+pub fn token_of(port: u16) -> Option<String> {
+    TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(p, _)| *p == port)
+        .map(|(_, t)| t.clone())
+}
+
 /// One keep-alive HTTP/1.1 connection.
 pub struct Conn {
     reader: BufReader<TcpStream>,
+    token: Option<String>,
 }
 
 impl Conn {
@@ -111,6 +126,7 @@ impl Conn {
         s.set_nodelay(true)?;
         Ok(Conn {
             reader: BufReader::new(s),
+            token: token_of(port),
         })
     }
 
@@ -125,8 +141,18 @@ impl Conn {
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
             body.len()
         );
+        let mut authorized = false;
         for (k, v) in headers {
+            if k.eq_ignore_ascii_case("authorization") {
+                authorized = true;
+                if v.is_empty() {
+                    continue;
+                }
+            }
             req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let (false, Some(t)) = (authorized, &self.token) {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
         req.push_str("\r\n");
         let s = self.reader.get_mut();
@@ -346,6 +372,17 @@ impl Supervisor {
                 panic!("the supervisor did not start listening: {why}; log:\n{text}");
             }
         };
+        let token = env
+            .iter()
+            .find(|(k, v)| *k == "PAR_ADMIN_TOKEN" && !v.is_empty())
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| {
+                let file = dir.path().join("home/run/admin-token");
+                wait_until(Duration::from_secs(20), "the boot token file", || {
+                    std::fs::read_to_string(&file).ok()
+                })
+            });
+        TOKENS.lock().unwrap().push((port, token));
         let sup = Supervisor {
             child,
             port,
@@ -356,6 +393,10 @@ impl Supervisor {
             get(port, "/runtime/health").ok()
         });
         sup
+    }
+
+    pub fn token(&self) -> String {
+        token_of(self.port).unwrap_or_default()
     }
 
     pub fn log_text(&self) -> String {

@@ -61,6 +61,16 @@ pub struct SupervisorSection {
     /// in-flight requests and open streams before it is stopped.
     #[serde(default, with = "humantime_serde")]
     pub drain_timeout: Option<Duration>,
+    /// A new client connection that sends nothing for this long is closed.
+    #[serde(default, with = "humantime_serde")]
+    pub client_header_timeout: Option<Duration>,
+    /// An idle keep-alive connection (or a request head that does not
+    /// arrive) is closed after this long; above the ALB's idle timeout (60 s).
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive_timeout: Option<Duration>,
+    /// Open client connections at most (default: the open-files limit less
+    /// a reserve of 1024).
+    pub max_connections: Option<usize>,
 }
 
 /// Errors of loading a configuration.

@@ -37,6 +37,9 @@ pub struct Settings {
     pub registry_poll: Duration,
     /// Drain of an old worker after a rollout switched the route.
     pub drain_timeout: Duration,
+    pub client_header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Settings {
@@ -67,6 +70,9 @@ impl Default for Settings {
             registry_url: None,
             registry_poll: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            client_header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            max_connections: None,
         }
     }
 }
@@ -112,6 +118,10 @@ impl Settings {
         );
         take!(probe_failures, access_log, log_lines_per_process);
         take!(registry_poll, drain_timeout);
+        take!(client_header_timeout, keepalive_timeout);
+        if let Some(n) = s.max_connections {
+            self.max_connections = Some(n);
+        }
         if let Some(v) = s.registry_url.as_ref().filter(|v| !v.trim().is_empty()) {
             self.registry_url = Some(v.trim().to_string());
         }

@@ -3,8 +3,10 @@
 //! API (`api`), the dashboard page, metrics, and the one HTTP error type.
 
 pub mod api;
+pub mod connections;
 pub mod dashboard;
 pub mod error;
+pub mod leftover;
 pub mod metrics;
 pub mod proxy;
 pub mod route_table;

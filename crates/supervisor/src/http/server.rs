@@ -17,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tower::ServiceExt as _;
 
+use super::connections::{Admitted, Connections};
+use super::leftover::{self, Guarded};
 use super::proxy::{Proxy, ProxyOptions};
 use super::route_table::RouteTable;
 
@@ -29,7 +31,36 @@ struct App {
 }
 
 impl App {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// Serves one request; a request body the reply left unread is read
+    /// (when small) or the connection closed after the reply.
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        health_only: bool,
+    ) -> Response<Body> {
+        let (parts, body) = req.into_parts();
+        let (body, left) = leftover::guard(body);
+        let req = Request::from_parts(parts, body);
+        let mut resp = if health_only && req.uri().path() != "/runtime/health" {
+            let mut r = super::error::ApiError::unavailable(
+                "the supervisor has too many open connections",
+                1,
+            )
+            .into_response_body();
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            r
+        } else {
+            self.handle(req, peer).await
+        };
+        left.settle(&mut resp).await;
+        resp
+    }
+
+    async fn handle(&self, req: Request<Guarded>, peer: SocketAddr) -> Response<Body> {
         if is_grpc(&req) {
             return self.proxy.grpc(req, peer).await;
         }
@@ -52,7 +83,7 @@ impl App {
     }
 }
 
-fn is_grpc(req: &Request<Incoming>) -> bool {
+fn is_grpc<B>(req: &Request<B>) -> bool {
     req.version() == http::Version::HTTP_2
         && req
             .headers()
@@ -78,6 +109,7 @@ fn proxy_threads() -> usize {
 async fn accept_loop(
     listener: std::net::TcpListener,
     app: Arc<App>,
+    conns: Arc<Connections>,
     mut stop: watch::Receiver<bool>,
     drain: watch::Receiver<Duration>,
 ) {
@@ -93,6 +125,8 @@ async fn accept_loop(
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // Also bounds an idle keep-alive connection's wait for its next request.
+        .header_read_timeout(conns.limits.keepalive_timeout)
         .writev(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -109,15 +143,38 @@ async fn accept_loop(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let (slot, waiting) = match conns.admit() {
+                    Admitted::Full(slot, waiting) => (slot, Some(waiting)),
+                    Admitted::HealthOnly(slot) => (slot, None),
+                    Admitted::Refused => continue,
+                };
+                let health_only = waiting.is_none();
                 let app = Arc::clone(&app);
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let app = Arc::clone(&app);
-                    async move { Ok::<_, Infallible>(app.handle(req, peer).await) }
+                    async move { Ok::<_, Infallible>(app.serve(req, peer, health_only).await) }
                 });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
+                let first_byte = conns.limits.client_header_timeout;
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let _slot = slot;
+                    // Nothing is spent on a connection until it sends a byte.
+                    let wait = if health_only { Duration::from_secs(2) } else { first_byte };
+                    let evicted = async {
+                        match waiting {
+                            Some(mut w) => {
+                                let _ = (&mut w.evicted).await;
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        r = stream.readable() => if r.is_err() { return },
+                        _ = evicted => return,
+                        _ = tokio::time::sleep(wait) => return,
+                    }
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
                 });
             }
             _ = stop.wait_for(|s| *s) => break,
@@ -153,6 +210,7 @@ pub fn start(
     opts: ProxyOptions,
     unknown: Arc<AtomicU64>,
     control: crate::control::Control,
+    conns: Arc<Connections>,
 ) -> anyhow::Result<Listening> {
     let main = tokio::runtime::Handle::current();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -173,7 +231,7 @@ pub fn start(
             api: api.clone(),
             main: main.clone(),
         });
-        let (stop, drain) = (stop_rx.clone(), drain_rx.clone());
+        let (stop, drain, conns) = (stop_rx.clone(), drain_rx.clone(), Arc::clone(&conns));
         let (done_tx, done_rx) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("par-proxy-{i}"))
@@ -182,7 +240,7 @@ pub fn start(
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(accept_loop(l, app, stop, drain)),
+                    Ok(rt) => rt.block_on(accept_loop(l, app, conns, stop, drain)),
                     Err(e) => tracing::error!("failed to start a proxy thread: {e}"),
                 }
                 let _ = done_tx.send(());

@@ -137,6 +137,9 @@ pub struct RolloutView {
     pub phase: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What kind of failure `reason` is, quoting no agent output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason_class: Option<String>,
     /// `blue-green` (next to a serving worker) or `in-place` (nothing was serving).
     pub strategy: &'static str,
     pub to_package: String,

@@ -233,7 +233,7 @@ pub enum RolloutState {
     RolledOut,
     /// `retryable`: a reconcile with the same spec tries again (transient causes).
     Failed {
-        reason: String,
+        failure: Failure,
         retryable: bool,
     },
 }

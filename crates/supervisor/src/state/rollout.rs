@@ -161,7 +161,7 @@ impl Supervisor {
                 self.start_next(a, out);
             }
             Err(f) => {
-                let reason = format!("fetch failed: {}", f.message);
+                let reason = Failure::new("fetch_failed", format!("fetch failed: {}", f.message));
                 self.rollout_failed(a, reason, f.transient, out);
             }
         }
@@ -188,7 +188,12 @@ impl Supervisor {
             }
             WorkerEvent::SpawnFailed { reason, kind } => {
                 let retryable = kind == crate::model::SpawnFailure::NoPort;
-                self.rollout_failed(a, reason, retryable, out);
+                let class = if retryable {
+                    "no_free_port"
+                } else {
+                    "spawn_failed"
+                };
+                self.rollout_failed(a, Failure::new(class, reason), retryable, out);
             }
             WorkerEvent::Ready(h) => {
                 if let Life::Starting(w) = &mut r.life {
@@ -250,6 +255,11 @@ impl Supervisor {
             .map(|w| (w.kill_reason, w.health_error))
             .unwrap_or_default();
         let retryable = !exit.is_package_failure() && kill.is_none();
+        let class = match (&kill, exit.is_package_failure()) {
+            (Some(k), _) => k.class.clone(),
+            (None, true) => "package_failure".to_string(),
+            (None, false) => super::restart::exit_class(exit),
+        };
         let mut reason = match (&kill, exit.is_package_failure()) {
             (Some(k), _) => k.message.clone(),
             (None, true) => format!(
@@ -263,7 +273,7 @@ impl Supervisor {
         if !detail.is_empty() {
             reason = format!("{reason}: {}", detail.join(" | "));
         }
-        self.rollout_failed(a, reason, retryable, out);
+        self.rollout_failed(a, Failure::new(class, reason), retryable, out);
     }
 
     /// Every new replica is ready: the route switches to them in one publish,
@@ -389,10 +399,11 @@ impl Supervisor {
     pub(super) fn rollout_failed(
         &mut self,
         a: &mut Agent,
-        reason: String,
+        failure: Failure,
         retryable: bool,
         out: &mut Out,
     ) {
+        let reason = failure.message.clone();
         let serving = a.serving();
         let Some(ro) = a.rollout.as_mut() else { return };
         let abandoned: Vec<_> = ro
@@ -400,10 +411,7 @@ impl Supervisor {
             .drain(..)
             .filter_map(|r| r.life.worker().map(|w| w.id))
             .collect();
-        ro.state = RolloutState::Failed {
-            reason: reason.clone(),
-            retryable,
-        };
+        ro.state = RolloutState::Failed { failure, retryable };
         ro.finished_at = Some(out.clock.wall);
         let msg = if ro.blue_green && serving {
             format!("rollout failed, the old worker keeps serving: {reason}")
@@ -423,7 +431,8 @@ impl Supervisor {
     /// Stops a rollout in progress (its new workers are killed).
     pub(super) fn cancel_rollout(&mut self, a: &mut Agent, why: &str, out: &mut Out) {
         if a.rollout.as_ref().is_some_and(|r| r.in_progress()) {
-            self.rollout_failed(a, format!("cancelled: {why}"), false, out);
+            let failure = Failure::new("cancelled", format!("cancelled: {why}"));
+            self.rollout_failed(a, failure, false, out);
         }
     }
 
@@ -468,10 +477,10 @@ pub(super) fn settle_in_place(a: &mut Agent, out: &mut Out) {
         ro.finished_at = Some(out.clock.wall);
     } else if let Some(r) = a.replicas.iter().find(|r| r.state() == State::Failed) {
         ro.state = RolloutState::Failed {
-            reason: r
+            failure: r
                 .last_error
-                .as_ref()
-                .map_or_else(|| "the agent failed".into(), |f| f.message.clone()),
+                .clone()
+                .unwrap_or_else(|| Failure::new("failed", "the agent failed")),
             retryable: false,
         };
         ro.finished_at = Some(out.clock.wall);

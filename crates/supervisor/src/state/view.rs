@@ -248,28 +248,28 @@ fn route(a: &Agent, clock: Clock) -> Route {
             (_, State::Failed | State::Stopped | State::Crashed) => 30,
             _ => 1,
         },
+        // Only the kind of failure: this reaches anyone who calls the agent.
         reason: first
             .last_error
             .as_ref()
             .filter(|_| state == State::Failed)
-            .map(|f| f.message.clone()),
+            .map(|f| f.class.clone()),
     }
 }
 
 fn rollout_view(r: &Rollout) -> RolloutView {
-    let (state, phase, reason) = match &r.state {
+    let (state, phase, failure) = match &r.state {
         RolloutState::Fetching => (RolloutStatus::Rolling, Some("fetching"), None),
         RolloutState::Starting => (RolloutStatus::Rolling, Some("starting"), None),
         RolloutState::RolledOut => (RolloutStatus::RolledOut, None, None),
-        RolloutState::Failed { reason, .. } => {
-            (RolloutStatus::RolloutFailed, None, Some(reason.clone()))
-        }
+        RolloutState::Failed { failure, .. } => (RolloutStatus::RolloutFailed, None, Some(failure)),
     };
     let next = r.replicas.first().and_then(|x| x.life.worker());
     RolloutView {
         state,
         phase,
-        reason,
+        reason: failure.map(|f| f.message.clone()),
+        reason_class: failure.map(|f| f.class.clone()),
         strategy: if r.blue_green {
             "blue-green"
         } else {

@@ -1,11 +1,13 @@
 //! The admin check for mutating routes and logs, as a layer:
-//! `Authorization: Bearer $PAR_ADMIN_TOKEN`, or, with no token configured,
-//! loopback peers only.
+//! `Authorization: Bearer <token>` — `PAR_ADMIN_TOKEN`, or, when none is
+//! configured, the token the supervisor made at start and wrote to
+//! `$PAR_HOME/run/admin-token` (readable by the supervisor's user only).
+//! Access is by this capability, never by address: agent code runs on
+//! loopback too.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -14,43 +16,36 @@ use super::ApiState;
 use crate::http::error::ApiError;
 
 pub async fn require_admin(State(st): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    match authorize(&st, req.headers(), peer) {
+    match authorize(&st, req.headers()) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }
 
-fn authorize(
-    st: &ApiState,
-    headers: &axum::http::HeaderMap,
-    peer: Option<SocketAddr>,
-) -> Result<(), ApiError> {
-    match st.settings.admin_token.as_deref().filter(|t| !t.is_empty()) {
-        Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| {
-                    v.strip_prefix("Bearer ")
-                        .or_else(|| v.strip_prefix("bearer "))
-                })
-                .map(str::trim);
-            match given {
-                Some(g) if ct_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
-                Some(_) => Err(ApiError::unauthorized("the bearer token is not valid")),
-                None => Err(ApiError::unauthorized(
-                    "this route needs Authorization: Bearer <PAR_ADMIN_TOKEN>",
-                )),
-            }
-        }
-        None if peer.is_some_and(|p| is_loopback(&p)) => Ok(()),
-        None => Err(ApiError::forbidden(
-            "no PAR_ADMIN_TOKEN is configured, so this route is accepted from loopback only",
-        )),
+/// Whether the request carries the admin token (public routes show more to it).
+pub fn is_admin(st: &ApiState, headers: &axum::http::HeaderMap) -> bool {
+    authorize(st, headers).is_ok()
+}
+
+fn authorize(st: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match given {
+        Some(g) if ct_eq(g.as_bytes(), st.admin.token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError::unauthorized("the bearer token is not valid")),
+        None => Err(ApiError::unauthorized(match &st.admin.file {
+            Some(f) => format!(
+                "this route needs Authorization: Bearer <token>; the token of this boot is in {} (par ctl reads it)",
+                f.display()
+            ),
+            None => "this route needs Authorization: Bearer <PAR_ADMIN_TOKEN>".to_string(),
+        })),
     }
 }
 
@@ -63,15 +58,6 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
         diff |= usize::from(x ^ y);
     }
     diff == 0
-}
-
-fn is_loopback(peer: &SocketAddr) -> bool {
-    match peer.ip() {
-        std::net::IpAddr::V4(v4) => v4.is_loopback(),
-        std::net::IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
 }
 
 #[cfg(test)]

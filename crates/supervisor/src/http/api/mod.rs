@@ -28,9 +28,17 @@ use crate::model::{AgentId, ProcessView};
 use crate::runtime::desired::{self, DesiredStatus};
 use crate::runtime::resources::{TaskResources, UsageTable};
 
+/// The token that opens the admin routes.
+pub struct Admin {
+    pub token: String,
+    /// Where this boot's token was written (none when `PAR_ADMIN_TOKEN` is set).
+    pub file: Option<std::path::PathBuf>,
+}
+
 /// What the handlers share.
 pub struct ApiState {
     pub control: Control,
+    pub admin: Admin,
     pub settings: Arc<Settings>,
     pub logs: Arc<LogStore>,
     pub metrics: Arc<Registry>,

@@ -34,8 +34,9 @@ pub async fn runtime_health(axum::extract::State(st): St) -> Response {
     }
 }
 
-/// Processes with their current usage merged in.
-fn processes_json(st: &super::ApiState) -> Vec<Value> {
+/// Processes with their current usage merged in. Without the admin token
+/// they carry no agent output: failures are shown by their kind only.
+fn processes_json(st: &super::ApiState, admin: bool) -> Vec<Value> {
     st.control
         .processes()
         .iter()
@@ -50,12 +51,24 @@ fn processes_json(st: &super::ApiState) -> Vec<Value> {
                 "processes": u.map(|u| u.processes),
                 "in_flight": p.in_flight,
             });
+            if !admin {
+                redact(&mut v);
+            }
             v
         })
         .collect()
 }
 
-pub async fn status(axum::extract::State(st): St) -> Response {
+/// Agent output (error text, log lines) replaced by what kind it is.
+fn redact(v: &mut Value) {
+    v["last_error"] = v["last_error_class"].clone();
+    if v["rollout"].is_object() {
+        v["rollout"]["reason"] = v["rollout"]["reason_class"].clone();
+    }
+}
+
+pub async fn status(axum::extract::State(st): St, headers: HeaderMap) -> Response {
+    let admin = super::auth::is_admin(&st, &headers);
     let procs = st.control.processes();
     let ready = procs
         .iter()
@@ -71,7 +84,7 @@ pub async fn status(axum::extract::State(st): St) -> Response {
             "started_at": humantime::format_rfc3339_millis(st.started_at).to_string(),
             "uptime_seconds": st.started.elapsed().as_secs_f64(),
             "worker_ports": format!("{}-{}", s.worker_ports.start, s.worker_ports.end),
-            "auth": if s.admin_token.as_deref().is_some_and(|t| !t.is_empty()) { "token" } else { "loopback-only" },
+            "auth": if st.admin.file.is_some() { "boot-token" } else { "token" },
             "resources": st.resources,
             "rss_mb": self_rss_mb(),
             "log_lines_dropped": st.logs.dropped.load(Ordering::Relaxed),
@@ -80,7 +93,7 @@ pub async fn status(axum::extract::State(st): St) -> Response {
         "agents_ready": ready,
         "desired": st.desired.view(),
         "agents": *st.control.agents(),
-        "processes": processes_json(&st),
+        "processes": processes_json(&st, admin),
     }))
     .into_response()
 }
@@ -91,12 +104,18 @@ fn self_rss_mb() -> Option<f64> {
     Some((pages * 4096) as f64 / (1024.0 * 1024.0))
 }
 
-pub async fn processes(axum::extract::State(st): St) -> Response {
-    Json(json!({ "processes": processes_json(&st) })).into_response()
+pub async fn processes(axum::extract::State(st): St, headers: HeaderMap) -> Response {
+    let admin = super::auth::is_admin(&st, &headers);
+    Json(json!({ "processes": processes_json(&st, admin) })).into_response()
 }
 
-pub async fn agent(axum::extract::State(st): St, Path(id): Path<String>) -> Response {
-    match processes_json(&st)
+pub async fn agent(
+    axum::extract::State(st): St,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let admin = super::auth::is_admin(&st, &headers);
+    match processes_json(&st, admin)
         .into_iter()
         .find(|p| p["agent_id"] == id.as_str())
     {
@@ -105,14 +124,21 @@ pub async fn agent(axum::extract::State(st): St, Path(id): Path<String>) -> Resp
     }
 }
 
-pub async fn health(axum::extract::State(st): St) -> Response {
+pub async fn health(axum::extract::State(st): St, headers: HeaderMap) -> Response {
+    let admin = super::auth::is_admin(&st, &headers);
     let procs = st.control.processes();
     let agents: serde_json::Map<String, Value> = procs
         .iter()
+        .filter(|p| p.replica == 0)
         .map(|p| {
+            let error = if admin {
+                &p.last_error
+            } else {
+                &p.last_error_class
+            };
             (
                 p.agent_id.clone(),
-                json!({"state": p.state, "port": p.port, "last_error": p.last_error}),
+                json!({"state": p.state, "port": p.port, "last_error": error}),
             )
         })
         .collect();

@@ -15,6 +15,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
+use crate::http::leftover::Guarded;
 use crate::http::route_table::{Pool, Upstream};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -129,10 +130,10 @@ impl http_body::Body for Tracked {
 /// The client's request body, shared between tries: taken by the first body
 /// the client actually reads. Until then another try can send it.
 #[derive(Clone)]
-pub(super) struct Unsent(Arc<Mutex<Option<Incoming>>>);
+pub(super) struct Unsent(Arc<Mutex<Option<Guarded>>>);
 
 impl Unsent {
-    pub(super) fn new(body: Incoming) -> Self {
+    pub(super) fn new(body: Guarded) -> Self {
         Unsent(Arc::new(Mutex::new(Some(body))))
     }
 
@@ -164,7 +165,7 @@ impl Unsent {
 
 pub(super) struct Replayable {
     shared: Unsent,
-    inner: Option<Incoming>,
+    inner: Option<Guarded>,
     /// `is_end_stream` and `size_hint` of the body before anyone read it.
     hint: Option<(bool, SizeHint)>,
 }

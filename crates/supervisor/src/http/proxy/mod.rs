@@ -19,12 +19,12 @@ use axum::body::Body;
 use http::header::HeaderValue;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::error::ApiError;
+use super::leftover::Guarded;
 use super::route_table::RouteTable;
 use crate::control::Control;
 use crate::model::WorkerId;
@@ -88,7 +88,7 @@ impl Proxy {
     }
 
     /// `/agents/{id}{rest}` → `{rest}` on the agent's worker (`/` when `rest` is empty).
-    pub async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn forward(&self, req: Request<Guarded>, peer: SocketAddr) -> Response<Body> {
         const PREFIX: &str = "/agents/";
         let path = req.uri().path();
         let after = path.get(PREFIX.len()..).unwrap_or("");
@@ -112,7 +112,7 @@ impl Proxy {
     }
 
     /// A gRPC call (HTTP/2, `content-type: application/grpc`), agent from `x-agent-id`.
-    pub async fn grpc(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn grpc(&self, req: Request<Guarded>, peer: SocketAddr) -> Response<Body> {
         let Some(agent_id) = req
             .headers()
             .get(&X_AGENT_ID)
@@ -131,7 +131,7 @@ impl Proxy {
 
     async fn send(
         &self,
-        req: Request<Incoming>,
+        req: Request<Guarded>,
         agent_id: &str,
         path_and_query: String,
         prefix: Option<HeaderValue>,
