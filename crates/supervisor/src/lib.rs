@@ -36,3 +36,4 @@ pub mod server;
 pub mod source;
 pub mod supervisor;
 mod unix;
+pub mod upgrade;

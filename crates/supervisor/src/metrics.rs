@@ -19,6 +19,12 @@ pub struct AgentMetrics {
     pub buckets: [AtomicU64; BUCKETS.len()],
     pub count: AtomicU64,
     pub sum_micros: AtomicU64,
+    /// WebSockets upgraded through the proxy, and those open now.
+    pub websockets: AtomicU64,
+    pub websockets_open: AtomicU64,
+    /// WebSocket messages relayed client → agent and agent → client.
+    pub websocket_messages_in: AtomicU64,
+    pub websocket_messages_out: AtomicU64,
 }
 
 impl AgentMetrics {
@@ -134,6 +140,53 @@ pub fn render(
         let _ = writeln!(s, "# HELP {name} {help}");
         let _ = writeln!(s, "# TYPE {name} {kind}");
     };
+    gauge(
+        &mut s,
+        "par_agent_websockets_total",
+        "WebSocket connections upgraded through the proxy.",
+        "counter",
+    );
+    for (g, m) in rows {
+        let _ = writeln!(
+            s,
+            "par_agent_websockets_total{{agent=\"{}\"}} {}",
+            g.agent_id,
+            m.websockets.load(Ordering::Relaxed)
+        );
+    }
+    gauge(
+        &mut s,
+        "par_agent_websockets_open",
+        "WebSocket connections open now.",
+        "gauge",
+    );
+    for (g, m) in rows {
+        let _ = writeln!(
+            s,
+            "par_agent_websockets_open{{agent=\"{}\"}} {}",
+            g.agent_id,
+            m.websockets_open.load(Ordering::Relaxed)
+        );
+    }
+    gauge(
+        &mut s,
+        "par_agent_websocket_messages_total",
+        "WebSocket messages relayed, by direction (in: client to agent).",
+        "counter",
+    );
+    for (g, m) in rows {
+        for (direction, c) in [
+            ("in", &m.websocket_messages_in),
+            ("out", &m.websocket_messages_out),
+        ] {
+            let _ = writeln!(
+                s,
+                "par_agent_websocket_messages_total{{agent=\"{}\",direction=\"{direction}\"}} {}",
+                g.agent_id,
+                c.load(Ordering::Relaxed)
+            );
+        }
+    }
     gauge(
         &mut s,
         "par_agent_restarts_total",

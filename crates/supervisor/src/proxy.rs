@@ -99,6 +99,15 @@ impl Proxy {
             None => rest.to_owned(),
         };
         let prefix = HeaderValue::from_str(&path[..PREFIX.len() + id_len]).ok();
+        if crate::upgrade::is_websocket(&req) {
+            let (o, connect_timeout) = (&self.opts, Duration::from_secs(5));
+            let opts = crate::upgrade::Options {
+                connect_timeout,
+                header_timeout: o.header_timeout,
+                idle_timeout: o.idle_timeout,
+            };
+            return crate::upgrade::proxy(req, upstream, &path_and_query, prefix, peer, opts).await;
+        }
         self.send(req, upstream, path_and_query, prefix, peer, false)
             .await
     }
@@ -397,7 +406,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, grpc: bool) {
     }
 }
 
-fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, prefix: Option<HeaderValue>) {
+pub fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, prefix: Option<HeaderValue>) {
     let ip = peer.ip().to_string();
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),

@@ -43,4 +43,5 @@ mod routes;
 mod state;
 pub mod ui;
 mod unix;
+mod websocket;
 pub mod worker;

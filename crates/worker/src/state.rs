@@ -108,6 +108,8 @@ pub struct AppState {
     pub timeout: Duration,
     pub phase: RwLock<Arc<Phase>>,
     pub metrics: Metrics,
+    /// Open WebSockets, closed with 1012 on shutdown.
+    pub sockets: Arc<crate::websocket::Sockets>,
 }
 
 impl AppState {
@@ -122,6 +124,7 @@ impl AppState {
                 surfaces: BTreeMap::new(),
             })),
             metrics: Metrics::default(),
+            sockets: Arc::default(),
         }
     }
 

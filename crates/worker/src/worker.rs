@@ -109,16 +109,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
     };
     if let Some(code) = fatal {
         kill_host(&life);
+        // Open WebSockets get their close frame (1012) before the process ends.
+        state.sockets.close_all();
+        let _ = tokio::time::timeout(Duration::from_secs(1), state.sockets.wait_closed()).await;
         return Ok(code);
     }
 
     tracing::info!(grace = ?settings.grace, "shutting down: finishing in-flight requests");
     life.shutting_down.store(true, Ordering::SeqCst);
     stop.notify_one();
-    if tokio::time::timeout(settings.grace, &mut server)
-        .await
-        .is_err()
-    {
+    // Upgraded connections are not the HTTP server's any more: close them (1012).
+    state.sockets.close_all();
+    let drained = async {
+        let _ = (&mut server).await;
+        state.sockets.wait_closed().await;
+    };
+    if tokio::time::timeout(settings.grace, drained).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period");
         server.abort();
     }
