@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -48,23 +48,35 @@ async fn handle(
         return crate::websocket::handle(state, &agent, client, req).await;
     }
     let (parts, body) = req.into_parts();
-    if let Some(ui) = &agent.ui {
-        if let Some(resp) = ui.serve_file(&parts).await {
+    // Under `/ui/` (or a dedicated basePath) the UI answers first.
+    if let Some(mount) = agent
+        .ui
+        .as_ref()
+        .and_then(|u| u.dedicated(parts.uri.path()))
+    {
+        if let Some(resp) = mount.redirect_to_slash(&parts) {
+            return Ok(resp);
+        }
+        if let Some(resp) = mount.serve_file(&parts).await {
+            return Ok(resp);
+        }
+        if let Some(resp) = mount.spa_fallback(&parts).await {
             return Ok(resp);
         }
     }
+    // Elsewhere the agent's routes come first; the UI at `/` takes their 404s.
     if agent.hello.asgi {
         let resp = forward(state, &agent, client, &parts, body).await?;
         if resp.status() != StatusCode::NOT_FOUND {
             return Ok(resp);
         }
-        if let Some(spa) = spa(&agent, &parts).await {
-            return Ok(spa);
+        if let Some(ui) = root_ui(&agent, &parts).await {
+            return Ok(ui);
         }
         return Ok(resp);
     }
-    if let Some(spa) = spa(&agent, &parts).await {
-        return Ok(spa);
+    if let Some(ui) = root_ui(&agent, &parts).await {
+        return Ok(ui);
     }
     Err(ApiError::not_found(format!(
         "no route for {} {}",
@@ -73,21 +85,13 @@ async fn handle(
     )))
 }
 
-/// The UI's index.html for a GET that asks for HTML and matched nothing else.
-async fn spa(agent: &Agent, parts: &http::request::Parts) -> Option<Response> {
-    let ui = agent.ui.as_ref()?;
-    if parts.method != Method::GET && parts.method != Method::HEAD {
-        return None;
+/// A file of the UI mounted at `/`, else its SPA fallback.
+async fn root_ui(agent: &Agent, parts: &http::request::Parts) -> Option<Response> {
+    let ui = agent.ui.as_ref()?.root()?;
+    match ui.serve_file(parts).await {
+        Some(resp) => Some(resp),
+        None => ui.spa_fallback(parts).await,
     }
-    let wants_html = parts
-        .headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"));
-    if !wants_html {
-        return None;
-    }
-    ui.spa_fallback(parts).await
 }
 
 /// Header and value as the host reads them (bytes as latin-1 chars).

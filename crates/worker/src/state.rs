@@ -73,7 +73,7 @@ pub struct Agent {
     pub host: Arc<HostChannel>,
     pub hello: Hello,
     pub surfaces: BTreeMap<&'static str, SurfaceState>,
-    pub ui: Option<crate::ui::UiSurface>,
+    pub ui: Option<crate::ui::UiMounts>,
     /// The A2A gRPC service, when the package declares `a2a`.
     pub grpc: Option<axum::Router>,
 }

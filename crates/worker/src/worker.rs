@@ -290,7 +290,7 @@ async fn start_agent(
         surfaces.insert(s, st);
     }
     let ui = match &manifest.ui {
-        Some(u) => match crate::ui::UiSurface::open(&package.root, u) {
+        Some(u) => match crate::ui::UiMounts::open(&package.root, u) {
             Ok(ui) => {
                 surfaces.insert("ui", SurfaceState::ready());
                 Some(ui)
