@@ -20,7 +20,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -33,6 +33,10 @@ pub const SERVICE_RESTART: u16 = 1012;
 pub const GOING_AWAY: u16 = 1001;
 /// How long a closing handshake may take before the sockets are dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// The protocol layer's read buffer per socket: allocated up front and zeroed
+/// before each read, so its default (128 KiB) costs memory per idle socket
+/// and most of the relay's CPU. Larger messages still arrive whole.
+const READ_BUFFER: usize = 16 * 1024;
 
 /// Limits of one proxied WebSocket.
 #[derive(Debug, Clone, Copy)]
@@ -221,10 +225,13 @@ async fn handshake(
                 return;
             }
         };
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
         let client =
-            WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
+            WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config))
+                .await;
         let worker =
-            WebSocketStream::from_raw_socket(TokioIo::new(worker), Role::Client, None).await;
+            WebSocketStream::from_raw_socket(TokioIo::new(worker), Role::Client, Some(config))
+                .await;
         relay(client, worker, idle, &open).await;
     });
     Response::from_parts(parts, Body::empty())

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
@@ -32,6 +32,11 @@ pub const SERVICE_RESTART: u16 = 1012;
 
 /// How long a closing handshake may take before the socket is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The protocol layer's read buffer: allocated per socket and zeroed before
+/// each read, so its default (128 KiB) costs memory per idle socket and CPU
+/// per message. Larger messages still arrive whole (the buffer grows).
+const READ_BUFFER: usize = 16 * 1024;
 
 /// Whether a request asks to switch to the WebSocket protocol.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -198,7 +203,9 @@ pub async fn handle(
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         let io = TokioIo::new(upgraded);
-                        let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+                        let ws =
+                            WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                         bridge(ws, pending, closing).await;
                     }
                     // Dropping `pending` tells the app the client is gone.

@@ -9,6 +9,13 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 seen = {"disconnects": [], "flood_sent": 0}
 
 
+def gate():
+    """Created on first use, inside the agent host's event loop."""
+    if "gate" not in seen:
+        seen["gate"] = asyncio.Event()
+    return seen["gate"]
+
+
 def mount(app: FastAPI) -> None:
     @app.websocket("/ws")
     async def echo(ws: WebSocket):
@@ -49,6 +56,25 @@ def mount(app: FastAPI) -> None:
             seen["flood_sent"] += size
         await ws.close(code=1000)
 
+    @app.websocket("/ws/sink")
+    async def sink(ws: WebSocket):
+        """Reads nothing until `POST /api/sink/open`, then counts until "end"."""
+        await ws.accept()
+        await gate().wait()
+        count = size = 0
+        while True:
+            msg = await ws.receive()
+            if msg.get("text") == "end" or msg["type"] == "websocket.disconnect":
+                break
+            count += 1
+            size += len(msg.get("bytes") or b"")
+        await ws.send_text(f"{count} {size}")
+
+    @app.post("/api/sink/open")
+    async def open_sink():
+        gate().set()
+        return {"open": True}
+
     @app.websocket("/ws/hold")
     async def hold(ws: WebSocket):
         """Accepts and waits for the client to leave."""
@@ -61,7 +87,7 @@ def mount(app: FastAPI) -> None:
 
     @app.get("/api/seen")
     async def api_seen():
-        return seen
+        return {k: v for k, v in seen.items() if k != "gate"}
 
     @app.get("/api/hello")
     async def hello():
