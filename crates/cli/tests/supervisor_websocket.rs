@@ -323,3 +323,15 @@ fn an_idle_websocket_is_closed_by_the_supervisor() {
         assert_eq!(ws.read().unwrap(), Message::text(format!("tick {i}")));
     }
 }
+
+#[test]
+fn a_supervisor_shutting_down_closes_its_websockets() {
+    let mut sup = start("ws-shutdown", "");
+    let (mut ws, _) = connect(sup.port, "/agents/ws/ws", None).unwrap();
+    ws.send(Message::text("hello")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("hello"));
+    sup.signal(15);
+    let frame = read_close(&mut ws).expect("a close frame on shutdown");
+    assert_eq!(frame.code, CloseCode::Away, "{frame:?}");
+    assert_eq!(sup.wait_exit(Duration::from_secs(30)), Some(0));
+}

@@ -277,7 +277,7 @@ pub async fn serve(
         "shutting down: draining connections"
     );
     let _ = drain_tx.send(drain_budget);
-    crate::upgrade::close_all();
+    crate::upgrade::close_all(drain_budget.min(Duration::from_secs(3))).await;
     let _ = stop_tx.send(true);
     let all_done = futures_util::future::join_all(done);
     let _ = tokio::time::timeout(drain_budget + Duration::from_millis(500), all_done).await;

@@ -61,16 +61,32 @@ pub fn is_websocket<B>(req: &Request<B>) -> bool {
             .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
 }
 
-/// Process-wide: set when the supervisor shuts down, so relays close their
-/// sockets (1001) while the proxy threads drain.
-fn closing() -> &'static watch::Sender<bool> {
-    static CLOSING: OnceLock<watch::Sender<bool>> = OnceLock::new();
-    CLOSING.get_or_init(|| watch::Sender::new(false))
+/// Process-wide, as the proxy threads are: the relays open now, and the
+/// signal that closes them when the supervisor shuts down.
+struct Relays {
+    closing: watch::Sender<bool>,
+    open: watch::Sender<usize>,
 }
 
-/// Closes every proxied WebSocket (1001) and refuses new ones.
-pub fn close_all() {
+fn relays() -> &'static Relays {
+    static RELAYS: OnceLock<Relays> = OnceLock::new();
+    RELAYS.get_or_init(|| Relays {
+        closing: watch::Sender::new(false),
+        open: watch::Sender::new(0),
+    })
+}
+
+fn closing() -> &'static watch::Sender<bool> {
+    &relays().closing
+}
+
+/// Closes every proxied WebSocket (1001 to both ends), refuses new ones, and
+/// waits (at most `within`) until their closing handshakes are done: the
+/// relays run on the proxy threads, which must not end under them.
+pub async fn close_all(within: Duration) {
     closing().send_replace(true);
+    let mut open = relays().open.subscribe();
+    let _ = tokio::time::timeout(within, open.wait_for(|n| *n == 0)).await;
 }
 
 /// Forwards the handshake to `upstream` as `path_and_query` (with the proxy's
@@ -244,6 +260,7 @@ struct OpenSocket(Arc<Upstream>);
 
 impl OpenSocket {
     fn new(u: Arc<Upstream>) -> Self {
+        relays().open.send_modify(|n| *n += 1);
         u.inflight.fetch_add(1, Ordering::AcqRel);
         u.metrics.websockets.fetch_add(1, Ordering::Relaxed);
         u.metrics.websockets_open.fetch_add(1, Ordering::Relaxed);
@@ -258,6 +275,7 @@ impl Drop for OpenSocket {
             .websockets_open
             .fetch_sub(1, Ordering::Relaxed);
         self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+        relays().open.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
