@@ -100,11 +100,10 @@ impl Proxy {
         };
         let prefix = HeaderValue::from_str(&path[..PREFIX.len() + id_len]).ok();
         if crate::upgrade::is_websocket(&req) {
-            let (o, connect_timeout) = (&self.opts, Duration::from_secs(5));
             let opts = crate::upgrade::Options {
-                connect_timeout,
-                header_timeout: o.header_timeout,
-                idle_timeout: o.idle_timeout,
+                connect_timeout: Duration::from_secs(5),
+                header_timeout: self.opts.header_timeout,
+                idle_timeout: self.opts.idle_timeout,
             };
             return crate::upgrade::proxy(req, upstream, &path_and_query, prefix, peer, opts).await;
         }
