@@ -377,15 +377,16 @@ fn ctl_needs_the_admin_token_when_one_is_set() {
     expect(&o, 0, "logs with PAR_ADMIN_TOKEN");
     // The supervisor's per-boot token file, when neither is given.
     std::fs::create_dir_all(home.join("run")).unwrap();
-    std::fs::write(home.join("run/admin-token"), format!("{token}\n")).unwrap();
+    let file = home.join(format!("run/supervisor-{port}.token"));
+    std::fs::write(&file, format!("{token}\n")).unwrap();
     expect(
         &ctl(port, &home, &["stop", "a"]),
         0,
         "stop with the token file",
     );
     assert_eq!(sup.process("a").unwrap()["state"], "stopped");
-    std::fs::write(home.join("run/admin-token"), "stale\n").unwrap();
+    std::fs::write(&file, "stale\n").unwrap();
     let o = ctl(port, &home, &["start", "a"]);
     expect(&o, 4, "a stale token file");
-    assert!(err(&o).contains("admin-token"), "{}", err(&o));
+    assert!(err(&o).contains(".token"), "{}", err(&o));
 }

@@ -139,7 +139,10 @@ fn without_a_configured_token_only_the_boot_token_opens_the_api() {
     };
     let s = Supervisor::start("netns", "", "", &[]);
     // The boot token is in $PAR_HOME/run, readable by the supervisor's user only.
-    let file = s.dir.path().join("home/run/admin-token");
+    let file = s
+        .dir
+        .path()
+        .join(format!("home/run/supervisor-{}.token", s.port));
     let mode = |p: &std::path::Path| {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -183,7 +186,7 @@ fn without_a_configured_token_only_the_boot_token_opens_the_api() {
     let none = [("Authorization", "")];
     let r = http(s.port, "POST", "/supervisor/spawn", &none, body.as_bytes()).unwrap();
     assert_eq!(r.status, 401, "{}", r.text());
-    assert!(r.text().contains("admin-token"), "{}", r.text());
+    assert!(r.text().contains(".token"), "{}", r.text());
     let auth = format!("Bearer {token}");
     let r = http(
         s.port,

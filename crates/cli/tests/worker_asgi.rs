@@ -204,7 +204,7 @@ fn rest_entry_forms_and_partial_ui_failure() {
 }
 
 #[test]
-fn asgi_exception_is_a_json_500_and_websocket_is_501() {
+fn asgi_exception_is_a_json_500_in_a_request_and_in_a_websocket_handshake() {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = "async def app(scope, receive, send):\n    if scope['type'] == 'lifespan':\n        return\n    raise ValueError('boom')\n";
     let pkg = write_agent(
@@ -239,5 +239,10 @@ fn asgi_exception_is_a_json_500_and_websocket_is_501() {
         None,
     )
     .expect("ws");
-    assert_eq!(r.status, 501, "{}", r.text());
+    // WebSockets reach the app now; one that raises before accepting is a 500.
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ValueError: boom"));
 }

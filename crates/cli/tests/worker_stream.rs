@@ -165,7 +165,7 @@ fn slow_client_holds_back_a_fast_producer() {
     let mut rest = Vec::new();
     let mut read: u64 = 0;
     let mut chunk_index: u64 = 0;
-    let mut check = |bytes: &[u8], chunk_index: &mut u64, offset: u64| {
+    let check = |bytes: &[u8], chunk_index: &mut u64, offset: u64| {
         // Every 64 KiB chunk is its index repeated: order and content intact.
         let mut at = offset;
         for b in bytes.chunks(8) {

@@ -12,6 +12,10 @@ pub mod exit {
     /// error, a missing file. The supervisor marks the agent failed and does
     /// not restart it.
     pub const PACKAGE_FAILURE: i32 = 78;
+    /// The worker's port was taken by someone else between the supervisor
+    /// choosing it and the worker binding it (EX_TEMPFAIL): start again on
+    /// another port, at once, as no failure of the agent's.
+    pub const PORT_IN_USE: i32 = 75;
 }
 
 /// Environment variables the supervisor sets for a worker. An agent's

@@ -106,7 +106,7 @@ pub async fn serve(
     let _ = channels.phase.send(Phase::Running);
 
     let unknown = Arc::new(AtomicU64::new(0));
-    let admin = admin_access(&settings);
+    let admin = admin_access(&settings, port);
     let api = api::router(Arc::new(ApiState {
         control: control.clone(),
         admin,
@@ -184,12 +184,12 @@ pub async fn serve(
 
 /// The admin token: `PAR_ADMIN_TOKEN`, or one made for this boot and
 /// written where only the supervisor's user can read it.
-fn admin_access(settings: &Settings) -> api::Admin {
+fn admin_access(settings: &Settings, port: u16) -> api::Admin {
     if let Some(token) = settings.admin_token.clone().filter(|t| !t.is_empty()) {
         return api::Admin { token, file: None };
     }
     let token = boot_token();
-    let file = settings.home.join("run").join("admin-token");
+    let file = token_file(&settings.home, port);
     match write_private(&file, &token) {
         Ok(()) => tracing::info!(
             file = %file.display(),
@@ -204,6 +204,12 @@ fn admin_access(settings: &Settings) -> api::Admin {
         token,
         file: Some(file),
     }
+}
+
+/// Where a supervisor listening on `port` keeps its boot token (several
+/// supervisors may share one `PAR_HOME`).
+pub fn token_file(home: &std::path::Path, port: u16) -> std::path::PathBuf {
+    home.join("run").join(format!("supervisor-{port}.token"))
 }
 
 /// 32 bytes from the kernel's random source, as hex.
@@ -232,7 +238,7 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    let tmp = dir.join(format!(".admin-token.{}", std::process::id()));
+    let tmp = dir.join(format!(".token.{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -119,6 +119,13 @@ class Handler(BaseHTTPRequestHandler):
 
 ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer.allow_reuse_address = False
-server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+try:
+    server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+except OSError as e:
+    if e.errno == 98:
+        # As `par worker` does: the port was taken meanwhile (EX_TEMPFAIL).
+        print(json.dumps({"level": "ERROR", "fields": {"message": f"port {PORT} in use"}}), flush=True)
+        sys.exit(75)
+    raise
 print(json.dumps({"level": "INFO", "fields": {"message": f"fake worker {AGENT} on {PORT}"}}), flush=True)
 server.serve_forever()

@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -44,31 +44,39 @@ async fn handle(
         };
         return grpc.oneshot(req).await.map_err(|e| match e {});
     }
-    if is_websocket(req.headers()) {
-        return Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "websocket_unsupported",
-            "WebSocket upgrades are not supported by this worker; use HTTP streaming (SSE) instead",
-        ));
+    if crate::websocket::is_upgrade(req.headers()) {
+        return crate::websocket::handle(state, &agent, client, req).await;
     }
     let (parts, body) = req.into_parts();
-    if let Some(ui) = &agent.ui {
-        if let Some(resp) = ui.serve_file(&parts).await {
+    // Under `/ui/` (or a dedicated basePath) the UI answers first.
+    if let Some(mount) = agent
+        .ui
+        .as_ref()
+        .and_then(|u| u.dedicated(parts.uri.path()))
+    {
+        if let Some(resp) = mount.redirect_to_slash(&parts) {
+            return Ok(resp);
+        }
+        if let Some(resp) = mount.serve_file(&parts).await {
+            return Ok(resp);
+        }
+        if let Some(resp) = mount.spa_fallback(&parts).await {
             return Ok(resp);
         }
     }
+    // Elsewhere the agent's routes come first; the UI at `/` takes their 404s.
     if agent.hello.asgi {
         let resp = forward(state, &agent, client, &parts, body).await?;
         if resp.status() != StatusCode::NOT_FOUND {
             return Ok(resp);
         }
-        if let Some(spa) = spa(&agent, &parts).await {
-            return Ok(spa);
+        if let Some(ui) = root_ui(&agent, &parts).await {
+            return Ok(ui);
         }
         return Ok(resp);
     }
-    if let Some(spa) = spa(&agent, &parts).await {
-        return Ok(spa);
+    if let Some(ui) = root_ui(&agent, &parts).await {
+        return Ok(ui);
     }
     Err(ApiError::not_found(format!(
         "no route for {} {}",
@@ -77,28 +85,13 @@ async fn handle(
     )))
 }
 
-/// The UI's index.html for a GET that asks for HTML and matched nothing else.
-async fn spa(agent: &Agent, parts: &http::request::Parts) -> Option<Response> {
-    let ui = agent.ui.as_ref()?;
-    if parts.method != Method::GET && parts.method != Method::HEAD {
-        return None;
+/// A file of the UI mounted at `/`, else its SPA fallback.
+async fn root_ui(agent: &Agent, parts: &http::request::Parts) -> Option<Response> {
+    let ui = agent.ui.as_ref()?.root()?;
+    match ui.serve_file(parts).await {
+        Some(resp) => Some(resp),
+        None => ui.spa_fallback(parts).await,
     }
-    let wants_html = parts
-        .headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/html"));
-    if !wants_html {
-        return None;
-    }
-    ui.spa_fallback(parts).await
-}
-
-fn is_websocket(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// Header and value as the host reads them (bytes as latin-1 chars).
@@ -143,30 +136,7 @@ async fn forward(
         }
         _ => (None, Some(body)),
     };
-    let version = match parts.version {
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_10 => "1.0",
-        _ => "1.1",
-    };
-    let scope = Scope {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts
-            .uri
-            .query()
-            .map(|q| latin1(q.as_bytes()))
-            .unwrap_or_default(),
-        version,
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), latin1(v.as_bytes())))
-            .collect(),
-        more: inline.is_none(),
-        client: client.map(|c| (c.ip().to_string(), c.port())),
-    };
-    let header = serde_json::to_vec(&scope)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let header = scope_header(parts, client, inline.is_none())?;
     let mut pending = agent
         .host
         .request(to_host::HTTP, &header, inline.as_deref().unwrap_or(b""));
@@ -182,26 +152,11 @@ async fn forward(
             headers,
             body,
         }) => {
-            let mut resp = Response::new(match body {
+            let body = match body {
                 Some(b) => Body::from(b),
                 None => stream_body(pending),
-            });
-            *resp.status_mut() =
-                StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let map = resp.headers_mut();
-            for (k, v) in headers {
-                let (Ok(name), Ok(value)) = (
-                    HeaderName::from_bytes(k.as_bytes()),
-                    HeaderValue::from_bytes(&v.chars().map(|c| c as u8).collect::<Vec<_>>()),
-                ) else {
-                    continue;
-                };
-                if is_hop_by_hop(&name) {
-                    continue;
-                }
-                map.append(name, value);
-            }
-            Ok(resp)
+            };
+            Ok(response(status, headers, body))
         }
         Some(Reply::Failed { error, .. }) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -222,7 +177,61 @@ async fn forward(
     }
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+/// The scope the host builds an ASGI `http` or `websocket` scope from;
+/// `more` says whether body frames follow.
+pub(crate) fn scope_header(
+    parts: &http::request::Parts,
+    client: Option<SocketAddr>,
+    more: bool,
+) -> Result<Vec<u8>, ApiError> {
+    let version = match parts.version {
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_10 => "1.0",
+        _ => "1.1",
+    };
+    let scope = Scope {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts
+            .uri
+            .query()
+            .map(|q| latin1(q.as_bytes()))
+            .unwrap_or_default(),
+        version,
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), latin1(v.as_bytes())))
+            .collect(),
+        more,
+        client: client.map(|c| (c.ip().to_string(), c.port())),
+    };
+    serde_json::to_vec(&scope)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+/// A response with the app's status and headers (latin-1 strings from the
+/// host; invalid and hop-by-hop ones dropped).
+pub(crate) fn response(status: u16, headers: Vec<(String, String)>, body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let map = resp.headers_mut();
+    for (k, v) in headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_bytes(&v.chars().map(|c| c as u8).collect::<Vec<_>>()),
+        ) else {
+            continue;
+        };
+        if is_hop_by_hop(&name) {
+            continue;
+        }
+        map.append(name, value);
+    }
+    resp
+}
+
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"

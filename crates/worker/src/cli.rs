@@ -124,7 +124,7 @@ fn default_agent_id(package: &Path) -> String {
 
 /// Runs the worker and exits with its code (78 for a package that cannot load).
 fn run(settings: Settings) -> anyhow::Result<()> {
-    init_logging();
+    par_telemetry::logging::init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -135,23 +135,4 @@ fn run(settings: Settings) -> anyhow::Result<()> {
         std::process::exit(code);
     }
     Ok(())
-}
-
-/// `tracing` to stdout; `PAR_LOG` filter; `PAR_LOG_FORMAT=json` for one JSON object per line.
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PAR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("PAR_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init()
-    } else {
-        builder.try_init()
-    };
 }

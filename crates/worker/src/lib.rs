@@ -22,10 +22,18 @@
 //!   import error or failing `mount(app)` in agent code, unsupported runtime);
 //!   1 for any other fatal error (the agent host died, dependency install failed);
 //!   0 after SIGTERM/SIGINT (in-flight requests finish within the grace period).
+//! - `POST /invoke` and `POST /exports/{name}` take a JSON document; an empty or
+//!   whitespace body is a 400 that says so.
 //! - `POST /exports/{name}`: only `metadata.sub_agents` with `public: true`. The
 //!   host calls the function of that name (hyphens become underscores) in the
 //!   entrypoint's module with the JSON body; when there is none, the entrypoint
-//!   handler gets `{"action": name, ...body}`.
+//!   handler gets `{"action": name, ...body}`. For a package without an export
+//!   of that name, `execute`, `invoke`, `get_info` and `list_capabilities` call
+//!   the entrypoint handler with the body as it is (as the original PAR did).
+//! - UI (`ui.path`): served at `/ui/` always and at `ui.basePath` (default `/`);
+//!   see [`ui::UiMounts`] for which of the UI and the agent's routes answers first.
+//! - WebSocket upgrades go to the agent's ASGI app (`websocket` scope); a worker
+//!   that stops, or whose agent host dies, closes them with 1012.
 //! - The agent host (`host/host.py`) talks over a socketpair with framed messages;
 //!   the protocol is described at the top of that file. A streamed response has a
 //!   flow-control window per request (`STREAM_WINDOW`, 1 MiB): a slow client makes
@@ -43,4 +51,5 @@ mod routes;
 mod state;
 pub mod ui;
 mod unix;
+mod websocket;
 pub mod worker;

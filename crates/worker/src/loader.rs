@@ -36,7 +36,7 @@ pub fn prepare(source: &Path, sha256: Option<&str>, home: &Path) -> Result<Prepa
         .with_home(home)
         .with_sha256(sha256);
     let package = par_package::load(source, &opts).map_err(|e| {
-        let message = chain(&e);
+        let message = par_telemetry::error_chain(&e);
         match e {
             // The disk, not the package, is at fault.
             par_package::PackageError::Write { .. } => PrepareError::Environment(message),
@@ -45,13 +45,13 @@ pub fn prepare(source: &Path, sha256: Option<&str>, home: &Path) -> Result<Prepa
     })?;
     let env = package
         .environment()
-        .map_err(|e| PrepareError::Package(chain(&e)))?;
+        .map_err(|e| PrepareError::Package(par_telemetry::error_chain(&e)))?;
     let env_opts = par_pyenv::EnvOptions::default().with_home(home);
     let package_id = package.package_id();
     let mut progress = |line: &str| tracing::info!(package_id = %package_id, "deps: {line}");
     let python = par_pyenv::ensure_env(&package, &env_opts, &mut progress).map_err(|e| {
         use par_pyenv::EnvError as E;
-        let message = chain(&e);
+        let message = par_telemetry::error_chain(&e);
         match e {
             E::UnsupportedRuntime(_) | E::BadPyproject { .. } | E::Read { .. } => {
                 PrepareError::Package(message)
@@ -67,16 +67,4 @@ pub fn prepare(source: &Path, sha256: Option<&str>, home: &Path) -> Result<Prepa
         python: python.python,
         env,
     })
-}
-
-/// An error with its causes, `a: b: c`.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -1,7 +1,6 @@
 //! Prometheus metrics of the worker: requests by route and status, latency, errors.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -45,25 +44,31 @@ impl Metrics {
 
     /// Prometheus text exposition format.
     pub fn render(&self, agent_id: &str, up: bool, in_flight: usize) -> String {
+        use par_telemetry::prometheus::{Kind, Text};
         let m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let agent = escape(agent_id);
-        let mut out = String::with_capacity(4096);
-        let _ = writeln!(
-            out,
-            "# HELP par_worker_requests_total HTTP requests answered, by route and status."
+        let mut t = Text::new();
+        t.family(
+            "par_worker_requests_total",
+            Kind::Counter,
+            "HTTP requests answered, by route and status.",
         );
-        let _ = writeln!(out, "# TYPE par_worker_requests_total counter");
         for ((route, status), n) in &m.requests {
-            let _ = writeln!(
-                out,
-                "par_worker_requests_total{{agent_id=\"{agent}\",route=\"{route}\",status=\"{status}\"}} {n}"
+            let status = status.to_string();
+            t.sample(
+                "par_worker_requests_total",
+                &[
+                    ("agent_id", agent_id),
+                    ("route", route),
+                    ("status", &status),
+                ],
+                n,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP par_worker_errors_total HTTP requests answered with a 5xx status, by route."
+        t.family(
+            "par_worker_errors_total",
+            Kind::Counter,
+            "HTTP requests answered with a 5xx status, by route.",
         );
-        let _ = writeln!(out, "# TYPE par_worker_errors_total counter");
         let mut errors: BTreeMap<&str, u64> = BTreeMap::new();
         for ((route, status), n) in &m.requests {
             if *status >= 500 {
@@ -71,60 +76,49 @@ impl Metrics {
             }
         }
         for (route, n) in errors {
-            let _ = writeln!(
-                out,
-                "par_worker_errors_total{{agent_id=\"{agent}\",route=\"{route}\"}} {n}"
+            t.sample(
+                "par_worker_errors_total",
+                &[("agent_id", agent_id), ("route", route)],
+                n,
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP par_worker_request_duration_seconds Time to the response head, by route."
+        t.family(
+            "par_worker_request_duration_seconds",
+            Kind::Histogram,
+            "Time to the response head, by route.",
         );
-        let _ = writeln!(out, "# TYPE par_worker_request_duration_seconds histogram");
         for (route, h) in &m.latency {
-            let mut cumulative = 0;
-            for (bound, c) in BUCKETS.iter().zip(h.counts) {
-                cumulative += c;
-                let _ = writeln!(
-                    out,
-                    "par_worker_request_duration_seconds_bucket{{agent_id=\"{agent}\",route=\"{route}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "par_worker_request_duration_seconds_bucket{{agent_id=\"{agent}\",route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
+            t.histogram(
+                "par_worker_request_duration_seconds",
+                &[("agent_id", agent_id), ("route", route)],
+                &BUCKETS,
+                &h.counts,
+                h.sum,
+                h.count,
             );
-            let _ = writeln!(out, "par_worker_request_duration_seconds_sum{{agent_id=\"{agent}\",route=\"{route}\"}} {}", h.sum);
-            let _ = writeln!(out, "par_worker_request_duration_seconds_count{{agent_id=\"{agent}\",route=\"{route}\"}} {}", h.count);
         }
-        let _ = writeln!(
-            out,
-            "# HELP par_worker_agent_up 1 when the agent is loaded and its host is running."
+        t.family(
+            "par_worker_agent_up",
+            Kind::Gauge,
+            "1 when the agent is loaded and its host is running.",
         );
-        let _ = writeln!(out, "# TYPE par_worker_agent_up gauge");
-        let _ = writeln!(
-            out,
-            "par_worker_agent_up{{agent_id=\"{agent}\"}} {}",
-            u8::from(up)
+        t.sample(
+            "par_worker_agent_up",
+            &[("agent_id", agent_id)],
+            u8::from(up),
         );
-        let _ = writeln!(
-            out,
-            "# HELP par_worker_host_requests_in_flight Requests waiting on the agent host."
+        t.family(
+            "par_worker_host_requests_in_flight",
+            Kind::Gauge,
+            "Requests waiting on the agent host.",
         );
-        let _ = writeln!(out, "# TYPE par_worker_host_requests_in_flight gauge");
-        let _ = writeln!(
-            out,
-            "par_worker_host_requests_in_flight{{agent_id=\"{agent}\"}} {in_flight}"
+        t.sample(
+            "par_worker_host_requests_in_flight",
+            &[("agent_id", agent_id)],
+            in_flight,
         );
-        out
+        t.finish()
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -137,10 +137,19 @@ fn entry_string(e: &par_package::manifest::EntryRef) -> String {
     }
 }
 
-/// Checks that a request body is JSON (empty means `{}`).
-fn json_body(body: &Bytes) -> Result<Bytes, ApiError> {
+/// Checks that the body of `POST {route}` is a JSON document.
+fn json_body(route: &str, body: &Bytes) -> Result<Bytes, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Bytes::from_static(b"{}"));
+        let what = if body.is_empty() {
+            "empty"
+        } else {
+            "only whitespace"
+        };
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("the request body is {what}: POST {route} takes a JSON document (send {{}} for no arguments)"),
+        ));
     }
     serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| {
         ApiError::new(
@@ -152,6 +161,37 @@ fn json_body(body: &Bytes) -> Result<Bytes, ApiError> {
     Ok(body.clone())
 }
 
+/// Export names the original PAR routed to the entrypoint handler of a
+/// package that has no export of that name.
+const LEGACY_EXPORTS: [&str; 4] = ["execute", "invoke", "get_info", "list_capabilities"];
+
+/// What `POST /exports/{name}` calls.
+#[derive(Debug, PartialEq)]
+enum ExportTarget {
+    /// The package's own public export.
+    Export,
+    /// The entrypoint handler, with the body as it is (as for `/invoke`).
+    Entrypoint,
+    /// Nothing: a 404 with this message.
+    Missing(String),
+}
+
+fn export_target(
+    sub_agents: &[par_package::manifest::SubAgent],
+    has_entrypoint: bool,
+    name: &str,
+) -> ExportTarget {
+    match sub_agents.iter().find(|s| s.name == name) {
+        Some(s) if s.public => ExportTarget::Export,
+        Some(_) => ExportTarget::Missing(format!("no public export named '{name}'")),
+        None if LEGACY_EXPORTS.contains(&name) && has_entrypoint => ExportTarget::Entrypoint,
+        None if LEGACY_EXPORTS.contains(&name) => ExportTarget::Missing(format!(
+            "no public export named '{name}', and no entrypoint to take it"
+        )),
+        None => ExportTarget::Missing(format!("no public export named '{name}'")),
+    }
+}
+
 async fn invoke(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
     let a = ready_agent(&state)?;
     if !a.hello.entrypoint {
@@ -161,7 +201,7 @@ async fn invoke(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respo
             "this agent has no entrypoint configured (agent.yaml `entrypoint`), so POST /invoke has nothing to call",
         ));
     }
-    let body = json_body(&body)?;
+    let body = json_body("/invoke", &body)?;
     call(&state, &a, to_host::INVOKE, b"", &body).await
 }
 
@@ -171,18 +211,14 @@ async fn export(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let a = ready_agent(&state)?;
-    let public = a
-        .manifest()
-        .metadata
-        .sub_agents
-        .iter()
-        .any(|s| s.name == name && s.public);
-    if !public {
-        return Err(ApiError::not_found(format!(
-            "no public export named '{name}'"
-        )));
+    let target = export_target(&a.manifest().metadata.sub_agents, a.hello.entrypoint, &name);
+    let body = match target {
+        ExportTarget::Missing(message) => return Err(ApiError::not_found(message)),
+        _ => json_body(&format!("/exports/{name}"), &body)?,
+    };
+    if target == ExportTarget::Entrypoint {
+        return call(&state, &a, to_host::INVOKE, b"", &body).await;
     }
-    let body = json_body(&body)?;
     let header = serde_json::to_vec(&serde_json::json!({"op": "export", "name": name}))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     call(&state, &a, to_host::CALL, &header, &body).await
@@ -268,6 +304,7 @@ async fn ui_health(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
         "error": s.error,
         "path": a.manifest().ui.as_ref().map(|u| u.path.clone()),
         "base_path": a.manifest().ui.as_ref().map(|u| u.base_path.clone()),
+        "mounts": a.ui.as_ref().map(|u| u.base_paths()),
     });
     Ok((status, axum::Json(body)).into_response())
 }
@@ -295,5 +332,84 @@ async fn a2a_health(State(state): State<Arc<AppState>>) -> Result<Response, ApiE
             "a2a_unavailable",
             format!("gRPC Health call failed: {e}"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use par_package::manifest::SubAgent;
+
+    fn sub(name: &str, public: bool) -> SubAgent {
+        SubAgent {
+            name: name.into(),
+            description: None,
+            public,
+        }
+    }
+
+    #[test]
+    fn legacy_export_names_reach_the_entrypoint_unless_the_package_has_them() {
+        let own = [
+            sub("execute", true),
+            sub("get_info", false),
+            sub("add", true),
+        ];
+        for (subs, entry, name, want) in [
+            (&own[..], true, "execute", ExportTarget::Export),
+            (&own[..], true, "add", ExportTarget::Export),
+            (&own[..], true, "invoke", ExportTarget::Entrypoint),
+            (
+                &own[..],
+                true,
+                "list_capabilities",
+                ExportTarget::Entrypoint,
+            ),
+            (&[][..], true, "execute", ExportTarget::Entrypoint),
+        ] {
+            assert_eq!(export_target(subs, entry, name), want, "{name}");
+        }
+        for (subs, entry, name, message) in [
+            // A private export of that name keeps the name private.
+            (
+                &own[..],
+                true,
+                "get_info",
+                "no public export named 'get_info'",
+            ),
+            (&[][..], true, "other", "no public export named 'other'"),
+            (
+                &[][..],
+                false,
+                "invoke",
+                "no public export named 'invoke', and no entrypoint to take it",
+            ),
+        ] {
+            assert_eq!(
+                export_target(subs, entry, name),
+                ExportTarget::Missing(message.into()),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_body_is_named_as_the_problem() {
+        for (raw, what) in [(&b""[..], "empty"), (&b" \r\n\t"[..], "only whitespace")] {
+            let e = json_body("/invoke", &Bytes::copy_from_slice(raw)).unwrap_err();
+            assert_eq!((e.status, e.code), (StatusCode::BAD_REQUEST, "bad_request"));
+            assert!(e.message.contains(what), "{}", e.message);
+            assert!(e.message.contains("POST /invoke"), "{}", e.message);
+        }
+        let e = json_body("/invoke", &Bytes::from_static(b"{not json")).unwrap_err();
+        assert!(
+            e.message.starts_with("malformed JSON body"),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            json_body("/exports/x", &Bytes::from_static(b" [1] ")).unwrap(),
+            Bytes::from_static(b" [1] ")
+        );
     }
 }

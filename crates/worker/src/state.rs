@@ -73,7 +73,7 @@ pub struct Agent {
     pub host: Arc<HostChannel>,
     pub hello: Hello,
     pub surfaces: BTreeMap<&'static str, SurfaceState>,
-    pub ui: Option<crate::ui::UiSurface>,
+    pub ui: Option<crate::ui::UiMounts>,
     /// The A2A gRPC service, when the package declares `a2a`.
     pub grpc: Option<axum::Router>,
 }
@@ -108,6 +108,8 @@ pub struct AppState {
     pub timeout: Duration,
     pub phase: RwLock<Arc<Phase>>,
     pub metrics: Metrics,
+    /// Open WebSockets, closed with 1012 on shutdown.
+    pub sockets: Arc<crate::websocket::Sockets>,
 }
 
 impl AppState {
@@ -122,6 +124,7 @@ impl AppState {
                 surfaces: BTreeMap::new(),
             })),
             metrics: Metrics::default(),
+            sockets: Arc::default(),
         }
     }
 

@@ -16,9 +16,9 @@ use crate::host::{self, HostChannel, HostSpec};
 use crate::loader::{self, Prepared};
 use crate::state::{declared_surfaces, Agent, AppState, Phase, SurfaceState};
 
-/// Exit code when the package itself cannot load (EX_CONFIG): the supervisor
-/// marks the agent failed and does not restart it.
-pub const EXIT_PACKAGE: i32 = 78;
+/// Exit code when the package itself cannot load: the supervisor marks the
+/// agent failed and does not restart it.
+pub const EXIT_PACKAGE: i32 = par_contract::exit::PACKAGE_FAILURE;
 
 /// Everything the worker needs to run.
 #[derive(Debug, Clone)]
@@ -47,9 +47,18 @@ struct Lifecycle {
 
 /// Runs the worker until SIGTERM/SIGINT (returns 0) or a fatal error (returns the exit code).
 pub async fn run(settings: Settings) -> anyhow::Result<i32> {
-    let listener = tokio::net::TcpListener::bind((settings.host.as_str(), settings.port))
-        .await
-        .with_context(|| format!("failed to bind {}:{}", settings.host, settings.port))?;
+    let listener =
+        match tokio::net::TcpListener::bind((settings.host.as_str(), settings.port)).await {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::error!(port = settings.port, "port already in use: {e}");
+                return Ok(par_contract::exit::PORT_IN_USE);
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("failed to bind {}:{}", settings.host, settings.port))
+            }
+        };
     let local = listener
         .local_addr()
         .context("failed to read the bound address")?;
@@ -117,16 +126,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
     };
     if let Some(code) = fatal {
         kill_host(&life);
+        // Open WebSockets get their close frame (1012) before the process ends.
+        state.sockets.close_all();
+        let _ = tokio::time::timeout(Duration::from_secs(1), state.sockets.wait_closed()).await;
         return Ok(code);
     }
 
     tracing::info!(grace = ?settings.grace, "shutting down: finishing in-flight requests");
     life.shutting_down.store(true, Ordering::SeqCst);
     stop.notify_one();
-    if tokio::time::timeout(settings.grace, &mut server)
-        .await
-        .is_err()
-    {
+    // Upgraded connections are not the HTTP server's any more: close them (1012).
+    state.sockets.close_all();
+    let drained = async {
+        let _ = (&mut server).await;
+        state.sockets.wait_closed().await;
+    };
+    if tokio::time::timeout(settings.grace, drained).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period");
         server.abort();
     }
@@ -252,19 +267,23 @@ async fn start_agent(
         h = hello_rx => h.ok(),
         status = child.wait() => {
             let _ = host_exited.send(true);
-            let pkg_fault = status.as_ref().ok().and_then(|s| s.code()) == Some(EXIT_PACKAGE);
-            return fail(format!("agent host exited while loading the agent ({})", describe_exit(status)), if pkg_fault { EXIT_PACKAGE } else { 1 });
+            // The agent's own code ended the process while loading (an exit
+            // call, an import that raised SystemExit): a package failure, even
+            // with code 0. Only a signal may be something passing.
+            let by_code = status.as_ref().ok().and_then(|s| s.code()).is_some();
+            return fail(format!("agent host exited while loading the agent ({})", describe_exit(status)), if by_code { EXIT_PACKAGE } else { 1 });
         }
     };
     let Some(hello) = hello else {
         let status = child.wait().await;
         let _ = host_exited.send(true);
+        let by_code = status.as_ref().ok().and_then(|s| s.code()).is_some();
         return fail(
             format!(
                 "agent host exited while loading the agent ({})",
                 describe_exit(status)
             ),
-            1,
+            if by_code { EXIT_PACKAGE } else { 1 },
         );
     };
     if !hello.ok {
@@ -292,7 +311,7 @@ async fn start_agent(
         surfaces.insert(s, st);
     }
     let ui = match &manifest.ui {
-        Some(u) => match crate::ui::UiSurface::open(&package.root, u) {
+        Some(u) => match crate::ui::UiMounts::open(&package.root, u) {
             Ok(ui) => {
                 surfaces.insert("ui", SurfaceState::ready());
                 Some(ui)

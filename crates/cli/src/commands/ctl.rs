@@ -31,7 +31,8 @@ pub struct CtlArgs {
     /// The supervisor's address [default: http://127.0.0.1:$SUPERVISOR_PORT, port 8000].
     #[arg(long, global = true)]
     url: Option<String>,
-    /// The admin token (else PAR_ADMIN_TOKEN, else the file $PAR_HOME/run/admin-token if present).
+    /// The admin token (else PAR_ADMIN_TOKEN, else the supervisor's boot token
+    /// file $PAR_HOME/run/supervisor-<port>.token if present).
     #[arg(long, env = "PAR_ADMIN_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
     #[command(subcommand)]
@@ -111,8 +112,8 @@ fn default_url() -> String {
     format!("http://127.0.0.1:{}", port.trim())
 }
 
-/// `--token`/`PAR_ADMIN_TOKEN`, else the supervisor's per-boot token file.
-fn token(arg: Option<String>) -> Option<Token> {
+/// `--token`/`PAR_ADMIN_TOKEN`, else the boot token file of the supervisor at `url`.
+fn token(arg: Option<String>, url: &str) -> Option<Token> {
     if let Some(t) = arg.filter(|t| !t.trim().is_empty()) {
         return Some(Token {
             value: t.trim().to_string(),
@@ -123,7 +124,8 @@ fn token(arg: Option<String>) -> Option<Token> {
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp/pixell-runtime"));
-    let file = home.join("run").join("admin-token");
+    let port = reqwest::Url::parse(url).ok()?.port_or_known_default()?;
+    let file = par_supervisor::supervisor::token_file(&home, port);
     let value = std::fs::read_to_string(&file).ok()?;
     let value = value.trim();
     (!value.is_empty()).then(|| Token {
@@ -134,7 +136,8 @@ fn token(arg: Option<String>) -> Option<Token> {
 
 pub fn run(args: CtlArgs) -> anyhow::Result<()> {
     let url = args.url.unwrap_or_else(default_url);
-    let api = Api::new(&url, token(args.token))?;
+    let token = token(args.token, &url);
+    let api = Api::new(&url, token)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -377,7 +377,12 @@ impl Supervisor {
             .find(|(k, v)| *k == "PAR_ADMIN_TOKEN" && !v.is_empty())
             .map(|(_, v)| v.to_string())
             .unwrap_or_else(|| {
-                let file = dir.path().join("home/run/admin-token");
+                let home = env
+                    .iter()
+                    .find(|(k, _)| *k == "PAR_HOME")
+                    .map(|(_, v)| PathBuf::from(v))
+                    .unwrap_or_else(|| dir.path().join("home"));
+                let file = home.join(format!("run/supervisor-{port}.token"));
                 wait_until(Duration::from_secs(20), "the boot token file", || {
                     std::fs::read_to_string(&file).ok()
                 })

@@ -30,6 +30,12 @@ pub struct AgentMetrics {
     pub wake_count: AtomicU64,
     pub wake_sum_micros: AtomicU64,
     pub autoscale_decisions: AtomicU64,
+    /// WebSockets upgraded through the proxy, and those open now.
+    pub websockets: AtomicU64,
+    pub websockets_open: AtomicU64,
+    /// WebSocket messages relayed client → agent and agent → client.
+    pub websocket_messages_in: AtomicU64,
+    pub websocket_messages_out: AtomicU64,
 }
 
 /// Upper bounds of the wake-latency buckets, in seconds.

@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod route_table;
 pub mod server;
+pub mod upgrade;

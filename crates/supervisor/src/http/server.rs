@@ -260,6 +260,7 @@ impl Listening {
     /// Stops accepting, and lets open connections finish within `budget`.
     pub async fn shutdown(self, budget: Duration) {
         let _ = self.drain.send(budget);
+        super::upgrade::close_all(budget.min(Duration::from_secs(3))).await;
         let _ = self.stop.send(true);
         let all = futures_util::future::join_all(self.done);
         let _ = tokio::time::timeout(budget + Duration::from_millis(500), all).await;

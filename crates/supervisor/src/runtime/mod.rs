@@ -115,17 +115,21 @@ impl Runtime {
         }
     }
 
-    /// A signal to the worker's process group (nothing once it has exited).
+    /// SIGTERM to the worker itself (it stops its agent host in order: a
+    /// SIGTERM to the whole group could reach the host first and look like
+    /// the agent failing), SIGKILL to its whole group.
     pub fn signal(&self, worker: WorkerId, signal: Signal) {
         if let Some(w) = self.workers.get(&worker) {
-            if w.exited.load(Ordering::Acquire) && signal == Signal::Term {
-                return;
+            match signal {
+                Signal::Term if !w.exited.load(Ordering::Acquire) => {
+                    let pid = nix::unistd::Pid::from_raw(w.pid as i32);
+                    let _ = nix::sys::signal::kill(pid, NixSignal::SIGTERM);
+                }
+                Signal::Term => {}
+                Signal::Kill => {
+                    let _ = unix::signal_group(w.pid, NixSignal::SIGKILL);
+                }
             }
-            let sig = match signal {
-                Signal::Term => NixSignal::SIGTERM,
-                Signal::Kill => NixSignal::SIGKILL,
-            };
-            let _ = unix::signal_group(w.pid, sig);
         }
     }
 

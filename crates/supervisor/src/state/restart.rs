@@ -64,6 +64,16 @@ impl Supervisor {
         if self.take_over(a, i, &what, out) {
             return;
         }
+        if exit.code == Some(par_contract::exit::PORT_IN_USE) && still_starting(a, i) {
+            // Someone took the port between its choice and the bind: another
+            // port, at once; no failure of the agent's.
+            out.log(
+                &a.id,
+                Level::Warn,
+                format!("worker {what}: its port was taken; starting on another"),
+            );
+            return self.start_replica(a, i, out);
+        }
         if exit.is_package_failure() {
             return package_failure(a, i, &w.health_error, &errors, out);
         }
@@ -206,6 +216,10 @@ impl Supervisor {
             );
         }
     }
+}
+
+fn still_starting(a: &Agent, i: usize) -> bool {
+    a.replicas[i].state() == State::Starting
 }
 
 /// Exit 78: the package cannot load. `failed` at once, with the worker's own

@@ -50,6 +50,19 @@ pub enum Reply {
     End(Bytes),
     /// The ASGI app raised; `started` tells whether the head was already sent.
     Failed { error: String, started: bool },
+    /// The app accepted a WebSocket.
+    WsAccept {
+        subprotocol: Option<String>,
+        headers: Vec<(String, String)>,
+    },
+    /// A WebSocket text message from the app (UTF-8 checked by the reader).
+    WsText(Bytes),
+    /// A WebSocket binary message from the app.
+    WsBinary(Bytes),
+    /// The app closed the WebSocket (or refused it, before accepting).
+    WsClose { code: u16, reason: String },
+    /// The app took this many more bytes of client messages.
+    WsCredit(u32),
 }
 
 #[derive(serde::Deserialize)]
@@ -59,6 +72,26 @@ struct ErrHeader {
     kind: String,
     #[serde(default)]
     started: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct AcceptHeader {
+    #[serde(default)]
+    subprotocol: Option<String>,
+    #[serde(default)]
+    headers: Vec<(String, String)>,
+}
+
+#[derive(serde::Deserialize)]
+struct CloseHeader {
+    #[serde(default = "normal_closure")]
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+fn normal_closure() -> u16 {
+    1000
 }
 
 #[derive(serde::Deserialize)]
@@ -159,8 +192,14 @@ impl Pending {
         let r = self.rx.recv().await;
         if matches!(
             r,
-            None | Some(Reply::Ok(_) | Reply::Err { .. } | Reply::End(_) | Reply::Failed { .. })
-                | Some(Reply::Start { body: Some(_), .. })
+            None | Some(
+                Reply::Ok(_)
+                    | Reply::Err { .. }
+                    | Reply::End(_)
+                    | Reply::Failed { .. }
+                    | Reply::WsClose { .. }
+                    | Reply::Start { body: Some(_), .. }
+            )
         ) {
             self.done = true;
         }
@@ -304,6 +343,31 @@ fn dispatch(
         }
         from_host::RESP_BODY => Reply::Body(frame.body),
         from_host::RESP_END => Reply::End(frame.body),
+        from_host::WS_ACCEPT => match serde_json::from_slice::<AcceptHeader>(&frame.header) {
+            Ok(h) => Reply::WsAccept {
+                subprotocol: h.subprotocol,
+                headers: h.headers,
+            },
+            Err(e) => Reply::Failed {
+                error: format!("agent host sent a bad websocket.accept: {e}"),
+                started: false,
+            },
+        },
+        from_host::WS_TEXT => Reply::WsText(frame.body),
+        from_host::WS_BINARY => Reply::WsBinary(frame.body),
+        from_host::WS_CLOSE => {
+            let h = serde_json::from_slice::<CloseHeader>(&frame.header).unwrap_or(CloseHeader {
+                code: normal_closure(),
+                reason: String::new(),
+            });
+            Reply::WsClose {
+                code: h.code,
+                reason: h.reason,
+            }
+        }
+        from_host::WS_CREDIT => {
+            Reply::WsCredit(<[u8; 4]>::try_from(&frame.body[..]).map_or(0, u32::from_be_bytes))
+        }
         other => {
             tracing::warn!(kind = other, "agent host sent an unknown frame kind");
             return;

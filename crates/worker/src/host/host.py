@@ -8,19 +8,35 @@ frames, so the agent's own stdout/stderr stay the agent's log lines.
 Frame: u32 length (of what follows) | u8 kind | u32 request id |
        u32 header length | header (JSON, may be empty) | body (raw bytes)
 
-Worker -> host                          Host -> worker
-  1 INVOKE   body = request JSON          10 HELLO       header = load report (id 0)
-  2 CALL     header = {op, ...}, body     11 RESULT_OK   body = JSON value
-  3 HTTP     header = scope, body chunk   12 RESULT_ERR  header = {error, kind}
-  4 BODY     body chunk, more follows     13 RESP_START  header = {status, headers}
-  5 BODY_END last body chunk              14 RESP_FULL   header = {status, headers}, body
-  6 CANCEL   client gone / timed out      15 RESP_BODY   body chunk, more follows
-  7 SHUTDOWN run lifespan shutdown, exit  16 RESP_END    last body chunk
-  8 CREDIT   body = u32 bytes passed on   17 RESP_ERROR  header = {error}
+Worker -> host                              Host -> worker
+  1 INVOKE        body = request JSON         10 HELLO         header = load report (id 0)
+  2 CALL          header = {op, ...}, body    11 RESULT_OK     body = JSON value
+  3 HTTP          header = scope, body chunk  12 RESULT_ERR    header = {error, kind}
+  4 BODY          body chunk, more follows    13 RESP_START    header = {status, headers}
+  5 BODY_END      last body chunk             14 RESP_FULL     header = {status, headers}, body
+  6 CANCEL        client gone / timed out     15 RESP_BODY     body chunk, more follows
+  7 SHUTDOWN      lifespan shutdown, exit     16 RESP_END      last body chunk
+  8 CREDIT        body = u32 bytes passed on  17 RESP_ERROR    header = {error, started}
+ 20 WS_CONNECT    header = scope              30 WS_ACCEPT     header = {subprotocol, headers}
+ 21 WS_IN_TEXT    body = UTF-8 message        31 WS_OUT_TEXT   body = UTF-8 message
+ 22 WS_IN_BINARY  body = message              32 WS_OUT_BINARY body = message
+ 23 WS_DISCONNECT header = {code, reason}     33 WS_CLOSE      header = {code, reason}
+                                              34 WS_CREDIT     body = u32 bytes taken
 
 Flow control: a streamed response may have at most `window` bytes of RESP_BODY
 in flight; the app's `send` waits until the worker's CREDIT frames (sent as the
-client takes the bytes) open the window again, or the client goes away.
+client takes the bytes) open the window again, or the client goes away. A
+WebSocket has a window each way: the app's messages as for a stream (CREDIT
+from the worker), and the client's messages, which the worker forwards only
+while the app has taken enough of them (WS_CREDIT from here). Each message
+costs its length plus WS_MESSAGE_OVERHEAD.
+
+A WebSocket refused before `websocket.accept` (close, or the app returning)
+is a WS_CLOSE the worker answers with 403; a `websocket.http.response` denial
+is sent as RESP_FULL.
+
+The numbers below are the contract with the worker (`protocol.rs`, whose
+test reads these lines): one `NAME = value` line each.
 """
 
 import asyncio
@@ -36,8 +52,33 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote
 
-INVOKE, CALL, HTTP, BODY, BODY_END, CANCEL, SHUTDOWN, CREDIT = 1, 2, 3, 4, 5, 6, 7, 8
-HELLO, RESULT_OK, RESULT_ERR, RESP_START, RESP_FULL, RESP_BODY, RESP_END, RESP_ERROR = range(10, 18)
+INVOKE = 1
+CALL = 2
+HTTP = 3
+BODY = 4
+BODY_END = 5
+CANCEL = 6
+SHUTDOWN = 7
+CREDIT = 8
+WS_CONNECT = 20
+WS_IN_TEXT = 21
+WS_IN_BINARY = 22
+WS_DISCONNECT = 23
+HELLO = 10
+RESULT_OK = 11
+RESULT_ERR = 12
+RESP_START = 13
+RESP_FULL = 14
+RESP_BODY = 15
+RESP_END = 16
+RESP_ERROR = 17
+WS_ACCEPT = 30
+WS_OUT_TEXT = 31
+WS_OUT_BINARY = 32
+WS_CLOSE = 33
+WS_CREDIT = 34
+WS_MESSAGE_OVERHEAD = 64
+EXIT_PACKAGE_FAILURE = 78
 
 _HEAD = struct.Struct(">IBII")
 _EMPTY = b""
@@ -332,6 +373,12 @@ class HttpExchange:
                 self.ended = True
                 conn.send(frame(RESP_END, self.rid, None, body))
 
+    def cancel(self):
+        """The client went away (or the worker timed the request out)."""
+        self.disconnected = True
+        self.wake()
+        self.queue.put_nowait({"type": "http.disconnect"})
+
     def finish(self, error=None):
         """Called when the app returns or raises."""
         conn = self.conn
@@ -355,6 +402,140 @@ class HttpExchange:
 
 def _latin1(v):
     return v.decode("latin-1") if isinstance(v, (bytes, bytearray)) else str(v)
+
+
+class ClientDisconnected(OSError):
+    """`send` on a WebSocket whose client is gone (ASGI asks for an OSError)."""
+
+
+class WsExchange:
+    """One ASGI websocket connection: `connecting` -> `accepted` -> `closed`
+    (or `connecting` -> `closed`: refused). Client messages are queued for
+    `receive`, which credits them back to the worker as the app takes them;
+    the app's messages go out under the worker's credit, as a stream's body."""
+
+    __slots__ = ("conn", "rid", "queue", "window", "credit", "waiter", "taken", "state", "gone", "denial")
+
+    def __init__(self, conn, rid, window):
+        self.conn = conn
+        self.rid = rid
+        self.queue = asyncio.Queue()
+        self.queue.put_nowait((0, {"type": "websocket.connect"}))
+        self.window = window
+        self.credit = window
+        self.waiter = None
+        self.taken = 0
+        self.state = "connecting"
+        self.gone = None  # the websocket.disconnect event, once the client has left
+        self.denial = None  # a websocket.http.response being put together
+
+    # -- from the worker
+    def deliver(self, kind, header, body):
+        size = len(body) + WS_MESSAGE_OVERHEAD
+        if kind == WS_IN_TEXT:
+            self.queue.put_nowait((size, {"type": "websocket.receive", "text": body.decode("utf-8")}))
+        elif kind == WS_IN_BINARY:
+            self.queue.put_nowait((size, {"type": "websocket.receive", "bytes": body}))
+        else:
+            header = header or {}
+            self.client_gone(int(header.get("code", 1005)), header.get("reason", ""))
+
+    def client_gone(self, code, reason=""):
+        if self.gone is None:
+            self.gone = {"type": "websocket.disconnect", "code": code, "reason": reason}
+            self.queue.put_nowait((0, self.gone))
+        self.wake()
+
+    def cancel(self):
+        self.client_gone(1006)
+
+    def add_credit(self, n):
+        self.credit += n
+        self.wake()
+
+    def wake(self):
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    # -- the app's side
+    async def receive(self):
+        if self.gone is not None and self.queue.empty():
+            return self.gone
+        size, msg = await self.queue.get()
+        if size:
+            self.taken += size
+            if self.taken >= self.window // 4 and self.gone is None:
+                self.conn.send(frame(WS_CREDIT, self.rid, None, self.taken.to_bytes(4, "big")))
+                self.taken = 0
+        return msg
+
+    async def send(self, msg):
+        t = msg["type"]
+        conn = self.conn
+        if t == "websocket.send":
+            if self.state != "accepted":
+                raise RuntimeError(f"websocket.send before websocket.accept or after close (state: {self.state})")
+            if self.gone is not None:
+                raise ClientDisconnected(f"the WebSocket client has disconnected (code {self.gone['code']})")
+            text = msg.get("text")
+            if text is not None:
+                kind, body = WS_OUT_TEXT, text.encode("utf-8")
+            else:
+                kind, body = WS_OUT_BINARY, bytes(msg.get("bytes") or b"")
+            conn.send(frame(kind, self.rid, None, body))
+            self.credit -= len(body) + WS_MESSAGE_OVERHEAD
+            if self.credit <= 0:
+                while self.credit <= 0 and self.gone is None:
+                    self.waiter = conn.loop.create_future()
+                    await self.waiter
+                self.waiter = None
+            else:
+                await conn.drain()
+        elif t == "websocket.accept":
+            if self.state != "connecting" or self.denial is not None:
+                raise RuntimeError(f"websocket.accept in state {self.state}")
+            if self.gone is not None:
+                raise ClientDisconnected("the WebSocket client left before it was accepted")
+            self.state = "accepted"
+            headers = [[_latin1(k), _latin1(v)] for k, v in msg.get("headers") or ()]
+            conn.send(frame(WS_ACCEPT, self.rid, {"subprotocol": msg.get("subprotocol"), "headers": headers}))
+        elif t == "websocket.close":
+            if self.state == "closed":
+                return
+            self.state = "closed"
+            if self.gone is None:
+                code = int(msg.get("code") or 1000)
+                reason = msg.get("reason") or ""
+                conn.send(frame(WS_CLOSE, self.rid, {"code": code, "reason": reason}))
+                # The exchange is over for the worker: a later `receive` answers at once.
+                self.client_gone(code, reason)
+        elif t == "websocket.http.response.start":
+            if self.state != "connecting" or self.denial is not None:
+                raise RuntimeError(f"websocket.http.response.start in state {self.state}")
+            headers = [[_latin1(k), _latin1(v)] for k, v in msg.get("headers", ())]
+            self.denial = ({"status": int(msg["status"]), "headers": headers}, bytearray())
+        elif t == "websocket.http.response.body":
+            if self.denial is None:
+                raise RuntimeError("websocket.http.response.body before websocket.http.response.start")
+            self.denial[1].extend(msg.get("body", b""))
+            if not msg.get("more_body", False):
+                (head, body), self.denial = self.denial, None
+                self.state = "closed"
+                conn.send(frame(RESP_FULL, self.rid, head, bytes(body)))
+        else:
+            raise RuntimeError(f"unexpected ASGI message {t!r} on a websocket")
+
+    def finish(self, error=None):
+        """Called when the app returns or raises: a connection still open is
+        closed (1000, or refused when never accepted); an error is reported."""
+        if self.gone is not None or self.state == "closed":
+            return
+        if error is not None:
+            self.conn.send(frame(RESP_ERROR, self.rid, {"error": error, "started": self.state == "accepted"}))
+        else:
+            self.conn.send(frame(WS_CLOSE, self.rid, {"code": 1000, "reason": ""}))
+        self.state = "closed"
 
 
 class Connection(asyncio.Protocol):
@@ -436,12 +617,16 @@ class Connection(asyncio.Protocol):
             ex = self.exchanges.get(rid)
             if ex is not None:
                 ex.add_credit(int.from_bytes(body, "big"))
+        elif kind == WS_IN_TEXT or kind == WS_IN_BINARY or kind == WS_DISCONNECT:
+            ex = self.exchanges.get(rid)
+            if ex is not None:
+                ex.deliver(kind, header, body)
+        elif kind == WS_CONNECT:
+            self.websocket(rid, header)
         elif kind == CANCEL:
             ex = self.exchanges.get(rid)
             if ex is not None:
-                ex.disconnected = True
-                ex.wake()
-                ex.queue.put_nowait({"type": "http.disconnect"})
+                ex.cancel()
             task = self.tasks.get(rid)
             if task is not None and ex is None:
                 task.cancel()
@@ -525,6 +710,25 @@ class Connection(asyncio.Protocol):
         else:
             self.send(frame(RESULT_ERR, rid, {"error": f"unknown operation {op!r}", "kind": "internal"}))
 
+    def scope(self, header, kind):
+        """The ASGI scope of an `http` or `websocket` request from the worker's header."""
+        raw_path = header["path"]
+        client = header.get("client")
+        return {
+            "type": kind,
+            "asgi": {"version": "3.0", "spec_version": "2.4" if kind == "websocket" else "2.3"},
+            "http_version": header.get("version", "1.1"),
+            "scheme": "ws" if kind == "websocket" else "http",
+            "path": unquote(raw_path),
+            "raw_path": raw_path.encode("latin-1"),
+            "query_string": header.get("query", "").encode("latin-1"),
+            "root_path": "",
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in header["headers"]],
+            "client": (client[0], client[1]) if client else None,
+            "server": ("127.0.0.1", self.server_port),
+            "state": dict(self.agent.state),
+        }
+
     def http(self, rid, header, body):
         agent = self.agent
         if agent.app is None:
@@ -534,23 +738,22 @@ class Connection(asyncio.Protocol):
         more = header.get("more", False)
         ex.queue.put_nowait({"type": "http.request", "body": body, "more_body": more})
         ex.body_done = not more
-        raw_path = header["path"]
-        client = header.get("client")
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": header.get("version", "1.1"),
-            "method": header["method"],
-            "scheme": "http",
-            "path": unquote(raw_path),
-            "raw_path": raw_path.encode("latin-1"),
-            "query_string": header.get("query", "").encode("latin-1"),
-            "root_path": "",
-            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in header["headers"]],
-            "client": (client[0], client[1]) if client else None,
-            "server": ("127.0.0.1", self.server_port),
-            "state": dict(agent.state),
-        }
+        scope = self.scope(header, "http")
+        scope["method"] = header["method"]
+        self.exchanges[rid] = ex
+        self.loop.create_task(self.run_app(agent.app, scope, ex))
+
+    def websocket(self, rid, header):
+        agent = self.agent
+        if agent.app is None:
+            self.send(frame(RESULT_ERR, rid, {"error": "no ASGI app", "kind": "not_found"}))
+            return
+        scope = self.scope(header, "websocket")
+        scope["subprotocols"] = [
+            p.strip() for k, v in header["headers"] if k == "sec-websocket-protocol" for p in v.split(",") if p.strip()
+        ]
+        scope["extensions"] = {"websocket.http.response": {}}
+        ex = WsExchange(self, rid, self.window)
         self.exchanges[rid] = ex
         self.loop.create_task(self.run_app(agent.app, scope, ex))
 
@@ -561,7 +764,8 @@ class Connection(asyncio.Protocol):
         except asyncio.CancelledError:
             ex.finish("cancelled")
         except BaseException as e:  # noqa: BLE001
-            traceback.print_exc()
+            if not isinstance(e, ClientDisconnected) and getattr(ex, "gone", None) is None:
+                traceback.print_exc()
             ex.finish(describe(e))
         finally:
             self.exchanges.pop(ex.rid, None)
@@ -612,7 +816,7 @@ async def main():
         print(tb, file=sys.stderr)
         conn.send(frame(HELLO, 0, {"ok": False, "error": message}))
         await asyncio.sleep(0.05)
-        return 78
+        return EXIT_PACKAGE_FAILURE
     conn.send(
         frame(
             HELLO,

@@ -16,6 +16,15 @@ pub mod to_host {
     /// Flow control: the worker has passed on `u32` (body, big-endian) more bytes
     /// of this request's streamed response; the host may send that many more.
     pub const CREDIT: u8 = 8;
+    /// A WebSocket handshake: header = the scope (as for `HTTP`); the app's
+    /// `receive` then yields `websocket.connect`.
+    pub const WS_CONNECT: u8 = 20;
+    /// A text message from the client (body = UTF-8).
+    pub const WS_TEXT: u8 = 21;
+    /// A binary message from the client.
+    pub const WS_BINARY: u8 = 22;
+    /// The client closed or went away: header = `{code, reason}`.
+    pub const WS_DISCONNECT: u8 = 23;
 }
 
 /// Bytes of a streamed response the host may send ahead of what the worker has
@@ -32,7 +41,23 @@ pub mod from_host {
     pub const RESP_BODY: u8 = 15;
     pub const RESP_END: u8 = 16;
     pub const RESP_ERROR: u8 = 17;
+    /// The app accepted a WebSocket: header = `{subprotocol, headers}`.
+    pub const WS_ACCEPT: u8 = 30;
+    /// A text message from the app (body = UTF-8).
+    pub const WS_TEXT: u8 = 31;
+    /// A binary message from the app.
+    pub const WS_BINARY: u8 = 32;
+    /// The app closed the WebSocket (before accepting it: a refusal):
+    /// header = `{code, reason}`.
+    pub const WS_CLOSE: u8 = 33;
+    /// Flow control the other way: the app has taken `u32` (body, big-endian)
+    /// more bytes of client messages; the worker may forward that many more.
+    pub const WS_CREDIT: u8 = 34;
 }
+
+/// What one WebSocket message costs against a flow-control window besides its
+/// bytes, so that a flood of empty messages is bounded too.
+pub const WS_MESSAGE_OVERHEAD: u32 = 64;
 
 /// Bytes before the header: kind, id, header length (the u32 length is separate).
 pub const FIXED: usize = 1 + 4 + 4;
@@ -106,6 +131,64 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `host.py` repeats every constant above (one `NAME = value` line each):
+    /// both sides must agree on every number.
+    #[test]
+    fn host_py_uses_the_same_numbers() {
+        let py: std::collections::HashMap<&str, u32> = crate::host::HOST_PY
+            .lines()
+            .filter_map(|l| {
+                let (name, value) = l.split_once(" = ")?;
+                let name = name.trim();
+                let ok =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_');
+                ok.then_some((name, value.trim().parse().ok()?))
+            })
+            .collect();
+        let rust: &[(&str, u32)] = &[
+            ("INVOKE", to_host::INVOKE.into()),
+            ("CALL", to_host::CALL.into()),
+            ("HTTP", to_host::HTTP.into()),
+            ("BODY", to_host::BODY.into()),
+            ("BODY_END", to_host::BODY_END.into()),
+            ("CANCEL", to_host::CANCEL.into()),
+            ("SHUTDOWN", to_host::SHUTDOWN.into()),
+            ("CREDIT", to_host::CREDIT.into()),
+            ("WS_CONNECT", to_host::WS_CONNECT.into()),
+            ("WS_IN_TEXT", to_host::WS_TEXT.into()),
+            ("WS_IN_BINARY", to_host::WS_BINARY.into()),
+            ("WS_DISCONNECT", to_host::WS_DISCONNECT.into()),
+            ("HELLO", from_host::HELLO.into()),
+            ("RESULT_OK", from_host::RESULT_OK.into()),
+            ("RESULT_ERR", from_host::RESULT_ERR.into()),
+            ("RESP_START", from_host::RESP_START.into()),
+            ("RESP_FULL", from_host::RESP_FULL.into()),
+            ("RESP_BODY", from_host::RESP_BODY.into()),
+            ("RESP_END", from_host::RESP_END.into()),
+            ("RESP_ERROR", from_host::RESP_ERROR.into()),
+            ("WS_ACCEPT", from_host::WS_ACCEPT.into()),
+            ("WS_OUT_TEXT", from_host::WS_TEXT.into()),
+            ("WS_OUT_BINARY", from_host::WS_BINARY.into()),
+            ("WS_CLOSE", from_host::WS_CLOSE.into()),
+            ("WS_CREDIT", from_host::WS_CREDIT.into()),
+            ("WS_MESSAGE_OVERHEAD", WS_MESSAGE_OVERHEAD),
+            (
+                "EXIT_PACKAGE_FAILURE",
+                par_contract::exit::PACKAGE_FAILURE as u32,
+            ),
+        ];
+        for (name, value) in rust {
+            assert_eq!(py.get(name), Some(value), "host.py's {name}");
+        }
+        let kinds: std::collections::HashSet<u32> =
+            rust[..rust.len() - 2].iter().map(|(_, v)| *v).collect();
+        assert_eq!(
+            kinds.len(),
+            rust.len() - 2,
+            "two frame kinds share a number"
+        );
+    }
 
     #[test]
     fn round_trip_and_partial_input() {

@@ -1,7 +1,8 @@
 //! The admin check for mutating routes and logs, as a layer:
 //! `Authorization: Bearer <token>` — `PAR_ADMIN_TOKEN`, or, when none is
 //! configured, the token the supervisor made at start and wrote to
-//! `$PAR_HOME/run/admin-token` (readable by the supervisor's user only).
+//! `$PAR_HOME/run/supervisor-<port>.token` (readable by the supervisor's
+//! user only).
 //! Access is by this capability, never by address: agent code runs on
 //! loopback too.
 

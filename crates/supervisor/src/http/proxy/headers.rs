@@ -68,11 +68,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, grpc: bool) {
     }
 }
 
-pub(super) fn append_forwarded(
-    headers: &mut HeaderMap,
-    peer: SocketAddr,
-    prefix: Option<HeaderValue>,
-) {
+pub fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, prefix: Option<HeaderValue>) {
     let ip = peer.ip().to_string();
     let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),

@@ -8,7 +8,7 @@ mod admit;
 mod body;
 mod headers;
 
-pub use headers::{grpc_error, new_request_id, strip_hop_by_hop};
+pub use headers::{append_forwarded, grpc_error, new_request_id, strip_hop_by_hop};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +29,7 @@ use super::route_table::RouteTable;
 use crate::control::Control;
 use crate::model::WorkerId;
 use body::{InFlight, Replayable, Tracked, Unsent};
-use headers::{append_forwarded, with_request_id, X_AGENT_ID, X_PAR_PROCESS, X_REQUEST_ID};
+use headers::{with_request_id, X_AGENT_ID, X_PAR_PROCESS, X_REQUEST_ID};
 
 /// Tries of one request on different workers, when it never reached one.
 const TRIES: usize = 3;
@@ -107,6 +107,20 @@ impl Proxy {
             None => rest.to_owned(),
         };
         let prefix = HeaderValue::from_str(&path[..PREFIX.len() + id_len]).ok();
+        if super::upgrade::is_websocket(&req) {
+            let admitted = match self.admit(&agent_id, &[]).await {
+                Ok(a) => a,
+                Err(e) => return with_request_id(e.into_response_body(), req.headers()),
+            };
+            let opts = super::upgrade::Options {
+                connect_timeout: Duration::from_secs(5),
+                header_timeout: self.opts.header_timeout,
+                idle_timeout: self.opts.idle_timeout,
+            };
+            // A socket holds no slot of the agent's concurrency limit.
+            let (up, pool) = (admitted.upstream, admitted.pool);
+            return super::upgrade::proxy(req, up, pool, &path_and_query, prefix, peer, opts).await;
+        }
         self.send(req, &agent_id, path_and_query, prefix, peer, false)
             .await
     }

@@ -184,3 +184,18 @@ fn a_stale_backoff_timer_does_nothing() {
     }));
     assert!(spawned(&fx).is_none(), "{:?}", &h.log[before..]);
 }
+
+#[test]
+fn a_port_taken_before_the_worker_bound_it_is_tried_again_elsewhere() {
+    let mut h = H::new();
+    let w = h.started("a");
+    let code = par_contract::exit::PORT_IN_USE;
+    let fx = h.exits(w, Some(code), None, 0.05);
+    assert!(spawned(&fx).is_some(), "started again at once");
+    assert!(restart_delay(&fx, h.clock.now).is_none(), "no backoff");
+    let v = h.view("a");
+    assert_eq!(
+        (v.state, v.restarts, v.consecutive_failures),
+        (State::Starting, 0, 0)
+    );
+}

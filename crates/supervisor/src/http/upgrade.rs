@@ -1,0 +1,429 @@
+//! WebSocket upgrades through the proxy: the client's handshake goes to the
+//! agent's worker on a connection of its own; when the worker switches
+//! protocols both sides are upgraded and messages are relayed, each direction
+//! on its own, until one side closes, the socket idles too long, or the worker
+//! goes away — then the client gets close code 1012 (service restart) so that
+//! it reconnects instead of hanging.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::http::error::ApiError;
+use crate::http::leftover::Guarded;
+use crate::http::route_table::{Pool, Upstream};
+
+/// Close code for a worker that went away mid-socket (RFC 6455 registry).
+pub const SERVICE_RESTART: u16 = 1012;
+/// Close code for an idle socket and for the supervisor shutting down.
+pub const GOING_AWAY: u16 = 1001;
+/// How long a closing handshake may take before the sockets are dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// The protocol layer's read buffer per socket: allocated up front and zeroed
+/// before each read, so its default (128 KiB) costs memory per idle socket
+/// and most of the relay's CPU. Larger messages still arrive whole.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Limits of one proxied WebSocket.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Longest wait to connect to the worker.
+    pub connect_timeout: Duration,
+    /// Longest wait for the worker's answer to the handshake (→ 504).
+    pub header_timeout: Duration,
+    /// A socket with no message either way for this long is closed (1001).
+    pub idle_timeout: Duration,
+}
+
+/// Whether the request is a WebSocket handshake (HTTP/1.1 `Upgrade: websocket`).
+pub fn is_websocket<B>(req: &Request<B>) -> bool {
+    req.version() == http::Version::HTTP_11
+        && req
+            .headers()
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// Process-wide, as the proxy threads are: the relays open now, and the
+/// signal that closes them when the supervisor shuts down.
+struct Relays {
+    closing: watch::Sender<bool>,
+    open: watch::Sender<usize>,
+}
+
+fn relays() -> &'static Relays {
+    static RELAYS: OnceLock<Relays> = OnceLock::new();
+    RELAYS.get_or_init(|| Relays {
+        closing: watch::Sender::new(false),
+        open: watch::Sender::new(0),
+    })
+}
+
+fn closing() -> &'static watch::Sender<bool> {
+    &relays().closing
+}
+
+/// Closes every proxied WebSocket (1001 to both ends), refuses new ones, and
+/// waits (at most `within`) until their closing handshakes are done: the
+/// relays run on the proxy threads, which must not end under them.
+pub async fn close_all(within: Duration) {
+    closing().send_replace(true);
+    let mut open = relays().open.subscribe();
+    let _ = tokio::time::timeout(within, open.wait_for(|n| *n == 0)).await;
+}
+
+/// Forwards the handshake to `upstream` as `path_and_query` (with the proxy's
+/// forwarding headers; `prefix` is the `/agents/{id}` the worker does not
+/// see); on 101 answers the client with the worker's 101 and relays the two
+/// sockets in a task of the current runtime; any other answer is passed on.
+pub async fn proxy(
+    mut req: Request<Guarded>,
+    upstream: Arc<Upstream>,
+    pool: Arc<Pool>,
+    path_and_query: &str,
+    prefix: Option<HeaderValue>,
+    peer: SocketAddr,
+    opts: Options,
+) -> Response<Body> {
+    let started = Instant::now();
+    let mut headers = req.headers().clone();
+    let request_id = headers
+        .get(&X_REQUEST_ID)
+        .cloned()
+        .unwrap_or_else(crate::http::proxy::new_request_id);
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    crate::http::proxy::strip_hop_by_hop(&mut headers, false);
+    crate::http::proxy::append_forwarded(&mut headers, peer, prefix);
+    let mut resp = handshake(
+        &mut req,
+        headers,
+        (upstream, pool),
+        path_and_query,
+        opts,
+        started,
+    )
+    .await;
+    resp.headers_mut()
+        .entry(X_REQUEST_ID.clone())
+        .or_insert(request_id);
+    resp
+}
+
+static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+async fn handshake(
+    req: &mut Request<Guarded>,
+    headers: http::HeaderMap,
+    (upstream, pool): (Arc<Upstream>, Arc<Pool>),
+    path_and_query: &str,
+    opts: Options,
+    started: Instant,
+) -> Response<Body> {
+    let fail = |status: u16, e: ApiError| {
+        upstream
+            .metrics
+            .proxy_errors
+            .fetch_add(1, Ordering::Relaxed);
+        upstream.metrics.observe(status, started.elapsed());
+        e.into_response_body()
+    };
+    if *closing().borrow() {
+        return fail(503, ApiError::shutting_down());
+    }
+    let client_side = hyper::upgrade::on(req);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, upstream.port));
+    let tcp = match tokio::time::timeout(opts.connect_timeout, tokio::net::TcpStream::connect(addr))
+        .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let msg = format!(
+                "agent '{}' worker did not accept the connection: {e}",
+                upstream.agent_id
+            );
+            return fail(502, ApiError::bad_gateway(msg));
+        }
+        Err(_) => {
+            let msg = format!(
+                "agent '{}' worker did not accept the connection in time",
+                upstream.agent_id
+            );
+            return fail(504, ApiError::timeout(msg));
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await {
+        Ok(x) => x,
+        Err(e) => {
+            return fail(
+                502,
+                ApiError::bad_gateway(format!("agent '{}' worker: {e}", upstream.agent_id)),
+            )
+        }
+    };
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let mut builder = Request::builder()
+        .method(Method::GET)
+        .uri(path_and_query)
+        .version(http::Version::HTTP_11);
+    if let Some(h) = builder.headers_mut() {
+        *h = headers;
+        h.insert(
+            header::HOST,
+            HeaderValue::from_str(upstream.authority.as_str())
+                .unwrap_or(HeaderValue::from_static("127.0.0.1")),
+        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        // The relay speaks messages, not frames: no extension can pass through it.
+        h.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
+    let Ok(upstream_req) = builder.body(http_body_util::Empty::<bytes::Bytes>::new()) else {
+        return fail(
+            400,
+            ApiError::bad_request("the request target is not valid"),
+        );
+    };
+    let mut resp =
+        match tokio::time::timeout(opts.header_timeout, sender.send_request(upstream_req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let msg = format!(
+                    "agent '{}' worker failed to answer the WebSocket handshake: {e}",
+                    upstream.agent_id
+                );
+                return fail(502, ApiError::bad_gateway(msg));
+            }
+            Err(_) => {
+                let msg = format!(
+                    "agent '{}' did not answer the WebSocket handshake within {} s",
+                    upstream.agent_id,
+                    opts.header_timeout.as_secs_f64()
+                );
+                return fail(504, ApiError::timeout(msg));
+            }
+        };
+    upstream
+        .metrics
+        .observe(resp.status().as_u16(), started.elapsed());
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Refused (403), no such route (404), ...: the worker's answer as it is.
+        let (mut parts, body) = resp.into_parts();
+        crate::http::proxy::strip_hop_by_hop(&mut parts.headers, false);
+        return Response::from_parts(parts, Body::new(body));
+    }
+    let worker_side = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    crate::http::proxy::strip_hop_by_hop(&mut parts.headers, false);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    parts
+        .headers
+        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let open = OpenSocket::new(Arc::clone(&upstream), pool);
+    let idle = opts.idle_timeout;
+    tokio::spawn(async move {
+        let (client, worker) = match tokio::try_join!(client_side, worker_side) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+                return;
+            }
+        };
+        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let client =
+            WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config))
+                .await;
+        let worker =
+            WebSocketStream::from_raw_socket(TokioIo::new(worker), Role::Client, Some(config))
+                .await;
+        relay(client, worker, idle, &open).await;
+    });
+    Response::from_parts(parts, Body::empty())
+}
+
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Counts a WebSocket as in flight (a draining worker waits for it, an
+/// agent with an open socket is not idle) and open.
+struct OpenSocket(Arc<Upstream>, Arc<Pool>);
+
+impl OpenSocket {
+    fn new(u: Arc<Upstream>, pool: Arc<Pool>) -> Self {
+        relays().open.send_modify(|n| *n += 1);
+        u.in_flight.enter();
+        pool.in_flight.fetch_add(1, Ordering::AcqRel);
+        pool.touch();
+        u.metrics.websockets.fetch_add(1, Ordering::Relaxed);
+        u.metrics.websockets_open.fetch_add(1, Ordering::Relaxed);
+        OpenSocket(u, pool)
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .websockets_open
+            .fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.leave();
+        self.1.touch();
+        self.1.in_flight.fetch_sub(1, Ordering::AcqRel);
+        relays().open.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// How one direction of the relay stopped.
+enum Pumped {
+    /// The sending side sent a close frame.
+    Closed(Option<CloseFrame>),
+    /// The sending side's connection ended or failed without one.
+    Gone,
+    /// The receiving side could not take a message.
+    PeerGone,
+}
+
+/// Copies messages from one socket to the other. Pings are answered by each
+/// side's protocol layer and not passed on; they still count as activity.
+async fn pump(
+    from: &mut SplitStream<Socket>,
+    to: &mut SplitSink<Socket, Message>,
+    activity: &AtomicU64,
+    epoch: Instant,
+    messages: &AtomicU64,
+) -> Pumped {
+    loop {
+        match from.next().await {
+            Some(Ok(Message::Close(frame))) => return Pumped::Closed(frame),
+            Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
+                activity.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+                if to.send(msg).await.is_err() {
+                    return Pumped::PeerGone;
+                }
+                messages.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Ok(_)) => activity.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed),
+            Some(Err(_)) | None => return Pumped::Gone,
+        }
+    }
+}
+
+/// Resolves when nothing crossed the relay for `idle`.
+async fn idle_for(idle: Duration, activity: &AtomicU64, epoch: Instant) {
+    loop {
+        let last = epoch + Duration::from_millis(activity.load(Ordering::Relaxed));
+        let deadline = last + idle;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+/// How the relay ended, seen from the client.
+enum End {
+    ClientClosed(Option<CloseFrame>),
+    ClientGone,
+    WorkerClosed(Option<CloseFrame>),
+    WorkerGone,
+    Idle,
+    Shutdown,
+}
+
+async fn relay(client: Socket, worker: Socket, idle: Duration, open: &OpenSocket) {
+    let metrics = &open.0.metrics;
+    let (mut to_client, mut from_client) = client.split();
+    let (mut to_worker, mut from_worker) = worker.split();
+    let epoch = Instant::now();
+    let activity = AtomicU64::new(0);
+    let mut shutdown = closing().subscribe();
+    let end = tokio::select! {
+        p = pump(&mut from_client, &mut to_worker, &activity, epoch, &metrics.websocket_messages_in) => match p {
+            Pumped::Closed(f) => End::ClientClosed(f),
+            Pumped::Gone => End::ClientGone,
+            Pumped::PeerGone => End::WorkerGone,
+        },
+        p = pump(&mut from_worker, &mut to_client, &activity, epoch, &metrics.websocket_messages_out) => match p {
+            Pumped::Closed(f) => End::WorkerClosed(f),
+            Pumped::Gone => End::WorkerGone,
+            Pumped::PeerGone => End::ClientGone,
+        },
+        () = idle_for(idle, &activity, epoch) => End::Idle,
+        () = async { let _ = shutdown.wait_for(|c| *c).await; } => End::Shutdown,
+    };
+    let close = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        }))
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        match end {
+            End::ClientClosed(frame) => {
+                // The client's close goes on to the app; both replies are flushed.
+                let _ = to_worker.send(Message::Close(frame)).await;
+                tokio::join!(drain(&mut from_worker), async {
+                    let _ = to_client.close().await;
+                });
+            }
+            // The worker sees its connection end: the app gets a disconnect (1006).
+            End::ClientGone => {}
+            End::WorkerClosed(frame) => {
+                // The app's close code reaches the client.
+                let _ = to_client.send(Message::Close(frame)).await;
+                tokio::join!(drain(&mut from_client), async {
+                    let _ = to_worker.close().await;
+                });
+            }
+            End::WorkerGone => {
+                let _ = to_client
+                    .send(close(SERVICE_RESTART, "service restart"))
+                    .await;
+                drain(&mut from_client).await;
+            }
+            End::Idle | End::Shutdown => {
+                let reason = if matches!(end, End::Idle) {
+                    "idle timeout"
+                } else {
+                    "going away"
+                };
+                tokio::join!(
+                    async {
+                        let _ = to_client.send(close(GOING_AWAY, reason)).await;
+                        drain(&mut from_client).await;
+                    },
+                    async {
+                        let _ = to_worker.send(close(GOING_AWAY, reason)).await;
+                        drain(&mut from_worker).await;
+                    }
+                );
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads until the peer's side of the close (or the connection) ends.
+async fn drain(from: &mut SplitStream<Socket>) {
+    while let Some(Ok(_)) = from.next().await {}
+}
