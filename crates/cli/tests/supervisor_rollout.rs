@@ -244,6 +244,8 @@ fn a_registry_index_change_is_applied_within_a_poll() {
     let other = agent_dir(scratch.path(), "other", "1.0.0");
     files.body("/index.json", index(&[("reg", &v1)]));
     let url = files.url("/index.json");
+    // The index names local folders: they must be in a package root.
+    let roots = scratch.path().to_string_lossy().into_owned();
     let sup = Supervisor::start_with(
         "registry",
         "",
@@ -251,6 +253,7 @@ fn a_registry_index_change_is_applied_within_a_poll() {
         &[
             ("PAR_REGISTRY_URL", url.as_str()),
             ("PAR_REGISTRY_POLL", "500ms"),
+            ("PAR_PACKAGE_ROOTS", roots.as_str()),
         ],
     );
     sup.wait_ready("reg", LONG);

@@ -2,7 +2,7 @@
 //! their environment variables, and the configuration precedence
 //! CLI > environment > file > default.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -49,6 +49,11 @@ pub struct SupervisorArgs {
     /// Registry poll interval (e.g. `30s`).
     #[arg(long, env = "PAR_REGISTRY_POLL", value_parser = humantime::parse_duration)]
     pub registry_poll: Option<Duration>,
+    /// Folders (`:`-separated) local packages named through the API or the
+    /// registry must be in (default: the config file's folder, else the
+    /// working directory).
+    #[arg(long, env = "PAR_PACKAGE_ROOTS")]
+    pub package_roots: Option<String>,
     /// Validate the configuration, print OK or every problem, and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -101,6 +106,27 @@ pub fn settings(args: &SupervisorArgs) -> anyhow::Result<Settings> {
     }
     if let Some(a) = args.access_log {
         s.access_log = a;
+    }
+    if let Some(r) = args
+        .package_roots
+        .as_deref()
+        .filter(|r| !r.trim().is_empty())
+    {
+        s.package_roots = std::env::split_paths(r).collect();
+    }
+    if s.package_roots.is_empty() {
+        let base = s
+            .config_path
+            .as_ref()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .or_else(|| std::env::current_dir().ok());
+        s.package_roots.extend(base);
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    for r in &mut s.package_roots {
+        if r.is_relative() {
+            *r = cwd.join(&*r);
+        }
     }
     if s.worker_command.is_empty() {
         let bin = match &args.worker_bin {

@@ -107,9 +107,11 @@ pub async fn serve(
 
     let unknown = Arc::new(AtomicU64::new(0));
     let admin = admin_access(&settings, port);
+    let admin_authorization = http::HeaderValue::from_str(&format!("Bearer {}", admin.token)).ok();
     let api = api::router(Arc::new(ApiState {
         control: control.clone(),
         admin,
+        routes: Arc::clone(&routes),
         settings: Arc::clone(&settings),
         logs: Arc::clone(&logs),
         metrics,
@@ -126,6 +128,7 @@ pub async fn serve(
         header_timeout: settings.upstream_timeout,
         idle_timeout: settings.stream_idle_timeout,
         access_log: settings.access_log,
+        admin_authorization,
     };
     let open_files = crate::http::connections::raise_open_files();
     let conns = crate::http::connections::Connections::new(crate::http::connections::Limits {

@@ -12,6 +12,7 @@ and echoes every request; behaviour chosen by FAKE_* environment variables
   FAKE_WRONG_ID=x        claim to be agent x
   FAKE_CRASH_AFTER=s     exit 3 after s seconds
   FAKE_ALLOC_MB=n        hold n MB of touched memory
+  FAKE_ERROR_LINE=1      print an error line naming this run (its pid) at start
 
 Routes: /health, /meta, /sse?n=&delay=, /sleep?s=, /crash, anything else echoes.
 """
@@ -30,6 +31,8 @@ START = time.monotonic()
 if os.environ.get("FAKE_EXIT78"):
     print(json.dumps({"level": "ERROR", "fields": {"message": os.environ["FAKE_EXIT78"]}}), flush=True)
     sys.exit(78)
+if os.environ.get("FAKE_ERROR_LINE"):
+    print(f"ERROR run {os.getpid()} starting", file=sys.stderr, flush=True)
 if os.environ.get("FAKE_IGNORE_TERM"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 else:

@@ -138,9 +138,12 @@ impl Conn {
         body: &[u8],
     ) -> std::io::Result<()> {
         let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+            "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n",
             body.len()
         );
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str("Host: 127.0.0.1\r\n");
+        }
         let mut authorized = false;
         for (k, v) in headers {
             if k.eq_ignore_ascii_case("authorization") {

@@ -71,6 +71,9 @@ pub struct SupervisorSection {
     /// Open client connections at most (default: the open-files limit less
     /// a reserve of 1024).
     pub max_connections: Option<usize>,
+    /// Folders local packages named through the API or the registry must be
+    /// in (`PAR_PACKAGE_ROOTS`, `:`-separated; default: this file's folder).
+    pub package_roots: Option<Vec<PathBuf>>,
 }
 
 /// Errors of loading a configuration.

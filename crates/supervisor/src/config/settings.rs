@@ -1,6 +1,6 @@
 //! The effective settings after CLI > environment > file > default.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use super::validate::{validate_spec, validate_url, ValidationErrors};
@@ -40,6 +40,8 @@ pub struct Settings {
     pub client_header_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub max_connections: Option<usize>,
+    /// Where local packages from the API or the registry may come from.
+    pub package_roots: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -73,6 +75,7 @@ impl Default for Settings {
             client_header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),
             max_connections: None,
+            package_roots: Vec::new(),
         }
     }
 }
@@ -122,9 +125,28 @@ impl Settings {
         if let Some(n) = s.max_connections {
             self.max_connections = Some(n);
         }
+        if let Some(r) = &s.package_roots {
+            self.package_roots = r.clone();
+        }
         if let Some(v) = s.registry_url.as_ref().filter(|v| !v.trim().is_empty()) {
             self.registry_url = Some(v.trim().to_string());
         }
+    }
+
+    /// Whether a local package named by an API caller (or the registry) lies
+    /// under a package root. Checked on the path itself (made absolute and
+    /// free of `..`, symlinks resolved where they exist) before anything
+    /// about it is looked up, so the answer reveals nothing of what exists
+    /// outside the roots.
+    pub fn package_allowed(&self, package: &str) -> bool {
+        let path = Path::new(package);
+        if !path.is_absolute() {
+            return false;
+        }
+        let real = real_path(path);
+        self.package_roots
+            .iter()
+            .any(|root| real.starts_with(real_path(root)))
     }
 
     /// Adds agents; a later one with the same id replaces an earlier one.
@@ -191,6 +213,35 @@ impl Settings {
     }
 }
 
+/// `path` without `.`/`..`, with the symlinks of its longest existing
+/// prefix resolved (what it would really open).
+fn real_path(path: &Path) -> PathBuf {
+    let mut clean = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    let mut head = clean.clone();
+    let mut tail = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&head) {
+            return tail.into_iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (head.file_name().map(|n| n.to_os_string()), head.parent()) {
+            (Some(name), Some(parent)) => {
+                tail.push(name);
+                head = parent.to_path_buf();
+            }
+            _ => return clean,
+        }
+    }
+}
+
 /// An inclusive range of TCP ports, `"8001-8100"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
@@ -220,6 +271,25 @@ impl PortRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_roots_hold_paths_inside_only() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Settings {
+            package_roots: vec![root.path().to_path_buf()],
+            ..Settings::default()
+        };
+        let inside = root.path().join("agents/a");
+        assert!(s.package_allowed(&inside.to_string_lossy()));
+        assert!(s.package_allowed(&root.path().join("nope/x.apkg").to_string_lossy()));
+        let up = root.path().join("agents/../../etc/passwd");
+        assert!(!s.package_allowed(&up.to_string_lossy()));
+        assert!(!s.package_allowed("/etc/hostname"));
+        assert!(!s.package_allowed("relative/path"));
+        // A symlink inside a root that points out of it does not count as inside.
+        std::os::unix::fs::symlink("/etc", root.path().join("escape")).unwrap();
+        assert!(!s.package_allowed(&root.path().join("escape/hostname").to_string_lossy()));
+    }
 
     #[test]
     fn port_ranges() {

@@ -249,6 +249,7 @@ fn scaling(t: &mut Text, agents: &[(&str, Arc<AgentMetrics>)], views: &[crate::m
             n(&m.autoscale_decisions),
         );
     }
+    websockets(t, agents);
     t.family(
         "par_agent_replicas",
         Kind::Gauge,
@@ -279,6 +280,51 @@ fn scaling(t: &mut Text, agents: &[(&str, Arc<AgentMetrics>)], views: &[crate::m
             &[("agent_id", &v.agent_id)],
             v.queued,
         );
+    }
+}
+
+fn websockets(t: &mut Text, agents: &[(&str, Arc<AgentMetrics>)]) {
+    let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    t.family(
+        "par_agent_websockets_total",
+        Kind::Counter,
+        "WebSocket connections upgraded through the proxy.",
+    );
+    for (id, m) in agents {
+        t.sample(
+            "par_agent_websockets_total",
+            &[("agent_id", id)],
+            n(&m.websockets),
+        );
+    }
+    t.family(
+        "par_agent_websockets_open",
+        Kind::Gauge,
+        "WebSocket connections open now.",
+    );
+    for (id, m) in agents {
+        t.sample(
+            "par_agent_websockets_open",
+            &[("agent_id", id)],
+            n(&m.websockets_open),
+        );
+    }
+    t.family(
+        "par_agent_websocket_messages_total",
+        Kind::Counter,
+        "WebSocket messages relayed, by direction (in: client to agent).",
+    );
+    for (id, m) in agents {
+        for (direction, c) in [
+            ("in", &m.websocket_messages_in),
+            ("out", &m.websocket_messages_out),
+        ] {
+            t.sample(
+                "par_agent_websocket_messages_total",
+                &[("agent_id", id), ("direction", direction)],
+                n(c),
+            );
+        }
     }
 }
 

@@ -168,8 +168,10 @@ async fn accept_loop(
                             None => std::future::pending().await,
                         }
                     };
+                    // `peek` waits for a byte (readiness alone can be a false positive).
+                    let mut probe = [0u8; 1];
                     tokio::select! {
-                        r = stream.readable() => if r.is_err() { return },
+                        r = stream.peek(&mut probe) => if !matches!(r, Ok(n) if n > 0) { return },
                         _ = evicted => return,
                         _ = tokio::time::sleep(wait) => return,
                     }

@@ -54,8 +54,15 @@ pub struct ProcessView {
     pub started_at: Option<SystemTime>,
     #[serde(serialize_with = "ser_opt_time")]
     pub ready_at: Option<SystemTime>,
-    /// Seconds until the next start (state `backoff`), as of the snapshot.
+    /// Seconds until the next start (state `backoff`), counted down when
+    /// the view is shown (from `restart_at`).
     pub next_restart_in_seconds: Option<f64>,
+    #[serde(skip)]
+    pub restart_at: Option<SystemTime>,
+    /// When the running worker's run counts as stable (its failure count
+    /// then shows 0, as the next exit's decision will count it).
+    #[serde(skip)]
+    pub stable_at: Option<SystemTime>,
     pub limits: Limits,
     pub meta: Option<Value>,
     /// Requests in flight on this process (filled in from the routing table).

@@ -30,6 +30,8 @@ const MAX_INDEX_BYTES: usize = 4 * 1024 * 1024;
 pub enum Request {
     Reload {
         trigger: &'static str,
+        /// Whether declaring no agent at all (stopping every declared one) is meant.
+        allow_empty: bool,
         reply: oneshot::Sender<Result<ReconcileReport, ReloadError>>,
     },
 }
@@ -178,8 +180,8 @@ async fn run(t: Task, mut rx: mpsc::UnboundedReceiver<Request>) {
     loop {
         tokio::select! {
             req = rx.recv() => match req {
-                Some(Request::Reload { trigger, reply }) => {
-                    let r = reload(&t, &mut d, trigger, true).await;
+                Some(Request::Reload { trigger, allow_empty, reply }) => {
+                    let r = reload(&t, &mut d, trigger, true, allow_empty).await;
                     let _ = reply.send(r);
                 }
                 None => return,
@@ -191,7 +193,7 @@ async fn run(t: Task, mut rx: mpsc::UnboundedReceiver<Request>) {
                 }
             } => {
                 tracing::info!("SIGHUP received: reloading the declared agents");
-                let _ = reload(&t, &mut d, "SIGHUP", true).await;
+                let _ = reload(&t, &mut d, "SIGHUP", true, false).await;
             }
             _ = async {
                 match tick.as_mut() {
@@ -201,7 +203,7 @@ async fn run(t: Task, mut rx: mpsc::UnboundedReceiver<Request>) {
                 }
             } => {
                 let trigger = if t.status.view().registry.is_some_and(|r| r.polls == 0) { "start" } else { "poll" };
-                let _ = reload(&t, &mut d, trigger, false).await;
+                let _ = reload(&t, &mut d, trigger, false, false).await;
             }
             _ = &mut stopping => return,
         }
@@ -215,6 +217,7 @@ async fn reload(
     d: &mut Declared,
     trigger: &'static str,
     full: bool,
+    allow_empty: bool,
 ) -> Result<ReconcileReport, ReloadError> {
     let settings = &t.settings;
     let refuse = |e: ReloadError| {
@@ -258,6 +261,22 @@ async fn reload(
     if !errors.is_empty() {
         return refuse(ReloadError::Invalid(errors));
     }
+    // An empty declaration (an emptied file, a truncated index) would stop
+    // every declared agent: only when asked for in so many words.
+    let declared_now = t
+        .control
+        .processes()
+        .iter()
+        .filter(|p| p.origin == crate::model::Origin::Declared)
+        .count();
+    if specs.is_empty() && declared_now > 0 && !allow_empty {
+        return refuse(ReloadError::field(
+            "agents",
+            format!(
+                "the declarations name no agent, which would stop all {declared_now} declared; reload with allow_empty=true if that is meant"
+            ),
+        ));
+    }
     let mut report = match t
         .control
         .ask(Command::Reconcile {
@@ -299,6 +318,18 @@ async fn read_registry_into(t: &Task, d: &mut Declared) -> Option<String> {
     };
     let at = SystemTime::now();
     let result = read_registry(client, url).await;
+    let result = result.and_then(|agents| {
+        match agents
+            .iter()
+            .enumerate()
+            .find(|(_, a)| !a.is_remote() && !t.settings.package_allowed(&a.package))
+        {
+            Some((i, _)) => Err(format!(
+                "invalid registry index: [{i}].package_path: local packages must be in a package root (PAR_PACKAGE_ROOTS)"
+            )),
+            None => Ok(agents),
+        }
+    });
     let count = result.as_ref().map(Vec::len).ok();
     let error = match result {
         Ok(agents) => {

@@ -132,6 +132,16 @@ impl Supervisor {
                 }
                 _ => None,
             },
+            restart_at: match r.life {
+                Life::Backoff { until } => {
+                    Some(clock.wall + until.saturating_duration_since(clock.now))
+                }
+                _ => None,
+            },
+            stable_at: match &r.life {
+                Life::Ready(w) | Life::Unhealthy(w) => Some(w.started_at + a.spec.stable_period()),
+                _ => None,
+            },
             limits: limits::limits(&a.spec, shares, &self.cfg.budget),
             meta: w.and_then(|w| w.meta.clone()),
             in_flight: 0,

@@ -95,8 +95,25 @@ def describe(exc):
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
+def _finite_float(text):
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def from_json(data):
+    """Strict JSON: no NaN/Infinity, and no number that overflows to one."""
+    return json.loads(data, parse_float=_finite_float, parse_constant=_no_constant)
+
+
 def to_json(value):
-    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":")).encode()
+    # allow_nan=False: a non-finite result is an error, never `Infinity` (not JSON).
+    return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 class LoadError(Exception):
@@ -643,7 +660,7 @@ class Connection(asyncio.Protocol):
             self.send(frame(RESULT_ERR, rid, {"error": "no entrypoint is configured in agent.yaml", "kind": "no_entrypoint"}))
             return
         try:
-            request = json.loads(body) if body else {}
+            request = from_json(body) if body else {}
         except ValueError as e:
             self.send(frame(RESULT_ERR, rid, {"error": f"malformed JSON: {e}", "kind": "bad_request"}))
             return
@@ -683,7 +700,7 @@ class Connection(asyncio.Protocol):
         op = header.get("op")
         agent = self.agent
         try:
-            arg = json.loads(body) if body else {}
+            arg = from_json(body) if body else {}
         except ValueError as e:
             self.send(frame(RESULT_ERR, rid, {"error": f"malformed JSON: {e}", "kind": "bad_request"}))
             return

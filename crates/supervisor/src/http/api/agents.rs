@@ -23,7 +23,11 @@ use crate::runtime::desired::{self, ReloadError};
 type Q = Query<HashMap<String, String>>;
 
 /// A spec from a request body: parsed, relative paths made absolute, checked.
-fn checked_spec(body: &[u8], path_id: Option<&AgentId>) -> Result<(AgentId, AgentSpec), ApiError> {
+fn checked_spec(
+    settings: &crate::config::Settings,
+    body: &[u8],
+    path_id: Option<&AgentId>,
+) -> Result<(AgentId, AgentSpec), ApiError> {
     let mut spec = parse_spec(body)?;
     if let Some(id) = path_id {
         if spec.id.is_empty() {
@@ -37,6 +41,15 @@ fn checked_spec(body: &[u8], path_id: Option<&AgentId>) -> Result<(AgentId, Agen
     }
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     spec.resolve_paths(&cwd);
+    if !spec.is_remote() && !settings.package_allowed(&spec.package) {
+        return Err(ApiError::invalid_field(
+            "package_path",
+            format!(
+                "local packages must be in a package root ({}; PAR_PACKAGE_ROOTS)",
+                roots(settings)
+            ),
+        ));
+    }
     let mut errors = crate::config::ValidationErrors::default();
     validate_spec(&spec, "", &mut errors);
     if !errors.is_empty() {
@@ -44,6 +57,15 @@ fn checked_spec(body: &[u8], path_id: Option<&AgentId>) -> Result<(AgentId, Agen
     }
     let id = AgentId::new(&spec.id).map_err(|e| ApiError::invalid_field("agent_id", e))?;
     Ok((id, spec))
+}
+
+fn roots(settings: &crate::config::Settings) -> String {
+    let list: Vec<String> = settings
+        .package_roots
+        .iter()
+        .map(|r| r.display().to_string())
+        .collect();
+    list.join(", ")
 }
 
 /// The answer, or, when `wait` runs out first, the agent as it is now (202).
@@ -77,7 +99,7 @@ fn agent_view(reply: Reply) -> Result<ProcessView, ApiError> {
 }
 
 pub async fn spawn(axum::extract::State(st): St, Query(q): Q, body: Bytes) -> Response {
-    let (id, spec) = match checked_spec(&body, None) {
+    let (id, spec) = match checked_spec(&st.settings, &body, None) {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -185,7 +207,7 @@ pub async fn put(
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    let (agent, spec) = match checked_spec(&body, Some(&path_id)) {
+    let (agent, spec) = match checked_spec(&st.settings, &body, Some(&path_id)) {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -214,10 +236,11 @@ pub async fn put(
 
 /// `POST /supervisor/reload`: re-read the declared agents (config file,
 /// `PAR_AGENTS`, registry) and reconcile; answers what changed.
-pub async fn reload(axum::extract::State(st): St) -> Response {
+pub async fn reload(axum::extract::State(st): St, Query(q): Q) -> Response {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let req = desired::Request::Reload {
         trigger: "api",
+        allow_empty: matches!(q.get("allow_empty").map(String::as_str), Some("true" | "1")),
         reply: tx,
     };
     if st.reload.send(req).is_err() {

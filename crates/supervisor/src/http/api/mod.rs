@@ -39,6 +39,7 @@ pub struct Admin {
 pub struct ApiState {
     pub control: Control,
     pub admin: Admin,
+    pub routes: Arc<super::route_table::RouteTable>,
     pub settings: Arc<Settings>,
     pub logs: Arc<LogStore>,
     pub metrics: Arc<Registry>,

@@ -34,13 +34,28 @@ pub async fn runtime_health(axum::extract::State(st): St) -> Response {
     }
 }
 
-/// Processes with their current usage merged in. Without the admin token
+/// Processes with their current usage merged in, their counters as of now
+/// (requests in flight, time to the next restart). Without the admin token
 /// they carry no agent output: failures are shown by their kind only.
 fn processes_json(st: &super::ApiState, admin: bool) -> Vec<Value> {
+    let live = in_flight_now(st);
+    let now = std::time::SystemTime::now();
     st.control
         .processes()
         .iter()
         .map(|p| {
+            let mut p = p.clone();
+            if let Some(n) = p.worker.and_then(|w| live.get(&w)) {
+                p.in_flight = *n;
+            }
+            if let Some(at) = p.restart_at {
+                let left = at.duration_since(now).unwrap_or_default();
+                p.next_restart_in_seconds = Some(left.as_secs_f64());
+            }
+            if p.stable_at.is_some_and(|t| t <= now) {
+                p.consecutive_failures = 0;
+            }
+            let p = &p;
             let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
             let u = st.usage.get(&p.process_id);
             let u = u.as_ref();
@@ -57,6 +72,19 @@ fn processes_json(st: &super::ApiState, admin: bool) -> Vec<Value> {
             v
         })
         .collect()
+}
+
+/// Requests in flight on each ready worker, read now from the routing table.
+fn in_flight_now(st: &super::ApiState) -> std::collections::HashMap<u64, usize> {
+    let mut out = std::collections::HashMap::new();
+    for route in st.routes.snapshot().values() {
+        if let crate::http::route_table::Route::Ready { upstreams, .. } = route {
+            for u in upstreams.iter() {
+                out.insert(u.worker.0, u.in_flight.get());
+            }
+        }
+    }
+    out
 }
 
 /// Agent output (error text, log lines) replaced by what kind it is.
@@ -163,15 +191,48 @@ pub async fn health(axum::extract::State(st): St, headers: HeaderMap) -> Respons
     )
 }
 
-pub async fn agents(axum::extract::State(st): St, headers: HeaderMap) -> Response {
-    let host = headers
+/// The `Host` a client gave, if it is one (`name[:port]`, `[v6][:port]`):
+/// it goes into the URLs clients follow, so nothing else may.
+fn host_of(headers: &HeaderMap) -> &str {
+    let ok = |h: &str| {
+        let (name, port) = match h.strip_prefix('[') {
+            Some(v6) => match v6.split_once(']') {
+                Some((addr, rest)) => (addr, rest.strip_prefix(':')),
+                None => return false,
+            },
+            None => match h.rsplit_once(':') {
+                Some((n, p)) => (n, Some(p)),
+                None => (h, None),
+            },
+        };
+        let v6 = h.starts_with('[');
+        let name_ok = !name.is_empty()
+            && name.len() <= 253
+            && name.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || b == b'.' || (b == b'-' && !v6) || (b == b':' && v6)
+            });
+        let port_ok = port
+            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+        name_ok && port_ok
+    };
+    headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("localhost");
-    let proto = headers
+        .filter(|h| ok(h))
+        .unwrap_or("localhost")
+}
+
+pub async fn agents(axum::extract::State(st): St, headers: HeaderMap) -> Response {
+    let host = host_of(&headers);
+    // Only the two schemes a client could be given; anything else is dropped.
+    let proto = match headers
         .get("x-forwarded-proto")
         .and_then(|h| h.to_str().ok())
-        .unwrap_or("http");
+        .map(str::trim)
+    {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
     let list: Vec<Value> = st
         .control
         .processes()
@@ -236,4 +297,39 @@ pub async fn metrics(axum::extract::State(st): St) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(host: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::HOST, host.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn only_real_hosts_reach_the_urls() {
+        for ok in [
+            "localhost",
+            "par.example.com:8443",
+            "127.0.0.1:8000",
+            "[::1]:80",
+            "a-b.c",
+        ] {
+            assert_eq!(host_of(&h(ok)), ok);
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "x/y",
+            "a b",
+            "evil.com@x",
+            "h:99999999",
+            "[::1",
+            "a:b:c:",
+        ] {
+            assert_eq!(host_of(&h(bad)), "localhost", "{bad}");
+        }
+    }
 }

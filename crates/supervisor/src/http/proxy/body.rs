@@ -130,11 +130,20 @@ impl http_body::Body for Tracked {
 /// The client's request body, shared between tries: taken by the first body
 /// the client actually reads. Until then another try can send it.
 #[derive(Clone)]
-pub(super) struct Unsent(Arc<Mutex<Option<Guarded>>>);
+pub(super) struct Unsent(
+    Arc<Mutex<Option<Guarded>>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
 impl Unsent {
     pub(super) fn new(body: Guarded) -> Self {
-        Unsent(Arc::new(Mutex::new(Some(body))))
+        Unsent(Arc::new(Mutex::new(Some(body))), Arc::default())
+    }
+
+    /// Whether reading the client's body failed (a malformed chunk, a
+    /// connection cut mid-upload): the client's error, not the agent's.
+    pub(super) fn client_failed(&self) -> bool {
+        self.1.load(Ordering::Acquire)
     }
 
     /// Whether no try has read from it yet.
@@ -188,7 +197,13 @@ impl http_body::Body for Replayable {
                 .take();
         }
         match this.inner.as_mut() {
-            Some(b) => Pin::new(b).poll_frame(cx),
+            Some(b) => {
+                let r = Pin::new(b).poll_frame(cx);
+                if matches!(r, Poll::Ready(Some(Err(_)))) {
+                    this.shared.1.store(true, Ordering::Release);
+                }
+                r
+            }
             None => Poll::Ready(None),
         }
     }

@@ -43,6 +43,9 @@ pub struct ProxyOptions {
     pub idle_timeout: Duration,
     /// One log line per proxied request (off by default: it costs CPU).
     pub access_log: bool,
+    /// `Authorization` carrying this is never passed on: the admin token
+    /// must not reach agent code, whoever sends it along.
+    pub admin_authorization: Option<HeaderValue>,
 }
 
 pub struct Proxy {
@@ -108,6 +111,8 @@ impl Proxy {
         };
         let prefix = HeaderValue::from_str(&path[..PREFIX.len() + id_len]).ok();
         if super::upgrade::is_websocket(&req) {
+            let mut req = req;
+            self.drop_admin_token(req.headers_mut());
             let admitted = match self.admit(&agent_id, &[]).await {
                 Ok(a) => a,
                 Err(e) => return with_request_id(e.into_response_body(), req.headers()),
@@ -167,6 +172,7 @@ impl Proxy {
             return ApiError::bad_request("the request target is not valid").into_response_body();
         };
         strip_hop_by_hop(&mut parts.headers, grpc);
+        self.drop_admin_token(&mut parts.headers);
         if !grpc {
             append_forwarded(&mut parts.headers, peer, prefix);
             // The pooled HTTP/1.1 client speaks HTTP/1.1 whatever the client spoke.
@@ -211,6 +217,13 @@ impl Proxy {
                         .observe(rp.status.as_u16(), started.elapsed());
                     let rb = Tracked::new(rb, self.opts.idle_timeout, guard);
                     break Response::from_parts(rp, Body::new(rb));
+                }
+                Ok(Err(_)) if body.client_failed() => {
+                    drop(guard);
+                    break ApiError::bad_request(
+                        "the request body could not be read (malformed or cut short)",
+                    )
+                    .into_response_body();
                 }
                 Ok(Err(e)) if avoid.len() + 1 < TRIES && unsent(&e, &body, &parts.method) => {
                     // It never reached the worker: another one may take it.
@@ -257,6 +270,15 @@ impl Proxy {
             );
         }
         response
+    }
+
+    /// The admin token never reaches agent code, whoever sends it along.
+    fn drop_admin_token(&self, headers: &mut http::HeaderMap) {
+        if let Some(admin) = &self.opts.admin_authorization {
+            if headers.get(http::header::AUTHORIZATION) == Some(admin) {
+                headers.remove(http::header::AUTHORIZATION);
+            }
+        }
     }
 
     /// The worker failed mid-request: "restarting" (503) if its route is
