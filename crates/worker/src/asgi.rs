@@ -15,7 +15,6 @@ use tower::ServiceExt;
 use crate::error::ApiError;
 use crate::host::protocol::{self, to_host};
 use crate::host::{Pending, Reply};
-use crate::routes::ready_agent;
 use crate::state::{Agent, AppState};
 
 /// Request bodies up to this size (known from Content-Length) go in one frame.
@@ -37,7 +36,7 @@ async fn handle(
     client: Option<SocketAddr>,
     req: http::Request<Body>,
 ) -> Result<Response, ApiError> {
-    let agent = ready_agent(state)?;
+    let agent = state.ready_agent()?;
     if par_a2a::is_grpc(req.headers()) {
         let Some(grpc) = agent.grpc.clone() else {
             return Err(ApiError::not_found("this agent declares no a2a surface"));

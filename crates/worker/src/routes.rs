@@ -86,25 +86,8 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// The agent, or a 503 that says why not.
-pub fn ready_agent(state: &AppState) -> Result<Arc<Agent>, ApiError> {
-    match &*state.phase() {
-        Phase::Ready(a) => Ok(Arc::clone(a)),
-        Phase::Starting { .. } => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the agent is still starting (loading the package or installing dependencies)",
-        )),
-        Phase::Error { message, .. } => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "agent_error",
-            format!("the agent failed: {message}"),
-        )),
-    }
-}
-
 async fn meta(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let a = ready_agent(&state)?;
+    let a = state.ready_agent()?;
     let m = a.manifest();
     let exports: Vec<_> = m.metadata.sub_agents.iter().filter(|s| s.public).collect();
     let body = serde_json::json!({
@@ -193,7 +176,7 @@ fn export_target(
 }
 
 async fn invoke(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
-    let a = ready_agent(&state)?;
+    let a = state.ready_agent()?;
     if !a.hello.entrypoint {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -210,7 +193,7 @@ async fn export(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let a = ready_agent(&state)?;
+    let a = state.ready_agent()?;
     let target = export_target(&a.manifest().metadata.sub_agents, a.hello.entrypoint, &name);
     let body = match target {
         ExportTarget::Missing(message) => return Err(ApiError::not_found(message)),
@@ -290,7 +273,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn ui_health(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let a = ready_agent(&state)?;
+    let a = state.ready_agent()?;
     let Some(s) = a.surfaces.get("ui") else {
         return Err(ApiError::not_found("this agent declares no ui surface"));
     };
@@ -311,7 +294,7 @@ async fn ui_health(State(state): State<Arc<AppState>>) -> Result<Response, ApiEr
 
 /// Calls the agent's own gRPC Health over the worker's port (a real round trip).
 async fn a2a_health(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let a = ready_agent(&state)?;
+    let a = state.ready_agent()?;
     if a.grpc.is_none() {
         return Err(ApiError::not_found("this agent declares no a2a surface"));
     }

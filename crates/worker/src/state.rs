@@ -113,6 +113,24 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The agent, or a 503 that says why not.
+    pub fn ready_agent(&self) -> Result<Arc<Agent>, crate::error::ApiError> {
+        use http::StatusCode;
+        match &*self.phase() {
+            Phase::Ready(a) => Ok(Arc::clone(a)),
+            Phase::Starting { .. } => Err(crate::error::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "the agent is still starting (loading the package or installing dependencies)",
+            )),
+            Phase::Error { message, .. } => Err(crate::error::ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "agent_error",
+                format!("the agent failed: {message}"),
+            )),
+        }
+    }
+
     pub fn new(agent_id: String, port: u16, self_url: String, timeout: Duration) -> Self {
         Self {
             agent_id,

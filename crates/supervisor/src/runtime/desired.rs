@@ -261,15 +261,16 @@ async fn reload(
     if !errors.is_empty() {
         return refuse(ReloadError::Invalid(errors));
     }
-    // An empty declaration (an emptied file, a truncated index) would stop
-    // every declared agent: only when asked for in so many words.
+    // A reload of an emptied file would stop every declared agent: only when
+    // asked for in so many words. (A registry index that lists nothing is
+    // the registry's own statement, applied on its polls.)
     let declared_now = t
         .control
         .processes()
         .iter()
         .filter(|p| p.origin == crate::model::Origin::Declared)
         .count();
-    if specs.is_empty() && declared_now > 0 && !allow_empty {
+    if full && specs.is_empty() && declared_now > 0 && !allow_empty {
         return refuse(ReloadError::field(
             "agents",
             format!(

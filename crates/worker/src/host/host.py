@@ -832,7 +832,13 @@ async def main():
         tb = traceback.format_exc()
         print(tb, file=sys.stderr)
         conn.send(frame(HELLO, 0, {"ok": False, "error": message}))
-        await asyncio.sleep(0.05)
+        # Closing flushes what is buffered; the worker must read the reason
+        # before the process ends.
+        conn.transport.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(closed), 2)
+        except asyncio.TimeoutError:
+            pass
         return EXIT_PACKAGE_FAILURE
     conn.send(
         frame(
