@@ -26,6 +26,9 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Control a running supervisor (ls, logs, restart, rollout, top...).
     Ctl(commands::ctl::CtlArgs),
+    /// Build a package's Python environment (run by the supervisor).
+    #[command(hide = true)]
+    InstallEnv(par_worker::cli::InstallEnvArgs),
 }
 
 fn main() {
@@ -53,6 +56,7 @@ fn main() {
         Command::Pack(a) => commands::pack::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Ctl(a) => commands::ctl::run(a),
+        Command::InstallEnv(a) => par_worker::cli::run_install_env(a),
     };
     if let Err(e) = result {
         fail(e)

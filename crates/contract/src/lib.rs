@@ -35,6 +35,11 @@ pub mod env {
     pub const LOG: &str = "PAR_LOG";
     pub const LOG_FORMAT: &str = "PAR_LOG_FORMAT";
     pub const ADMIN_TOKEN: &str = "PAR_ADMIN_TOKEN";
+    /// The interpreter a worker runs its agent with, when the supervisor
+    /// prepared the Python environment beforehand (agents under their own uids).
+    pub const PYTHON: &str = "PAR_PYTHON";
+    /// The isolation a worker runs under (`per-agent-uid` or `shared-uid`).
+    pub const ISOLATION: &str = "PAR_ISOLATION";
 
     /// Set by the supervisor for every worker; not for agents to choose.
     pub const RESERVED: &[&str] = &[
@@ -47,6 +52,8 @@ pub mod env {
         MODE,
         ADMIN_TOKEN,
         PARENT_PID,
+        PYTHON,
+        ISOLATION,
     ];
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::config::{self, PortRange, Settings, ValidationErrors};
+use crate::config::{self, PortRange, Settings, UidRange, ValidationErrors};
+use crate::runtime::isolation::Isolation;
 
 /// `par supervisor [--config FILE]` (also `PAR_MODE=supervisor par`).
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +55,21 @@ pub struct SupervisorArgs {
     /// working directory).
     #[arg(long, env = "PAR_PACKAGE_ROOTS")]
     pub package_roots: Option<String>,
+    /// Uids agents run under, one per agent (`20000-29999` by default; the
+    /// first is the installer's). `off`: every agent runs as the supervisor.
+    /// Takes effect when the supervisor is root (or holds CAP_SETUID/SETGID).
+    #[arg(long, env = "PAR_AGENT_UIDS")]
+    pub agent_uids: Option<String>,
+    /// The uid a root supervisor drops to once its port is bound, keeping
+    /// only CAP_SETUID, CAP_SETGID, CAP_KILL and CAP_CHOWN.
+    #[arg(long, env = "PAR_SUPERVISOR_UID")]
+    pub supervisor_uid: Option<u32>,
+    /// Processes and threads each agent uid may have (RLIMIT_NPROC, default 1024).
+    #[arg(long, env = "PAR_AGENT_NPROC")]
+    pub agent_nproc: Option<u64>,
+    /// Open files each agent process may have (RLIMIT_NOFILE, default 16384).
+    #[arg(long, env = "PAR_AGENT_NOFILE")]
+    pub agent_nofile: Option<u64>,
     /// Validate the configuration, print OK or every problem, and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -114,6 +130,21 @@ pub fn settings(args: &SupervisorArgs) -> anyhow::Result<Settings> {
     {
         s.package_roots = std::env::split_paths(r).collect();
     }
+    if let Some(v) = &args.agent_uids {
+        match UidRange::parse_setting(v) {
+            Ok(r) => s.agent_uids = r,
+            Err(e) => errors.push("PAR_AGENT_UIDS", e),
+        }
+    }
+    if let Some(u) = args.supervisor_uid {
+        s.supervisor_uid = Some(u);
+    }
+    if let Some(n) = args.agent_nproc {
+        s.agent_nproc = n;
+    }
+    if let Some(n) = args.agent_nofile {
+        s.agent_nofile = n;
+    }
     if s.package_roots.is_empty() {
         let base = s
             .config_path
@@ -164,6 +195,13 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
     }
     par_telemetry::logging::init();
     let s = settings(&args)?;
+    // The port first (it may be below 1024), then the uids: both while the
+    // process may still be root and has a single thread.
+    let addr = format!("{}:{}", s.host, s.port);
+    let listener = std::net::TcpListener::bind(&addr)
+        .with_context(|| format!("failed to listen on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let isolation = privileges(&s)?;
     // Two threads are plenty for a proxy that forwards bytes; they keep RSS low.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -173,14 +211,43 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
         .build()
         .context("failed to start the async runtime")?;
     runtime.block_on(async move {
-        let addr = format!("{}:{}", s.host, s.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("failed to listen on {addr}"))?;
-        crate::supervisor::serve(s, listener, signals()).await
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        crate::supervisor::serve(s, listener, isolation, signals()).await
     })?;
     runtime.shutdown_timeout(Duration::from_millis(200));
     Ok(())
+}
+
+/// Decides how agents are kept apart and, with `PAR_SUPERVISOR_UID`, drops
+/// the supervisor from root to that uid (keeping only what it needs to run
+/// agents as their own uids). Must run before any other thread exists.
+fn privileges(s: &Settings) -> anyhow::Result<Isolation> {
+    let supervisor_uid = s
+        .supervisor_uid
+        .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    if s.supervisor_uid.is_some() && nix::unistd::geteuid().is_root() {
+        // Its own files stay its own after the drop.
+        std::fs::create_dir_all(&s.home)
+            .with_context(|| format!("failed to create PAR_HOME {}", s.home.display()))?;
+        let id = nix::unistd::Uid::from_raw(supervisor_uid);
+        let gid = nix::unistd::Gid::from_raw(supervisor_uid);
+        nix::unistd::chown(&s.home, Some(id), Some(gid)).with_context(|| {
+            format!(
+                "failed to hand PAR_HOME {} to uid {supervisor_uid}",
+                s.home.display()
+            )
+        })?;
+    }
+    let isolation = Isolation::decide(s, supervisor_uid)?;
+    if let Some(uid) = s.supervisor_uid {
+        crate::runtime::isolation::privileges::drop_supervisor(uid)?;
+        tracing::info!(
+            uid,
+            kept = "CAP_SETUID,CAP_SETGID,CAP_KILL,CAP_CHOWN",
+            "the supervisor dropped root"
+        );
+    }
+    Ok(isolation)
 }
 
 /// Completes on the first SIGTERM or SIGINT.

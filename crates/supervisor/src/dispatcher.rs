@@ -76,7 +76,7 @@ impl Dispatcher {
             let mut queue = VecDeque::new();
             tokio::select! {
                 msg = self.rx.recv() => match msg {
-                    Some(msg) => queue.push_back(self.input(msg)),
+                    Some(msg) => queue.extend(self.input(msg)),
                     None => return,
                 },
                 // Only while some agent's load matters.
@@ -84,7 +84,7 @@ impl Dispatcher {
             }
             // Everything already queued joins the batch: one publish for all.
             while let Ok(msg) = self.rx.try_recv() {
-                queue.push_back(self.input(msg));
+                queue.extend(self.input(msg));
             }
             while let Some(input) = queue.pop_front() {
                 let effects = self.core.handle(input, Clock::now());
@@ -114,14 +114,18 @@ impl Dispatcher {
             .collect()
     }
 
-    fn input(&mut self, msg: Message) -> Input {
+    fn input(&mut self, msg: Message) -> Option<Input> {
         match msg {
-            Message::Input(i) => i,
+            Message::Input(i) => Some(i),
             Message::Command { command, reply } => {
                 self.next_waiter += 1;
                 let waiter = WaiterId(self.next_waiter);
                 self.waiters.insert(waiter, reply);
-                Input::Command { command, waiter }
+                Some(Input::Command { command, waiter })
+            }
+            Message::Prepared { worker, prepared } => {
+                let event = self.runtime.start_prepared(worker, prepared)?;
+                Some(Input::Worker { worker, event })
             }
         }
     }
@@ -129,8 +133,9 @@ impl Dispatcher {
     fn execute(&mut self, effect: Effect, queue: &mut VecDeque<Input>) {
         match effect {
             Effect::Spawn(launch) => {
-                let event = self.runtime.spawn(&launch);
-                if let WorkerEvent::Spawned { port, .. } = event {
+                let outcome = self.runtime.spawn(&launch);
+                let failed = matches!(outcome.event, Some(WorkerEvent::SpawnFailed { .. }));
+                if let (Some(port), false) = (outcome.port, failed) {
                     let metrics = self.metrics.agent(launch.agent.as_str());
                     let process = launch.agent.process_id(launch.replica);
                     let up = Upstream::new(
@@ -142,10 +147,12 @@ impl Dispatcher {
                     );
                     self.upstreams.insert(launch.worker, Arc::new(up));
                 }
-                queue.push_back(Input::Worker {
-                    worker: launch.worker,
-                    event,
-                });
+                if let Some(event) = outcome.event {
+                    queue.push_back(Input::Worker {
+                        worker: launch.worker,
+                        event,
+                    });
+                }
             }
             Effect::Signal { worker, signal } => self.runtime.signal(worker, signal),
             Effect::Release { worker } => {

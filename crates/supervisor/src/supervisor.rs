@@ -20,6 +20,7 @@ use crate::http::route_table::RouteTable;
 use crate::logs::LogStore;
 use crate::model::{AgentId, Command, Origin};
 use crate::runtime::desired::{self, DesiredStatus};
+use crate::runtime::isolation::Isolation;
 use crate::runtime::ports::Ports;
 use crate::runtime::probe::ProbeOptions;
 use crate::runtime::process::WorkerCommand;
@@ -32,9 +33,27 @@ use crate::state::{Budget, Config, Supervisor};
 pub async fn serve(
     settings: Settings,
     listener: TcpListener,
+    isolation: Isolation,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let port = listener.local_addr()?.port();
+    match &isolation {
+        Isolation::PerAgentUid(per) => tracing::info!(
+            isolation = isolation.name(),
+            supervisor_uid = nix::unistd::geteuid().as_raw(),
+            installer_uid = per.installer,
+            agent_nproc = per.nproc,
+            agent_nofile = per.nofile,
+            "each agent runs under a uid of its own"
+        ),
+        Isolation::SharedUid { reason } => tracing::warn!(
+            isolation = isolation.name(),
+            reason = %reason,
+            "AGENTS ARE NOT ISOLATED FROM EACH OTHER: every agent runs as the supervisor's uid \
+             and can read the others' environment and files and signal their processes \
+             (and the supervisor's); start the supervisor as root to give each agent a uid of its own"
+        ),
+    }
     let resources = TaskResources::detect().await;
     tracing::info!(
         cpus = resources.cpus,
@@ -75,6 +94,7 @@ pub async fn serve(
             startup_timeout: settings.startup_timeout,
         },
         Ports::new(settings.worker_ports),
+        isolation.clone(),
     );
     let dispatcher = tokio::spawn(
         Dispatcher::new(
@@ -123,6 +143,7 @@ pub async fn serve(
         started: Instant::now(),
         started_at: SystemTime::now(),
         port,
+        isolation,
     }));
     let proxy = ProxyOptions {
         header_timeout: settings.upstream_timeout,

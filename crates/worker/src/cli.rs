@@ -24,6 +24,10 @@ pub struct WorkerArgs {
     /// its parent is another process (the supervisor already died).
     #[arg(long = "parent-pid", env = "PAR_PARENT_PID")]
     pub parent_pid: Option<i32>,
+    /// The interpreter to run the agent with, prepared by the supervisor
+    /// (skips building the environment here).
+    #[arg(long, env = "PAR_PYTHON")]
+    pub python: Option<PathBuf>,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -42,6 +46,19 @@ pub struct RunArgs {
     pub agent_id: Option<String>,
     #[command(flatten)]
     pub tuning: Tuning,
+}
+
+/// `par install-env --home H < PACKAGE`: builds the package's Python
+/// environment under `H/envs` and prints `{"python": ...}` (run by the
+/// supervisor as the installer uid when agents have uids of their own).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InstallEnvArgs {
+    /// Where the shared environments live (`<home>/envs`).
+    #[arg(long)]
+    pub home: PathBuf,
+    /// Where the package is unpacked while its environment is built.
+    #[arg(long)]
+    pub scratch: PathBuf,
 }
 
 /// Settings shared by `par worker` and `par run`.
@@ -89,10 +106,32 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         package: args.package,
         sha256: args.sha256,
         home: args.tuning.home,
+        python: args.python,
         timeout: args.tuning.timeout,
         grace: args.tuning.grace,
         threads: args.tuning.threads,
     })
+}
+
+/// Exit 0 with the JSON answer, 78 when the package is at fault, 1 else.
+pub fn run_install_env(args: InstallEnvArgs) -> anyhow::Result<()> {
+    par_telemetry::logging::init();
+    let mut stdin = std::io::stdin().lock();
+    match crate::loader::install_env(&mut stdin, &args.home, &args.scratch) {
+        Ok(installed) => {
+            println!("{}", serde_json::to_string(&installed)?);
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the environment could not be prepared");
+            let code = if e.is_package_fault() {
+                par_contract::exit::PACKAGE_FAILURE
+            } else {
+                1
+            };
+            std::process::exit(code)
+        }
+    }
 }
 
 pub fn run_single(args: RunArgs) -> anyhow::Result<()> {
@@ -107,6 +146,7 @@ pub fn run_single(args: RunArgs) -> anyhow::Result<()> {
         package: args.package,
         sha256: args.sha256,
         home: args.tuning.home,
+        python: None,
         timeout: args.tuning.timeout,
         grace: args.tuning.grace,
         threads: args.tuning.threads,

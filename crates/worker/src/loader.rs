@@ -30,8 +30,14 @@ impl PrepareError {
     }
 }
 
-/// Loads the package and ensures its Python environment. Blocking.
-pub fn prepare(source: &Path, sha256: Option<&str>, home: &Path) -> Result<Prepared, PrepareError> {
+/// Loads the package and ensures its Python environment (or runs `python`,
+/// prepared beforehand by the supervisor's installer). Blocking.
+pub fn prepare(
+    source: &Path,
+    sha256: Option<&str>,
+    home: &Path,
+    python: Option<&Path>,
+) -> Result<Prepared, PrepareError> {
     let opts = par_package::LoadOptions::default()
         .with_home(home)
         .with_sha256(sha256);
@@ -46,10 +52,27 @@ pub fn prepare(source: &Path, sha256: Option<&str>, home: &Path) -> Result<Prepa
     let env = package
         .environment()
         .map_err(|e| PrepareError::Package(par_telemetry::error_chain(&e)))?;
+    if let Some(python) = python {
+        return Ok(Prepared {
+            package,
+            python: python.to_path_buf(),
+            env,
+        });
+    }
+    let python = environment(&package, home)?;
+    Ok(Prepared {
+        package,
+        python: python.python,
+        env,
+    })
+}
+
+/// The package's Python environment under `home/envs`, built if missing.
+fn environment(package: &LoadedPackage, home: &Path) -> Result<par_pyenv::PythonEnv, PrepareError> {
     let env_opts = par_pyenv::EnvOptions::default().with_home(home);
     let package_id = package.package_id();
     let mut progress = |line: &str| tracing::info!(package_id = %package_id, "deps: {line}");
-    let python = par_pyenv::ensure_env(&package, &env_opts, &mut progress).map_err(|e| {
+    let python = par_pyenv::ensure_env(package, &env_opts, &mut progress).map_err(|e| {
         use par_pyenv::EnvError as E;
         let message = par_telemetry::error_chain(&e);
         match e {
@@ -62,9 +85,44 @@ pub fn prepare(source: &Path, sha256: Option<&str>, home: &Path) -> Result<Prepa
     for w in &python.warnings {
         tracing::warn!("{w}");
     }
-    Ok(Prepared {
-        package,
-        python: python.python,
-        env,
+    Ok(python)
+}
+
+/// What `par install-env` prints on stdout (one JSON line).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Installed {
+    pub python: PathBuf,
+    pub requirements_hash: Option<String>,
+}
+
+/// `par install-env`: reads a package from `input`, builds its environment
+/// under `home/envs` and answers the interpreter to run it with. The
+/// package is unpacked into `scratch` and removed again (it may hold the
+/// agent's secrets; the environment does not). Run by the supervisor as the
+/// installer uid, which alone may write the shared environments.
+pub fn install_env(
+    input: &mut dyn std::io::Read,
+    home: &Path,
+    scratch: &Path,
+) -> Result<Installed, PrepareError> {
+    let disk = |what: &str, e: std::io::Error| PrepareError::Environment(format!("{what}: {e}"));
+    std::fs::create_dir_all(scratch).map_err(|e| disk("create the scratch folder", e))?;
+    let mut file = tempfile::Builder::new()
+        .prefix("package-")
+        .suffix(".apkg")
+        .tempfile_in(scratch)
+        .map_err(|e| disk("create a scratch file", e))?;
+    std::io::copy(input, &mut file).map_err(|e| disk("read the package from stdin", e))?;
+    let unpacked = tempfile::Builder::new()
+        .prefix("unpacked-")
+        .tempdir_in(scratch)
+        .map_err(|e| disk("create a scratch folder", e))?;
+    let opts = par_package::LoadOptions::default().with_home(unpacked.path());
+    let package = par_package::load(file.path(), &opts)
+        .map_err(|e| PrepareError::Package(par_telemetry::error_chain(&e)))?;
+    let env = environment(&package, home)?;
+    Ok(Installed {
+        python: env.python,
+        requirements_hash: env.requirements_hash,
     })
 }

@@ -29,6 +29,9 @@ pub struct Settings {
     pub package: PathBuf,
     pub sha256: Option<String>,
     pub home: PathBuf,
+    /// The interpreter, when the supervisor prepared the environment (agents
+    /// under their own uids cannot write the shared environments).
+    pub python: Option<PathBuf>,
     /// Longest wait for an invoke result or an ASGI response head.
     pub timeout: Duration,
     /// How long in-flight requests may take to finish on SIGTERM.
@@ -185,13 +188,16 @@ async fn start_agent(
         let _ = exit.send(code);
     };
     let started = Instant::now();
-    let (source, sha, home) = (
+    let (source, sha, home, python) = (
         settings.package.clone(),
         settings.sha256.clone(),
         settings.home.clone(),
+        settings.python.clone(),
     );
-    let prepared =
-        tokio::task::spawn_blocking(move || loader::prepare(&source, sha.as_deref(), &home)).await;
+    let prepared = tokio::task::spawn_blocking(move || {
+        loader::prepare(&source, sha.as_deref(), &home, python.as_deref())
+    })
+    .await;
     let prepared = match prepared {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {

@@ -358,6 +358,9 @@ impl Supervisor {
             .env_remove("SUPERVISOR_PORT")
             .env_remove("PAR_WORKER_PORTS")
             .env_remove("PAR_MODE")
+            // Agents under their own uids are tested on their own
+            // (supervisor_uids.rs); fake workers have no packages to stage.
+            .env("PAR_AGENT_UIDS", "off")
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(Stdio::from(
                 std::fs::File::options().append(true).open(&log).unwrap(),

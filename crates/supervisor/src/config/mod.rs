@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::model::spec::{same_deployment, AgentSpec};
-pub use settings::{PortRange, Settings};
+pub use settings::{PortRange, Settings, UidRange};
 pub use validate::{validate_spec, validate_url, FieldError, ValidationErrors};
 
 /// The whole file: `[supervisor]` and `[[agents]]`.
@@ -74,6 +74,14 @@ pub struct SupervisorSection {
     /// Folders local packages named through the API or the registry must be
     /// in (`PAR_PACKAGE_ROOTS`, `:`-separated; default: this file's folder).
     pub package_roots: Option<Vec<PathBuf>>,
+    /// Uids for agents (`"20000-29999"`, `"off"`); see `PAR_AGENT_UIDS`.
+    pub agent_uids: Option<String>,
+    /// The uid a root supervisor drops to (`PAR_SUPERVISOR_UID`).
+    pub supervisor_uid: Option<u32>,
+    /// Processes and threads per agent uid (`RLIMIT_NPROC`).
+    pub agent_nproc: Option<u64>,
+    /// Open files per agent process (`RLIMIT_NOFILE`).
+    pub agent_nofile: Option<u64>,
 }
 
 /// Errors of loading a configuration.

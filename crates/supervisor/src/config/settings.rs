@@ -42,6 +42,15 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// Where local packages from the API or the registry may come from.
     pub package_roots: Vec<PathBuf>,
+    /// Uids agents run under (`PAR_AGENT_UIDS`; `None`: off). The first is
+    /// the installer's, which builds the shared Python environments.
+    pub agent_uids: Option<UidRange>,
+    /// The uid a root supervisor drops to after binding its port.
+    pub supervisor_uid: Option<u32>,
+    /// `RLIMIT_NPROC` of each agent uid (processes and threads).
+    pub agent_nproc: u64,
+    /// `RLIMIT_NOFILE` of each agent process.
+    pub agent_nofile: u64,
 }
 
 impl Default for Settings {
@@ -76,6 +85,10 @@ impl Default for Settings {
             keepalive_timeout: Duration::from_secs(75),
             max_connections: None,
             package_roots: Vec::new(),
+            agent_uids: Some(UidRange::DEFAULT),
+            supervisor_uid: None,
+            agent_nproc: 1024,
+            agent_nofile: 16384,
         }
     }
 }
@@ -128,6 +141,16 @@ impl Settings {
         if let Some(r) = &s.package_roots {
             self.package_roots = r.clone();
         }
+        if let Some(v) = &s.agent_uids {
+            match UidRange::parse_setting(v) {
+                Ok(r) => self.agent_uids = r,
+                Err(e) => errors.push("supervisor.agent_uids", e),
+            }
+        }
+        if let Some(v) = s.supervisor_uid {
+            self.supervisor_uid = Some(v);
+        }
+        take!(agent_nproc, agent_nofile);
         if let Some(v) = s.registry_url.as_ref().filter(|v| !v.trim().is_empty()) {
             self.registry_url = Some(v.trim().to_string());
         }
@@ -199,6 +222,23 @@ impl Settings {
                 errors.push("supervisor.registry_poll", "must be at least 100ms");
             }
         }
+        if let (Some(r), Some(u)) = (self.agent_uids, self.supervisor_uid) {
+            if r.contains(u) {
+                errors.push(
+                    "PAR_SUPERVISOR_UID",
+                    format!("{u} is inside the agents' uid range {r}"),
+                );
+            }
+        }
+        if self.supervisor_uid == Some(0) {
+            errors.push("PAR_SUPERVISOR_UID", "must not be 0 (root)");
+        }
+        if self.agent_nproc < 16 {
+            errors.push("supervisor.agent_nproc", "must be at least 16");
+        }
+        if self.agent_nofile < 64 {
+            errors.push("supervisor.agent_nofile", "must be at least 64");
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, a) in self.agents.iter().enumerate() {
             validate_spec(a, &format!("agents[{i}]."), &mut errors);
@@ -268,6 +308,60 @@ impl PortRange {
     }
 }
 
+/// An inclusive range of uids, `"20000-29999"`: the first is the
+/// installer's, the others are handed to agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl UidRange {
+    pub const DEFAULT: UidRange = UidRange {
+        start: 20000,
+        end: 29999,
+    };
+
+    /// `"off"` (or `"none"`, `"false"`, `"0"`) turns isolation off.
+    pub fn parse_setting(s: &str) -> Result<Option<UidRange>, String> {
+        let t = s.trim();
+        if matches!(
+            t.to_ascii_lowercase().as_str(),
+            "off" | "none" | "false" | "0" | "no"
+        ) {
+            return Ok(None);
+        }
+        let bad = || format!("{s:?} is not a uid range like 20000-29999 (or \"off\")");
+        let (a, b) = t.split_once('-').ok_or_else(bad)?;
+        let (start, end) = (
+            a.trim().parse::<u32>().map_err(|_| bad())?,
+            b.trim().parse::<u32>().map_err(|_| bad())?,
+        );
+        if start == 0 {
+            return Err(format!("{s:?}: uid 0 is root; start the range above it"));
+        }
+        if end <= start {
+            return Err(format!(
+                "{s:?}: needs at least two uids (the installer's and one agent's)"
+            ));
+        }
+        if end >= 65534 && start <= 65534 {
+            return Err(format!("{s:?} contains 65534 (nobody)"));
+        }
+        Ok(Some(UidRange { start, end }))
+    }
+
+    pub fn contains(&self, uid: u32) -> bool {
+        (self.start..=self.end).contains(&uid)
+    }
+}
+
+impl std::fmt::Display for UidRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +383,26 @@ mod tests {
         // A symlink inside a root that points out of it does not count as inside.
         std::os::unix::fs::symlink("/etc", root.path().join("escape")).unwrap();
         assert!(!s.package_allowed(&root.path().join("escape/hostname").to_string_lossy()));
+    }
+
+    #[test]
+    fn uid_ranges() {
+        assert_eq!(
+            UidRange::parse_setting("20000-29999").unwrap(),
+            Some(UidRange::DEFAULT)
+        );
+        assert_eq!(UidRange::parse_setting("off").unwrap(), None);
+        assert_eq!(UidRange::parse_setting(" OFF ").unwrap(), None);
+        assert!(UidRange::parse_setting("0-100")
+            .unwrap_err()
+            .contains("root"));
+        assert!(UidRange::parse_setting("5-5")
+            .unwrap_err()
+            .contains("two uids"));
+        assert!(UidRange::parse_setting("x").is_err());
+        assert!(UidRange::parse_setting("60000-70000")
+            .unwrap_err()
+            .contains("nobody"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod desired;
 pub mod drain;
 pub mod fetch;
+pub mod isolation;
 pub mod ports;
 pub mod probe;
 pub mod process;
@@ -25,16 +26,35 @@ use crate::model::{
     AgentId, FetchId, Input, Launch, Signal, SpawnFailure, Timer, WorkerEvent, WorkerId,
 };
 use drain::InFlight;
+use isolation::{Isolation, Prepared};
 use ports::Ports;
 use probe::{ProbeClient, ProbeOptions};
 use process::WorkerCommand;
 
-/// A worker process as the runtime holds it.
+/// A worker as the runtime holds it, from its port's allocation to its release.
 struct Running {
-    pid: u32,
+    process: Process,
     port: u16,
-    exited: Arc<AtomicBool>,
     probe: Option<JoinHandle<()>>,
+    launch: Launch,
+}
+
+enum Process {
+    /// Its uid, files and environment are being prepared.
+    Preparing(JoinHandle<()>),
+    /// Stopped while being prepared: reported as killed, never started.
+    Abandoned,
+    Started {
+        pid: u32,
+        exited: Arc<AtomicBool>,
+    },
+}
+
+/// What became of a `Spawn`: the port is known at once; the process is
+/// started now (`event`) or once it is prepared (`None`).
+pub struct SpawnOutcome {
+    pub port: Option<u16>,
+    pub event: Option<WorkerEvent>,
 }
 
 pub struct Runtime {
@@ -45,6 +65,7 @@ pub struct Runtime {
     client: ProbeClient,
     ports: Ports,
     home: std::path::PathBuf,
+    isolation: Isolation,
     workers: HashMap<WorkerId, Running>,
 }
 
@@ -55,6 +76,7 @@ impl Runtime {
         command: WorkerCommand,
         probe: ProbeOptions,
         ports: Ports,
+        isolation: Isolation,
     ) -> Self {
         let home = command.home.clone();
         Runtime {
@@ -65,71 +87,165 @@ impl Runtime {
             client: probe::client(),
             ports,
             home,
+            isolation,
             workers: HashMap::new(),
         }
     }
 
-    /// Starts a worker on a free port; the event says how it went.
-    pub fn spawn(&mut self, launch: &Launch) -> WorkerEvent {
+    /// Starts a worker on a free port: at once, or — when agents have uids
+    /// of their own — once its files and environment are prepared (the
+    /// startup timeout counts from now either way).
+    pub fn spawn(&mut self, launch: &Launch) -> SpawnOutcome {
         let Some(port) = self.ports.allocate() else {
             let r = self.ports.range();
-            return WorkerEvent::SpawnFailed {
+            let event = WorkerEvent::SpawnFailed {
                 reason: format!("no free port in the worker range {}-{}", r.start, r.end),
                 kind: SpawnFailure::NoPort,
             };
+            return SpawnOutcome {
+                port: None,
+                event: Some(event),
+            };
         };
-        match process::spawn(launch, port, &self.command, &self.control, &self.logs) {
-            Ok(started) => {
-                let probe = tokio::spawn(probe::run(
-                    self.control.clone(),
-                    launch.worker,
-                    Arc::from(launch.agent.as_str()),
-                    port,
-                    self.client.clone(),
-                    self.probe,
-                ));
-                self.workers.insert(
-                    launch.worker,
-                    Running {
+        let probe = || {
+            tokio::spawn(probe::run(
+                self.control.clone(),
+                launch.worker,
+                Arc::from(launch.agent.as_str()),
+                port,
+                self.client.clone(),
+                self.probe,
+            ))
+        };
+        if let Some(per) = self.isolation.per_agent() {
+            let task = tokio::spawn(prepare(
+                Arc::clone(per),
+                launch.clone(),
+                self.control.clone(),
+                Arc::clone(&self.logs),
+            ));
+            let running = Running {
+                process: Process::Preparing(task),
+                port,
+                probe: Some(probe()),
+                launch: launch.clone(),
+            };
+            self.workers.insert(launch.worker, running);
+            return SpawnOutcome {
+                port: Some(port),
+                event: None,
+            };
+        }
+        let event =
+            match process::spawn(launch, port, &self.command, &self.control, &self.logs, None) {
+                Ok(started) => {
+                    let running = Running {
+                        process: Process::Started {
+                            pid: started.pid,
+                            exited: started.exited,
+                        },
+                        port,
+                        probe: Some(probe()),
+                        launch: launch.clone(),
+                    };
+                    self.workers.insert(launch.worker, running);
+                    WorkerEvent::Spawned {
                         pid: started.pid,
                         port,
-                        exited: started.exited,
-                        probe: Some(probe),
-                    },
-                );
-                WorkerEvent::Spawned {
+                    }
+                }
+                Err(e) => {
+                    self.ports.release(port);
+                    self.spawn_failed(e)
+                }
+            };
+        SpawnOutcome {
+            port: Some(port),
+            event: Some(event),
+        }
+    }
+
+    fn spawn_failed(&self, e: std::io::Error) -> WorkerEvent {
+        WorkerEvent::SpawnFailed {
+            reason: format!(
+                "failed to start the worker ({}): {e}",
+                self.command.argv.join(" ")
+            ),
+            kind: SpawnFailure::Exec,
+        }
+    }
+
+    /// Starts the process of a prepared worker, unless it was stopped in the
+    /// meantime. Runs on the dispatcher's thread.
+    pub fn start_prepared(&mut self, worker: WorkerId, prepared: Prepared) -> Option<WorkerEvent> {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            let _ = std::fs::remove_file(&prepared.package);
+            return None;
+        };
+        if !matches!(w.process, Process::Preparing(_)) {
+            let _ = std::fs::remove_file(&prepared.package);
+            return None;
+        }
+        let spawned = process::spawn(
+            &w.launch,
+            w.port,
+            &self.command,
+            &self.control,
+            &self.logs,
+            Some((&prepared, self.isolation.per_agent()?)),
+        );
+        match spawned {
+            Ok(started) => {
+                w.process = Process::Started {
                     pid: started.pid,
-                    port,
-                }
+                    exited: started.exited,
+                };
+                Some(WorkerEvent::Spawned {
+                    pid: started.pid,
+                    port: w.port,
+                })
             }
-            Err(e) => {
-                self.ports.release(port);
-                WorkerEvent::SpawnFailed {
-                    reason: format!(
-                        "failed to start the worker ({}): {e}",
-                        self.command.argv.join(" ")
-                    ),
-                    kind: SpawnFailure::Exec,
-                }
-            }
+            Err(e) => Some(self.spawn_failed(e)),
         }
     }
 
     /// SIGTERM to the worker itself (it stops its agent host in order: a
     /// SIGTERM to the whole group could reach the host first and look like
     /// the agent failing), SIGKILL to its whole group.
-    pub fn signal(&self, worker: WorkerId, signal: Signal) {
-        if let Some(w) = self.workers.get(&worker) {
-            match signal {
-                Signal::Term if !w.exited.load(Ordering::Acquire) => {
-                    let pid = nix::unistd::Pid::from_raw(w.pid as i32);
+    ///
+    /// A worker still being prepared is abandoned (its installer killed) and
+    /// reported as killed: there is nothing to drain.
+    pub fn signal(&mut self, worker: WorkerId, signal: Signal) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        match (&w.process, signal) {
+            (Process::Started { pid, exited }, Signal::Term) => {
+                if !exited.load(Ordering::Acquire) {
+                    let pid = nix::unistd::Pid::from_raw(*pid as i32);
                     let _ = nix::sys::signal::kill(pid, NixSignal::SIGTERM);
                 }
-                Signal::Term => {}
-                Signal::Kill => {
-                    let _ = unix::signal_group(w.pid, NixSignal::SIGKILL);
-                }
             }
+            (Process::Started { pid, .. }, Signal::Kill) => {
+                let _ = unix::signal_group(*pid, NixSignal::SIGKILL);
+            }
+            (Process::Preparing(task), _) => {
+                task.abort();
+                w.process = Process::Abandoned;
+                self.control.send(Input::Worker {
+                    worker,
+                    event: WorkerEvent::Exited {
+                        exit: crate::model::ExitInfo {
+                            code: None,
+                            signal: Some(NixSignal::SIGKILL as i32),
+                            at: std::time::SystemTime::now(),
+                            ran_seconds: 0.0,
+                        },
+                        errors: Vec::new(),
+                    },
+                });
+            }
+            (Process::Abandoned, _) => {}
         }
     }
 
@@ -140,7 +256,16 @@ impl Runtime {
             if let Some(p) = w.probe.take() {
                 p.abort();
             }
-            let _ = unix::signal_group(w.pid, NixSignal::SIGKILL);
+            match w.process {
+                Process::Started { pid, .. } => {
+                    let _ = unix::signal_group(pid, NixSignal::SIGKILL);
+                }
+                Process::Preparing(task) => task.abort(),
+                Process::Abandoned => {}
+            }
+            if let Some(per) = self.isolation.per_agent() {
+                let _ = std::fs::remove_file(per.staged_path(&w.launch));
+            }
             self.ports.release(w.port);
         }
     }
@@ -191,5 +316,47 @@ impl Runtime {
                 in_flight: left,
             });
         });
+    }
+}
+
+/// Prepares a worker to start under its agent's uid, then hands it to the
+/// dispatcher; a failure is reported as the worker's exit (78 when the
+/// package is at fault), its reason in the agent's logs.
+async fn prepare(
+    per: Arc<isolation::PerAgent>,
+    launch: Launch,
+    control: Control,
+    logs: Arc<LogStore>,
+) {
+    let started = Instant::now();
+    let worker = launch.worker;
+    let process = launch.agent.process_id(launch.replica);
+    let agent = launch.agent.as_str().to_string();
+    match per.prepare(launch, Arc::clone(&logs)).await {
+        Ok(prepared) => {
+            control.prepared(worker, prepared);
+        }
+        Err(f) => {
+            let at = std::time::SystemTime::now();
+            logs.push(&agent, &process, "stderr", &f.message);
+            let code = if f.package {
+                par_contract::exit::PACKAGE_FAILURE
+            } else {
+                1
+            };
+            let exit = crate::model::ExitInfo {
+                code: Some(code),
+                signal: None,
+                at,
+                ran_seconds: started.elapsed().as_secs_f64(),
+            };
+            control.send(Input::Worker {
+                worker,
+                event: WorkerEvent::Exited {
+                    exit,
+                    errors: vec![f.message],
+                },
+            });
+        }
     }
 }

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use par_contract::env;
 
+use super::isolation::{privileges, PerAgent, Prepared};
 use crate::control::Control;
 use crate::logs::LogStore;
 use crate::model::{ExitInfo, Input, Launch, WorkerEvent};
 
 /// Variables of the supervisor's own environment a worker must not inherit.
-const NOT_INHERITED: &[&str] = &[
+pub(crate) const NOT_INHERITED: &[&str] = &[
     "PAR_ADMIN_TOKEN",
     "PAR_AGENTS",
     "PAR_CONFIG",
@@ -27,6 +28,11 @@ const NOT_INHERITED: &[&str] = &[
     "PAR_SUPERVISOR_HOST",
     "PAR_SUPERVISOR_GRACE",
     "PAR_REGISTRY_URL",
+    "PAR_PACKAGE_ROOTS",
+    "PAR_AGENT_UIDS",
+    "PAR_SUPERVISOR_UID",
+    "PAR_AGENT_NPROC",
+    "PAR_AGENT_NOFILE",
 ];
 
 /// Error lines of a worker passed on with its exit (the reason of a failure).
@@ -47,14 +53,16 @@ pub struct Started {
     pub exited: Arc<AtomicBool>,
 }
 
-/// Spawns the worker for `launch` on `port` and the tasks that watch it. Must
-/// run on a long-lived runtime thread (see [`super::unix::isolate`]).
+/// Spawns the worker for `launch` on `port` and the tasks that watch it
+/// (under its agent's uid when `isolated`). Must run on a long-lived
+/// runtime thread (see [`super::unix::isolate`]).
 pub fn spawn(
     launch: &Launch,
     port: u16,
     command: &WorkerCommand,
     control: &Control,
     logs: &Arc<LogStore>,
+    isolated: Option<(&Prepared, &Arc<PerAgent>)>,
 ) -> std::io::Result<Started> {
     let (program, args) = command.argv.split_first().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty worker command")
@@ -80,6 +88,23 @@ pub fn spawn(
         .env(env::LOG_FORMAT, "json");
     if let Some(sha) = &launch.sha256 {
         cmd.env(env::PACKAGE_SHA256, sha);
+    }
+    match isolated {
+        Some((prepared, per)) => {
+            cmd.env(env::HOME, &prepared.dir)
+                .env("HOME", prepared.dir.join("home"))
+                .env("TMPDIR", prepared.dir.join("tmp"))
+                .env("PATH", &per.path)
+                .env(env::PACKAGE_PATH, &prepared.package)
+                .env(env::PYTHON, &prepared.python)
+                .env(env::ISOLATION, "per-agent-uid");
+            // Before the parent-death signal: a change of uid clears it.
+            let id = per.identity(prepared.uid);
+            privileges::become_identity(&mut cmd, id, Some(&prepared.dir));
+        }
+        None => {
+            cmd.env(env::ISOLATION, "shared-uid");
+        }
     }
     super::unix::isolate(&mut cmd);
     let mut child = super::unix::spawn_tracked(|| {

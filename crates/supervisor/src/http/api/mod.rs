@@ -53,6 +53,8 @@ pub struct ApiState {
     pub started_at: SystemTime,
     /// The port the supervisor listens on.
     pub port: u16,
+    /// How agents are kept apart (`per-agent-uid` or `shared-uid`).
+    pub isolation: crate::runtime::isolation::Isolation,
 }
 
 type St = axum::extract::State<Arc<ApiState>>;

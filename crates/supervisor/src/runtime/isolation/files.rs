@@ -1,0 +1,253 @@
+//! Who owns what under `$PAR_HOME` when agents run as their own uids:
+//!
+//! | path                        | owner      | mode | holds |
+//! |-----------------------------|------------|------|-------|
+//! | `$PAR_HOME`                 | supervisor | 0711 | |
+//! | `agents/`                   | supervisor | 0711 | |
+//! | `agents/<id>/`              | agent      | 0700 | its extracted packages, `home/`, `tmp/` |
+//! | `agents/.staged/<w>.apkg`   | agent      | 0400 | the package one worker starts from |
+//! | `envs/`                     | installer  | 0755 | Python environments by requirements hash |
+//! | `installer/`                | installer  | 0700 | uv's cache, the installer's scratch |
+//! | `run/`, `downloads/`        | supervisor | 0700 | boot token, fetched packages |
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+pub const AGENTS: &str = "agents";
+pub const STAGED: &str = ".staged";
+pub const ENVS: &str = "envs";
+pub const INSTALLER: &str = "installer";
+
+fn chown(path: &Path, uid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(uid))
+        .map_err(|e| io::Error::new(e.kind(), format!("chown {} to {uid}: {e}", path.display())))
+}
+
+fn chmod(path: &Path, mode: u32) -> io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| io::Error::new(e.kind(), format!("chmod {}: {e}", path.display())))
+}
+
+/// A folder that exists with this owner and mode.
+fn owned_dir(path: &Path, uid: u32, mode: u32) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("create {}: {e}", path.display()),
+            ))
+        }
+    }
+    let meta = fs::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} is not a folder", path.display()),
+        ));
+    }
+    if meta.uid() != uid {
+        chown(path, uid)?;
+    }
+    if meta.mode() & 0o7777 != mode {
+        chmod(path, mode)?;
+    }
+    Ok(())
+}
+
+/// Lays out `$PAR_HOME` for agents under their own uids (see the table
+/// above). Runs once, as root, before the supervisor drops to its uid.
+pub fn prepare_home(home: &Path, supervisor: u32, installer: u32) -> io::Result<()> {
+    fs::create_dir_all(home)
+        .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", home.display())))?;
+    owned_dir(home, supervisor, 0o711)?;
+    owned_dir(&home.join(AGENTS), supervisor, 0o711)?;
+    owned_dir(&home.join(AGENTS).join(STAGED), supervisor, 0o711)?;
+    for private in ["run", "downloads"] {
+        owned_dir(&home.join(private), supervisor, 0o700)?;
+    }
+    owned_dir(&home.join(INSTALLER), installer, 0o700)?;
+    let envs = home.join(ENVS);
+    let relabel = fs::metadata(&envs).is_ok_and(|m| m.uid() != installer);
+    owned_dir(&envs, installer, 0o755)?;
+    if relabel {
+        // Environments built before isolation was on: the installer takes
+        // them over (it rebuilds and locks them from now on).
+        hand_over(&envs, installer)?;
+        chmod(&envs, 0o755)?;
+    }
+    Ok(())
+}
+
+/// Gives `path` and everything under it to `uid`. A folder is made ours
+/// for the walk (CAP_CHOWN, not CAP_DAC_READ_SEARCH, is what a dropped
+/// supervisor keeps), its mode restored after.
+fn hand_over(path: &Path, uid: u32) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        let me = nix::unistd::geteuid().as_raw();
+        let mode = meta.mode() & 0o7777;
+        chown(path, me)?;
+        chmod(path, mode | 0o700)?;
+        for entry in fs::read_dir(path)? {
+            hand_over(&entry?.path(), uid)?;
+        }
+        chmod(path, mode)?;
+    }
+    chown(path, uid)
+}
+
+/// `None` when every folder from `/` down to `path` lets others through
+/// (and `path` itself lets them read, if `read`); else the first one that
+/// does not, with its mode.
+pub fn unreachable_part(path: &Path, read: bool) -> Option<(PathBuf, u32)> {
+    let path = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut at = PathBuf::from("/");
+    let mut parts: Vec<PathBuf> = Vec::new();
+    for c in path.components().skip(1) {
+        at.push(c);
+        parts.push(at.clone());
+    }
+    let last = parts.len();
+    let root = std::iter::once(PathBuf::from("/"));
+    for (i, p) in root.chain(parts).enumerate() {
+        let Ok(meta) = fs::metadata(&p) else {
+            return Some((p, 0));
+        };
+        let mode = meta.mode();
+        let need = match (meta.is_dir(), i == last && read) {
+            (true, true) => 0o005,
+            (true, false) => 0o001,
+            (false, _) => 0o004,
+        };
+        if mode & need != need {
+            return Some((p, mode & 0o7777));
+        }
+    }
+    None
+}
+
+/// `$PATH` without the folders agents could not search anyway (e.g. under
+/// a 0700 `/root`), so their programs resolve to what they can run.
+pub fn agents_path(path: &str) -> String {
+    let kept: Vec<PathBuf> = std::env::split_paths(path)
+        .filter(|p| p.is_absolute() && unreachable_part(p, true).is_none())
+        .collect();
+    std::env::join_paths(kept)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
+}
+
+/// The agent's private folder (`agents/<id>/`, with `home/` and `tmp/`),
+/// owned by its uid, mode 0700. Created on first use; left as it is after.
+pub fn agent_dir(home: &Path, agent: &str, uid: u32) -> io::Result<PathBuf> {
+    let dir = home.join(AGENTS).join(agent);
+    if let Ok(meta) = fs::symlink_metadata(&dir) {
+        if meta.is_dir() && meta.uid() == uid && meta.mode() & 0o7777 == 0o700 {
+            return Ok(dir);
+        }
+        if meta.is_dir() && meta.uid() != uid {
+            // The agent's uid changed (another PAR_AGENT_UIDS): its files follow.
+            hand_over(&dir, uid)?;
+        }
+    }
+    // Built as ours, handed over last: nothing of it is ever the agent's
+    // before it is complete.
+    owned_dir(&dir, nix::unistd::geteuid().as_raw(), 0o700)?;
+    for sub in ["home", "tmp"] {
+        let p = dir.join(sub);
+        owned_dir(&p, nix::unistd::geteuid().as_raw(), 0o700)?;
+        chown(&p, uid)?;
+    }
+    chown(&dir, uid)?;
+    Ok(dir)
+}
+
+/// The package a worker starts from, as a file only its agent can read.
+pub struct Staged {
+    pub path: PathBuf,
+    /// Open for reading: the installer's stdin.
+    pub file: fs::File,
+    pub sha256: String,
+}
+
+/// Copies the package (or packs the folder) into `agents/.staged/<name>.apkg`,
+/// readable by `uid` alone. Blocking.
+pub fn stage(home: &Path, source: &Path, name: &str, uid: u32) -> Result<Staged, StageError> {
+    let dir = home.join(AGENTS).join(STAGED);
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let path = dir.join(format!("{name}.apkg"));
+    let _ = fs::remove_file(&tmp);
+    let written = if source.is_dir() {
+        par_package::pack(source, &tmp)
+            .map(|_| ())
+            .map_err(|e| StageError::Package(par_telemetry::error_chain(&e)))
+    } else {
+        fs::copy(source, &tmp).map(|_| ()).map_err(|e| {
+            StageError::Io(format!(
+                "copy {} to {}: {e}",
+                source.display(),
+                tmp.display()
+            ))
+        })
+    };
+    let finish = || -> Result<Staged, StageError> {
+        written?;
+        let io = |e: io::Error| StageError::Io(e.to_string());
+        let file = fs::File::open(&tmp).map_err(io)?;
+        let sha256 = par_package::sha256_file(&tmp)
+            .map_err(|e| StageError::Io(par_telemetry::error_chain(&e)))?;
+        chmod(&tmp, 0o400).map_err(io)?;
+        chown(&tmp, uid).map_err(io)?;
+        fs::rename(&tmp, &path).map_err(io)?;
+        Ok(Staged { path, file, sha256 })
+    };
+    let staged = finish();
+    if staged.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    staged
+}
+
+/// Why a package could not be staged: the package (permanent) or the disk.
+#[derive(Debug)]
+pub enum StageError {
+    Package(String),
+    Io(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reachability_names_the_folder_that_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        chmod(dir.path(), 0o755).unwrap();
+        chmod(&open, 0o755).unwrap();
+        assert_eq!(unreachable_part(&open, true), None);
+        chmod(dir.path(), 0o700).unwrap();
+        assert_eq!(
+            unreachable_part(&open, true),
+            Some((fs::canonicalize(dir.path()).unwrap(), 0o700))
+        );
+        chmod(dir.path(), 0o711).unwrap();
+        assert_eq!(unreachable_part(&open, true), None);
+        chmod(&open, 0o711).unwrap();
+        assert!(unreachable_part(&open, true).is_some(), "not listable");
+        assert_eq!(unreachable_part(&open, false), None, "but searchable");
+    }
+
+    #[test]
+    fn the_path_keeps_what_others_can_search() {
+        let dir = tempfile::tempdir().unwrap();
+        chmod(dir.path(), 0o700).unwrap();
+        let joined = format!("{}:/usr/bin:relative:/nonexistent", dir.path().display());
+        assert_eq!(agents_path(&joined), "/usr/bin");
+    }
+}
