@@ -214,4 +214,71 @@ mod tests {
         raw[12] = 200;
         assert!(decode(&mut raw).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn frames() -> impl Strategy<Value = Vec<(u8, u32, Vec<u8>, Vec<u8>)>> {
+            proptest::collection::vec(
+                (
+                    any::<u8>(),
+                    any::<u32>(),
+                    proptest::collection::vec(any::<u8>(), 0..300),
+                    proptest::collection::vec(any::<u8>(), 0..2000),
+                ),
+                0..12,
+            )
+        }
+
+        proptest! {
+            /// Frames written back to back and read in arbitrary pieces come
+            /// out whole, in order, and nothing is left over.
+            #[test]
+            fn any_split_of_a_frame_stream_decodes_to_the_same_frames(
+                sent in frames(),
+                cuts in proptest::collection::vec(1usize..700, 0..40),
+            ) {
+                let wire: Vec<u8> = sent
+                    .iter()
+                    .flat_map(|(k, id, h, b)| encode(*k, *id, h, b).to_vec())
+                    .collect();
+                let mut buf = BytesMut::new();
+                let mut got = Vec::new();
+                let (mut at, mut cut) = (0, cuts.iter().cycle());
+                while at < wire.len() {
+                    let n = if cuts.is_empty() { wire.len() } else { *cut.next().unwrap() };
+                    let end = (at + n).min(wire.len());
+                    buf.extend_from_slice(&wire[at..end]);
+                    at = end;
+                    while let Some(f) = decode(&mut buf).unwrap() {
+                        got.push((f.kind, f.id, f.header.to_vec(), f.body.to_vec()));
+                    }
+                }
+                prop_assert_eq!(got, sent);
+                prop_assert!(buf.is_empty());
+            }
+
+            /// Whatever a (hostile) agent host writes, decoding ends in frames,
+            /// a wait for more, or an error — never a panic, never a frame
+            /// that claims more bytes than arrived.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+                let mut buf = BytesMut::from(&bytes[..]);
+                let mut consumed = 0usize;
+                loop {
+                    let before = buf.len();
+                    match decode(&mut buf) {
+                        Ok(Some(f)) => {
+                            let used = before - buf.len();
+                            prop_assert_eq!(used, 4 + FIXED + f.header.len() + f.body.len());
+                            consumed += used;
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                prop_assert!(consumed <= bytes.len());
+            }
+        }
+    }
 }

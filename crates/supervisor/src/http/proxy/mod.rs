@@ -7,6 +7,7 @@
 mod admit;
 mod body;
 mod headers;
+pub mod target;
 
 pub use headers::{append_forwarded, grpc_error, new_request_id, strip_hop_by_hop};
 
@@ -92,24 +93,15 @@ impl Proxy {
 
     /// `/agents/{id}{rest}` → `{rest}` on the agent's worker (`/` when `rest` is empty).
     pub async fn forward(&self, req: Request<Guarded>, peer: SocketAddr) -> Response<Body> {
-        const PREFIX: &str = "/agents/";
-        let path = req.uri().path();
-        let after = path.get(PREFIX.len()..).unwrap_or("");
-        let id_len = after.find('/').unwrap_or(after.len());
-        let agent_id = after[..id_len].to_owned();
-        let rest = &after[id_len..];
-        let rest = if rest.is_empty() { "/" } else { rest };
-        let path_and_query = match req.uri().query() {
-            Some(q) => {
-                let mut pq = String::with_capacity(rest.len() + 1 + q.len());
-                pq.push_str(rest);
-                pq.push('?');
-                pq.push_str(q);
-                pq
-            }
-            None => rest.to_owned(),
+        let Some(target::Target {
+            agent_id,
+            path_and_query,
+            prefix,
+        }) = target::split(req.uri().path(), req.uri().query())
+        else {
+            return ApiError::not_found("not an agent path").into_response_body();
         };
-        let prefix = HeaderValue::from_str(&path[..PREFIX.len() + id_len]).ok();
+        let prefix = HeaderValue::from_str(&prefix).ok();
         if super::upgrade::is_websocket(&req) {
             let mut req = req;
             self.drop_admin_token(req.headers_mut());
