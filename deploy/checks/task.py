@@ -164,6 +164,15 @@ def ready_agents(task: Task) -> dict[str, str]:
     return {p["agent_id"]: p["state"] for p in body.get("processes", [])}
 
 
+def registry_error(task: Task) -> str | None:
+    """The registry's last error as /supervisor/status shows it, if any."""
+    status, body = task.get("/supervisor/status", timeout=5)
+    if status != 200 or not isinstance(body, dict):
+        return None
+    registry = (body.get("desired") or {}).get("registry") or {}
+    return registry.get("last_error")
+
+
 def logs(container: str, lines: int = 40) -> str:
     p = subprocess.run(["podman", "logs", "--tail", str(lines), container], text=True, capture_output=True)
     return (p.stdout + p.stderr).strip()

@@ -26,7 +26,7 @@ resource "aws_ecs_cluster" "runtime" {
 }
 
 resource "aws_ecs_task_definition" "runtime" {
-  #checkov:skip=CKV_AWS_336:PAR_HOME must be writable by uid 10001 and Fargate mounts task volumes root-owned unless the image declares a VOLUME there, which it does not, so the root filesystem stays writable (the image itself runs read-only with PAR_HOME on a writable mount, deploy/checks/container)
+  #checkov:skip=CKV_AWS_336:PAR_HOME needs a writable mount; no task volume is declared for it yet, so the root filesystem stays writable (the image itself runs read-only with PAR_HOME on a tmpfs, deploy/checks/container)
   family                   = var.name
   network_mode             = "awsvpc"
   requires_compatibilities = ["FARGATE"]

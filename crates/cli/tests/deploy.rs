@@ -405,11 +405,19 @@ fn dockerfile_states_the_contract_and_copies_what_exists() {
     let cmd: Vec<String> =
         serde_json::from_str(find("CMD").next_back().expect("CMD")).expect("CMD is exec form");
     assert_eq!(cmd, ["par", "supervisor"]);
-    let user = find("USER").next_back().expect("USER");
-    assert!(
-        !user.starts_with("0") && user != "root",
-        "runs as non-root: {user}"
+    // It starts as root and the supervisor drops to PAR_SUPERVISOR_UID after
+    // binding the port; a USER line would put every agent under one uid.
+    assert_eq!(
+        find("USER").next_back(),
+        None,
+        "no USER: the supervisor drops to PAR_SUPERVISOR_UID itself"
     );
+    let dropped_to: u32 = env
+        .get("PAR_SUPERVISOR_UID")
+        .expect("ENV PAR_SUPERVISOR_UID")
+        .parse()
+        .expect("PAR_SUPERVISOR_UID is a number");
+    assert_ne!(dropped_to, 0, "the supervisor drops to a non-root uid");
 
     // Every COPY source (ARG defaults expanded) exists in the build context and
     // is not excluded by .dockerignore.

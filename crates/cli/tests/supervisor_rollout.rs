@@ -159,6 +159,128 @@ fn an_upgrade_under_load_fails_no_request_and_switches_versions() {
     assert_eq!(r.status, 422, "{}", r.text());
 }
 
+/// An agent answering its version and the GREETING it was given.
+fn greeter(root: &std::path::Path, version: &str) -> std::path::PathBuf {
+    let dir = agent_dir(root, "greeter", version);
+    std::fs::write(
+        dir.join("src/main.py"),
+        format!(
+            "import os\n\ndef handler(context):\n    return {{\"version\": {version:?}, \"greeting\": os.environ.get(\"GREETING\")}}\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn patch_json(port: u16, path: &str, body: &str) -> Resp {
+    http(
+        port,
+        "PATCH",
+        path,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_patch_rolls_out_a_new_package_and_keeps_the_rest_of_the_spec() {
+    let sup = Supervisor::start_with("patch", "", "", &[]);
+    let v1 = greeter(sup.dir.path(), "1.0.0");
+    let v2 = greeter(sup.dir.path(), "2.0.0");
+    let body = format!(
+        r#"{{"agent_id":"g","package_path":"{}","env_vars":{{"GREETING":"hello"}},"restart_policy":"never","memory_limit_mb":300}}"#,
+        v1.display()
+    );
+    let r = http(
+        sup.port,
+        "POST",
+        "/supervisor/spawn?wait=true&timeout=120",
+        &[],
+        body.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let answer = |sup: &Supervisor| {
+        let r = http(
+            sup.port,
+            "POST",
+            "/agents/g/invoke",
+            &[("Content-Type", "application/json")],
+            b"{}",
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["data"].clone()
+    };
+    assert_eq!(
+        answer(&sup),
+        serde_json::json!({"version": "1.0.0", "greeting": "hello"})
+    );
+
+    // Only the package: env_vars, restart policy and limit are kept.
+    let r = patch_json(
+        sup.port,
+        "/supervisor/agents/g?wait=true&timeout=120",
+        &format!(r#"{{"package_path":"{}"}}"#, v2.display()),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["outcome"], "rolling");
+    assert_eq!(r.json()["rollout"]["state"], "rolled_out", "{}", r.text());
+    assert_eq!(
+        answer(&sup),
+        serde_json::json!({"version": "2.0.0", "greeting": "hello"})
+    );
+    let p = sup.process("g").unwrap();
+    assert_eq!(p["restart_policy"], "never", "{p}");
+    assert_eq!(p["limits"]["memory_limit_mb"], 300, "{p}");
+
+    // null removes a key (RFC 7396); the same package again changes nothing else.
+    let r = patch_json(
+        sup.port,
+        "/supervisor/agents/g?wait=true&timeout=120",
+        r#"{"env_vars":{"GREETING":null}}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(
+        answer(&sup),
+        serde_json::json!({"version": "2.0.0", "greeting": null})
+    );
+    let r = patch_json(sup.port, "/supervisor/agents/g", r#"{"replicas":1}"#);
+    assert_eq!(
+        (r.status, r.json()["outcome"].clone()),
+        (200, "unchanged".into()),
+        "{}",
+        r.text()
+    );
+
+    // Refusals name what is wrong; nothing changes.
+    let r = patch_json(sup.port, "/supervisor/agents/g", r#"{"colour":"red"}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("colour"), "{}", r.text());
+    let r = patch_json(sup.port, "/supervisor/agents/g", "[1]");
+    assert_eq!(r.status, 422, "{}", r.text());
+    let r = patch_json(
+        sup.port,
+        "/supervisor/agents/g",
+        r#"{"package_path":"/etc"}"#,
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("package root"), "{}", r.text());
+    let r = patch_json(sup.port, "/supervisor/agents/nobody", r#"{"replicas":2}"#);
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = http(
+        sup.port,
+        "PATCH",
+        "/supervisor/agents/g",
+        &[("Authorization", ""), ("Content-Type", "application/json")],
+        br#"{"replicas":2}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(answer(&sup)["version"], "2.0.0");
+}
+
 #[test]
 fn an_upgrade_to_a_broken_package_leaves_the_old_version_serving() {
     let sup = Supervisor::start_with("rollbad", "", "", &[]);

@@ -234,3 +234,61 @@ fn transient_download_failures_are_retried_with_backoff() {
     assert!(logs.contains("fetch failed (will retry in"), "{logs}");
     assert!(logs.contains("fetching -> backoff"), "{logs}");
 }
+
+/// A registry index kept in S3 (`PAR_REGISTRY_URL=s3://…`) is read with the
+/// same credentials and endpoint as packages, and changes to it are applied
+/// on the next poll.
+#[test]
+fn a_registry_index_in_s3_is_read_and_followed() {
+    let scratch = TempDir::new("s3registry");
+    let v1 = pack(
+        &agent_dir(scratch.path(), "listed", "1.0.0"),
+        &scratch.path().join("listed.apkg"),
+        &scratch.path().join("packhome"),
+    );
+    let moto = Moto::start();
+    moto.put("/reg", b"");
+    moto.put("/reg/agents/listed.apkg", &v1);
+    let index = |ids: &[&str]| {
+        let items: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                format!(r#"{{"agent_id":"{id}","package_path":"s3://reg/agents/listed.apkg"}}"#)
+            })
+            .collect();
+        format!("[{}]", items.join(","))
+    };
+    moto.put("/reg/index.json", index(&["one"]).as_bytes());
+    let endpoint = moto.url();
+    let sup = Supervisor::start_with(
+        "s3registry",
+        "",
+        "",
+        &[
+            ("PAR_REGISTRY_URL", "s3://reg/index.json"),
+            ("PAR_REGISTRY_POLL", "300ms"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
+    );
+    sup.wait_ready("one", LONG);
+    assert_eq!(version_of(sup.port, "one").as_deref(), Some("1.0.0"));
+    moto.put("/reg/index.json", index(&["one", "two"]).as_bytes());
+    sup.wait_ready("two", LONG);
+    let status = get(sup.port, "/supervisor/status").unwrap().json();
+    let registry = &status["desired"]["registry"];
+    assert_eq!(
+        registry["last_error"],
+        serde_json::Value::Null,
+        "{registry}"
+    );
+    assert_eq!(registry["agents"], 2, "{registry}");
+    // The index is read, not kept: nothing of it piles up under PAR_HOME.
+    let left = std::fs::read_dir(sup.dir.path().join("home/run/registry/downloads"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0);
+}

@@ -61,9 +61,8 @@ enum CtlCommand {
     Rm(ActArgs),
     /// Roll out a new package to an agent (blue/green).
     ///
-    /// The spec sent is what the status shows (restart policy, max restarts,
-    /// explicit limits) with the new package; env_vars and backoff settings are
-    /// not in the status and return to their defaults.
+    /// Only the package changes (PATCH): the supervisor keeps the rest of the
+    /// agent's spec, env_vars, restart, replica and limit settings included.
     Rollout(rollout::RolloutArgs),
     /// Re-read the declared agents and reconcile.
     Reload,

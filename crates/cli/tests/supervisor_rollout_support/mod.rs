@@ -380,9 +380,20 @@ impl Moto {
         format!("http://{}", self.addr)
     }
 
-    /// PUT (moto accepts unsigned requests): creates a bucket or an object.
+    /// PUT: creates a bucket or an object, or replaces one. Moto checks no
+    /// signatures, but refuses anonymous requests on an object that exists:
+    /// the request names a (made-up) AWS signature.
     pub fn put(&self, path: &str, body: &[u8]) {
-        let r = http(self.addr.port(), "PUT", path, &[], body).unwrap();
+        let auth = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, \
+                    SignedHeaders=host, Signature=0";
+        let r = http(
+            self.addr.port(),
+            "PUT",
+            path,
+            &[("Authorization", auth)],
+            body,
+        )
+        .unwrap();
         assert!(r.status < 300, "PUT {path}: HTTP {} {}", r.status, r.text());
     }
 }

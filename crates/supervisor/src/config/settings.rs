@@ -172,6 +172,16 @@ impl Settings {
             .any(|root| real.starts_with(real_path(root)))
     }
 
+    /// The package roots, for messages: "/a, /b".
+    pub fn package_roots_shown(&self) -> String {
+        let list: Vec<String> = self
+            .package_roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect();
+        list.join(", ")
+    }
+
     /// Adds agents; a later one with the same id replaces an earlier one.
     pub fn merge_agents(&mut self, agents: Vec<AgentSpec>) {
         for a in agents {

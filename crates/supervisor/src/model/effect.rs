@@ -7,6 +7,7 @@ use super::event::Timer;
 use super::id::{AgentId, FetchId, WaiterId, WorkerId};
 use super::lifecycle::State;
 use super::report::ReconcileReport;
+use super::spec::AgentSpec;
 use super::view::ProcessView;
 
 #[derive(Debug, Clone)]
@@ -114,6 +115,7 @@ pub enum Answer {
     /// The agent's first process, as `/supervisor/processes` shows it.
     Agent(Box<ProcessView>),
     Put(Box<ProcessView>, PutOutcome),
+    Spec(Box<AgentSpec>),
     Reconciled(ReconcileReport),
     Done,
 }

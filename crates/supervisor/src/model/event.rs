@@ -109,11 +109,17 @@ pub enum Command {
         agent: AgentId,
     },
     /// Roll the agent to a new spec (or create it). `wait`: answer when the
-    /// rollout has ended.
+    /// rollout has ended. `base`: only if the spec the agent heads for is
+    /// still this one (a patch was made on it), else a conflict.
     Put {
         agent: AgentId,
         spec: AgentSpec,
         wait: bool,
+        base: Option<Box<AgentSpec>>,
+    },
+    /// The spec the agent heads for: a rollout's while one is on its way.
+    Spec {
+        agent: AgentId,
     },
     /// Make what runs match the declared agents.
     Reconcile {

@@ -10,6 +10,68 @@ use serde::{Deserialize, Serialize};
 
 use par_contract::backoff::Backoff;
 
+/// Other names a field is accepted under, and the name it has in a spec.
+const ALIASES: [(&str, &str); 3] = [
+    ("agent_id", "id"),
+    ("package_path", "package"),
+    ("env", "env_vars"),
+];
+
+/// A JSON merge patch (RFC 7396) applied to a spec as JSON: objects merge
+/// key by key, `null` removes (the field returns to its default), anything
+/// else replaces. A field's other names count as the field. A new package
+/// without a `sha256` or `package_id` of its own drops the old one's,
+/// which described the old package.
+pub fn merge_patch(
+    mut spec: serde_json::Value,
+    patch: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let patch: serde_json::Map<String, serde_json::Value> = patch
+        .into_iter()
+        .map(|(k, v)| {
+            let name = ALIASES
+                .iter()
+                .find(|(a, _)| *a == k)
+                .map_or(k, |(_, n)| n.to_string());
+            (name, v)
+        })
+        .collect();
+    if let serde_json::Value::Object(m) = &mut spec {
+        if patch
+            .get("package")
+            .is_some_and(|p| m.get("package") != Some(p))
+        {
+            for derived in ["sha256", "package_id"] {
+                if !patch.contains_key(derived) {
+                    m.remove(derived);
+                }
+            }
+        }
+    }
+    merge(&mut spec, serde_json::Value::Object(patch));
+    spec
+}
+
+fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
+    let serde_json::Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = serde_json::Value::Object(serde_json::Map::new());
+    }
+    let serde_json::Value::Object(t) = target else {
+        return;
+    };
+    for (k, v) in patch {
+        if v.is_null() {
+            t.remove(&k);
+        } else {
+            merge(t.entry(k).or_insert(serde_json::Value::Null), v);
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
@@ -246,6 +308,52 @@ pub fn same_deployment(a: &AgentSpec, b: &AgentSpec) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn patched(base: &AgentSpec, patch: serde_json::Value) -> AgentSpec {
+        let serde_json::Value::Object(p) = patch else {
+            panic!("a patch is an object")
+        };
+        let v = merge_patch(serde_json::to_value(base).unwrap(), p);
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_patch_keeps_what_it_leaves_out() {
+        let mut base = AgentSpec::new("a", "/pkgs/v1");
+        base.sha256 = Some("ab".repeat(32));
+        base.package_id = Some("a@1".into());
+        base.env_vars.insert("KEY".into(), "secret".into());
+        base.env_vars.insert("OLD".into(), "x".into());
+        base.restart_policy = RestartPolicy::Never;
+        base.replicas = 2;
+
+        // A new package under its other name: env_vars and the rest kept,
+        // the old package's sha256 and package_id dropped.
+        let p = patched(&base, serde_json::json!({"package_path": "/pkgs/v2"}));
+        assert_eq!(p.package, "/pkgs/v2");
+        assert_eq!((p.sha256.as_deref(), p.package_id.as_deref()), (None, None));
+        assert_eq!(p.env_vars, base.env_vars);
+        assert_eq!((p.restart_policy, p.replicas), (RestartPolicy::Never, 2));
+
+        // With its own sha256; env_vars merged key by key, null removes.
+        let p = patched(
+            &base,
+            serde_json::json!({"package": "/pkgs/v2", "sha256": "cd".repeat(32),
+                               "env": {"OLD": null, "NEW": "y"}}),
+        );
+        assert_eq!(p.sha256, Some("cd".repeat(32)));
+        assert_eq!(p.env_vars.get("KEY").map(String::as_str), Some("secret"));
+        assert_eq!(p.env_vars.get("NEW").map(String::as_str), Some("y"));
+        assert!(!p.env_vars.contains_key("OLD"));
+
+        // The same package: its sha256 stays; null returns a field to its default.
+        let p = patched(
+            &base,
+            serde_json::json!({"package": "/pkgs/v1", "restart_policy": null}),
+        );
+        assert_eq!(p.sha256, base.sha256);
+        assert_eq!(p.restart_policy, RestartPolicy::default());
+    }
 
     #[test]
     fn deployment_equality_ignores_package_id() {

@@ -318,15 +318,21 @@ async fn read_registry_into(t: &Task, d: &mut Declared) -> Option<String> {
         return None;
     };
     let at = SystemTime::now();
-    let result = read_registry(client, url).await;
+    let result = if url.starts_with("s3://") {
+        read_s3_registry(url, &t.settings.home).await
+    } else {
+        read_registry(client, url).await
+    };
     let result = result.and_then(|agents| {
         match agents
             .iter()
             .enumerate()
             .find(|(_, a)| !a.is_remote() && !t.settings.package_allowed(&a.package))
         {
-            Some((i, _)) => Err(format!(
-                "invalid registry index: [{i}].package_path: local packages must be in a package root (PAR_PACKAGE_ROOTS)"
+            Some((i, a)) => Err(format!(
+                "invalid registry index: [{i}].package_path: {} is not in a package root ({}; PAR_PACKAGE_ROOTS)",
+                a.package,
+                t.settings.package_roots_shown()
             )),
             None => Ok(agents),
         }
@@ -404,6 +410,25 @@ async fn read_registry(client: &reqwest::Client, url: &str) -> Result<Vec<AgentS
         ));
     }
     parse_index(&body).map_err(|e| format!("invalid registry index at {shown}: {e}"))
+}
+
+/// Reads the index from S3 (credentials, region and endpoint as for
+/// packages), through a private download folder it leaves empty.
+async fn read_s3_registry(url: &str, home: &std::path::Path) -> Result<Vec<AgentSpec>, String> {
+    let source = par_fetch::Source::parse(url).map_err(|e| error_chain(&e))?;
+    let mut opts = par_fetch::FetchOptions::from_env(home.join("run").join("registry"))
+        .map_err(|e| error_chain(&e))?;
+    opts.max_size_bytes = MAX_INDEX_BYTES as u64;
+    opts.retries = 1;
+    opts.timeout = Duration::from_secs(15);
+    opts.connect_timeout = Duration::from_secs(5);
+    let fetched = par_fetch::fetch(&source, &opts)
+        .await
+        .map_err(|e| format!("GET {url} failed: {}", error_chain(&e)))?;
+    let body = std::fs::read(&fetched.path);
+    let _ = std::fs::remove_file(&fetched.path);
+    let body = body.map_err(|e| format!("reading the index from {url}: {e}"))?;
+    parse_index(&body).map_err(|e| format!("invalid registry index at {url}: {e}"))
 }
 
 /// Parses and validates an index; every problem is named.

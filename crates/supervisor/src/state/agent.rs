@@ -299,6 +299,14 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The spec this agent heads for: a rollout's while one is on its way.
+    pub fn heading_for(&self) -> &AgentSpec {
+        self.rollout
+            .as_ref()
+            .filter(|r| r.in_progress())
+            .map_or(&self.spec, |r| &r.spec)
+    }
+
     pub fn new(id: AgentId, spec: AgentSpec, origin: Origin, wall: SystemTime) -> Self {
         let package = Package::for_spec(&spec);
         Agent {

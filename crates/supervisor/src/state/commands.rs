@@ -138,6 +138,23 @@ impl Supervisor {
         });
     }
 
+    /// A conflict when `base` is given and the agent no longer heads for it
+    /// (another change came between a patch's read and its write).
+    pub(super) fn changed_since(
+        &self,
+        id: &AgentId,
+        base: Option<&AgentSpec>,
+    ) -> Option<CommandError> {
+        let base = base?;
+        match self.agents.get(id) {
+            None => Some(CommandError::not_found(id.as_str())),
+            Some(a) if a.heading_for() != base => Some(CommandError::conflict(format!(
+                "agent '{id}' changed while the patch was made; read it again and retry"
+            ))),
+            Some(_) => None,
+        }
+    }
+
     pub(super) fn put(
         &mut self,
         id: AgentId,

@@ -28,8 +28,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::model::{
-    AgentId, Clock, Command, Effect, Input, Level, LogRecord, Reply, State, Timer, WaiterId,
-    WorkerId,
+    AgentId, Clock, Command, CommandError, Effect, Input, Level, LogRecord, Reply, State, Timer,
+    WaiterId, WorkerId,
 };
 
 use agent::{Agent, Goal, Life, Replica};
@@ -171,7 +171,24 @@ impl Supervisor {
             Command::Stop { agent } => self.stop(&agent, waiter, out),
             Command::Restart { agent, wait } => self.restart(&agent, wait, waiter, out),
             Command::Remove { agent } => self.remove(&agent, waiter, out),
-            Command::Put { agent, spec, wait } => self.put(agent, spec, wait, waiter, out),
+            Command::Put {
+                agent,
+                spec,
+                wait,
+                base,
+            } => match self.changed_since(&agent, base.as_deref()) {
+                Some(e) => out.reply(waiter, Err(e)),
+                None => self.put(agent, spec, wait, waiter, out),
+            },
+            Command::Spec { agent } => {
+                let reply = match self.agents.get(&agent) {
+                    Some(a) => Ok(crate::model::Answer::Spec(Box::new(
+                        a.heading_for().clone(),
+                    ))),
+                    None => Err(CommandError::not_found(agent.as_str())),
+                };
+                out.reply(waiter, reply);
+            }
             Command::Reconcile { declared, trigger } => {
                 let report = self.reconcile(declared, &trigger, out);
                 out.reply(waiter, Ok(crate::model::Answer::Reconciled(report)));

@@ -20,12 +20,7 @@ use crate::model::{
 impl Supervisor {
     /// Rolls `a` to `spec`: blue/green when it serves, else in place.
     pub(super) fn roll(&mut self, a: &mut Agent, spec: AgentSpec, out: &mut Out) -> PutOutcome {
-        let target = a
-            .rollout
-            .as_ref()
-            .filter(|r| r.in_progress())
-            .map_or(&a.spec, |r| &r.spec);
-        if same_deployment(target, &spec) && a.goal != Goal::Remove {
+        if same_deployment(a.heading_for(), &spec) && a.goal != Goal::Remove {
             return PutOutcome::Unchanged;
         }
         self.cancel_rollout(a, "superseded by a newer spec", out);

@@ -1,5 +1,6 @@
-//! `par ctl rollout`: declares a new package for an agent (`PUT
-//! /supervisor/agents/{id}`, rolled out blue/green) and, with `--wait`,
+//! `par ctl rollout`: declares a new package for an agent (`PATCH
+//! /supervisor/agents/{id}`, rolled out blue/green; the rest of its spec,
+//! env_vars included, is kept by the supervisor) and, with `--wait`,
 //! shows its progress until it is rolled out or has failed.
 
 use std::io::IsTerminal as _;
@@ -29,28 +30,12 @@ pub struct RolloutArgs {
     timeout: Duration,
 }
 
-/// The spec sent: the fields the status shows, with the new package. The
-/// status does not show env_vars or backoff settings, so those return to
-/// their defaults.
-fn spec(p: &Value, package: &str, sha256: Option<&str>) -> Value {
+/// The merge patch sent: the new package (and its checksum) only.
+fn patch(package: &str, sha256: Option<&str>) -> Value {
     let mut s = Map::new();
-    s.insert("agent_id".into(), p["agent_id"].clone());
     s.insert("package".into(), json!(package));
     if let Some(h) = sha256 {
         s.insert("sha256".into(), json!(h));
-    }
-    if p["restart_policy"].is_string() {
-        s.insert("restart_policy".into(), p["restart_policy"].clone());
-    }
-    if p["max_restarts"].is_u64() {
-        s.insert("max_restarts".into(), p["max_restarts"].clone());
-    }
-    let l = &p["limits"];
-    if l["memory_limit_source"] == "explicit" && l["memory_limit_mb"].is_u64() {
-        s.insert("memory_limit_mb".into(), l["memory_limit_mb"].clone());
-    }
-    if l["cpu_limit_source"] == "explicit" && l["cpu_limit"].is_number() {
-        s.insert("cpu_limit".into(), l["cpu_limit"].clone());
     }
     Value::Object(s)
 }
@@ -85,9 +70,9 @@ pub async fn run(api: &Api, a: RolloutArgs) -> anyhow::Result<()> {
     let id = str_field(&p, "agent_id");
     let from = text(p.get("package_id"));
     let package = package_arg(&a.package);
-    let body = spec(&p, &package, a.sha256.as_deref());
+    let body = patch(&package, a.sha256.as_deref());
     let resp = api
-        .send("PUT", &format!("/supervisor/agents/{id}"), Some(&body))
+        .send("PATCH", &format!("/supervisor/agents/{id}"), Some(&body))
         .await?;
     let mut out = Out::stdout();
     let outcome = str_field(&resp, "outcome");
@@ -167,17 +152,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_spec_keeps_what_the_status_shows() {
-        let p = json!({
-            "agent_id": "a", "restart_policy": "always", "max_restarts": 3,
-            "limits": {"memory_limit_mb": 256, "memory_limit_source": "explicit",
-                       "cpu_limit": 0.5, "cpu_limit_source": "fair-share"},
-        });
-        let s = spec(&p, "https://x/a.apkg", Some("ab"));
+    fn the_patch_holds_the_package_only() {
         assert_eq!(
-            s,
-            json!({"agent_id": "a", "package": "https://x/a.apkg", "sha256": "ab",
-                   "restart_policy": "always", "max_restarts": 3, "memory_limit_mb": 256})
+            patch("https://x/a.apkg", Some("ab")),
+            json!({"package": "https://x/a.apkg", "sha256": "ab"})
         );
+        assert_eq!(patch("/p", None), json!({"package": "/p"}));
     }
 }

@@ -22,11 +22,14 @@ use crate::runtime::desired::{self, ReloadError};
 
 type Q = Query<HashMap<String, String>>;
 
-/// A spec from a request body: parsed, relative paths made absolute, checked.
+/// A spec from a request body: parsed, relative paths made absolute, checked
+/// (a local package against the package roots, unless it is `kept`: the one
+/// the agent already has).
 fn checked_spec(
     settings: &crate::config::Settings,
     body: &[u8],
     path_id: Option<&AgentId>,
+    kept: Option<&str>,
 ) -> Result<(AgentId, AgentSpec), ApiError> {
     let mut spec = parse_spec(body)?;
     if let Some(id) = path_id {
@@ -41,12 +44,13 @@ fn checked_spec(
     }
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     spec.resolve_paths(&cwd);
-    if !spec.is_remote() && !settings.package_allowed(&spec.package) {
+    let kept = kept.is_some_and(|k| k == spec.package);
+    if !spec.is_remote() && !kept && !settings.package_allowed(&spec.package) {
         return Err(ApiError::invalid_field(
             "package_path",
             format!(
                 "local packages must be in a package root ({}; PAR_PACKAGE_ROOTS)",
-                roots(settings)
+                settings.package_roots_shown()
             ),
         ));
     }
@@ -57,15 +61,6 @@ fn checked_spec(
     }
     let id = AgentId::new(&spec.id).map_err(|e| ApiError::invalid_field("agent_id", e))?;
     Ok((id, spec))
-}
-
-fn roots(settings: &crate::config::Settings) -> String {
-    let list: Vec<String> = settings
-        .package_roots
-        .iter()
-        .map(|r| r.display().to_string())
-        .collect();
-    list.join(", ")
 }
 
 /// The answer, or, when `wait` runs out first, the agent as it is now (202).
@@ -99,7 +94,7 @@ fn agent_view(reply: Reply) -> Result<ProcessView, ApiError> {
 }
 
 pub async fn spawn(axum::extract::State(st): St, Query(q): Q, body: Bytes) -> Response {
-    let (id, spec) = match checked_spec(&st.settings, &body, None) {
+    let (id, spec) = match checked_spec(&st.settings, &body, None, None) {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
@@ -207,17 +202,77 @@ pub async fn put(
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    let (agent, spec) = match checked_spec(&st.settings, &body, Some(&path_id)) {
+    let (agent, spec) = match checked_spec(&st.settings, &body, Some(&path_id), None) {
         Ok(x) => x,
         Err(e) => return e.into_response(),
     };
     let wait = wait_of(&q);
+    rollout(&st, agent, spec, None, wait).await
+}
+
+/// `PATCH /supervisor/agents/{id}`: a JSON merge patch (RFC 7396) on the
+/// spec the agent heads for; what it leaves out is kept (`env_vars`
+/// included, which no read route shows). A new package without a `sha256`
+/// drops the old one's. Then as PUT; 409 if the agent changed meanwhile.
+pub async fn patch(
+    axum::extract::State(st): St,
+    Path(id): Path<String>,
+    Query(q): Q,
+    body: Bytes,
+) -> Response {
+    let agent = match agent_of_path(&st, &id) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let patch = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Object(m)) => m,
+        Ok(_) => return ApiError::invalid_field("body", "must be a JSON object").into_response(),
+        Err(e) => {
+            return ApiError::invalid_field("body", format!("is not valid JSON: {e}"))
+                .into_response()
+        }
+    };
+    let base = match st
+        .control
+        .ask(Command::Spec {
+            agent: agent.clone(),
+        })
+        .await
+    {
+        Ok(Answer::Spec(s)) => s,
+        Ok(_) => return ApiError::internal("unexpected answer").into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let merged = match serde_json::to_value(&*base) {
+        Ok(v) => crate::model::spec::merge_patch(v, patch),
+        Err(e) => return ApiError::internal(e.to_string()).into_response(),
+    };
+    let (agent, spec) = match checked_spec(
+        &st.settings,
+        merged.to_string().as_bytes(),
+        Some(&agent),
+        Some(&base.package),
+    ) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
+    rollout(&st, agent, spec, Some(base), wait_of(&q)).await
+}
+
+async fn rollout(
+    st: &super::ApiState,
+    agent: AgentId,
+    spec: AgentSpec,
+    base: Option<Box<AgentSpec>>,
+    wait: Option<Duration>,
+) -> Response {
     let command = Command::Put {
         agent: agent.clone(),
         spec,
         wait: wait.is_some(),
+        base,
     };
-    let (view, outcome) = match ask_within(&st, command, wait, &agent).await {
+    let (view, outcome) = match ask_within(st, command, wait, &agent).await {
         Err(timed_out) => return timed_out,
         Ok(Err(e)) => return ApiError::from(e).into_response(),
         Ok(Ok(Answer::Put(v, o))) => (v, o),

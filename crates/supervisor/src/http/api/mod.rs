@@ -67,7 +67,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/supervisor/logs", get(logs::logs).delete(logs::clear))
         .route(
             "/supervisor/agents/{agent_id}",
-            axum::routing::delete(agents::remove).put(agents::put),
+            axum::routing::delete(agents::remove)
+                .put(agents::put)
+                .patch(agents::patch),
         )
         .route("/supervisor/reload", post(agents::reload))
         .route_layer(axum::middleware::from_fn_with_state(

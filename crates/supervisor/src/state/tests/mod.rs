@@ -275,7 +275,12 @@ pub(super) fn resolved() -> Resolved {
 
 pub(super) fn put(h: &mut H, spec: AgentSpec, wait: bool) -> (WaiterId, Vec<Effect>) {
     let agent = id(&spec.id);
-    h.cmd(Command::Put { agent, spec, wait })
+    h.cmd(Command::Put {
+        agent,
+        spec,
+        wait,
+        base: None,
+    })
 }
 
 pub(super) fn v2(agent: &str) -> AgentSpec {

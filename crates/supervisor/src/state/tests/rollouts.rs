@@ -225,3 +225,57 @@ fn put_creates_an_unknown_agent() {
     ));
     assert!(spawned(&fx).is_some());
 }
+
+#[test]
+fn a_patch_is_made_on_the_spec_the_agent_heads_for_and_refused_if_it_changed() {
+    let mut h = H::new();
+    h.ready("a");
+    let spec_of = |h: &mut H| {
+        let (w, fx) = h.cmd(Command::Spec { agent: id("a") });
+        match reply_to(&fx, w) {
+            Some(Ok(Answer::Spec(s))) => *s.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(spec_of(&mut h), local("a"));
+    // While a rollout is on its way, the spec it rolls to is the one shown.
+    put(&mut h, v2("a"), false);
+    assert_eq!(spec_of(&mut h).package, "/pkgs/a-v2");
+    // A write based on the old spec is refused: something changed since.
+    let mut v3 = v2("a");
+    v3.package = "/pkgs/a-v3".into();
+    let (w, fx) = h.cmd(Command::Put {
+        agent: id("a"),
+        spec: v3.clone(),
+        wait: false,
+        base: Some(Box::new(local("a"))),
+    });
+    assert!(matches!(
+        reply_to(&fx, w),
+        Some(Err(CommandError {
+            kind: ErrorKind::Conflict,
+            ..
+        }))
+    ));
+    assert_eq!(spec_of(&mut h).package, "/pkgs/a-v2");
+    // Based on the current one, it goes through.
+    let (w, fx) = h.cmd(Command::Put {
+        agent: id("a"),
+        spec: v3,
+        wait: false,
+        base: Some(Box::new(v2("a"))),
+    });
+    assert!(matches!(
+        reply_to(&fx, w),
+        Some(Ok(Answer::Put(_, PutOutcome::Rolling)))
+    ));
+    assert_eq!(spec_of(&mut h).package, "/pkgs/a-v3");
+    let (w, fx) = h.cmd(Command::Spec { agent: id("nope") });
+    assert!(matches!(
+        reply_to(&fx, w),
+        Some(Err(CommandError {
+            kind: ErrorKind::NotFound,
+            ..
+        }))
+    ));
+}

@@ -3,7 +3,7 @@
 // (or the reason it was refused) is shown.
 
 import { request, token, setToken } from "./api.js";
-import { h, text, isNum } from "./format.js";
+import { h, text } from "./format.js";
 
 let onTokenChange = () => {};
 
@@ -115,19 +115,14 @@ export async function remove(p, after) {
 }
 
 /**
- * The spec a rollout sends: the fields the status shows, with the new
- * package. The status does not show env_vars or backoff settings, so those
- * return to their defaults (the dialog says so).
+ * What a rollout sends: a merge patch with the new package only (PATCH
+ * /supervisor/agents/{id}); the supervisor keeps the rest of the agent's
+ * spec, env_vars included.
  */
-export function rolloutSpec(p, pkg, sha256) {
-  const spec = { agent_id: p.agent_id, package: pkg };
-  if (sha256) spec.sha256 = sha256;
-  if (typeof p.restart_policy === "string") spec.restart_policy = p.restart_policy;
-  if (isNum(p.max_restarts)) spec.max_restarts = p.max_restarts;
-  const l = p.limits || {};
-  if (l.memory_limit_source === "explicit" && isNum(l.memory_limit_mb)) spec.memory_limit_mb = l.memory_limit_mb;
-  if (l.cpu_limit_source === "explicit" && isNum(l.cpu_limit)) spec.cpu_limit = l.cpu_limit;
-  return spec;
+export function rolloutPatch(pkg, sha256) {
+  const patch = { package: pkg };
+  if (sha256) patch.sha256 = sha256;
+  return patch;
 }
 
 export async function rollout(p, after) {
@@ -137,7 +132,7 @@ export async function rollout(p, after) {
   const extra = [
     h("label", { class: "field" }, "Package ", pkg),
     h("label", { class: "field" }, "SHA-256 ", sha),
-    h("p", { class: "sub" }, "The new worker starts next to the current one; traffic moves once it is ready, then the old one drains. Kept: restart policy, max restarts, explicit limits. Not shown by the status and so reset to defaults: env_vars and backoff settings."),
+    h("p", { class: "sub" }, "The new worker starts next to the current one; traffic moves once it is ready, then the old one drains. Only the package changes: env_vars, restart, replica and limit settings are kept."),
   ];
   if (!(await confirmAction("Roll out " + id, `Roll out a new package to agent ${id} (now ${text(p.package_id)}).`, "Roll out", extra))) return null;
   const url = pkg.value.trim();
@@ -145,8 +140,8 @@ export async function rollout(p, after) {
     toast(false, `Rollout of ${id}: no package given.`);
     return null;
   }
-  const spec = rolloutSpec(p, url, sha.value.trim());
-  return perform(`Rollout of ${id}`, "PUT", "/supervisor/agents/" + enc(id), spec, (r) => {
+  const patch = rolloutPatch(url, sha.value.trim());
+  return perform(`Rollout of ${id}`, "PATCH", "/supervisor/agents/" + enc(id), patch, (r) => {
     const outcome = r.data && r.data.outcome;
     if (outcome === "unchanged") return `Rollout of ${id}: nothing changed (same package).`;
     return `Rollout of ${id} to ${url} ${outcome === "created" ? "created the agent" : "started"} (${r.status}); progress is shown below.`;
