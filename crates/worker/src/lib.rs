@@ -51,5 +51,4 @@ mod routes;
 mod state;
 pub mod ui;
 mod unix;
-mod websocket;
 pub mod worker;

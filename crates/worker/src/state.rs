@@ -109,7 +109,7 @@ pub struct AppState {
     pub phase: RwLock<Arc<Phase>>,
     pub metrics: Metrics,
     /// Open WebSockets, closed with 1012 on shutdown.
-    pub sockets: Arc<crate::websocket::Sockets>,
+    pub sockets: Arc<crate::asgi::sockets::Sockets>,
 }
 
 impl AppState {

@@ -107,10 +107,10 @@ pub async fn proxy(
     let request_id = headers
         .get(&X_REQUEST_ID)
         .cloned()
-        .unwrap_or_else(crate::http::proxy::new_request_id);
+        .unwrap_or_else(crate::http::proxy::headers::new_request_id);
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    crate::http::proxy::strip_hop_by_hop(&mut headers, false);
-    crate::http::proxy::append_forwarded(&mut headers, peer, prefix);
+    crate::http::proxy::headers::strip_hop_by_hop(&mut headers, false);
+    crate::http::proxy::headers::append_forwarded(&mut headers, peer, prefix);
     let mut resp = handshake(
         &mut req,
         headers,
@@ -228,12 +228,12 @@ async fn handshake(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused (403), no such route (404), ...: the worker's answer as it is.
         let (mut parts, body) = resp.into_parts();
-        crate::http::proxy::strip_hop_by_hop(&mut parts.headers, false);
+        crate::http::proxy::headers::strip_hop_by_hop(&mut parts.headers, false);
         return Response::from_parts(parts, Body::new(body));
     }
     let worker_side = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();
-    crate::http::proxy::strip_hop_by_hop(&mut parts.headers, false);
+    crate::http::proxy::headers::strip_hop_by_hop(&mut parts.headers, false);
     parts
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -11,29 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use par_contract::env;
 
-use super::isolation::{privileges, PerAgent, Prepared};
+use super::isolation::{privileges, PerAgent, Prepared, NOT_INHERITED};
 use crate::control::Control;
 use crate::logs::LogStore;
 use crate::model::{ExitInfo, Input, Launch, WorkerEvent};
-
-/// Variables of the supervisor's own environment a worker must not inherit.
-pub(crate) const NOT_INHERITED: &[&str] = &[
-    "PAR_ADMIN_TOKEN",
-    "PAR_AGENTS",
-    "PAR_CONFIG",
-    "PAR_MODE",
-    "SUPERVISOR_PORT",
-    "PAR_WORKER_PORTS",
-    "PAR_WORKER_BIN",
-    "PAR_SUPERVISOR_HOST",
-    "PAR_SUPERVISOR_GRACE",
-    "PAR_REGISTRY_URL",
-    "PAR_PACKAGE_ROOTS",
-    "PAR_AGENT_UIDS",
-    "PAR_SUPERVISOR_UID",
-    "PAR_AGENT_NPROC",
-    "PAR_AGENT_NOFILE",
-];
 
 /// Error lines of a worker passed on with its exit (the reason of a failure).
 const EXIT_ERROR_LINES: usize = 5;

@@ -295,7 +295,7 @@ pub struct Agent {
     pub previous_package: Option<PackageRecord>,
     pub waiters: Vec<(WaiterId, Wait)>,
     /// Load samples for the autoscaler.
-    pub load: super::scale::Load,
+    pub load: super::load::Load,
 }
 
 impl Agent {

@@ -14,6 +14,7 @@ pub mod agent;
 mod commands;
 pub mod lifecycle;
 pub mod limits;
+pub mod load;
 mod reconcile;
 mod restart;
 mod rollout;

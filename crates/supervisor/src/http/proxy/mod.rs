@@ -6,10 +6,8 @@
 
 mod admit;
 mod body;
-mod headers;
+pub mod headers;
 pub mod target;
-
-pub use headers::{append_forwarded, grpc_error, new_request_id, strip_hop_by_hop};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +28,10 @@ use super::route_table::RouteTable;
 use crate::control::Control;
 use crate::model::WorkerId;
 use body::{InFlight, Replayable, Tracked, Unsent};
-use headers::{with_request_id, X_AGENT_ID, X_PAR_PROCESS, X_REQUEST_ID};
+use headers::{
+    append_forwarded, grpc_error, new_request_id, strip_hop_by_hop, with_request_id, X_AGENT_ID,
+    X_PAR_PROCESS, X_REQUEST_ID,
+};
 
 /// Tries of one request on different workers, when it never reached one.
 const TRIES: usize = 3;

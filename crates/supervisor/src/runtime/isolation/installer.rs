@@ -48,7 +48,7 @@ pub async fn run(i: Install<'_>, package: std::fs::File) -> Result<PathBuf, Fail
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for k in crate::runtime::process::NOT_INHERITED {
+    for k in super::NOT_INHERITED {
         cmd.env_remove(k);
     }
     cmd.env("PATH", &per.path)

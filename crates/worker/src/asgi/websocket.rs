@@ -4,7 +4,6 @@
 //! flow-control window each way.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -46,65 +45,6 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-}
-
-/// The open WebSockets of this worker. Upgraded connections leave the HTTP
-/// server's graceful shutdown, so shutdown closes them through this.
-pub struct Sockets {
-    closing: watch::Sender<bool>,
-    open: AtomicUsize,
-    idle: Notify,
-}
-
-impl Default for Sockets {
-    fn default() -> Self {
-        Sockets {
-            closing: watch::Sender::new(false),
-            open: AtomicUsize::new(0),
-            idle: Notify::new(),
-        }
-    }
-}
-
-impl Sockets {
-    /// Closes every open WebSocket with 1012 (and every later one at once).
-    pub fn close_all(&self) {
-        self.closing.send_replace(true);
-    }
-
-    /// WebSockets open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-
-    /// Waits until no WebSocket is open.
-    pub async fn wait_closed(&self) {
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.open() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn enter(self: &Arc<Self>) -> OpenSocket {
-        self.open.fetch_add(1, Ordering::AcqRel);
-        OpenSocket(Arc::clone(self))
-    }
-}
-
-/// Counts one WebSocket as open until dropped.
-struct OpenSocket(Arc<Sockets>);
-
-impl Drop for OpenSocket {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
 }
 
 /// Checks the handshake (RFC 6455 §4.2.1) and returns the client's key.
@@ -173,7 +113,7 @@ pub async fn handle(
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, _) = req.into_parts();
-    let header = crate::asgi::scope_header(&parts, client, false)?;
+    let header = super::scope::scope_header(&parts, client, false)?;
     let mut pending = agent.host.request(to_host::WS_CONNECT, &header, b"");
     let first = tokio::time::timeout(state.timeout, pending.next())
         .await
@@ -183,7 +123,7 @@ pub async fn handle(
             subprotocol,
             headers,
         }) => {
-            let mut resp = crate::asgi::response(101, headers, Body::empty());
+            let mut resp = super::scope::response(101, headers, Body::empty());
             let h = resp.headers_mut();
             h.remove(header::SEC_WEBSOCKET_ACCEPT);
             h.remove(header::SEC_WEBSOCKET_PROTOCOL);
@@ -230,7 +170,7 @@ pub async fn handle(
             status,
             headers,
             body: Some(body),
-        }) => Ok(crate::asgi::response(status, headers, Body::from(body))),
+        }) => Ok(super::scope::response(status, headers, Body::from(body))),
         Some(Reply::Failed { error, .. }) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "agent_error",
@@ -399,6 +339,7 @@ fn sendable(code: u16) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::asgi::sockets::Sockets;
 
     #[test]
     fn upgrade_header_is_a_token_list() {

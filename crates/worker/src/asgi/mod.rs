@@ -8,7 +8,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -16,6 +16,11 @@ use crate::error::ApiError;
 use crate::host::protocol::{self, to_host};
 use crate::host::{Pending, Reply};
 use crate::state::{Agent, AppState};
+use scope::{response, scope_header};
+
+mod scope;
+pub mod sockets;
+mod websocket;
 
 /// Request bodies up to this size (known from Content-Length) go in one frame.
 const INLINE_BODY: u64 = 1024 * 1024;
@@ -43,8 +48,8 @@ async fn handle(
         };
         return grpc.oneshot(req).await.map_err(|e| match e {});
     }
-    if crate::websocket::is_upgrade(req.headers()) {
-        return crate::websocket::handle(state, &agent, client, req).await;
+    if websocket::is_upgrade(req.headers()) {
+        return websocket::handle(state, &agent, client, req).await;
     }
     let (parts, body) = req.into_parts();
     // Under `/ui/` (or a dedicated basePath) the UI answers first.
@@ -91,23 +96,6 @@ async fn root_ui(agent: &Agent, parts: &http::request::Parts) -> Option<Response
         Some(resp) => Some(resp),
         None => ui.spa_fallback(parts).await,
     }
-}
-
-/// Header and value as the host reads them (bytes as latin-1 chars).
-fn latin1(b: &[u8]) -> String {
-    b.iter().map(|&c| c as char).collect()
-}
-
-#[derive(serde::Serialize)]
-struct Scope<'a> {
-    method: &'a str,
-    path: &'a str,
-    query: String,
-    version: &'static str,
-    headers: Vec<(String, String)>,
-    more: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client: Option<(String, u16)>,
 }
 
 /// Sends the request to the agent's ASGI app and streams its response back.
@@ -174,73 +162,6 @@ async fn forward(
         )),
         None => Err(ApiError::host_gone()),
     }
-}
-
-/// The scope the host builds an ASGI `http` or `websocket` scope from;
-/// `more` says whether body frames follow.
-pub(crate) fn scope_header(
-    parts: &http::request::Parts,
-    client: Option<SocketAddr>,
-    more: bool,
-) -> Result<Vec<u8>, ApiError> {
-    let version = match parts.version {
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_10 => "1.0",
-        _ => "1.1",
-    };
-    let scope = Scope {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts
-            .uri
-            .query()
-            .map(|q| latin1(q.as_bytes()))
-            .unwrap_or_default(),
-        version,
-        headers: parts
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), latin1(v.as_bytes())))
-            .collect(),
-        more,
-        client: client.map(|c| (c.ip().to_string(), c.port())),
-    };
-    serde_json::to_vec(&scope)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
-}
-
-/// A response with the app's status and headers (latin-1 strings from the
-/// host; invalid and hop-by-hop ones dropped).
-pub(crate) fn response(status: u16, headers: Vec<(String, String)>, body: Body) -> Response {
-    let mut resp = Response::new(body);
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let map = resp.headers_mut();
-    for (k, v) in headers {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(k.as_bytes()),
-            HeaderValue::from_bytes(&v.chars().map(|c| c as u8).collect::<Vec<_>>()),
-        ) else {
-            continue;
-        };
-        if is_hop_by_hop(&name) {
-            continue;
-        }
-        map.append(name, value);
-    }
-    resp
-}
-
-pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "transfer-encoding"
-            | "upgrade"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-    )
 }
 
 /// Streams a request body to the host as BODY frames.
