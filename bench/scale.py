@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Replicas and scale to zero, measured: the figures of issue 11's bench rows.
+"""Replicas and scale to zero, measured: wake from zero, density, replicas on a CPU-bound handler, SSE streams.
 
 Each row starts its own `par supervisor` (config file `[[agents]]`, its own
 temp dir, the environment passed through as bench/run does: started as root,

@@ -329,14 +329,12 @@ fn workers_die_with_a_killed_supervisor() {
 
 #[test]
 fn liveness_failures_restart_and_wrong_identity_is_never_routed() {
-    let agents = format!(
-        "[[agents]]\nid = \"sick\"\npackage = \"pkg\"\nenv_vars = {{ FAKE_HEALTH_FAIL_AFTER = \"1\" }}\n\
-         [[agents]]\nid = \"impostor\"\npackage = \"pkg\"\nenv_vars = {{ FAKE_WRONG_ID = \"someone-else\" }}\n"
-    );
+    let agents = "[[agents]]\nid = \"sick\"\npackage = \"pkg\"\nenv_vars = { FAKE_HEALTH_FAIL_AFTER = \"1\" }\n\
+         [[agents]]\nid = \"impostor\"\npackage = \"pkg\"\nenv_vars = { FAKE_WRONG_ID = \"someone-else\" }\n";
     let sup = Supervisor::start(
         "live",
         "probe_interval = \"200ms\"\nprobe_failures = 2\n",
-        &agents,
+        agents,
         &[],
     );
     wait_until(Duration::from_secs(20), "a liveness restart", || {

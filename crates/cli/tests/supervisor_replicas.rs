@@ -100,7 +100,9 @@ fn two_replicas_share_the_load_and_one_killed_fails_only_its_own_requests() {
     // requests that were on it (at most one per loop), and they say so.
     let victim = procs[1]["pid"].as_u64().unwrap() as u32;
     let stop = Arc::new(AtomicBool::new(false));
-    let failures: Arc<Mutex<Vec<(u16, Option<String>)>>> = Arc::default();
+    // (status, the replica that answered) of every failed request
+    type Failures = Arc<Mutex<Vec<(u16, Option<String>)>>>;
+    let failures: Failures = Arc::default();
     let ok = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let loops: Vec<_> = (0..4)
         .map(|_| {
@@ -153,7 +155,9 @@ fn one_in_flight_per_replica_and_a_queue_of_two() {
     let sup = Supervisor::start_with("queue", "", &agents, &[]);
     sup.wait_ready("q", READY);
     let t0 = Instant::now();
-    let done: Arc<Mutex<Vec<(usize, u16, Duration, Option<String>)>>> = Arc::default();
+    // (request, status, when answered, Retry-After) in the order answered
+    type Done = Arc<Mutex<Vec<(usize, u16, Duration, Option<String>)>>>;
+    let done: Done = Arc::default();
     let threads: Vec<_> = (0..4)
         .map(|i| {
             let (done, port) = (Arc::clone(&done), sup.port);

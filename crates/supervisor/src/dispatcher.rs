@@ -40,6 +40,8 @@ pub struct Dispatcher {
 const LOAD_SAMPLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Dispatcher {
+    // Each argument is a distinct channel or shared table the loop feeds.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         core: Supervisor,
         runtime: Runtime,

@@ -34,6 +34,9 @@ impl Clock {
     }
 }
 
+// A command carries an agent's spec inline; each input is moved once through
+// the dispatcher's channel, so boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Input {
     /// A command; its answer goes to `waiter` (a `Reply` effect).

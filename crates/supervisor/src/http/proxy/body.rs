@@ -218,11 +218,7 @@ impl http_body::Body for Replayable {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Some(b) => b.size_hint(),
-            None => self
-                .hint
-                .as_ref()
-                .map(|(_, h)| h.clone())
-                .unwrap_or_default(),
+            None => self.hint.as_ref().map(|(_, h)| *h).unwrap_or_default(),
         }
     }
 }

@@ -7,7 +7,7 @@ fn a_rollout_switches_only_when_the_new_worker_is_ready() {
     let mut h = H::new();
     let old = h.ready("a");
     let (waiter, fx) = put(&mut h, v2("a"), true);
-    assert!(matches!(reply_to(&fx, waiter), None));
+    assert!(reply_to(&fx, waiter).is_none());
     let new = spawned(&fx).unwrap();
     h.ev(
         new,
