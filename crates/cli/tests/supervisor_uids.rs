@@ -108,53 +108,6 @@ fn find_file(root: &Path, name: &str) -> Option<PathBuf> {
     None
 }
 
-/// Everything a hostile agent tries. Each answer is "denied", or what it got.
-const HOSTILE: &str = r#"
-import json, os, urllib.request
-
-def attempt(fn):
-    try:
-        got = fn()
-        return "allowed: " + str(got)[:80]
-    except PermissionError:
-        return "denied"
-    except ProcessLookupError:
-        return "no such process"
-    except OSError as e:
-        return "error: " + repr(e)
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-def write(path):
-    with open(path, "w") as f:
-        f.write("owned")
-    return path
-
-def handler(t):
-    out = {}
-    for name, pid in t["pids"].items():
-        out["environ " + name] = attempt(lambda: read(f"/proc/{pid}/environ"))
-        out["kill " + name] = attempt(lambda: os.kill(pid, 0))
-        out["mem " + name] = attempt(lambda: read(f"/proc/{pid}/mem"))
-    for name, path in t["read"].items():
-        out["read " + name] = attempt(lambda: read(path))
-    for name, path in t["write"].items():
-        out["write " + name] = attempt(lambda: write(path))
-    own = {
-        "environ": attempt(lambda: b"HOSTILE_OWN=1" in read("/proc/self/environ")),
-        "uid": os.getuid(),
-        "groups": os.getgroups(),
-        "status": {l.split(":")[0]: l.split(":")[1].strip() for l in open("/proc/self/status") if ":" in l},
-    }
-    url = os.environ["PAR_SUPERVISOR_URL"] + "/agents/victim/invoke"
-    req = urllib.request.Request(url, data=b'{"q": 1}', headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        via_supervisor = json.loads(r.read())
-    return {"attempts": out, "own": own, "via_supervisor": via_supervisor}
-"#;
-
 #[test]
 fn a_hostile_agent_cannot_reach_another_agents_secrets_processes_or_files() {
     needs_root!();
@@ -165,7 +118,9 @@ fn a_hostile_agent_cannot_reach_another_agents_secrets_processes_or_files() {
         "import os\ndef handler(c):\n    return {'victim': True, 'uid': os.getuid()}\n",
         &[(".env", "DOTENV_SECRET=dotenv-secret-456\n")],
     );
-    let hostile = agent(dir.path(), "hostile", HOSTILE, &[]);
+    // The hostile agent of the container check: told pids and paths, it tries
+    // to read, signal and write them and answers what each attempt got.
+    let hostile = repo_root().join("deploy/checks/agents/hostile");
     let agents = format!(
         "[[agents]]\nid = \"victim\"\npackage = \"{}\"\nenv_vars = {{ VICTIM_TOKEN = \"sk-victim-123\" }}\n\
          [[agents]]\nid = \"hostile\"\npackage = \"{}\"\nenv_vars = {{ HOSTILE_OWN = \"1\" }}\n",
@@ -241,6 +196,7 @@ fn a_hostile_agent_cannot_reach_another_agents_secrets_processes_or_files() {
             "staging": home.join("agents/.staged/planted.apkg"),
             "agents folder": home.join("agents/planted"),
         },
+        "call": "victim",
     });
     let r = invoke(sup.port, "hostile", &target.to_string());
     assert_eq!(r.status, 200, "{}", r.text());
@@ -261,9 +217,9 @@ fn a_hostile_agent_cannot_reach_another_agents_secrets_processes_or_files() {
         serde_json::json!([]),
         "no supplementary groups"
     );
-    assert_eq!(own["status"]["NoNewPrivs"], "1");
-    assert_eq!(own["status"]["CapEff"], "0000000000000000");
-    assert_eq!(own["status"]["CapPrm"], "0000000000000000");
+    assert_eq!(own["NoNewPrivs"], "1");
+    assert_eq!(own["CapEff"], "0000000000000000");
+    assert_eq!(own["CapPrm"], "0000000000000000");
     // And the victim is reached the intended way, unharmed.
     assert_eq!(data["via_supervisor"]["data"]["victim"], true, "{data}");
     assert_eq!(data["via_supervisor"]["data"]["uid"], victim_uid);

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::host::protocol::{self, to_host};
 use crate::host::{Pending, Reply};
 use crate::state::{Agent, AppState};
-use scope::{response, scope_header};
+use scope::{not_a_head, response, scope_header};
 
 mod scope;
 pub mod sockets;
@@ -145,22 +145,7 @@ async fn forward(
             };
             Ok(response(status, headers, body))
         }
-        Some(Reply::Failed { error, .. }) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "agent_error",
-            format!("the agent's ASGI app failed: {error}"),
-        )),
-        Some(Reply::Err { error, .. }) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "bad_host_reply",
-            error,
-        )),
-        Some(other) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "bad_host_reply",
-            format!("unexpected reply from the agent host: {other:?}"),
-        )),
-        None => Err(ApiError::host_gone()),
+        other => Err(not_a_head(other, "")),
     }
 }
 

@@ -9,6 +9,7 @@ use axum::response::Response;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::error::ApiError;
+use crate::host::Reply;
 
 /// Header and value as the host reads them (bytes as latin-1 chars).
 pub(crate) fn latin1(b: &[u8]) -> String {
@@ -92,4 +93,25 @@ pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
             | "te"
             | "trailer"
     )
+}
+
+/// The error for a host reply that is not the response head awaited: the
+/// app failed (500), the host refused (502), or the host is gone.
+pub(crate) fn not_a_head(reply: Option<Reply>, during: &str) -> ApiError {
+    match reply {
+        Some(Reply::Failed { error, .. }) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "agent_error",
+            format!("the agent's ASGI app failed{during}: {error}"),
+        ),
+        Some(Reply::Err { error, .. }) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "bad_host_reply", error)
+        }
+        Some(other) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "bad_host_reply",
+            format!("unexpected reply from the agent host: {other:?}"),
+        ),
+        None => ApiError::host_gone(),
+    }
 }

@@ -171,22 +171,10 @@ pub async fn handle(
             headers,
             body: Some(body),
         }) => Ok(super::scope::response(status, headers, Body::from(body))),
-        Some(Reply::Failed { error, .. }) => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "agent_error",
-            format!("the agent's ASGI app failed during the WebSocket handshake: {error}"),
+        other => Err(super::scope::not_a_head(
+            other,
+            " during the WebSocket handshake",
         )),
-        Some(Reply::Err { error, .. }) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "bad_host_reply",
-            error,
-        )),
-        Some(other) => Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "bad_host_reply",
-            format!("unexpected reply from the agent host: {other:?}"),
-        )),
-        None => Err(ApiError::host_gone()),
     }
 }
 

@@ -44,7 +44,15 @@ def handler(target):
     for name, path in target.get("write", {}).items():
         out["write " + name] = attempt(lambda: write(path))
     status = {l.split(":")[0]: l.split(":", 1)[1].strip() for l in open("/proc/self/status") if ":" in l}
-    own = {"uid": os.getuid(), "groups": os.getgroups(), "CapEff": status["CapEff"], "NoNewPrivs": status["NoNewPrivs"]}
+    own = {
+        "uid": os.getuid(),
+        "groups": os.getgroups(),
+        "CapEff": status["CapEff"],
+        "CapPrm": status["CapPrm"],
+        "NoNewPrivs": status["NoNewPrivs"],
+        # Its own environment it can read: the refusals are about whose it is.
+        "environ": attempt(lambda: len(read("/proc/self/environ")) > 0),
+    }
     result = {"attempts": out, "own": own}
     victim = target.get("call")
     if victim:
