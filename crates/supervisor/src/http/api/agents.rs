@@ -49,7 +49,8 @@ fn checked_spec(
         return Err(ApiError::invalid_field(
             "package_path",
             format!(
-                "local packages must be in a package root ({}; PAR_PACKAGE_ROOTS)",
+                "local packages must be in a package root: {} is not ({}; PAR_PACKAGE_ROOTS)",
+                spec.package,
                 settings.package_roots_shown()
             ),
         ));
