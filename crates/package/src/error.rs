@@ -44,18 +44,58 @@ pub enum PackageError {
     },
     #[error("unsafe entry {name:?} in package: {reason}")]
     UnsafeEntry { name: String, reason: &'static str },
-    #[error("package has {count} entries, more than the limit of {limit}")]
-    TooManyEntries { count: usize, limit: usize },
-    #[error("package expands to more than the limit of {limit} bytes (zip bomb?)")]
-    TooLarge { limit: u64 },
     #[error(
-        "entry {name:?} has compression ratio {ratio}:1, more than the limit of {limit}:1 (zip bomb?)"
+        "package has {count} entries, more than the limit of {limit} (PAR_PACKAGE_MAX_ENTRIES)"
+    )]
+    TooManyEntries { count: usize, limit: usize },
+    #[error(
+        "package expands to at least {}, more than the limit of {} (PAR_PACKAGE_MAX_BYTES; zip bomb?)",
+        crate::limits::human_bytes(*size),
+        crate::limits::human_bytes(*limit)
+    )]
+    TooLarge { size: u64, limit: u64 },
+    #[error(
+        "entry {name:?} has compression ratio {ratio}:1, more than the limit of {limit}:1 (PAR_PACKAGE_MAX_RATIO; zip bomb?)"
     )]
     RatioTooHigh {
         name: String,
         ratio: u64,
         limit: u64,
     },
+    #[error(
+        "package of {} expands to at least {}, a ratio of {ratio}:1, more than the limit of {limit}:1 (PAR_PACKAGE_MAX_RATIO; zip bomb?)",
+        crate::limits::human_bytes(*archive_bytes),
+        crate::limits::human_bytes(*expands)
+    )]
+    ArchiveRatioTooHigh {
+        archive_bytes: u64,
+        expands: u64,
+        ratio: u64,
+        limit: u64,
+    },
+    #[error("entry {name:?} is {}, more than the limit of {}", crate::limits::human_bytes(*size), crate::limits::human_bytes(*limit))]
+    EntryTooLarge { name: String, size: u64, limit: u64 },
+    #[error("invalid {var}={value:?}: {reason}")]
+    BadLimit {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error(
+        "symbolic link {} -> {} resolves to {}, outside the package folder {}",
+        link.display(),
+        target.display(),
+        resolved.display(),
+        root.display()
+    )]
+    SymlinkEscape {
+        link: PathBuf,
+        target: PathBuf,
+        resolved: PathBuf,
+        root: PathBuf,
+    },
+    #[error("{} changed while it was being packed", path.display())]
+    ChangedWhilePacking { path: PathBuf },
     #[error("package has no agent.yaml at its root")]
     NoManifest,
     #[error(transparent)]

@@ -1,31 +1,30 @@
 //! Safe, atomic extraction of an APKG archive into the content-addressed cache.
 //!
 //! Every entry name is checked before anything is written (no absolute paths, no
-//! `..`, no symlinks, entry count, declared sizes and compression ratio), then the
-//! bytes actually inflated are counted again, since declared sizes can lie. Files
+//! `..`, no symlinks, entry count, declared sizes, the compression ratio of each
+//! large entry and of the whole archive), then the bytes actually inflated are
+//! counted again against the same limits, since declared sizes can lie. Files
 //! go to a private temp folder inside the cache which is renamed into place; a
 //! concurrent loader of the same package either wins the rename or finds the
 //! finished folder and drops its own copy.
 
 use std::fs;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::PackageError;
+use crate::limits::{expansion_budget, ARCHIVE_RATIO_FLOOR, ENTRY_RATIO_FLOOR};
 use crate::LoadOptions;
 
-/// Entries smaller than this are not checked for their compression ratio: small
-/// text files legitimately compress very well, and the total-size limit bounds them.
-const RATIO_MIN_BYTES: u64 = 1 << 20;
-
-/// Prefix of the private folders extractions are written to before the rename.
-const TMP_PREFIX: &str = ".tmp-";
+/// Prefix of the private folders extractions are written to before the rename
+/// (and of the archives folder sources are packed to).
+pub(crate) const TMP_PREFIX: &str = ".tmp-";
 /// A temp folder this old was left by a process that died mid-extraction.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
 
-/// Removes temp folders left behind by crashed loaders (best effort).
+/// Removes temp folders and files left behind by crashed loaders (best effort).
 fn remove_stale_temp_dirs(packages: &Path) {
     let Ok(entries) = fs::read_dir(packages) else {
         return;
@@ -38,7 +37,11 @@ fn remove_stale_temp_dirs(packages: &Path) {
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > STALE_AFTER);
         if stale {
-            let _ = fs::remove_dir_all(e.path());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = fs::remove_dir_all(e.path());
+            } else {
+                let _ = fs::remove_file(e.path());
+            }
         }
     }
 }
@@ -115,9 +118,27 @@ pub(crate) fn extract_cached<R: Read + Seek>(
     }
 }
 
+/// The error for an archive of `archive_bytes` found to expand to `expands`
+/// bytes, over `budget` (see [`expansion_budget`]): the total or the ratio.
+fn over_budget(expands: u64, archive_bytes: u64, opts: &LoadOptions) -> PackageError {
+    if expands > opts.max_total_bytes {
+        PackageError::TooLarge {
+            size: expands,
+            limit: opts.max_total_bytes,
+        }
+    } else {
+        PackageError::ArchiveRatioTooHigh {
+            archive_bytes,
+            expands,
+            ratio: expands.div_ceil(archive_bytes.max(1)),
+            limit: opts.max_ratio,
+        }
+    }
+}
+
 /// Checks every entry, then writes them under `dest` (which must not exist).
 pub(crate) fn extract_into<R: Read + Seek>(
-    archive: R,
+    mut archive: R,
     source_name: &str,
     dest: &Path,
     opts: &LoadOptions,
@@ -126,6 +147,18 @@ pub(crate) fn extract_into<R: Read + Seek>(
         source_name: source_name.to_string(),
         source,
     };
+    let read_err = |source| PackageError::Read {
+        path: PathBuf::from(source_name),
+        source,
+    };
+    let archive_bytes = archive.seek(SeekFrom::End(0)).map_err(read_err)?;
+    archive.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    // What the whole archive may expand to: the total limit, and the ratio
+    // limit over the whole archive once past the floor (a bomb split into
+    // many entries each under the per-entry floor is still a bomb).
+    let budget = expansion_budget(archive_bytes, opts.max_ratio, opts.max_total_bytes);
+    debug_assert!(budget >= ARCHIVE_RATIO_FLOOR.min(opts.max_total_bytes));
+
     let mut zip = zip::ZipArchive::new(archive).map_err(not_zip)?;
     if zip.len() > opts.max_entries {
         return Err(PackageError::TooManyEntries {
@@ -151,13 +184,8 @@ pub(crate) fn extract_into<R: Read + Seek>(
             });
         }
         let size = entry.size();
-        declared = declared.saturating_add(size);
-        if declared > opts.max_total_bytes {
-            return Err(PackageError::TooLarge {
-                limit: opts.max_total_bytes,
-            });
-        }
-        if size >= RATIO_MIN_BYTES {
+        // The entry's own ratio first: that error names the entry.
+        if size >= ENTRY_RATIO_FLOOR {
             let ratio = size / entry.compressed_size().max(1);
             if ratio > opts.max_ratio {
                 return Err(PackageError::RatioTooHigh {
@@ -167,7 +195,13 @@ pub(crate) fn extract_into<R: Read + Seek>(
                 });
             }
         }
+        // Summed over every entry before refusing, so that the error gives
+        // the whole figure.
+        declared = declared.saturating_add(size);
         plan.push((rel, entry.is_dir(), name, entry.compressed_size()));
+    }
+    if declared > budget {
+        return Err(over_budget(declared, archive_bytes, opts));
     }
 
     let write_err = |path: &Path| {
@@ -175,6 +209,7 @@ pub(crate) fn extract_into<R: Read + Seek>(
         move |source| PackageError::Write { path, source }
     };
     fs::create_dir(dest).map_err(write_err(dest))?;
+    // Second pass: the bytes actually inflated, against the same budget.
     let mut written: u64 = 0;
     for (i, (rel, is_dir, name, compressed)) in plan.into_iter().enumerate() {
         let path = dest.join(&rel);
@@ -203,7 +238,7 @@ pub(crate) fn extract_into<R: Read + Seek>(
                 }
             })?;
         let mut entry = zip.by_index(i).map_err(not_zip)?;
-        let remaining = opts.max_total_bytes - written;
+        let remaining = budget - written;
         let n = copy_limited(&mut entry, &mut out, remaining + 1).map_err(|source| {
             PackageError::Entry {
                 name: name.clone(),
@@ -211,12 +246,10 @@ pub(crate) fn extract_into<R: Read + Seek>(
             }
         })?;
         written += n;
-        if written > opts.max_total_bytes {
-            return Err(PackageError::TooLarge {
-                limit: opts.max_total_bytes,
-            });
+        if written > budget {
+            return Err(over_budget(written, archive_bytes, opts));
         }
-        if n >= RATIO_MIN_BYTES && n / compressed.max(1) > opts.max_ratio {
+        if n >= ENTRY_RATIO_FLOOR && n / compressed.max(1) > opts.max_ratio {
             return Err(PackageError::RatioTooHigh {
                 name,
                 ratio: n / compressed.max(1),

@@ -14,12 +14,15 @@
 //! pkg.ui_dir()    // folder of the UI's static files, if any
 //! ```
 
+mod cache;
 mod dotenv;
 mod error;
 mod extract;
+pub mod limits;
 pub mod manifest;
 mod pack;
 
+pub use cache::{sweep_packages, SweepReport};
 pub use dotenv::parse_dotenv;
 pub use error::PackageError;
 pub use manifest::{FieldError, Manifest, ManifestErrors, Surfaces};
@@ -27,7 +30,7 @@ pub use pack::{pack, PackSummary};
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -42,27 +45,61 @@ pub struct LoadOptions {
     pub home: PathBuf,
     /// Expected SHA-256 (hex) of the archive; refused on mismatch.
     pub sha256: Option<String>,
-    /// Most entries (files and folders) an archive may hold. Default 10,000.
+    /// Most entries (files and folders) an archive may hold. Default 10,000
+    /// (`PAR_PACKAGE_MAX_ENTRIES`).
     pub max_entries: usize,
-    /// Most bytes an archive may expand to. Default 1 GiB.
+    /// Most bytes an archive may expand to, declared and actually inflated.
+    /// Default 1 GiB (`PAR_PACKAGE_MAX_BYTES`).
     pub max_total_bytes: u64,
-    /// Highest uncompressed:compressed ratio of a large entry. Default 200.
+    /// Highest uncompressed:compressed ratio, of each entry of 1 MiB or more
+    /// and of the whole archive once it expands past 1 MiB. Default 200
+    /// (`PAR_PACKAGE_MAX_RATIO`).
     pub max_ratio: u64,
 }
 
+/// `$PAR_HOME`, else [`DEFAULT_HOME`].
+fn home_from_env() -> PathBuf {
+    std::env::var_os("PAR_HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_HOME))
+}
+
 impl Default for LoadOptions {
+    /// [`LoadOptions::from_env`]; a limit variable with an invalid value is
+    /// logged and its default used instead (call `from_env` to refuse it).
     fn default() -> Self {
-        let home = std::env::var_os("PAR_HOME")
-            .filter(|h| !h.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_HOME));
+        LoadOptions::from_env().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "package limits: using the defaults");
+            LoadOptions::builtin()
+        })
+    }
+}
+
+impl LoadOptions {
+    /// The built-in limits and `$PAR_HOME`, whatever the limit variables say.
+    pub fn builtin() -> Self {
         LoadOptions {
-            home,
+            home: home_from_env(),
             sha256: None,
-            max_entries: 10_000,
-            max_total_bytes: 1 << 30,
-            max_ratio: 200,
+            max_entries: limits::DEFAULT_MAX_ENTRIES,
+            max_total_bytes: limits::DEFAULT_MAX_TOTAL_BYTES,
+            max_ratio: limits::DEFAULT_MAX_RATIO,
         }
+    }
+
+    /// `$PAR_HOME` and the operator's limits: `PAR_PACKAGE_MAX_ENTRIES` (a
+    /// count), `PAR_PACKAGE_MAX_BYTES` (bytes, or with a K/M/G/T suffix, powers
+    /// of 1024) and `PAR_PACKAGE_MAX_RATIO`; unset or empty means the default.
+    /// An invalid value is an error naming the variable.
+    pub fn from_env() -> Result<Self, PackageError> {
+        let (max_entries, max_total_bytes, max_ratio) = limits::from_env()?;
+        Ok(LoadOptions {
+            max_entries,
+            max_total_bytes,
+            max_ratio,
+            ..LoadOptions::builtin()
+        })
     }
 }
 
@@ -178,29 +215,70 @@ pub fn load(source: &Path, opts: &LoadOptions) -> Result<LoadedPackage, PackageE
         }
     })?;
     let source_name = source.display().to_string();
-    if meta.is_dir() {
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(PackageError::BadSource(source.to_path_buf()));
+    }
+    let packages = opts.packages_dir();
+    fs::create_dir_all(&packages).map_err(|source| PackageError::Write {
+        path: packages.clone(),
+        source,
+    })?;
+    // Held until the package folder is marked used: no sweep meanwhile.
+    let _lock = cache::CacheLock::shared(&packages);
+    let loaded = if meta.is_dir() {
+        // Packed to a temp file in the cache (streamed, never whole in memory).
+        let tmp = TempFile::new(&packages, "pack");
         let limits = pack::PackLimits {
             max_entries: opts.max_entries,
             max_total_bytes: opts.max_total_bytes,
         };
-        let (bytes, _, _) = pack::pack_to_vec(source, std::time::UNIX_EPOCH, limits, None)?;
-        let sha256 = sha256_hex(&bytes);
-        load_archive(Cursor::new(bytes), &source_name, sha256, expected, opts)
-    } else if meta.is_file() {
-        let mut file = fs::File::open(source).map_err(|e| PackageError::Read {
-            path: source.to_path_buf(),
-            source: e,
-        })?;
-        let read_err = |e| PackageError::Read {
-            path: source.to_path_buf(),
-            source: e,
-        };
-        let sha256 = sha256_reader(&mut file).map_err(read_err)?;
-        file.seek(SeekFrom::Start(0)).map_err(read_err)?;
-        load_archive(file, &source_name, sha256, expected, opts)
+        pack::pack_to_file(source, &tmp.0, std::time::UNIX_EPOCH, limits, None, false)?;
+        load_file(&tmp.0, &source_name, expected, opts)?
     } else {
-        Err(PackageError::BadSource(source.to_path_buf()))
+        load_file(source, &source_name, expected, opts)?
+    };
+    cache::mark_used(&loaded.root);
+    Ok(loaded)
+}
+
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    /// `<dir>/.tmp-<what>-<pid>-<n>.apkg` (not created).
+    fn new(dir: &Path, what: &str) -> TempFile {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        TempFile(dir.join(format!(
+            "{}{what}-{}-{}.apkg",
+            extract::TMP_PREFIX,
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        )))
     }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Hashes the archive at `path`, then checks, extracts and parses it.
+fn load_file(
+    path: &Path,
+    source_name: &str,
+    expected: Option<String>,
+    opts: &LoadOptions,
+) -> Result<LoadedPackage, PackageError> {
+    let read_err = |e| PackageError::Read {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut file = fs::File::open(path).map_err(read_err)?;
+    let sha256 = sha256_reader(&mut file).map_err(read_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    load_archive(file, source_name, sha256, expected, opts)
 }
 
 fn load_archive<R: Read + Seek>(
@@ -268,23 +346,28 @@ pub fn inspect(source: &Path) -> Result<PackageInfo, PackageError> {
         }
     })?;
     let name = source.display().to_string();
-    let bytes = if meta.is_dir() {
+    let tmp;
+    let path = if meta.is_dir() {
+        tmp = TempFile::new(&std::env::temp_dir(), "par-inspect");
         let d = LoadOptions::default();
         let limits = pack::PackLimits {
             max_entries: d.max_entries,
             max_total_bytes: d.max_total_bytes,
         };
-        pack::pack_to_vec(source, std::time::UNIX_EPOCH, limits, None)?.0
+        pack::pack_to_file(source, &tmp.0, std::time::UNIX_EPOCH, limits, None, false)?;
+        tmp.0.as_path()
     } else {
-        fs::read(source).map_err(|e| PackageError::Read {
-            path: source.to_path_buf(),
-            source: e,
-        })?
+        source
     };
-    let sha256 = sha256_hex(&bytes);
-    let archive_bytes = bytes.len() as u64;
-    let mut cursor = Cursor::new(bytes);
-    let (manifest, entries, requirements_txt) = read_entry_manifest(&mut cursor, &name)?;
+    let read_err = |e| PackageError::Read {
+        path: source.to_path_buf(),
+        source: e,
+    };
+    let mut file = fs::File::open(path).map_err(read_err)?;
+    let sha256 = sha256_reader(&mut file).map_err(read_err)?;
+    let archive_bytes = file.seek(SeekFrom::End(0)).map_err(read_err)?;
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let (manifest, entries, requirements_txt) = read_entry_manifest(&mut file, &name)?;
     Ok(PackageInfo {
         sha256,
         manifest,
@@ -294,26 +377,38 @@ pub fn inspect(source: &Path) -> Result<PackageInfo, PackageError> {
     })
 }
 
-/// Reads a small text entry, refusing one larger than 1 MiB.
+/// Reads a small text entry, refusing one larger than `limit`.
 fn read_small_entry<R: Read + Seek>(
     zip: &mut zip::ZipArchive<R>,
     name: &str,
     source_name: &str,
+    limit: u64,
 ) -> Result<Option<String>, PackageError> {
     match zip.by_name(name) {
         Ok(mut entry) => {
-            if entry.size() > 1 << 20 {
-                return Err(PackageError::TooLarge { limit: 1 << 20 });
+            if entry.size() > limit {
+                return Err(PackageError::EntryTooLarge {
+                    name: name.into(),
+                    size: entry.size(),
+                    limit,
+                });
             }
             let mut bytes = Vec::new();
             entry
                 .by_ref()
-                .take(1 << 20)
+                .take(limit + 1)
                 .read_to_end(&mut bytes)
                 .map_err(|source| PackageError::Entry {
                     name: name.into(),
                     source,
                 })?;
+            if bytes.len() as u64 > limit {
+                return Err(PackageError::EntryTooLarge {
+                    name: name.into(),
+                    size: bytes.len() as u64,
+                    limit,
+                });
+            }
             Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
         }
         Err(zip::result::ZipError::FileNotFound) => Ok(None),
@@ -333,10 +428,16 @@ fn read_entry_manifest<R: Read + Seek>(
         source_name: source_name.to_string(),
         source,
     })?;
-    let yaml =
-        read_small_entry(&mut zip, "agent.yaml", source_name)?.ok_or(PackageError::NoManifest)?;
-    let manifest = Manifest::parse(&yaml, &format!("agent.yaml in {source_name}"))?;
-    let reqs = read_small_entry(&mut zip, "requirements.txt", source_name)?.map(|t| {
+    let file_name = format!("agent.yaml in {source_name}");
+    let limit = manifest::limits::MAX_MANIFEST_BYTES as u64;
+    let yaml = match read_small_entry(&mut zip, "agent.yaml", source_name, limit) {
+        Err(PackageError::EntryTooLarge { size, .. }) => {
+            return Err(Manifest::too_large(size, &file_name).into())
+        }
+        other => other?.ok_or(PackageError::NoManifest)?,
+    };
+    let manifest = Manifest::parse(&yaml, &file_name)?;
+    let reqs = read_small_entry(&mut zip, "requirements.txt", source_name, 1 << 20)?.map(|t| {
         t.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))

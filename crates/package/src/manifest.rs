@@ -21,6 +21,41 @@ pub const RUNTIMES: &[&str] = &[
 /// Runtime used when the manifest names none.
 pub const DEFAULT_RUNTIME: &str = "python3.11";
 
+/// Size limits of a manifest and of its fields (bytes of UTF-8, counts of
+/// items): what is over one is refused with an error naming the field and
+/// the limit. They keep every reply that shows a manifest small.
+pub mod limits {
+    /// The whole `agent.yaml`.
+    pub const MAX_MANIFEST_BYTES: usize = 256 * 1024;
+    /// `description`, `metadata.sub_agents[].description`.
+    pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+    /// Names and short text: `name`, `version`, `display_name`, `author`,
+    /// `license`, `runtime`, `metadata.version`, sub-agent names, each tag
+    /// and capability, environment variable names.
+    pub const MAX_NAME_BYTES: usize = 256;
+    /// `metadata.homepage`, `metadata.repository`.
+    pub const MAX_URL_BYTES: usize = 2048;
+    /// `module:function` references (`entrypoint`, `a2a.*`, `rest.entry`, `http_server`).
+    pub const MAX_REF_BYTES: usize = 512;
+    /// `ui.path`, `ui.basePath`.
+    pub const MAX_PATH_BYTES: usize = 1024;
+    /// Each of `dependencies`.
+    pub const MAX_DEPENDENCY_BYTES: usize = 1024;
+    /// Items of `dependencies`.
+    pub const MAX_DEPENDENCIES: usize = 500;
+    /// Items of `metadata.tags` and of `capabilities`.
+    pub const MAX_LIST_ITEMS: usize = 100;
+    /// Items of `metadata.sub_agents` (the agent's exports).
+    pub const MAX_SUB_AGENTS: usize = 100;
+    /// Variables of `environment`.
+    pub const MAX_ENV_VARS: usize = 1000;
+    /// Each value of `environment`.
+    pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
+    /// Warnings kept (unknown keys and the like); the rest are counted.
+    pub const MAX_WARNINGS: usize = 50;
+}
+use limits::*;
+
 /// Top-level keys that are known and kept as JSON in [`Manifest::extra`].
 const EXTRA_KEYS: &[&str] = &[
     "mcp",
@@ -184,6 +219,19 @@ impl Manifest {
         }
     }
 
+    /// The error for an `agent.yaml` of `size` bytes, over [`limits::MAX_MANIFEST_BYTES`].
+    pub fn too_large(size: u64, file_name: &str) -> ManifestErrors {
+        ManifestErrors {
+            file: file_name.to_string(),
+            errors: vec![FieldError {
+                field: "(file)".into(),
+                message: format!(
+                    "is {size} bytes or more, more than the limit of {MAX_MANIFEST_BYTES} bytes"
+                ),
+            }],
+        }
+    }
+
     /// Parses and validates `agent.yaml` text; `file_name` is used in messages.
     pub fn parse(yaml_text: &str, file_name: &str) -> Result<Manifest, ManifestErrors> {
         let fail = |field: &str, message: String| ManifestErrors {
@@ -193,6 +241,9 @@ impl Manifest {
                 message,
             }],
         };
+        if yaml_text.len() > MAX_MANIFEST_BYTES {
+            return Err(Manifest::too_large(yaml_text.len() as u64, file_name));
+        }
         let doc: Value = serde_yaml_ng::from_str(yaml_text)
             .map_err(|e| fail("(yaml)", format!("not valid YAML: {e}")))?;
         let Value::Mapping(map) = doc else {
@@ -202,7 +253,14 @@ impl Manifest {
             ));
         };
         let mut c = Checker::default();
-        let m = c.manifest(&map);
+        let m = c.manifest(&map).map(|mut m| {
+            if m.warnings.len() > MAX_WARNINGS {
+                let more = m.warnings.len() - MAX_WARNINGS;
+                m.warnings.truncate(MAX_WARNINGS);
+                m.warnings.push(format!("... and {more} more warnings"));
+            }
+            m
+        });
         match m {
             Some(m) if c.errors.is_empty() => Ok(m),
             _ => Err(ManifestErrors {
@@ -263,6 +321,14 @@ fn key_text(k: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Null => "null".into(),
         other => format!("<{}>", kind(other)),
+    }
+}
+
+/// Untrusted text shown in a field path or a warning, cut to 64 characters.
+fn short(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -335,7 +401,40 @@ impl Checker {
         }
     }
 
-    fn string_list(&mut self, v: Option<&Value>, field: &str) -> Vec<String> {
+    /// A string of at most `limit` bytes; a longer one is an error (and `None`,
+    /// so that no later message repeats it).
+    fn capped(&mut self, v: Option<&Value>, field: &str, limit: usize) -> Option<String> {
+        let s = self.string(v, field)?;
+        if s.len() > limit {
+            self.err(
+                field,
+                format!("is {} bytes, more than the limit of {limit} bytes", s.len()),
+            );
+            return None;
+        }
+        Some(s)
+    }
+
+    /// `false` (and an error) when a list has more than `limit` items.
+    fn count_ok(&mut self, field: &str, n: usize, limit: usize, what: &str) -> bool {
+        if n > limit {
+            self.err(
+                field,
+                format!("has {n} {what}, more than the limit of {limit}"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// A list of at most `max_items` strings of at most `item_limit` bytes each.
+    fn string_list(
+        &mut self,
+        v: Option<&Value>,
+        field: &str,
+        max_items: usize,
+        item_limit: usize,
+    ) -> Vec<String> {
         let Some(v) = v else { return Vec::new() };
         let Value::Sequence(items) = v else {
             self.err(
@@ -344,10 +443,13 @@ impl Checker {
             );
             return Vec::new();
         };
+        if !self.count_ok(field, items.len(), max_items, "items") {
+            return Vec::new();
+        }
         items
             .iter()
             .enumerate()
-            .filter_map(|(i, item)| self.string(Some(item), &format!("{field}[{i}]")))
+            .filter_map(|(i, item)| self.capped(Some(item), &format!("{field}[{i}]"), item_limit))
             .collect()
     }
 
@@ -363,7 +465,7 @@ impl Checker {
 
     fn warn_unknown(&mut self, map: &Mapping, known: &[&str], prefix: &str) {
         for k in map.keys() {
-            let name = key_text(k);
+            let name = short(&key_text(k));
             if !known.contains(&name.as_str()) {
                 let field = if prefix.is_empty() {
                     name
@@ -377,7 +479,7 @@ impl Checker {
 
     /// `module:attr`, both parts Python names (attr may be dotted).
     fn entry_ref(&mut self, v: Option<&Value>, field: &str, example: &str) -> Option<EntryRef> {
-        let s = self.string(v, field)?;
+        let s = self.capped(v, field, MAX_REF_BYTES)?;
         match s.split_once(':') {
             Some((m, a)) if is_dotted(m.trim()) && is_dotted(a.trim()) => Some(EntryRef {
                 module: m.trim().to_string(),
@@ -397,7 +499,7 @@ impl Checker {
         for k in map.keys() {
             if !matches!(k, Value::String(_)) {
                 self.err(
-                    format!("(key {})", key_text(k)),
+                    format!("(key {})", short(&key_text(k))),
                     format!("field names must be strings, got {}", kind(k)),
                 );
             }
@@ -410,7 +512,7 @@ impl Checker {
                 None
             }
             Some(v) => {
-                let n = self.string(Some(v), "name");
+                let n = self.capped(Some(v), "name", MAX_NAME_BYTES);
                 if let Some(n) = &n {
                     if !is_valid_name(n) {
                         self.err(
@@ -424,14 +526,14 @@ impl Checker {
                 n
             }
         };
-        let version = self.string(get("version"), "version");
-        let display_name = self.string(get("display_name"), "display_name");
-        let description = self.string(get("description"), "description");
-        let author = self.string(get("author"), "author");
-        let license = self.string(get("license"), "license");
+        let version = self.capped(get("version"), "version", MAX_NAME_BYTES);
+        let display_name = self.capped(get("display_name"), "display_name", MAX_NAME_BYTES);
+        let description = self.capped(get("description"), "description", MAX_DESCRIPTION_BYTES);
+        let author = self.capped(get("author"), "author", MAX_NAME_BYTES);
+        let license = self.capped(get("license"), "license", MAX_NAME_BYTES);
         let entrypoint = self.entry_ref(get("entrypoint"), "entrypoint", "src.main:handler");
 
-        let runtime = match self.string(get("runtime"), "runtime") {
+        let runtime = match self.capped(get("runtime"), "runtime", MAX_NAME_BYTES) {
             None => DEFAULT_RUNTIME.to_string(),
             Some(r) => {
                 if !RUNTIMES.contains(&r.as_str()) {
@@ -448,10 +550,23 @@ impl Checker {
         };
 
         let mut environment = BTreeMap::new();
-        if let Some(env) = self.mapping(get("environment"), "environment") {
+        let env = self
+            .mapping(get("environment"), "environment")
+            .filter(|env| self.count_ok("environment", env.len(), MAX_ENV_VARS, "variables"));
+        if let Some(env) = env {
             for (k, v) in env {
                 let key = key_text(k);
-                let field = format!("environment.{key}");
+                let field = format!("environment.{}", short(&key));
+                if key.len() > MAX_NAME_BYTES {
+                    self.err(
+                        &field,
+                        format!(
+                            "variable name is {} bytes, more than the limit of {MAX_NAME_BYTES} bytes",
+                            key.len()
+                        ),
+                    );
+                    continue;
+                }
                 if !matches!(k, Value::String(_)) || !is_env_key(&key) {
                     self.err(
                         &field,
@@ -463,13 +578,18 @@ impl Checker {
                     self.err(&field, "expected a string, got null");
                     continue;
                 }
-                if let Some(val) = self.string(Some(v), &field) {
+                if let Some(val) = self.capped(Some(v), &field, MAX_ENV_VALUE_BYTES) {
                     environment.insert(key, val);
                 }
             }
         }
 
-        let dependencies = self.string_list(get("dependencies"), "dependencies");
+        let dependencies = self.string_list(
+            get("dependencies"),
+            "dependencies",
+            MAX_DEPENDENCIES,
+            MAX_DEPENDENCY_BYTES,
+        );
         for (i, d) in dependencies.iter().enumerate() {
             let t = d.trim();
             if t.is_empty()
@@ -482,7 +602,12 @@ impl Checker {
                 );
             }
         }
-        let capabilities = self.string_list(get("capabilities"), "capabilities");
+        let capabilities = self.string_list(
+            get("capabilities"),
+            "capabilities",
+            MAX_LIST_ITEMS,
+            MAX_NAME_BYTES,
+        );
 
         let metadata = self.metadata(get("metadata"));
         let a2a = self.a2a(get("a2a"));
@@ -571,13 +696,20 @@ impl Checker {
             ],
             "metadata",
         );
-        let version = self.string(get("version"), "metadata.version");
-        let homepage = self.string(get("homepage"), "metadata.homepage");
-        let repository = self.string(get("repository"), "metadata.repository");
-        let tags = self.string_list(get("tags"), "metadata.tags");
+        let version = self.capped(get("version"), "metadata.version", MAX_NAME_BYTES);
+        let homepage = self.capped(get("homepage"), "metadata.homepage", MAX_URL_BYTES);
+        let repository = self.capped(get("repository"), "metadata.repository", MAX_URL_BYTES);
+        let tags = self.string_list(get("tags"), "metadata.tags", MAX_LIST_ITEMS, MAX_NAME_BYTES);
         let mut sub_agents = Vec::new();
         match get("sub_agents") {
             None => {}
+            Some(Value::Sequence(items))
+                if !self.count_ok(
+                    "metadata.sub_agents",
+                    items.len(),
+                    MAX_SUB_AGENTS,
+                    "sub-agents",
+                ) => {}
             Some(Value::Sequence(items)) => {
                 for (i, item) in items.iter().enumerate() {
                     let field = format!("metadata.sub_agents[{i}]");
@@ -624,7 +756,7 @@ impl Checker {
                 self.err(&name_field, "required field is missing");
                 None
             }
-            Some(v) => self.string(Some(v), &name_field),
+            Some(v) => self.capped(Some(v), &name_field, MAX_NAME_BYTES),
         };
         if let Some(n) = &name {
             let ok = !n.is_empty()
@@ -639,7 +771,11 @@ impl Checker {
                 );
             }
         }
-        let description = self.string(get("description"), &format!("{field}.description"));
+        let description = self.capped(
+            get("description"),
+            &format!("{field}.description"),
+            MAX_DESCRIPTION_BYTES,
+        );
         let public = match get("public") {
             None => false,
             Some(Value::Bool(b)) => *b,
@@ -697,7 +833,7 @@ impl Checker {
             self.err("rest.entry", "required field is missing");
             return None;
         };
-        let s = self.string(Some(raw), "rest.entry")?;
+        let s = self.capped(Some(raw), "rest.entry", MAX_REF_BYTES)?;
         let entry = match s.split_once(':') {
             Some((m, a)) if is_dotted(m.trim()) && is_dotted(a.trim()) => EntryRef {
                 module: m.trim().to_string(),
@@ -728,7 +864,7 @@ impl Checker {
                 self.err("ui.path", "required field is missing");
                 None
             }
-            Some(v) => self.string(Some(v), "ui.path"),
+            Some(v) => self.capped(Some(v), "ui.path", MAX_PATH_BYTES),
         };
         if let Some(p) = &path {
             let bad = p.trim().is_empty()
@@ -748,7 +884,7 @@ impl Checker {
         } else {
             "ui.base_path"
         };
-        let base_path = match self.string(base, base_field) {
+        let base_path = match self.capped(base, base_field, MAX_PATH_BYTES) {
             None => "/".to_string(),
             Some(b) if b.starts_with('/') => b,
             Some(b) => {

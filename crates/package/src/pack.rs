@@ -4,14 +4,14 @@
 //! timestamps), so the same content always gives the same sha256.
 
 use std::fs;
-use std::io::{Cursor, Write};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use zip::write::SimpleFileOptions;
 
 use crate::error::PackageError;
-use crate::manifest::Manifest;
+use crate::manifest::{limits::MAX_MANIFEST_BYTES, Manifest};
 
 /// Folder and file names never packed (caches, VCS, local environments; the
 /// source's own `.pixell/` may hold API keys and is replaced by ours).
@@ -46,6 +46,8 @@ pub(crate) struct PackLimits {
 
 /// Packs `dir` into `out` (written to a temp file next to it, then renamed).
 /// `created_at` in `.pixell/package.json` is `$SOURCE_DATE_EPOCH` when set, else now.
+/// Files are streamed into the archive; none is held whole in memory. A
+/// symbolic link that resolves outside `dir` is refused.
 pub fn pack(dir: &Path, out: &Path) -> Result<PackSummary, PackageError> {
     let created = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -58,8 +60,6 @@ pub fn pack(dir: &Path, out: &Path) -> Result<PackSummary, PackageError> {
         max_total_bytes: defaults.max_total_bytes,
     };
     let skip = fs::canonicalize(out).ok();
-    let (bytes, manifest, entries) = pack_to_vec(dir, created, limits, skip.as_deref())?;
-    let sha256 = crate::sha256_hex(&bytes);
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -69,33 +69,85 @@ pub fn pack(dir: &Path, out: &Path) -> Result<PackSummary, PackageError> {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_else(|| "package.apkg".into());
     let tmp = parent.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let write_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| PackageError::Write { path, source }
-    };
-    fs::write(&tmp, &bytes).map_err(write_err(&tmp))?;
-    fs::rename(&tmp, out).map_err(|e| {
+    let packed =
+        pack_to_file(dir, &tmp, created, limits, skip.as_deref(), true).and_then(|packed| {
+            let sha256 = crate::sha256_file(&tmp)?;
+            let bytes = fs::metadata(&tmp)
+                .map_err(|source| PackageError::Read {
+                    path: tmp.clone(),
+                    source,
+                })?
+                .len();
+            fs::rename(&tmp, out).map_err(|source| PackageError::Write {
+                path: out.to_path_buf(),
+                source,
+            })?;
+            Ok((packed, sha256, bytes))
+        });
+    let (packed, sha256, bytes) = packed.inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
-        PackageError::Write {
-            path: out.to_path_buf(),
-            source: e,
-        }
     })?;
     Ok(PackSummary {
-        manifest,
-        entries,
-        bytes: bytes.len() as u64,
+        manifest: packed.0,
+        entries: packed.1,
+        bytes,
         sha256,
     })
 }
 
-/// Packs `dir` in memory. `skip` is a file (the output) never to include.
-pub(crate) fn pack_to_vec(
+/// Packs `dir` into a new file at `path` (created or truncated): the manifest
+/// and the number of entries. `skip` is a file (the output) never to include;
+/// `durable` flushes the file to disk (for an archive that outlives us).
+pub(crate) fn pack_to_file(
     dir: &Path,
+    path: &Path,
     created: SystemTime,
     limits: PackLimits,
     skip: Option<&Path>,
-) -> Result<(Vec<u8>, Manifest, usize), PackageError> {
+    durable: bool,
+) -> Result<(Manifest, usize), PackageError> {
+    let file = fs::File::create(path).map_err(|source| PackageError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // The archive being written is never packed into itself.
+    let own = fs::canonicalize(path).ok();
+    let skip: Vec<&Path> = skip.into_iter().chain(own.as_deref()).collect();
+    let (file, manifest, entries) =
+        pack_to_writer(dir, io::BufWriter::new(file), created, limits, &skip)?;
+    let file = file.into_inner().map_err(|e| PackageError::Write {
+        path: path.to_path_buf(),
+        source: e.into_error(),
+    })?;
+    if durable {
+        file.sync_all().map_err(|source| PackageError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok((manifest, entries))
+}
+
+/// One file or folder to pack.
+struct Item {
+    /// Path inside the package.
+    rel: PathBuf,
+    is_dir: bool,
+    executable: bool,
+    /// What to open: the path itself, or where the symbolic link points.
+    open: PathBuf,
+    /// Device and inode seen by the walk: the file opened must be the same.
+    id: Option<(u64, u64)>,
+}
+
+/// Packs `dir` into `w`, streaming each file.
+fn pack_to_writer<W: Write + Seek>(
+    dir: &Path,
+    w: W,
+    created: SystemTime,
+    limits: PackLimits,
+    skip: &[&Path],
+) -> Result<(W, Manifest, usize), PackageError> {
     let read_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| PackageError::Read { path, source }
@@ -104,45 +156,65 @@ pub(crate) fn pack_to_vec(
     if !manifest_path.is_file() {
         return Err(PackageError::NoManifest);
     }
-    let yaml = fs::read_to_string(&manifest_path).map_err(read_err(&manifest_path))?;
-    let manifest = Manifest::parse(&yaml, &manifest_path.display().to_string())?;
+    let root = fs::canonicalize(dir).map_err(read_err(dir))?;
 
-    let mut files = Vec::new();
-    walk(dir, Path::new(""), skip, &mut files)?;
-    if files.len() + 1 > limits.max_entries {
+    // The walk first: it refuses links out of the folder, agent.yaml included.
+    let mut items = Vec::new();
+    walk(dir, &root, Path::new(""), skip, &mut items)?;
+    if items.len() + 1 > limits.max_entries {
         return Err(PackageError::TooManyEntries {
-            count: files.len() + 1,
+            count: items.len() + 1,
             limit: limits.max_entries,
         });
     }
 
+    let manifest_file = dir.join("agent.yaml");
+    let mut yaml = String::new();
+    fs::File::open(&manifest_file)
+        .and_then(|f| {
+            f.take(MAX_MANIFEST_BYTES as u64 + 1)
+                .read_to_string(&mut yaml)
+        })
+        .map_err(read_err(&manifest_file))?;
+    let manifest = Manifest::parse(&yaml, &manifest_path.display().to_string())?;
+
     let opts = SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
-        .last_modified_time(zip::DateTime::DEFAULT);
-    let mut zw = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        .last_modified_time(zip::DateTime::DEFAULT)
+        .large_file(false);
+    let mut zw = zip::ZipWriter::new(w);
     let mut total: u64 = 0;
-    for (rel, is_dir, exec) in &files {
-        let name = zip_name(rel);
-        if *is_dir {
+    for item in &items {
+        let name = zip_name(&item.rel);
+        if item.is_dir {
             zw.add_directory(format!("{name}/"), opts.unix_permissions(0o755))
                 .map_err(PackageError::Zip)?;
             continue;
         }
-        let path = dir.join(rel);
-        let data = fs::read(&path).map_err(read_err(&path))?;
-        total += data.len() as u64;
+        let path = dir.join(&item.rel);
+        let file = fs::File::open(&item.open).map_err(read_err(&path))?;
+        let meta = file.metadata().map_err(read_err(&path))?;
+        if item.id.is_some() && file_id(&meta) != item.id {
+            return Err(PackageError::ChangedWhilePacking { path });
+        }
+        let mode = if item.executable { 0o755 } else { 0o644 };
+        let large = meta.len() >= u64::from(u32::MAX) / 2;
+        zw.start_file(name, opts.unix_permissions(mode).large_file(large))
+            .map_err(PackageError::Zip)?;
+        let left = limits.max_total_bytes - total;
+        let n = io::copy(&mut file.take(left.saturating_add(1)), &mut zw).map_err(|source| {
+            PackageError::Write {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        total += n;
         if total > limits.max_total_bytes {
             return Err(PackageError::TooLarge {
+                size: total,
                 limit: limits.max_total_bytes,
             });
         }
-        let mode = if *exec { 0o755 } else { 0o644 };
-        zw.start_file(name, opts.unix_permissions(mode))
-            .map_err(PackageError::Zip)?;
-        zw.write_all(&data).map_err(|source| PackageError::Write {
-            path: path.clone(),
-            source,
-        })?;
     }
 
     let meta = serde_json::json!({
@@ -161,9 +233,9 @@ pub(crate) fn pack_to_vec(
             path: PathBuf::from(".pixell/package.json"),
             source,
         })?;
-    let entries = files.len() + 2;
-    let bytes = zw.finish().map_err(PackageError::Zip)?.into_inner();
-    Ok((bytes, manifest, entries))
+    let entries = items.len() + 2;
+    let w = zw.finish().map_err(PackageError::Zip)?;
+    Ok((w, manifest, entries))
 }
 
 fn zip_name(rel: &Path) -> String {
@@ -173,15 +245,29 @@ fn zip_name(rel: &Path) -> String {
         .join("/")
 }
 
-/// Sorted depth-first walk: `(relative path, is_dir, executable)`. Symlinked
-/// files are packed by content; symlinked folders are skipped (no loops, no escape).
+#[cfg(unix)]
+fn file_id(meta: &fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// Sorted depth-first walk of `root_dir` (canonically `root`). A symbolic link
+/// that resolves outside the folder is an error; one to a file inside is
+/// packed by its content; one to a folder is skipped (no loops); a dangling
+/// one is skipped.
 fn walk(
+    root_dir: &Path,
     root: &Path,
     rel: &Path,
-    skip: Option<&Path>,
-    out: &mut Vec<(PathBuf, bool, bool)>,
+    skip: &[&Path],
+    out: &mut Vec<Item>,
 ) -> Result<(), PackageError> {
-    let here = root.join(rel);
+    let here = root_dir.join(rel);
     let read_err = |source| PackageError::Read {
         path: here.clone(),
         source,
@@ -198,31 +284,56 @@ fn walk(
             continue;
         }
         let child_rel = rel.join(&name);
-        let path = root.join(&child_rel);
+        let path = root_dir.join(&child_rel);
         let link_meta = fs::symlink_metadata(&path).map_err(|source| PackageError::Read {
             path: path.clone(),
             source,
         })?;
+        let mut open = path.clone();
         if link_meta.file_type().is_symlink() {
-            match fs::metadata(&path) {
-                Ok(m) if m.is_file() => {}
+            let Ok(resolved) = fs::canonicalize(&path) else {
+                continue; // dangling or a loop: nothing to pack
+            };
+            if !resolved.starts_with(root) {
+                return Err(PackageError::SymlinkEscape {
+                    target: fs::read_link(&path).unwrap_or_else(|_| resolved.clone()),
+                    link: path,
+                    resolved,
+                    root: root.to_path_buf(),
+                });
+            }
+            match fs::metadata(&resolved) {
+                Ok(m) if m.is_file() => open = resolved,
                 _ => continue,
             }
         }
-        let meta = fs::metadata(&path).map_err(|source| PackageError::Read {
+        let meta = fs::metadata(&open).map_err(|source| PackageError::Read {
             path: path.clone(),
             source,
         })?;
         if meta.is_dir() {
-            out.push((child_rel.clone(), true, false));
-            walk(root, &child_rel, skip, out)?;
+            out.push(Item {
+                rel: child_rel.clone(),
+                is_dir: true,
+                executable: false,
+                open,
+                id: None,
+            });
+            walk(root_dir, root, &child_rel, skip, out)?;
         } else if meta.is_file() {
-            if let Some(skip) = skip {
-                if fs::canonicalize(&path).ok().as_deref() == Some(skip) {
+            if !skip.is_empty() {
+                let canonical = fs::canonicalize(&path).ok();
+                if skip.iter().any(|s| canonical.as_deref() == Some(*s)) {
                     continue;
                 }
             }
-            out.push((child_rel, false, is_executable(&meta)));
+            out.push(Item {
+                rel: child_rel,
+                is_dir: false,
+                executable: is_executable(&meta),
+                open,
+                id: file_id(&meta),
+            });
         }
     }
     Ok(())

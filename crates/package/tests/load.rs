@@ -42,6 +42,15 @@ impl World {
     }
 }
 
+/// The entries of a cache's packages folder but its lock file.
+fn package_entries(home: &Path) -> Vec<String> {
+    fs::read_dir(home.join("packages"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".lock")
+        .collect()
+}
+
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
     for e in fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
@@ -85,7 +94,7 @@ fn load_hostile(
     // Nothing at all may be left: no package folder, no temp folder, nothing outside.
     let leftovers: Vec<_> = written
         .iter()
-        .filter(|p| !matches!(p.as_str(), "home" | "home/packages"))
+        .filter(|p| !matches!(p.as_str(), "home" | "home/packages" | "home/packages/.lock"))
         .collect();
     assert!(
         leftovers.is_empty(),
@@ -148,7 +157,7 @@ fn refuses_too_many_entries() {
     );
     assert_eq!(
         err.to_string(),
-        "package has 21 entries, more than the limit of 10"
+        "package has 21 entries, more than the limit of 10 (PAR_PACKAGE_MAX_ENTRIES)"
     );
 }
 
@@ -174,7 +183,7 @@ fn refuses_a_package_larger_than_the_limit() {
     });
     let (err, _) = load_hostile(bytes, |o| o.with_max_total_bytes(80_000));
     assert!(
-        matches!(err, PackageError::TooLarge { limit: 80_000 }),
+        matches!(err, PackageError::TooLarge { limit: 80_000, .. }),
         "{err}"
     );
 }
@@ -245,8 +254,7 @@ fn loads_every_fixture_into_the_cache() {
         );
     }
     // Only the four package folders: no temp folders left.
-    let entries: Vec<_> = fs::read_dir(w.home().join("packages")).unwrap().collect();
-    assert_eq!(entries.len(), 4);
+    assert_eq!(package_entries(&w.home()).len(), 4);
 }
 
 #[test]
@@ -329,8 +337,8 @@ fn concurrent_loads_of_one_package_agree() {
             .collect()
     });
     assert!(roots.windows(2).all(|r| r[0] == r[1]));
-    let entries: Vec<_> = fs::read_dir(w.home().join("packages")).unwrap().collect();
-    assert_eq!(entries.len(), 1, "temp folders left behind");
+    let entries = package_entries(&w.home());
+    assert_eq!(entries.len(), 1, "temp folders left behind: {entries:?}");
     let mut zip = zip::ZipArchive::new(fs::File::open(&src).unwrap()).unwrap();
     let mut expected = String::new();
     std::io::Read::read_to_string(
@@ -515,7 +523,7 @@ fn concurrent_loads_from_several_processes() {
         roots.push(root);
     }
     assert!(roots.windows(2).all(|r| r[0] == r[1]), "{roots:?}");
-    let entries: Vec<_> = fs::read_dir(w.home().join("packages")).unwrap().collect();
-    assert_eq!(entries.len(), 1, "temp folders left behind");
+    let entries = package_entries(&w.home());
+    assert_eq!(entries.len(), 1, "temp folders left behind: {entries:?}");
     assert!(Path::new(&roots[0]).join("ui/index.html").is_file());
 }
