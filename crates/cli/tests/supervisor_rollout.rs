@@ -281,6 +281,58 @@ fn a_patch_rolls_out_a_new_package_and_keeps_the_rest_of_the_spec() {
     assert_eq!(answer(&sup)["version"], "2.0.0");
 }
 
+/// The package folders extracted under `home/packages`.
+fn extracted(home: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(home.join("packages"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.len() == 64)
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn packages_no_worker_uses_are_swept_from_the_cache() {
+    let sup = Supervisor::start_with("sweep", "", "", &[("PAR_PACKAGE_KEEP_UNUSED", "2s")]);
+    let home = sup.dir.path().join("home");
+    let v1 = agent_dir(sup.dir.path(), "ver", "1.0.0");
+    let v2 = agent_dir(sup.dir.path(), "ver", "2.0.0");
+    let r = http(
+        sup.port,
+        "POST",
+        "/supervisor/spawn?wait=true&timeout=120",
+        &[],
+        spec("ver", &v1).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    let first = extracted(&home);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let r = put_json(
+        sup.port,
+        "/supervisor/agents/ver?wait=true&timeout=120",
+        &spec("ver", &v2),
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(version_of(sup.port, "ver").as_deref(), Some("2.0.0"));
+    // v1's folder goes once no worker has used it for 2 s; v2's stays, its
+    // worker renewing the lease, however long it runs.
+    let after = wait_until(Duration::from_secs(30), "v1's folder swept", || {
+        let now = extracted(&home);
+        (now.len() == 1 && now != first).then_some(now)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(extracted(&home), after);
+    assert_eq!(version_of(sup.port, "ver").as_deref(), Some("2.0.0"));
+    let log = sup.log_text();
+    assert!(log.contains("package cache swept"), "{log}");
+    assert!(log.contains(&first[0]), "the swept folder is named: {log}");
+}
+
 #[test]
 fn an_upgrade_to_a_broken_package_leaves_the_old_version_serving() {
     let sup = Supervisor::start_with("rollbad", "", "", &[]);

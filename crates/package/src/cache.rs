@@ -91,7 +91,7 @@ impl CacheLock {
 
 /// Marks a package folder as used now (its mtime), which keeps it from
 /// [`sweep_packages`] for `older_than`. Best effort.
-pub(crate) fn mark_used(root: &Path) {
+pub fn mark_used(root: &Path) {
     let result = fs::File::open(root).and_then(|dir| dir.set_modified(SystemTime::now()));
     if let Err(e) = result {
         tracing::debug!(root = %root.display(), error = %e, "could not mark the package folder as used");

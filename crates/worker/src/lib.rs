@@ -42,6 +42,7 @@
 
 mod a2a_backend;
 mod asgi;
+mod cache;
 pub mod cli;
 mod error;
 pub mod host;

@@ -215,6 +215,16 @@ async fn start_agent(
         python,
         env,
     } = prepared;
+    match crate::cache::keep_unused() {
+        Ok(Some(keep)) => crate::cache::keep_and_sweep(
+            settings.home.clone(),
+            package.root.clone(),
+            package.sha256.clone(),
+            keep,
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::warn!("{e}; the package cache is not swept"),
+    }
     let manifest = &package.manifest;
     let declared = declared_surfaces(manifest);
     let package_id = package.package_id();
