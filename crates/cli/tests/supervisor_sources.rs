@@ -292,3 +292,73 @@ fn a_registry_index_in_s3_is_read_and_followed() {
         .unwrap_or(0);
     assert_eq!(left, 0);
 }
+
+/// Downloaded packages that no agent runs, ran last or rolls to leave the
+/// download cache once unused for `PAR_PACKAGE_KEEP_UNUSED`.
+#[test]
+fn downloads_no_agent_needs_are_swept() {
+    let scratch = TempDir::new("dlsweep");
+    let (mut bodies, mut shas) = (Vec::new(), Vec::new());
+    for v in ["1.0.0", "2.0.0", "3.0.0"] {
+        let file = scratch.path().join(format!("kept-{v}.apkg"));
+        bodies.push(pack(
+            &agent_dir(scratch.path(), "kept", v),
+            &file,
+            &scratch.path().join("packhome"),
+        ));
+        shas.push(sha256_hex(&file));
+    }
+    let files = FileServer::start();
+    for (i, b) in bodies.iter().enumerate() {
+        files.body(&format!("/v{i}.apkg"), b.clone());
+    }
+    let sup = Supervisor::start_with("dlsweep", "", "", &[("PAR_PACKAGE_KEEP_UNUSED", "2s")]);
+    let spec = |i: usize| {
+        format!(
+            r#"{{"agent_id":"kept","package":"{}","sha256":"{}"}}"#,
+            files.url(&format!("/v{i}.apkg")),
+            shas[i]
+        )
+    };
+    let r = http(
+        sup.port,
+        "POST",
+        "/supervisor/spawn?wait=true&timeout=120",
+        &[],
+        spec(0).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    for i in 1..3 {
+        let r = http(
+            sup.port,
+            "PUT",
+            "/supervisor/agents/kept?wait=true&timeout=120",
+            &[],
+            spec(i).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    assert_eq!(version_of(sup.port, "kept").as_deref(), Some("3.0.0"));
+    let downloads = sup.dir.path().join("home/downloads");
+    let cached = || {
+        let mut names: Vec<String> = std::fs::read_dir(&downloads)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".apkg"))
+            .collect();
+        names.sort();
+        names
+    };
+    // v1 goes; v2 (the previous version, to roll back to) and v3 stay.
+    let mut want = vec![format!("{}.apkg", shas[1]), format!("{}.apkg", shas[2])];
+    want.sort();
+    wait_until(Duration::from_secs(30), "v1's download swept", || {
+        (cached() == want).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(cached(), want);
+    assert!(sup.log_text().contains("download cache swept"));
+}

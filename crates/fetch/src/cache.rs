@@ -10,11 +10,18 @@ use tokio::io::AsyncWriteExt;
 use crate::error::FetchError;
 use crate::Fetched;
 
-/// The cached file for a hash, if present.
+/// The cached file for a hash, if present; marked used (its mtime set to
+/// now), which keeps a sweep of unused downloads away from it.
 pub(crate) fn lookup(dir: &Path, sha256: &str) -> Option<PathBuf> {
     let path = cached_path(dir, sha256);
     match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_file() => Some(path),
+        Ok(meta) if meta.is_file() => {
+            let _ = std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            Some(path)
+        }
         _ => None,
     }
 }

@@ -98,6 +98,25 @@ pub fn mark_used(root: &Path) {
     }
 }
 
+/// How long an extracted package no worker uses is kept (default).
+const KEEP_UNUSED: Duration = Duration::from_secs(3600);
+/// `PAR_PACKAGE_KEEP_UNUSED`: how long an extracted package or a download no
+/// worker uses is kept ("1h", "30m"; "off" never sweeps), or why not.
+pub fn keep_unused_from_env() -> Result<Option<Duration>, String> {
+    match std::env::var("PAR_PACKAGE_KEEP_UNUSED") {
+        Err(_) => Ok(Some(KEEP_UNUSED)),
+        Ok(v) if v.trim().is_empty() => Ok(Some(KEEP_UNUSED)),
+        Ok(v) if v.trim() == "off" => Ok(None),
+        Ok(v) => match humantime::parse_duration(v.trim()) {
+            Ok(d) if d >= Duration::from_secs(1) => Ok(Some(d)),
+            Ok(_) => Err(format!("PAR_PACKAGE_KEEP_UNUSED={v:?}: at least 1s")),
+            Err(e) => Err(format!(
+                "PAR_PACKAGE_KEEP_UNUSED={v:?}: {e} (e.g. \"1h\", \"off\")"
+            )),
+        },
+    }
+}
+
 /// `true` for the name of a package folder: 64 lowercase hex digits.
 fn is_package_name(name: &str) -> bool {
     name.len() == 64

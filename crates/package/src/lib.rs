@@ -22,7 +22,7 @@ pub mod limits;
 pub mod manifest;
 mod pack;
 
-pub use cache::{mark_used, sweep_packages, SweepReport};
+pub use cache::{keep_unused_from_env, mark_used, sweep_packages, SweepReport};
 pub use dotenv::parse_dotenv;
 pub use error::PackageError;
 pub use manifest::{FieldError, Manifest, ManifestErrors, Surfaces};

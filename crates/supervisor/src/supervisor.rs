@@ -122,6 +122,13 @@ pub async fn serve(
         Arc::clone(&usage),
         Duration::from_secs(2),
     ));
+    match par_package::keep_unused_from_env() {
+        Ok(Some(keep)) => {
+            crate::runtime::downloads::spawn(control.clone(), settings.home.join("downloads"), keep)
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("{e}; downloads are not swept"),
+    }
     let signals = tokio::spawn(process_signals());
     let _ = channels.phase.send(Phase::Running);
 

@@ -9,26 +9,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How long an extracted package no worker uses is kept (default).
-const KEEP_UNUSED: Duration = Duration::from_secs(3600);
 /// The lease is renewed this many times within the keep time.
 const RENEWALS: u32 = 4;
-
-/// `PAR_PACKAGE_KEEP_UNUSED` ("1h", "30m"; "off" never sweeps), or why not.
-pub fn keep_unused() -> Result<Option<Duration>, String> {
-    match std::env::var("PAR_PACKAGE_KEEP_UNUSED") {
-        Err(_) => Ok(Some(KEEP_UNUSED)),
-        Ok(v) if v.trim().is_empty() => Ok(Some(KEEP_UNUSED)),
-        Ok(v) if v.trim() == "off" => Ok(None),
-        Ok(v) => match humantime::parse_duration(v.trim()) {
-            Ok(d) if d >= Duration::from_secs(1) => Ok(Some(d)),
-            Ok(_) => Err(format!("PAR_PACKAGE_KEEP_UNUSED={v:?}: at least 1s")),
-            Err(e) => Err(format!(
-                "PAR_PACKAGE_KEEP_UNUSED={v:?}: {e} (e.g. \"1h\", \"off\")"
-            )),
-        },
-    }
-}
 
 /// Renews the lease on `root` (this worker's package folder under
 /// `home/packages`) and sweeps the cache, at once and then periodically,

@@ -215,7 +215,7 @@ async fn start_agent(
         python,
         env,
     } = prepared;
-    match crate::cache::keep_unused() {
+    match par_package::keep_unused_from_env() {
         Ok(Some(keep)) => crate::cache::keep_and_sweep(
             settings.home.clone(),
             package.root.clone(),

@@ -3,6 +3,7 @@
 //! to them into inputs. Also the resource sampler and the desired-state task.
 
 pub mod desired;
+pub mod downloads;
 pub mod drain;
 pub mod fetch;
 pub mod isolation;
