@@ -97,6 +97,13 @@ pub async fn fetch(source: &Source, opts: &FetchOptions) -> Result<Fetched, Fetc
     Ok(fetched)
 }
 
+/// Reads a small S3 object (a registry index, not a package) into memory,
+/// within `opts.max_size_bytes`, with the same credentials, endpoint and
+/// retries as [`fetch`]; nothing is written under `$PAR_HOME`.
+pub async fn read_s3(bucket: &str, key: &str, opts: &FetchOptions) -> Result<Vec<u8>, FetchError> {
+    s3::read(bucket, key, opts).await
+}
+
 async fn fetch_local(
     path: &std::path::Path,
     opts: &FetchOptions,

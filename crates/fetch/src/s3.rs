@@ -88,14 +88,33 @@ fn store(bucket: &str, opts: &FetchOptions, location: &str) -> Result<AmazonS3, 
     })
 }
 
-async fn attempt(
-    store: &AmazonS3,
-    path: &ObjectPath,
+/// Reads a small object (a registry index) into memory, within
+/// `opts.max_size_bytes`: nothing is written to disk.
+pub(crate) async fn read(
+    bucket: &str,
+    key: &str,
     opts: &FetchOptions,
-    expected: Option<&str>,
-    location: &str,
-) -> Result<Fetched, AttemptError> {
-    let s3_error = |cause: object_store::Error| match cause {
+) -> Result<Vec<u8>, FetchError> {
+    let location = format!("s3://{bucket}/{key}");
+    let store = store(bucket, opts, &location)?;
+    let path = ObjectPath::from(key);
+    retry::run(opts, &location, |_| async {
+        let (size, mut body) = open(&store, &path, opts, &location).await?;
+        let mut bytes = Vec::with_capacity(size as usize);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| AttemptError::transient(s3_error(e, &location)))?;
+            if (bytes.len() + chunk.len()) as u64 > opts.max_size_bytes {
+                return Err(too_large(opts, &location, None));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    })
+    .await
+}
+
+fn s3_error(cause: object_store::Error, location: &str) -> FetchError {
+    match cause {
         object_store::Error::NotFound { .. } => FetchError::NotFound {
             location: location.to_string(),
             status: 404,
@@ -104,29 +123,55 @@ async fn attempt(
             location: location.to_string(),
             cause,
         },
-    };
-    let too_large = |size| {
-        AttemptError::permanent(FetchError::TooLarge {
-            location: location.to_string(),
-            limit_mb: opts.limit_mb(),
-            size,
-        })
-    };
+    }
+}
+
+fn too_large(opts: &FetchOptions, location: &str, size: Option<u64>) -> AttemptError {
+    AttemptError::permanent(FetchError::TooLarge {
+        location: location.to_string(),
+        limit_mb: opts.limit_mb(),
+        size,
+    })
+}
+
+/// Starts the GET: the object's size (checked against the limit) and its body.
+async fn open(
+    store: &AmazonS3,
+    path: &ObjectPath,
+    opts: &FetchOptions,
+    location: &str,
+) -> Result<
+    (
+        u64,
+        futures_util::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    ),
+    AttemptError,
+> {
     // Request-level failures were already retried by object_store.
     let result = store
         .get(path)
         .await
-        .map_err(|e| AttemptError::permanent(s3_error(e)))?;
+        .map_err(|e| AttemptError::permanent(s3_error(e, location)))?;
     if result.meta.size > opts.max_size_bytes {
-        return Err(too_large(Some(result.meta.size)));
+        return Err(too_large(opts, location, Some(result.meta.size)));
     }
+    Ok((result.meta.size, result.into_stream()))
+}
+
+async fn attempt(
+    store: &AmazonS3,
+    path: &ObjectPath,
+    opts: &FetchOptions,
+    expected: Option<&str>,
+    location: &str,
+) -> Result<Fetched, AttemptError> {
+    let (_, mut body) = open(store, path, opts, location).await?;
     let mut download = Download::start(&opts.downloads_dir(), opts.max_size_bytes)
         .map_err(AttemptError::permanent)?;
-    let mut body = result.into_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| AttemptError::transient(s3_error(e)))?;
+        let chunk = chunk.map_err(|e| AttemptError::transient(s3_error(e, location)))?;
         download.write(&chunk).await.map_err(|e| match e {
-            WriteError::TooLarge => too_large(None),
+            WriteError::TooLarge => too_large(opts, location, None),
             WriteError::Io(e) => AttemptError::permanent(e),
         })?;
     }

@@ -413,21 +413,20 @@ async fn read_registry(client: &reqwest::Client, url: &str) -> Result<Vec<AgentS
 }
 
 /// Reads the index from S3 (credentials, region and endpoint as for
-/// packages), through a private download folder it leaves empty.
+/// packages) into memory.
 async fn read_s3_registry(url: &str, home: &std::path::Path) -> Result<Vec<AgentSpec>, String> {
     let source = par_fetch::Source::parse(url).map_err(|e| error_chain(&e))?;
-    let mut opts = par_fetch::FetchOptions::from_env(home.join("run").join("registry"))
-        .map_err(|e| error_chain(&e))?;
+    let par_fetch::Source::S3 { bucket, key } = source else {
+        return Err(format!("{url} is not an s3:// URL"));
+    };
+    let mut opts = par_fetch::FetchOptions::from_env(home).map_err(|e| error_chain(&e))?;
     opts.max_size_bytes = MAX_INDEX_BYTES as u64;
     opts.retries = 1;
     opts.timeout = Duration::from_secs(15);
     opts.connect_timeout = Duration::from_secs(5);
-    let fetched = par_fetch::fetch(&source, &opts)
+    let body = par_fetch::read_s3(&bucket, &key, &opts)
         .await
         .map_err(|e| format!("GET {url} failed: {}", error_chain(&e)))?;
-    let body = std::fs::read(&fetched.path);
-    let _ = std::fs::remove_file(&fetched.path);
-    let body = body.map_err(|e| format!("reading the index from {url}: {e}"))?;
     parse_index(&body).map_err(|e| format!("invalid registry index at {url}: {e}"))
 }
 
