@@ -10,55 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use par_package::{load, pack, sweep_packages, LoadOptions, PackageError};
-use zip::write::SimpleFileOptions;
 
-const MANIFEST: &str = "name: hostile\nentrypoint: main:handler\n";
-
-fn deflated() -> SimpleFileOptions {
-    SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)
-}
-
-/// A scratch folder with a cache at `home/` and sources at `src/`.
-struct World {
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    fn new() -> World {
-        let w = World {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        fs::create_dir(w.src()).unwrap();
-        w
-    }
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-    fn src(&self) -> PathBuf {
-        self.dir.path().join("src")
-    }
-    fn opts(&self) -> LoadOptions {
-        LoadOptions::builtin().with_home(self.home())
-    }
-    /// What the cache holds besides its lock file.
-    fn cached(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.home().join("packages"))
-            .map(|rd| {
-                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                    .filter(|n| n != ".lock")
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-    /// Writes `bytes` as an .apkg and loads it.
-    fn load_bytes(&self, bytes: &[u8], opts: &LoadOptions) -> Result<PathBuf, PackageError> {
-        let src = self.src().join("package.apkg");
-        fs::write(&src, bytes).unwrap();
-        load(&src, opts).map(|p| p.root)
-    }
-}
+mod support;
+use support::{deflated, World, MANIFEST};
 
 /// An archive: agent.yaml, then `copies` entries `blob/NNNN.bin` each holding
 /// `entry_bytes` zeros. The entry is compressed once and its compressed bytes

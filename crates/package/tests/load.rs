@@ -6,78 +6,23 @@ use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 
 use par_package::{load, pack, LoadOptions, PackageError};
-use zip::write::SimpleFileOptions;
 
 use par_fixtures::apkg as fixture;
 
-/// A world folder: the cache lives at `world/home`, sources at `world/src`.
-struct World {
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    fn new() -> World {
-        let w = World {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        fs::create_dir(w.src()).unwrap();
-        w
-    }
-    fn home(&self) -> PathBuf {
-        self.dir.path().join("home")
-    }
-    fn src(&self) -> PathBuf {
-        self.dir.path().join("src")
-    }
-    fn opts(&self) -> LoadOptions {
-        LoadOptions::default().with_home(self.home())
-    }
-    /// Every path in the world outside `src/`, relative, sorted.
-    fn written(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        walk(self.dir.path(), self.dir.path(), &mut out);
-        out.retain(|p| !p.starts_with("src"));
-        out.sort();
-        out
-    }
-}
-
-/// The entries of a cache's packages folder but its lock file.
-fn package_entries(home: &Path) -> Vec<String> {
-    fs::read_dir(home.join("packages"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != ".lock")
-        .collect()
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        out.push(p.strip_prefix(root).unwrap().display().to_string());
-        if p.is_dir() && !p.is_symlink() {
-            walk(root, &p, out);
-        }
-    }
-}
-
-const MANIFEST: &str = "name: hostile\nentrypoint: main:handler\n";
-
-fn opts() -> SimpleFileOptions {
-    SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)
-}
+mod support;
+use support::{deflated, package_entries, walk, World, MANIFEST};
 
 /// Builds an archive holding a valid agent.yaml plus whatever `add` writes.
 fn archive(add: impl FnOnce(&mut zip::ZipWriter<Cursor<Vec<u8>>>)) -> Vec<u8> {
     let mut zw = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    zw.start_file("agent.yaml", opts()).unwrap();
+    zw.start_file("agent.yaml", deflated()).unwrap();
     zw.write_all(MANIFEST.as_bytes()).unwrap();
     add(&mut zw);
     zw.finish().unwrap().into_inner()
 }
 
 fn file(zw: &mut zip::ZipWriter<Cursor<Vec<u8>>>, name: &str, data: &[u8]) {
-    zw.start_file(name, opts()).unwrap();
+    zw.start_file(name, deflated()).unwrap();
     zw.write_all(data).unwrap();
 }
 
@@ -127,7 +72,7 @@ fn refuses_parent_dir_escapes() {
 #[test]
 fn refuses_symlink_entries() {
     let bytes = archive(|zw| {
-        zw.add_symlink("link", "/etc/passwd", opts()).unwrap();
+        zw.add_symlink("link", "/etc/passwd", deflated()).unwrap();
     });
     let (err, _) = load_hostile(bytes, |o| o);
     assert!(
@@ -191,7 +136,7 @@ fn refuses_a_package_larger_than_the_limit() {
 #[test]
 fn refuses_duplicate_entries() {
     let mut zw = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    zw.start_file("agent.yaml", opts()).unwrap();
+    zw.start_file("agent.yaml", deflated()).unwrap();
     zw.write_all(MANIFEST.as_bytes()).unwrap();
     // The zip writer refuses duplicate names, so write the second copy with a
     // different spelling that maps to the same path.
