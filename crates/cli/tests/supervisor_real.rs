@@ -95,14 +95,7 @@ fn a_package_that_cannot_load_fails_at_once_with_its_reason() {
         r#"{{"agent_id":"broken","package_path":"{}"}}"#,
         pkg.display()
     );
-    let r = http(
-        sup.port,
-        "POST",
-        "/supervisor/spawn?wait=true&timeout=120",
-        &[],
-        body.as_bytes(),
-    )
-    .unwrap();
+    let r = sup.spawn_wait(&body);
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(
         r.text().contains("module_that_does_not_exist"),

@@ -65,14 +65,7 @@ fn an_upgrade_under_load_fails_no_request_and_switches_versions() {
     let sup = Supervisor::start_with("roll", "drain_timeout = \"10s\"\n", "", &[]);
     let v1 = agent_dir(sup.dir.path(), "ver", "1.0.0");
     let v2 = agent_dir(sup.dir.path(), "ver", "2.0.0");
-    let r = http(
-        sup.port,
-        "POST",
-        "/supervisor/spawn?wait=true&timeout=120",
-        &[],
-        spec("ver", &v1).as_bytes(),
-    )
-    .unwrap();
+    let r = sup.spawn_wait(&spec("ver", &v1));
     assert_eq!(r.status, 201, "{}", r.text());
     let before = sup.process("ver").unwrap();
     assert_eq!(version_of(sup.port, "ver").as_deref(), Some("1.0.0"));
@@ -192,14 +185,7 @@ fn a_patch_rolls_out_a_new_package_and_keeps_the_rest_of_the_spec() {
         r#"{{"agent_id":"g","package_path":"{}","env_vars":{{"GREETING":"hello"}},"restart_policy":"never","memory_limit_mb":300}}"#,
         v1.display()
     );
-    let r = http(
-        sup.port,
-        "POST",
-        "/supervisor/spawn?wait=true&timeout=120",
-        &[],
-        body.as_bytes(),
-    )
-    .unwrap();
+    let r = sup.spawn_wait(&body);
     assert_eq!(r.status, 201, "{}", r.text());
     let answer = |sup: &Supervisor| {
         let r = http(
@@ -301,14 +287,7 @@ fn packages_no_worker_uses_are_swept_from_the_cache() {
     let home = sup.dir.path().join("home");
     let v1 = agent_dir(sup.dir.path(), "ver", "1.0.0");
     let v2 = agent_dir(sup.dir.path(), "ver", "2.0.0");
-    let r = http(
-        sup.port,
-        "POST",
-        "/supervisor/spawn?wait=true&timeout=120",
-        &[],
-        spec("ver", &v1).as_bytes(),
-    )
-    .unwrap();
+    let r = sup.spawn_wait(&spec("ver", &v1));
     assert_eq!(r.status, 201, "{}", r.text());
     let first = extracted(&home);
     assert_eq!(first.len(), 1, "{first:?}");
@@ -337,14 +316,7 @@ fn packages_no_worker_uses_are_swept_from_the_cache() {
 fn an_upgrade_to_a_broken_package_leaves_the_old_version_serving() {
     let sup = Supervisor::start_with("rollbad", "", "", &[]);
     let v1 = agent_dir(sup.dir.path(), "keep", "1.0.0");
-    let r = http(
-        sup.port,
-        "POST",
-        "/supervisor/spawn?wait=true&timeout=120",
-        &[],
-        spec("keep", &v1).as_bytes(),
-    )
-    .unwrap();
+    let r = sup.spawn_wait(&spec("keep", &v1));
     assert_eq!(r.status, 201, "{}", r.text());
     let before = sup.process("keep").unwrap();
 
@@ -435,14 +407,7 @@ fn a_registry_index_change_is_applied_within_a_poll() {
     let p = sup.process("reg").unwrap();
     assert_eq!(p["origin"], "declared");
     // An API agent next to it is left alone by reconcile.
-    let r = http(
-        sup.port,
-        "POST",
-        "/supervisor/spawn?wait=true&timeout=120",
-        &[],
-        spec("byapi", &other).as_bytes(),
-    )
-    .unwrap();
+    let r = sup.spawn_wait(&spec("byapi", &other));
     assert_eq!(r.status, 201, "{}", r.text());
 
     // v2 in the index: picked up by the next poll.

@@ -159,14 +159,7 @@ package = "s3://pkgs/agents/nope.apkg"
         r#"{{"agent_id":"copy","package":"{}","sha256":"{sha1}"}}"#,
         files.url("/remote-1.apkg")
     );
-    let r = http(
-        sup.port,
-        "POST",
-        "/supervisor/spawn?wait=true&timeout=120",
-        &[],
-        body.as_bytes(),
-    )
-    .unwrap();
+    let r = sup.spawn_wait(&body);
     assert_eq!(r.status, 201, "{}", r.text());
     sup.wait_ready("from-http", LONG);
     assert_eq!(
@@ -317,14 +310,7 @@ fn downloads_no_agent_needs_are_swept() {
             shas[i]
         )
     };
-    let r = http(
-        sup.port,
-        "POST",
-        "/supervisor/spawn?wait=true&timeout=120",
-        &[],
-        spec(0).as_bytes(),
-    )
-    .unwrap();
+    let r = sup.spawn_wait(&spec(0));
     assert_eq!(r.status, 201, "{}", r.text());
     for i in 1..3 {
         let r = http(

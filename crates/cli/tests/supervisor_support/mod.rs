@@ -435,6 +435,19 @@ impl Supervisor {
         })
     }
 
+    /// `POST /supervisor/spawn?wait=true` with `body`: answered once the
+    /// agent is ready (201) or failed to start (422), within 120 s.
+    pub fn spawn_wait(&self, body: &str) -> Resp {
+        http(
+            self.port,
+            "POST",
+            "/supervisor/spawn?wait=true&timeout=120",
+            &[],
+            body.as_bytes(),
+        )
+        .unwrap()
+    }
+
     pub fn pkg(&self) -> String {
         self.dir.path().join("pkg").to_string_lossy().into_owned()
     }
