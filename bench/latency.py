@@ -25,15 +25,14 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, free_port, pct, wait_for
+
 VENV = os.path.join(ROOT, "target", "bench-venv")
 REQUIREMENTS = os.path.join(ROOT, "bench", "requirements.txt")
 SDK_AGENT = os.path.join(ROOT, "crates", "cli", "tests", "agents", "sdk05")
@@ -64,37 +63,12 @@ def ensure_venv():
         os.execv(py, [py, os.path.abspath(__file__), *sys.argv[1:]])
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get_json(url, timeout=2.0):
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
             return r.status, json.loads(r.read() or b"null")
     except Exception:  # noqa: BLE001 - not up yet
         return None, None
-
-
-def wait_for(pred, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    return None
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    if not xs:
-        return None
-    k = (len(xs) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def summary(ms):

@@ -48,7 +48,8 @@ import time
 import urllib.error
 import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, free_port, pct, proc_kib, wait_for
+
 TICKER_AGENT = os.path.join(ROOT, "examples", "agents", "ticker")
 WORKER_PORTS_LO = 19001  # the supervisor skips any port of its range already in use
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -56,12 +57,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def log(msg):
     print(f"scale: {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(method, url, body=None, timeout=5.0, token=None):
@@ -80,16 +75,6 @@ def http(method, url, body=None, timeout=5.0, token=None):
         return None, b""
 
 
-def wait_for(pred, timeout, interval=0.005):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(interval)
-    return None
-
-
 def build_par():
     log("building par (release)")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "par"], cwd=ROOT, check=True)
@@ -98,25 +83,11 @@ def build_par():
 
 
 def rss_kib(pid, field="VmRSS:"):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        pass
-    return 0
+    return proc_kib(pid, "status", field)
 
 
 def pss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        pass
-    return 0
+    return proc_kib(pid, "smaps_rollup", "Pss:")
 
 
 def proc_cpu_seconds(pid):
@@ -152,14 +123,6 @@ def tree_mem_kib(root):
     pids = tree_pids(root)
     return {"processes": len(pids), "rss_kib": sum(rss_kib(p) for p in pids),
             "pss_kib": sum(pss_kib(p) for p in pids)}
-
-
-def percentile(xs, p):
-    xs = sorted(xs)
-    if not xs:
-        return None
-    k = min(len(xs) - 1, max(0, int(round(p / 100 * (len(xs) - 1)))))
-    return xs[k]
 
 
 # A handler agent: the minimal valid package (agent.yaml + src/main.py).
@@ -448,9 +411,9 @@ def parse_wrk(out):
     res = {}
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     res["rps"] = float(m.group(1)) if m else 0.0
-    for pct in ("50", "99"):
-        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.M)
-        res[f"p{pct}_ms"] = dur(m.group(1)) if m else None
+    for q in ("50", "99"):
+        m = re.search(rf"^\s+{q}(?:\.000)?%\s+(\S+)", out, re.M)
+        res[f"p{q}_ms"] = dur(m.group(1)) if m else None
     m = re.search(r"(\d+) requests in", out)
     res["requests"] = int(m.group(1)) if m else 0
     errs = 0
@@ -507,7 +470,7 @@ def load_post(url, body, conns, duration, tmp):
     for t in ts:
         t.join()
     took = time.monotonic() - t0
-    return {"rps": len(lat) / took, "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+    return {"rps": len(lat) / took, "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
             "requests": len(lat), "errors": errs[0], "client": "python threads"}
 
 
@@ -647,7 +610,7 @@ async def sse_streams(port, path, n, rate, hold_s, sup_pid, phase_limit):
         t.cancel()
     return {"streams": n, "rate_per_s": rate, "opened_in_s": round(opened_s, 2),
             "first_events": firsts[0], "all_first_in_s": round(all_first_s, 2),
-            "ttfe_p50_ms": percentile(ttfe, 50), "ttfe_p99_ms": percentile(ttfe, 99), "ttfe_max_ms": max(ttfe) if ttfe else None,
+            "ttfe_p50_ms": pct(ttfe, 50), "ttfe_p99_ms": pct(ttfe, 99), "ttfe_max_ms": max(ttfe) if ttfe else None,
             "errors": errors, "hold_s": round(held, 1), "events_during_hold": ev_hold,
             "events_per_stream_per_s": round(ev_hold / max(1, open_streams) / held, 2) if held else None,
             "phase_s": round(phase_s, 1), "supervisor_cpu_s": round(sup_cpu, 2), "client_cpu_s": round(client_cpu, 2),
