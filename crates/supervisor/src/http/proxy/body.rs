@@ -15,6 +15,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::conns::Lease;
 use crate::http::leftover::Guarded;
 use crate::http::route_table::{Pool, Upstream};
 
@@ -57,24 +58,48 @@ impl Drop for InFlight {
 }
 
 /// The worker's response body, passed through frame by frame (nothing is
-/// buffered), ended with an error after `idle` without a frame.
+/// buffered), ended with an error after `idle` without a frame. Its
+/// connection goes back to the pool once the body has been read to the end.
 pub(super) struct Tracked {
     inner: Incoming,
     idle: Duration,
     /// Armed only when the body first has to wait, so short bodies cost no timer.
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     last: Instant,
+    lease: Option<Lease<Replayable>>,
     _guard: InFlight,
 }
 
 impl Tracked {
-    pub(super) fn new(inner: Incoming, idle: Duration, guard: InFlight) -> Self {
+    pub(super) fn new(
+        inner: Incoming,
+        idle: Duration,
+        lease: Option<Lease<Replayable>>,
+        guard: InFlight,
+    ) -> Self {
         Tracked {
             inner,
             idle,
             sleep: None,
             last: Instant::now(),
+            lease,
             _guard: guard,
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
+impl Drop for Tracked {
+    /// A server that stops at `is_end_stream` never asks for the end: the
+    /// connection is given back here. One left mid-body is closed.
+    fn drop(&mut self) {
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.release();
         }
     }
 }
@@ -94,7 +119,10 @@ impl http_body::Body for Tracked {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 let deadline = this.last + this.idle;
                 let sleep = this

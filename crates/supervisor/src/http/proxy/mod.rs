@@ -6,6 +6,7 @@
 
 mod admit;
 mod body;
+mod conns;
 pub mod headers;
 pub mod target;
 
@@ -28,6 +29,10 @@ use super::route_table::RouteTable;
 use crate::control::Control;
 use crate::model::WorkerId;
 use body::{InFlight, Replayable, Tracked, Unsent};
+use conns::Lease;
+use futures_util::FutureExt as _;
+use futures_util::TryFutureExt as _;
+use hyper::body::Incoming;
 use headers::{
     append_forwarded, grpc_error, new_request_id, strip_hop_by_hop, with_request_id, X_AGENT_ID,
     X_PAR_PROCESS, X_REQUEST_ID,
@@ -52,7 +57,9 @@ pub struct ProxyOptions {
 
 pub struct Proxy {
     routes: Arc<RouteTable>,
-    http1: Client<HttpConnector, Replayable>,
+    /// This proxy thread's HTTP/1.1 connections to workers.
+    conns: Arc<conns::Conns<Replayable>>,
+    /// gRPC calls, multiplexed on HTTP/2 connections.
     http2: Client<HttpConnector, Replayable>,
     opts: ProxyOptions,
     /// Requests for agents that do not exist (shared by every proxy thread).
@@ -71,11 +78,6 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .build(connector.clone());
         let http2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .pool_idle_timeout(Duration::from_secs(60))
@@ -84,7 +86,7 @@ impl Proxy {
             .build(connector);
         Proxy {
             routes,
-            http1,
+            conns: conns::Conns::new(Duration::from_secs(60), Duration::from_secs(5)),
             http2,
             opts,
             unknown,
@@ -180,24 +182,28 @@ impl Proxy {
                 Err(e) => break with_request_id(e.into_response_body(), &parts.headers),
             };
             let upstream = Arc::clone(&admitted.upstream);
-            let mut uri_parts = http::uri::Parts::default();
-            uri_parts.scheme = Some(http::uri::Scheme::HTTP);
-            uri_parts.authority = Some(upstream.authority.clone());
-            uri_parts.path_and_query = Some(pq.clone());
-            let Ok(uri) = Uri::from_parts(uri_parts) else {
-                break ApiError::bad_request("the request target is not valid")
-                    .into_response_body();
-            };
             let mut req = Request::new(body.body());
             *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = uri;
             *req.version_mut() = parts.version;
             *req.headers_mut() = parts.headers.clone();
             let guard = InFlight::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
-            let client = if grpc { &self.http2 } else { &self.http1 };
-            let result = tokio::time::timeout(self.opts.header_timeout, client.request(req)).await;
-            match result {
-                Ok(Ok(resp)) => {
+            let sent = if grpc {
+                self.try_h2(&upstream, &pq, req)
+                    .map_err(|e| e.into())
+                    .left_future()
+            } else {
+                *req.uri_mut() = Uri::from(pq.clone());
+                if !req.headers().contains_key(http::header::HOST) {
+                    // An HTTP/2 client's request has none (its :authority is the supervisor's).
+                    let host = HeaderValue::from_str(upstream.authority.as_str()).ok();
+                    if let Some(host) = host {
+                        req.headers_mut().insert(http::header::HOST, host);
+                    }
+                }
+                self.try_h1(&upstream, req).right_future()
+            };
+            match tokio::time::timeout(self.opts.header_timeout, sent).await {
+                Ok(Ok((resp, lease))) => {
                     let (mut rp, rb) = resp.into_parts();
                     strip_hop_by_hop(&mut rp.headers, grpc);
                     if !rp.headers.contains_key(&X_REQUEST_ID) {
@@ -208,7 +214,7 @@ impl Proxy {
                     upstream
                         .metrics
                         .observe(rp.status.as_u16(), started.elapsed());
-                    let rb = Tracked::new(rb, self.opts.idle_timeout, guard);
+                    let rb = Tracked::new(rb, self.opts.idle_timeout, lease, guard);
                     break Response::from_parts(rp, Body::new(rb));
                 }
                 Ok(Err(_)) if body.client_failed() => {
@@ -218,14 +224,14 @@ impl Proxy {
                     )
                     .into_response_body();
                 }
-                Ok(Err(e)) if avoid.len() + 1 < TRIES && unsent(&e, &body, &parts.method) => {
+                Ok(Err(f)) if avoid.len() + 1 < TRIES && f.retriable(&body, &parts.method) => {
                     // It never reached the worker: another one may take it.
                     drop(guard);
                     avoid.push(upstream.worker);
                 }
-                Ok(Err(e)) => {
+                Ok(Err(f)) => {
                     drop(guard);
-                    break self.upstream_failed(&e, &upstream, started, grpc).await;
+                    break self.upstream_failed(&f, &upstream, started, grpc).await;
                 }
                 Err(_) => {
                     upstream
@@ -265,6 +271,50 @@ impl Proxy {
         response
     }
 
+    /// One try over HTTP/1.1: on a pooled connection of this proxy thread
+    /// when one is free (a closed one gives the request back, and the next
+    /// is tried), else on a new one.
+    async fn try_h1(
+        &self,
+        upstream: &super::route_table::Upstream,
+        mut req: Request<Replayable>,
+    ) -> Result<(Response<Incoming>, Option<Lease<Replayable>>), TryFailed> {
+        loop {
+            let (mut sender, pooled) = match self.conns.checkout(upstream.worker) {
+                Some(s) => (s, true),
+                None => match self.conns.connect(upstream.port).await {
+                    Ok(s) => (s, false),
+                    Err(e) => return Err(TryFailed::connect(e)),
+                },
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, Some(self.conns.lease(upstream.worker, sender)))),
+                Err(mut e) => match e.take_message() {
+                    Some(back) if pooled => req = back,
+                    back => return Err(TryFailed::http(e.into_error(), back.is_some())),
+                },
+            }
+        }
+    }
+
+    /// One gRPC try over the HTTP/2 client (its connections multiplex calls).
+    async fn try_h2(
+        &self,
+        upstream: &super::route_table::Upstream,
+        pq: &PathAndQuery,
+        mut req: Request<Replayable>,
+    ) -> Result<(Response<Incoming>, Option<Lease<Replayable>>), hyper_util::client::legacy::Error> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = Some(upstream.authority.clone());
+        uri.path_and_query = Some(pq.clone());
+        // Parts made of a valid path and authority always make a URI.
+        if let Ok(uri) = Uri::from_parts(uri) {
+            *req.uri_mut() = uri;
+        }
+        self.http2.request(req).await.map(|r| (r, None))
+    }
+
     /// The admin token never reaches agent code, whoever sends it along.
     fn drop_admin_token(&self, headers: &mut http::HeaderMap) {
         if let Some(admin) = &self.opts.admin_authorization {
@@ -279,7 +329,7 @@ impl Proxy {
     /// its sockets close), else a 502.
     async fn upstream_failed(
         &self,
-        e: &hyper_util::client::legacy::Error,
+        e: &TryFailed,
         upstream: &super::route_table::Upstream,
         started: Instant,
         grpc: bool,
@@ -297,8 +347,8 @@ impl Proxy {
                 ),
             )
         } else {
-            let detail = par_telemetry::error_chain(e);
-            let what = if e.is_connect() {
+            let detail = par_telemetry::error_chain(&*e.error);
+            let what = if e.connect {
                 "did not accept the connection"
             } else {
                 "failed to answer"
@@ -337,18 +387,61 @@ impl Proxy {
     }
 }
 
-/// Whether a failed try certainly did not reach the worker's handler: the
-/// connection was refused, or the body was never read and the request is
-/// idempotent or a pooled connection was found closed before sending.
-fn unsent(e: &hyper_util::client::legacy::Error, body: &Unsent, method: &Method) -> bool {
-    if e.is_connect() {
-        return true;
+/// A try that got no response.
+struct TryFailed {
+    /// The connection could not be made.
+    connect: bool,
+    /// The request certainly never reached the worker (it was given back).
+    unsent: bool,
+    /// The connection closed before an answer came.
+    closed_early: bool,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl TryFailed {
+    fn connect(e: conns::ConnectError) -> Self {
+        TryFailed {
+            connect: true,
+            unsent: true,
+            closed_early: false,
+            error: Box::new(e),
+        }
     }
-    let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let closed_before_sending = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<hyper::Error>())
-        .is_some_and(|h| h.is_canceled() || h.is_incomplete_message());
-    body.untouched() && (idempotent || closed_before_sending)
+
+    fn http(e: hyper::Error, given_back: bool) -> Self {
+        TryFailed {
+            connect: false,
+            unsent: given_back,
+            closed_early: e.is_canceled() || e.is_incomplete_message(),
+            error: Box::new(e),
+        }
+    }
+
+    /// Whether the try certainly did not reach the worker's handler: the
+    /// connection was refused, the request given back, or the body never
+    /// read and the request idempotent or its connection closed before
+    /// any answer.
+    fn retriable(&self, body: &Unsent, method: &Method) -> bool {
+        if self.unsent {
+            return true;
+        }
+        let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        body.untouched() && (idempotent || self.closed_early)
+    }
+}
+
+impl From<hyper_util::client::legacy::Error> for TryFailed {
+    fn from(e: hyper_util::client::legacy::Error) -> Self {
+        let closed_early = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<hyper::Error>())
+            .is_some_and(|h| h.is_canceled() || h.is_incomplete_message());
+        TryFailed {
+            connect: e.is_connect(),
+            unsent: e.is_connect(),
+            closed_early,
+            error: Box::new(e),
+        }
+    }
 }
 
 /// A gRPC status for an admission error: NOT_FOUND for an unknown agent,

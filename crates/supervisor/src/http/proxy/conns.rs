@@ -1,0 +1,315 @@
+//! One proxy thread's own keep-alive HTTP/1.1 connections to its workers.
+//!
+//! Each proxy thread serves its connections start to end on one
+//! single-threaded runtime, so its upstream connections are its own too: a
+//! free list per worker instance, taken and given back without contention
+//! and without hashing a pool key per request. A connection goes back to
+//! its list when the worker's response body has been read to the end;
+//! one closed by the worker (it restarted, its idle timeout passed) is
+//! dropped when next looked at. A request sent on a pooled connection that
+//! turns out to be closed comes back unsent (`try_send_request`), so it can
+//! go out again on a new connection, whatever its method.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use bytes::Bytes;
+use http_body::Body;
+
+use crate::model::WorkerId;
+
+/// Idle connections kept per worker; more are closed when given back.
+const MAX_IDLE: usize = 256;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One thread's connections, sending request bodies of type `B`.
+pub(super) struct Conns<B> {
+    idle: Mutex<Idle<B>>,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+struct Idle<B> {
+    by_worker: HashMap<WorkerId, Vec<(SendRequest<B>, Instant)>>,
+    swept: Option<Instant>,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConnectError {
+    #[error("connect to {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connect to {addr}: no answer within {} s", .after.as_secs_f64())]
+    Timeout { addr: SocketAddr, after: Duration },
+    #[error("connection to {addr}: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+/// A connection lent to one request, given back when its response is read.
+pub(super) struct Lease<B: Body + Send + 'static> {
+    conns: Arc<Conns<B>>,
+    worker: WorkerId,
+    sender: Option<SendRequest<B>>,
+}
+
+impl<B> Lease<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// Gives the connection back for the next request.
+    pub(super) fn release(mut self) {
+        if let Some(s) = self.sender.take() {
+            Arc::clone(&self.conns).put_back(self.worker, s);
+        }
+    }
+}
+
+impl<B> Conns<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    pub(super) fn new(idle_timeout: Duration, connect_timeout: Duration) -> Arc<Self> {
+        Arc::new(Conns {
+            idle: Mutex::new(Idle {
+                by_worker: HashMap::new(),
+                swept: None,
+            }),
+            idle_timeout,
+            connect_timeout,
+        })
+    }
+
+    /// An idle connection to `worker` ready for a request, if one is kept.
+    pub(super) fn checkout(&self, worker: WorkerId) -> Option<SendRequest<B>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.by_worker.get_mut(&worker)?;
+        // Most recently used first: the warmest connection.
+        while let Some((s, since)) = list.pop() {
+            if !s.is_closed() && s.is_ready() && since.elapsed() < self.idle_timeout {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// A new connection to the worker on `port`.
+    pub(super) async fn connect(&self, port: u16) -> Result<SendRequest<B>, ConnectError> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+            Err(_) => {
+                return Err(ConnectError::Timeout {
+                    addr,
+                    after: self.connect_timeout,
+                })
+            }
+        };
+        // Small frames (one SSE event) go out at once (no Nagle wait).
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .writev(true)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| ConnectError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection to {addr} ended: {e}");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Lends `sender` to one request on `worker`.
+    pub(super) fn lease(self: &Arc<Self>, worker: WorkerId, sender: SendRequest<B>) -> Lease<B> {
+        Lease {
+            conns: Arc::clone(self),
+            worker,
+            sender: Some(sender),
+        }
+    }
+
+    fn put_back(self: Arc<Self>, worker: WorkerId, mut sender: SendRequest<B>) {
+        if sender.is_closed() {
+            return;
+        }
+        if !sender.is_ready() {
+            // Still reading the end of the last reply: kept once it is done.
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    self.keep(worker, sender);
+                }
+            });
+            return;
+        }
+        self.keep(worker, sender);
+    }
+
+    fn keep(&self, worker: WorkerId, sender: SendRequest<B>) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Now and then, forget connections closed or idle too long, and
+        // workers that are gone.
+        if idle
+            .swept
+            .is_none_or(|t| now.duration_since(t) >= self.idle_timeout / 2)
+        {
+            idle.swept = Some(now);
+            let timeout = self.idle_timeout;
+            idle.by_worker.retain(|_, list| {
+                list.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < timeout);
+                !list.is_empty()
+            });
+        }
+        let list = idle.by_worker.entry(worker).or_default();
+        if list.len() < MAX_IDLE {
+            list.push((sender, now));
+        }
+    }
+
+    /// Idle connections kept (for tests).
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.by_worker.values().map(Vec::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt as _, Empty};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    type Pool = Arc<Conns<Empty<Bytes>>>;
+
+    /// A plain HTTP/1.1 server on loopback answering "ok" to each request,
+    /// that closes a connection after `per_conn` replies (without saying
+    /// so). Returns its port and the count of connections it accepted.
+    async fn server(per_conn: usize) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for _ in 0..per_conn {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut chunk = [0u8; 1024];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    /// One GET over the pool, as the proxy sends it: a pooled connection
+    /// when one is free, the body read to the end, the connection given back.
+    async fn get(pool: &Pool, port: u16) -> String {
+        let worker = WorkerId(1);
+        let mut req = http::Request::new(Empty::new());
+        *req.uri_mut() = http::Uri::from_static("/health");
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("w"));
+        let mut pooled = pool.checkout(worker);
+        loop {
+            let (mut sender, was_pooled) = match pooled.take() {
+                Some(s) => (s, true),
+                None => (pool.connect(port).await.unwrap(), false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let body = resp.into_body().collect().await.unwrap().to_bytes();
+                    pool.lease(worker, sender).release();
+                    return String::from_utf8(body.to_vec()).unwrap();
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(back) if was_pooled => req = back,
+                    _ => panic!("request failed: {}", e.into_error()),
+                },
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_connection_serves_requests_one_after_another() {
+        let (port, accepted) = server(usize::MAX).await;
+        let pool: Pool = Conns::new(Duration::from_secs(60), Duration::from_secs(5));
+        for _ in 0..5 {
+            assert_eq!(get(&pool, port).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_connection_the_worker_closed_is_not_used_again() {
+        let (port, accepted) = server(1).await;
+        let pool: Pool = Conns::new(Duration::from_secs(60), Duration::from_secs(5));
+        for i in 0..5 {
+            assert_eq!(get(&pool, port).await, "ok", "request {i}");
+            // Let the connection's task see the worker's close.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(pool.checkout(WorkerId(1)).is_none());
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn connections_idle_too_long_are_closed_not_reused() {
+        let (port, accepted) = server(usize::MAX).await;
+        let pool: Pool = Conns::new(Duration::from_millis(50), Duration::from_secs(5));
+        assert_eq!(get(&pool, port).await, "ok");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(pool.checkout(WorkerId(1)).is_none());
+        assert_eq!(get(&pool, port).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refused_connection_names_the_address() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let pool: Pool = Conns::new(Duration::from_secs(60), Duration::from_secs(5));
+        let err = pool.connect(port).await.unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+    }
+}
