@@ -110,17 +110,17 @@ where
     /// A new connection to the worker on `port`.
     pub(super) async fn connect(&self, port: u16) -> Result<SendRequest<B>, ConnectError> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
-            Err(_) => {
-                return Err(ConnectError::Timeout {
-                    addr,
-                    after: self.connect_timeout,
-                })
-            }
-        };
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+                Err(_) => {
+                    return Err(ConnectError::Timeout {
+                        addr,
+                        after: self.connect_timeout,
+                    })
+                }
+            };
         // Small frames (one SSE event) go out at once (no Nagle wait).
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()

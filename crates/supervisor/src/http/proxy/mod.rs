@@ -32,11 +32,11 @@ use body::{InFlight, Replayable, Tracked, Unsent};
 use conns::Lease;
 use futures_util::FutureExt as _;
 use futures_util::TryFutureExt as _;
-use hyper::body::Incoming;
 use headers::{
     append_forwarded, grpc_error, new_request_id, strip_hop_by_hop, with_request_id, X_AGENT_ID,
     X_PAR_PROCESS, X_REQUEST_ID,
 };
+use hyper::body::Incoming;
 
 /// Tries of one request on different workers, when it never reached one.
 const TRIES: usize = 3;
@@ -303,7 +303,8 @@ impl Proxy {
         upstream: &super::route_table::Upstream,
         pq: &PathAndQuery,
         mut req: Request<Replayable>,
-    ) -> Result<(Response<Incoming>, Option<Lease<Replayable>>), hyper_util::client::legacy::Error> {
+    ) -> Result<(Response<Incoming>, Option<Lease<Replayable>>), hyper_util::client::legacy::Error>
+    {
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(http::uri::Scheme::HTTP);
         uri.authority = Some(upstream.authority.clone());
