@@ -35,8 +35,24 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-/// Removes the hop-by-hop headers (RFC 9110 §7.6.1), and those the
-/// `Connection` header names. gRPC keeps `te: trailers`.
+/// Hop-by-hop headers (RFC 9110 §7.6.1) besides `te`, which gRPC keeps.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+fn is_hop_by_hop(name: &HeaderName, grpc: bool) -> bool {
+    HOP_BY_HOP.contains(name) || (!grpc && *name == header::TE)
+}
+
+/// Removes the hop-by-hop headers, and those the `Connection` header names.
+/// gRPC keeps `te: trailers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, grpc: bool) {
     // Most messages carry none: one look at each name is cheaper than a
     // hashed removal of each of the nine.
@@ -56,33 +72,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, grpc: bool) {
             }
         }
     }
-    for name in [
-        header::CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
     if !grpc {
         headers.remove(header::TE);
     }
-}
-
-fn is_hop_by_hop(name: &HeaderName, grpc: bool) -> bool {
-    *name == header::CONNECTION
-        || *name == header::PROXY_AUTHENTICATE
-        || *name == header::PROXY_AUTHORIZATION
-        || *name == header::TRAILER
-        || *name == header::TRANSFER_ENCODING
-        || *name == header::UPGRADE
-        || (!grpc && *name == header::TE)
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
 }
 
 pub fn append_forwarded(headers: &mut HeaderMap, peer: SocketAddr, prefix: Option<HeaderValue>) {

@@ -40,6 +40,10 @@ use hyper::body::Incoming;
 
 /// Tries of one request on different workers, when it never reached one.
 const TRIES: usize = 3;
+/// Longest wait for a worker to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle upstream connections are closed after this.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Proxy settings.
 #[derive(Debug, Clone)]
@@ -77,16 +81,16 @@ impl Proxy {
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let http2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connector);
         Proxy {
             routes,
-            conns: conns::Conns::new(Duration::from_secs(60), Duration::from_secs(5)),
+            conns: conns::Conns::new(POOL_IDLE_TIMEOUT, CONNECT_TIMEOUT),
             http2,
             opts,
             unknown,
@@ -113,7 +117,7 @@ impl Proxy {
                 Err(e) => return with_request_id(e.into_response_body(), req.headers()),
             };
             let opts = super::upgrade::Options {
-                connect_timeout: Duration::from_secs(5),
+                connect_timeout: CONNECT_TIMEOUT,
                 header_timeout: self.opts.header_timeout,
                 idle_timeout: self.opts.idle_timeout,
             };
@@ -192,15 +196,7 @@ impl Proxy {
                     .map_err(|e| e.into())
                     .left_future()
             } else {
-                *req.uri_mut() = Uri::from(pq.clone());
-                if !req.headers().contains_key(http::header::HOST) {
-                    // An HTTP/2 client's request has none (its :authority is the supervisor's).
-                    let host = HeaderValue::from_str(upstream.authority.as_str()).ok();
-                    if let Some(host) = host {
-                        req.headers_mut().insert(http::header::HOST, host);
-                    }
-                }
-                self.try_h1(&upstream, req).right_future()
+                self.try_h1(&upstream, &pq, req).right_future()
             };
             match tokio::time::timeout(self.opts.header_timeout, sent).await {
                 Ok(Ok((resp, lease))) => {
@@ -277,8 +273,16 @@ impl Proxy {
     async fn try_h1(
         &self,
         upstream: &super::route_table::Upstream,
+        pq: &PathAndQuery,
         mut req: Request<Replayable>,
     ) -> Result<(Response<Incoming>, Option<Lease<Replayable>>), TryFailed> {
+        *req.uri_mut() = Uri::from(pq.clone());
+        if !req.headers().contains_key(http::header::HOST) {
+            // An HTTP/2 client's request has none (its :authority is the supervisor's).
+            if let Ok(host) = HeaderValue::from_str(upstream.authority.as_str()) {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
         loop {
             let (mut sender, pooled) = match self.conns.checkout(upstream.worker) {
                 Some(s) => (s, true),
