@@ -9,6 +9,7 @@ pub mod error;
 pub mod leftover;
 pub mod metrics;
 pub mod proxy;
+pub mod rewind;
 pub mod route_table;
 pub mod server;
 pub mod upgrade;

@@ -19,7 +19,8 @@ use tower::ServiceExt as _;
 
 use super::connections::{Admitted, Connections};
 use super::leftover::{self, Guarded};
-use super::proxy::{Proxy, ProxyOptions};
+use super::proxy::{Proxy, ProxyOptions, Served};
+use super::rewind::Rewind;
 use super::route_table::RouteTable;
 
 /// What one proxy thread serves: its own proxy (its own upstream pools),
@@ -130,6 +131,9 @@ async fn accept_loop(
         .writev(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Held by each connection on the direct path: all gone when it closes.
+    let (alive, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    let stopping = stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -150,10 +154,13 @@ async fn accept_loop(
                 };
                 let health_only = waiting.is_none();
                 let app = Arc::clone(&app);
+                let for_svc = Arc::clone(&app);
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let app = Arc::clone(&app);
+                    let app = Arc::clone(&for_svc);
                     async move { Ok::<_, Infallible>(app.serve(req, peer, health_only).await) }
                 });
+                let (mut stop, alive) = (stopping.clone(), alive.clone());
+                let keepalive = conns.limits.keepalive_timeout;
                 let (builder, watcher) = (builder.clone(), graceful.watcher());
                 let first_byte = conns.limits.client_header_timeout;
                 tokio::spawn(async move {
@@ -175,7 +182,19 @@ async fn accept_loop(
                         _ = evicted => return,
                         _ = tokio::time::sleep(wait) => return,
                     }
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    // Requests for agents go the direct way; the connection
+                    // turns to hyper at the first request that needs it.
+                    let (stream, read) = if health_only {
+                        (stream, Vec::new())
+                    } else {
+                        let _alive = alive;
+                        match app.proxy.serve_direct(stream, peer, keepalive, &mut stop).await {
+                            Served::Done => return,
+                            Served::General(stream, read) => (stream, read),
+                        }
+                    };
+                    let io = TokioIo::new(Rewind::new(stream, read));
+                    let conn = builder.serve_connection_with_upgrades(io, svc);
                     let _ = watcher.watch(conn.into_owned()).await;
                 });
             }
@@ -183,11 +202,10 @@ async fn accept_loop(
         }
     }
     drop(listener);
+    drop(alive);
     let budget = *drain.borrow();
-    if tokio::time::timeout(budget, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let closed = futures_util::future::join(graceful.shutdown(), all_closed.recv());
+    if tokio::time::timeout(budget, closed).await.is_err() {
         tracing::warn!(
             "connections still open after {} s; closing them",
             budget.as_secs_f64()

@@ -7,6 +7,7 @@
 mod admit;
 mod body;
 mod conns;
+mod fast;
 pub mod headers;
 pub mod target;
 
@@ -38,6 +39,8 @@ use headers::{
 };
 use hyper::body::Incoming;
 
+pub use fast::Served;
+
 /// Tries of one request on different workers, when it never reached one.
 const TRIES: usize = 3;
 /// Longest wait for a worker to accept a connection.
@@ -61,8 +64,10 @@ pub struct ProxyOptions {
 
 pub struct Proxy {
     routes: Arc<RouteTable>,
-    /// This proxy thread's HTTP/1.1 connections to workers.
+    /// This proxy thread's HTTP/1.1 connections to workers (general path).
     conns: Arc<conns::Conns<Replayable>>,
+    /// This proxy thread's sockets to workers (direct path).
+    sockets: fast::Sockets,
     /// gRPC calls, multiplexed on HTTP/2 connections.
     http2: Client<HttpConnector, Replayable>,
     opts: ProxyOptions,
@@ -91,6 +96,7 @@ impl Proxy {
         Proxy {
             routes,
             conns: conns::Conns::new(POOL_IDLE_TIMEOUT, CONNECT_TIMEOUT),
+            sockets: fast::Sockets::new(POOL_IDLE_TIMEOUT, CONNECT_TIMEOUT),
             http2,
             opts,
             unknown,
@@ -229,23 +235,7 @@ impl Proxy {
                     drop(guard);
                     break self.upstream_failed(&f, &upstream, started, grpc).await;
                 }
-                Err(_) => {
-                    upstream
-                        .metrics
-                        .proxy_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    upstream.metrics.observe(504, started.elapsed());
-                    let msg = format!(
-                        "agent '{}' did not answer within {} s",
-                        upstream.agent_id,
-                        self.opts.header_timeout.as_secs_f64()
-                    );
-                    break if grpc {
-                        grpc_error(4, &msg)
-                    } else {
-                        ApiError::timeout(msg).into_response_body()
-                    };
-                }
+                Err(_) => break self.header_timed_out(&upstream, started, grpc),
             }
         };
         if !response.headers().contains_key(&X_REQUEST_ID) {
@@ -318,6 +308,30 @@ impl Proxy {
             *req.uri_mut() = uri;
         }
         self.http2.request(req).await.map(|r| (r, None))
+    }
+
+    /// 504: the worker did not send its response head in time.
+    fn header_timed_out(
+        &self,
+        upstream: &super::route_table::Upstream,
+        started: Instant,
+        grpc: bool,
+    ) -> Response<Body> {
+        upstream
+            .metrics
+            .proxy_errors
+            .fetch_add(1, Ordering::Relaxed);
+        upstream.metrics.observe(504, started.elapsed());
+        let msg = format!(
+            "agent '{}' did not answer within {} s",
+            upstream.agent_id,
+            self.opts.header_timeout.as_secs_f64()
+        );
+        if grpc {
+            grpc_error(4, &msg)
+        } else {
+            ApiError::timeout(msg).into_response_body()
+        }
     }
 
     /// The admin token never reaches agent code, whoever sends it along.
@@ -420,6 +434,23 @@ impl TryFailed {
             closed_early: e.is_canceled() || e.is_incomplete_message(),
             error: Box::new(e),
         }
+    }
+
+    /// A socket error on the direct path; `closed_early` when nothing came back.
+    fn io(e: std::io::Error, closed_early: bool) -> Self {
+        TryFailed {
+            connect: false,
+            unsent: false,
+            closed_early,
+            error: Box::new(e),
+        }
+    }
+
+    /// For a request held whole (the direct path): whether it can go to
+    /// another worker: it never reached this one, or it is idempotent and
+    /// the connection closed before any answer.
+    fn retriable_whole(&self, idempotent: bool) -> bool {
+        self.unsent || (idempotent && self.closed_early)
     }
 
     /// Whether the try certainly did not reach the worker's handler: the

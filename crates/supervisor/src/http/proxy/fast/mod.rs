@@ -1,0 +1,427 @@
+//! The direct path: a client's HTTP/1.1 connection served start to end by
+//! one task, its requests for agents passed to a worker's keep-alive socket
+//! with their heads rewritten in one pass and their bodies copied as they
+//! come (a chunked reply, an SSE stream, is passed through frame for frame,
+//! its framing untouched). No request or response objects, no channel to a
+//! connection task: the work nginx does, and little more.
+//!
+//! It serves what is common and plain: HTTP/1.1 requests under `/agents/`
+//! with no body or a `Content-Length` one up to 64 KiB (read whole first, so
+//! a try that failed can be sent again). Anything else (the management
+//! API, WebSockets, chunked or large uploads, `Expect`, HTTP/1.0, h2c, a
+//! malformed head) hands the connection, with the bytes read so far, to the
+//! general path (hyper) for the rest of its life.
+
+mod upstream;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::Response;
+use http_body_util::BodyExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+pub(super) use upstream::Sockets;
+
+use super::body::InFlight;
+use super::headers::X_REQUEST_ID;
+use super::{Proxy, TryFailed, TRIES};
+use crate::http::route_table::Upstream;
+use wire::{Chunks, Framing, Method, Parsed, ParsedResponse, Reply};
+
+/// How a connection left the direct path.
+pub enum Served {
+    /// It is closed (or the client went away).
+    Done,
+    /// For the general path, with what was read of it.
+    General(TcpStream, Vec<u8>),
+}
+
+/// Buffers of one client connection, reused by each of its requests.
+struct Buffers {
+    /// From the client: the request being read, then any that follow it.
+    client: Vec<u8>,
+    /// To the worker: the rewritten head and the body.
+    request: Vec<u8>,
+    /// From the worker.
+    response: Vec<u8>,
+    /// To the client: the rewritten head and the first body bytes.
+    reply: Vec<u8>,
+    agent: String,
+}
+
+/// The end of one exchange: whether the client's connection can go on.
+#[derive(PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+impl Proxy {
+    /// Serves `client` until it closes, or until a request for the general path.
+    pub async fn serve_direct(
+        &self,
+        mut client: TcpStream,
+        peer: SocketAddr,
+        keepalive: Duration,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Served {
+        let peer_ip = peer.ip().to_canonical().to_string();
+        let mut b = Buffers {
+            client: Vec::with_capacity(4096),
+            request: Vec::with_capacity(1024),
+            response: Vec::with_capacity(8192),
+            reply: Vec::with_capacity(1024),
+            agent: String::new(),
+        };
+        loop {
+            // One request head (and its body), within the keep-alive time.
+            let cx = wire::Context {
+                peer_ip: peer_ip.as_bytes(),
+                admin_authorization: self.opts.admin_authorization.as_ref(),
+            };
+            let deadline = tokio::time::Instant::now() + keepalive;
+            let req = loop {
+                if !b.client.is_empty() {
+                    match wire::parse_request(&b.client, &cx, &mut b.request) {
+                        Parsed::Partial => {}
+                        Parsed::General => return Served::General(client, b.client),
+                        Parsed::Direct(r) => break r,
+                    }
+                }
+                let idle = b.client.is_empty();
+                if b.client.capacity() - b.client.len() < 1024 {
+                    b.client.reserve(4096);
+                }
+                let read = tokio::select! {
+                    biased;
+                    r = client.read_buf(&mut b.client) => r,
+                    _ = tokio::time::sleep_until(deadline) => return Served::Done,
+                    // Stopping: an idle connection closes now, one mid-head when it times out.
+                    _ = stop.wait_for(|s| *s), if idle => return Served::Done,
+                };
+                if !matches!(read, Ok(n) if n > 0) {
+                    return Served::Done;
+                }
+            };
+            let whole = req.head_len + req.body_len;
+            while b.client.len() < whole {
+                b.client.reserve(whole - b.client.len());
+                let read = tokio::time::timeout_at(deadline, client.read_buf(&mut b.client)).await;
+                if !matches!(read, Ok(Ok(n)) if n > 0) {
+                    return Served::Done;
+                }
+            }
+            b.request.extend_from_slice(&b.client[req.head_len..whole]);
+            b.agent.clear();
+            // The target was checked as a URI, so the id is ASCII.
+            b.agent
+                .push_str(std::str::from_utf8(&b.client[req.agent_id.clone()]).unwrap_or_default());
+            b.client.drain(..whole);
+            let close = req.close || *stop.borrow();
+            if self.exchange(&mut client, &req, close, &mut b).await == Next::Close || close {
+                return Served::Done;
+            }
+        }
+    }
+
+    /// One request: admitted, sent (again to another worker when it never
+    /// reached one), and its reply passed to the client.
+    async fn exchange(
+        &self,
+        client: &mut TcpStream,
+        req: &wire::Request,
+        close: bool,
+        b: &mut Buffers,
+    ) -> Next {
+        let started = Instant::now();
+        let idempotent = matches!(req.method, Method::Idempotent { .. });
+        let head_request = req.method == Method::Idempotent { head: true };
+        let mut avoid = Vec::new();
+        let (next, status) = loop {
+            let admitted = match self.admit(&b.agent, &avoid).await {
+                Ok(a) => a,
+                Err(e) => {
+                    let resp = e.into_response_body();
+                    let status = resp.status().as_u16();
+                    break (self.reply(client, resp, req, close, b).await, status);
+                }
+            };
+            let upstream = Arc::clone(&admitted.upstream);
+            let guard = InFlight::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
+            let reply = Reply {
+                request_id: &req.request_id,
+                process_id: &upstream.process_id,
+                head_request,
+                close,
+            };
+            let sent = self.send_direct(&upstream, client, idempotent, &reply, b);
+            let resp = match tokio::time::timeout(self.opts.header_timeout, sent).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(Failed::ClientGone)) => return Next::Close,
+                Ok(Err(Failed::Worker(f)))
+                    if avoid.len() + 1 < TRIES && f.retriable_whole(idempotent) =>
+                {
+                    // It never reached the worker: another one may take it.
+                    drop(guard);
+                    avoid.push(upstream.worker);
+                    continue;
+                }
+                Ok(Err(Failed::Worker(f))) => {
+                    drop(guard);
+                    let resp = self.upstream_failed(&f, &upstream, started, false).await;
+                    let status = resp.status().as_u16();
+                    break (self.reply(client, resp, req, close, b).await, status);
+                }
+                Err(_) => {
+                    drop(guard);
+                    let resp = self.header_timed_out(&upstream, started, false);
+                    break (self.reply(client, resp, req, close, b).await, 504);
+                }
+            };
+            let (socket, head) = resp;
+            upstream.metrics.observe(head.status, started.elapsed());
+            let next = self.pass_body(client, socket, &head, &upstream, b).await;
+            drop(guard);
+            break (next, head.status);
+        };
+        if self.opts.access_log {
+            let path = b.request.split(|&c| c == b' ').nth(1).unwrap_or_default();
+            tracing::info!(
+                target: "par::access",
+                agent = %b.agent,
+                path = %String::from_utf8_lossy(path),
+                status,
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                "proxied"
+            );
+        }
+        next
+    }
+
+    /// Sends the request in `b.request` to `upstream` and reads its response
+    /// head (interim responses are passed to the client on the way). A
+    /// pooled socket found closed before any answer is replaced when the
+    /// request may be sent twice.
+    async fn send_direct(
+        &self,
+        upstream: &Upstream,
+        client: &mut TcpStream,
+        idempotent: bool,
+        reply: &Reply<'_>,
+        b: &mut Buffers,
+    ) -> Result<(TcpStream, wire::Response), Failed> {
+        'socket: loop {
+            let (mut socket, pooled) = match self.sockets.checkout(upstream.worker) {
+                Some(s) => (s, true),
+                None => match self.sockets.connect(upstream.port).await {
+                    Ok(s) => (s, false),
+                    Err(e) => return Err(Failed::Worker(TryFailed::connect(e))),
+                },
+            };
+            if let Err(e) = socket.write_all(&b.request).await {
+                if pooled {
+                    continue 'socket;
+                }
+                return Err(Failed::Worker(TryFailed::io(e, false)));
+            }
+            b.response.clear();
+            b.reply.clear();
+            let mut watch_client = true;
+            loop {
+                if b.response.capacity() - b.response.len() < 2048 {
+                    b.response.reserve(8192);
+                }
+                let read = tokio::select! {
+                    biased;
+                    r = socket.read_buf(&mut b.response) => r,
+                    r = client.readable(), if watch_client => {
+                        // The client closed (it gave up), or sent its next request early.
+                        if r.is_err() || client_gone(client, &mut b.client) {
+                            return Err(Failed::ClientGone);
+                        }
+                        watch_client = b.client.len() < wire::MAX_REQUEST_HEAD;
+                        continue;
+                    }
+                };
+                match read {
+                    Ok(n) if n > 0 => {}
+                    Ok(_) | Err(_) if pooled && b.response.is_empty() && idempotent => {
+                        continue 'socket;
+                    }
+                    Ok(_) => {
+                        let e = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                        return Err(Failed::Worker(TryFailed::io(e, b.response.is_empty())));
+                    }
+                    Err(e) => return Err(Failed::Worker(TryFailed::io(e, b.response.is_empty()))),
+                }
+                let mut head = None;
+                match wire::parse_response(&b.response, reply, &mut b.reply, &mut head) {
+                    ParsedResponse::Partial => {}
+                    ParsedResponse::Interim(n) => {
+                        if client.write_all(&b.reply).await.is_err() {
+                            return Err(Failed::ClientGone);
+                        }
+                        b.reply.clear();
+                        b.response.drain(..n);
+                    }
+                    ParsedResponse::Final => {
+                        if let Some(head) = head {
+                            return Ok((socket, head));
+                        }
+                    }
+                    ParsedResponse::Invalid(what) => {
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("the worker sent {what}"),
+                        );
+                        return Err(Failed::Worker(TryFailed::io(e, false)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Proxy {
+    /// Passes the response body (its first bytes are in `b.response` after
+    /// the head) to the client as it comes; the worker's socket is kept
+    /// when the body ended where its framing said.
+    async fn pass_body(
+        &self,
+        client: &mut TcpStream,
+        mut socket: TcpStream,
+        head: &wire::Response,
+        upstream: &Upstream,
+        b: &mut Buffers,
+    ) -> Next {
+        let mut chunks = Chunks::default();
+        // Body bytes still to come (Length), or whether the end was seen.
+        let mut left = match head.framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        let mut start = head.head_len;
+        let mut first = true;
+        let mut ended = head.framing == Framing::Empty;
+        let mut extra = false;
+        loop {
+            // What of b.response[start..] belongs to this body.
+            let avail = &b.response[start..];
+            let take = match head.framing {
+                Framing::Empty => 0,
+                Framing::Length(_) => {
+                    let t = (left as usize).min(avail.len());
+                    left -= t as u64;
+                    ended = left == 0;
+                    t
+                }
+                Framing::Chunked => match chunks.feed(avail) {
+                    Ok(Some(n)) => {
+                        ended = true;
+                        n
+                    }
+                    Ok(None) => avail.len(),
+                    Err(what) => {
+                        tracing::debug!(agent = %upstream.agent_id, "a chunked reply ended early: {what}");
+                        // The client sees a reply cut short, as it was.
+                        let _ = client.write_all(&b.reply).await;
+                        return Next::Close;
+                    }
+                },
+                Framing::Close => avail.len(),
+            };
+            extra |= take < avail.len();
+            let data = &b.response[start..start + take];
+            let written = if first {
+                b.reply.extend_from_slice(data);
+                client.write_all(&b.reply).await
+            } else if take > 0 {
+                client.write_all(data).await
+            } else {
+                Ok(())
+            };
+            first = false;
+            if written.is_err() {
+                return Next::Close;
+            }
+            if ended {
+                break;
+            }
+            b.response.clear();
+            start = 0;
+            b.response.reserve(8192);
+            let read =
+                tokio::time::timeout(self.opts.idle_timeout, socket.read_buf(&mut b.response))
+                    .await;
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                // A reply delimited by the end of the connection is whole.
+                Ok(Ok(_)) if head.framing == Framing::Close => return Next::Close,
+                _ => {
+                    tracing::debug!(agent = %upstream.agent_id, "the worker's reply ended early");
+                    return Next::Close;
+                }
+            }
+        }
+        if head.reusable && !extra {
+            self.sockets.put_back(upstream.worker, socket);
+        }
+        if head.framing == Framing::Close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    /// A reply made here (an admission refusal, a worker's failure), with the request's id.
+    async fn reply(
+        &self,
+        client: &mut TcpStream,
+        resp: Response<Body>,
+        req: &wire::Request,
+        close: bool,
+        b: &mut Buffers,
+    ) -> Next {
+        let (mut parts, body) = resp.into_parts();
+        if !parts.headers.contains_key(&X_REQUEST_ID) {
+            parts
+                .headers
+                .insert(X_REQUEST_ID.clone(), req.request_id.clone());
+        }
+        let body = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        b.reply.clear();
+        let head_request = req.method == Method::Idempotent { head: true };
+        wire::write_reply(&mut b.reply, &parts, &body, head_request, close);
+        if client.write_all(&b.reply).await.is_err() {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+}
+
+/// Why a try ended without a response.
+enum Failed {
+    Worker(TryFailed),
+    ClientGone,
+}
+
+/// Whether a client watched during a request has closed; bytes it sent
+/// early (its next request) are kept in `buf`.
+fn client_gone(client: &TcpStream, buf: &mut Vec<u8>) -> bool {
+    buf.reserve(1024);
+    match client.try_read_buf(buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}

@@ -1,0 +1,718 @@
+//! HTTP/1.1 on the wire for the direct path: a client's request head read
+//! and rewritten for the worker in one pass, the worker's response head
+//! rewritten for the client, where a chunked body ends, and a reply made
+//! here (an error) written out. Nothing here does I/O.
+
+use http::HeaderValue;
+
+/// Headers read from one message head; more → the general path.
+pub(super) const MAX_HEADERS: usize = 64;
+/// Longest request head served directly; longer → the general path.
+pub(super) const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// Longest request body read whole before it is sent; longer → the general path.
+pub(super) const MAX_REQUEST_BODY: u64 = 64 * 1024;
+/// Longest response head accepted from a worker.
+pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): never passed on.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// Whether the comma-separated `list` holds `token` (any case).
+fn has_token(list: &[u8], token: &str) -> bool {
+    list.split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Whether `name` is one of the headers a `Connection` header lists.
+fn named_by_connection(connection: &[&[u8]], name: &str) -> bool {
+    connection.iter().any(|v| has_token(v, name))
+}
+
+/// A request the direct path serves, its head already rewritten for the worker.
+#[derive(Debug)]
+pub(super) struct Request {
+    /// Bytes of the head in the client's buffer.
+    pub head_len: usize,
+    /// Body bytes that follow it.
+    pub body_len: usize,
+    /// The agent the path names.
+    pub agent_id: std::ops::Range<usize>,
+    pub method: Method,
+    /// The client asked to close after this reply.
+    pub close: bool,
+    /// `x-request-id`, the client's or made here.
+    pub request_id: HeaderValue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Method {
+    /// GET, HEAD, OPTIONS: safe to send again when no answer came.
+    Idempotent {
+        head: bool,
+    },
+    Other,
+}
+
+/// What a client's buffer holds.
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A request for an agent: `out` holds the head for the worker (the body follows it).
+    Direct(Request),
+    /// Anything else (the management API, an upgrade, a chunked upload,
+    /// HTTP/1.0, a malformed head…): served by the general path.
+    General,
+}
+
+/// What the rewrite needs to know besides the request.
+pub(super) struct Context<'a> {
+    pub peer_ip: &'a [u8],
+    pub admin_authorization: Option<&'a HeaderValue>,
+}
+
+/// Parses a request head at the start of `buf` and, when it is one the direct
+/// path serves, writes the head for the worker to `out`: origin-form target
+/// without `/agents/{id}`, hop-by-hop headers gone, the admin token dropped,
+/// `x-request-id`, `x-forwarded-for`, `-proto` and `-prefix` set.
+pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_HEAD => return Parsed::Partial,
+        _ => return Parsed::General,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Parsed::General;
+    };
+    let Some(after) = target.strip_prefix("/agents/") else {
+        return Parsed::General;
+    };
+    let id_len = after.find(['/', '?']).unwrap_or(after.len());
+    if id_len == 0 || method == "CONNECT" {
+        return Parsed::General;
+    }
+    // A target the URI parser refuses is the general path's to refuse.
+    if http::uri::PathAndQuery::try_from(target).is_err() {
+        return Parsed::General;
+    }
+    let rest = &after[id_len..];
+    let prefix = &target[..8 + id_len];
+    let base = target.as_ptr() as usize - buf.as_ptr() as usize;
+    let agent_id = base + 8..base + 8 + id_len;
+
+    let mut connection: [&[u8]; 4] = [&[]; 4];
+    let mut n_connection = 0;
+    let mut content_length: Option<u64> = None;
+    let (mut host, mut request_id, mut proto) = (false, None, false);
+    let mut forwarded_for: Option<&[u8]> = None;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = parse_decimal(h.value) else {
+                return Parsed::General;
+            };
+            if content_length.is_some_and(|c| c != n) {
+                return Parsed::General;
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            || name.eq_ignore_ascii_case("upgrade")
+            || name.eq_ignore_ascii_case("expect")
+        {
+            return Parsed::General;
+        } else if name.eq_ignore_ascii_case("connection") {
+            if n_connection == connection.len() {
+                return Parsed::General;
+            }
+            connection[n_connection] = h.value;
+            n_connection += 1;
+        } else if name.eq_ignore_ascii_case("host") {
+            host = true;
+        } else if name.eq_ignore_ascii_case("x-request-id") {
+            if request_id.is_none() {
+                request_id = HeaderValue::from_bytes(h.value).ok();
+            }
+        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
+            proto = true;
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") && forwarded_for.is_none() {
+            forwarded_for = Some(h.value);
+        }
+    }
+    let body_len = content_length.unwrap_or(0);
+    // A request without a Host is the general path's to judge.
+    if !host || body_len > MAX_REQUEST_BODY {
+        return Parsed::General;
+    }
+    let connection = &connection[..n_connection];
+    let close = connection.iter().any(|v| has_token(v, "close"));
+
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    // `/agents/{id}` and `/agents/{id}?q` are `/` and `/?q` to the worker.
+    if !rest.starts_with('/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(rest.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for h in req.headers.iter() {
+        let name = h.name;
+        if is_hop_by_hop(name)
+            || (!connection.is_empty() && named_by_connection(connection, name))
+            || name.eq_ignore_ascii_case("x-forwarded-for")
+            || name.eq_ignore_ascii_case("x-forwarded-prefix")
+            || (name.eq_ignore_ascii_case("authorization")
+                && cx
+                    .admin_authorization
+                    .is_some_and(|a| a.as_bytes() == h.value))
+        {
+            continue;
+        }
+        push_header(out, name.as_bytes(), h.value);
+    }
+    let request_id = match request_id {
+        Some(id) => id,
+        None => {
+            let id = crate::http::proxy::headers::new_request_id();
+            push_header(out, b"x-request-id", id.as_bytes());
+            id
+        }
+    };
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(prev) = forwarded_for {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(cx.peer_ip);
+    out.extend_from_slice(b"\r\n");
+    if !proto {
+        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    }
+    push_header(out, b"x-forwarded-prefix", prefix.as_bytes());
+    out.extend_from_slice(b"\r\n");
+
+    let method = match method {
+        "GET" | "OPTIONS" => Method::Idempotent { head: false },
+        "HEAD" => Method::Idempotent { head: true },
+        _ => Method::Other,
+    };
+    Parsed::Direct(Request {
+        head_len,
+        body_len: body_len as usize,
+        agent_id,
+        method,
+        close,
+        request_id,
+    })
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A decimal `Content-Length` (no sign, no spaces inside, at most 19 digits).
+fn parse_decimal(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the worker closes the connection.
+    Close,
+}
+
+/// A worker's response head, rewritten for the client.
+#[derive(Debug)]
+pub(super) struct Response {
+    pub head_len: usize,
+    pub status: u16,
+    pub framing: Framing,
+    /// The worker's connection can carry another request afterwards.
+    pub reusable: bool,
+}
+
+/// What the reply to the client should say besides the worker's head.
+pub(super) struct Reply<'a> {
+    pub request_id: &'a HeaderValue,
+    pub process_id: &'a HeaderValue,
+    pub head_request: bool,
+    /// The client's connection ends after this reply.
+    pub close: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum ParsedResponse {
+    Partial,
+    /// An interim response (1xx but 101), passed on as it is; the real one follows.
+    Interim(usize),
+    Final,
+    Invalid(&'static str),
+}
+
+/// Parses the worker's response head at the start of `buf` and writes the
+/// client's to `out`; `resp` says how its body is delimited.
+pub(super) fn parse_response(
+    buf: &[u8],
+    reply: &Reply<'_>,
+    out: &mut Vec<u8>,
+    resp: &mut Option<Response>,
+) -> ParsedResponse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS * 2];
+    let mut r = httparse::Response::new(&mut headers);
+    let head_len = match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => {
+            return ParsedResponse::Partial
+        }
+        Ok(httparse::Status::Partial) => {
+            return ParsedResponse::Invalid("a response head too large")
+        }
+        Err(_) => return ParsedResponse::Invalid("a malformed response head"),
+    };
+    let (Some(status), Some(version)) = (r.code, r.version) else {
+        return ParsedResponse::Invalid("a malformed response head");
+    };
+    if (100..200).contains(&status) {
+        if status == 101 {
+            return ParsedResponse::Invalid("a protocol switch nobody asked for");
+        }
+        out.extend_from_slice(&buf[..head_len]);
+        return ParsedResponse::Interim(head_len);
+    }
+    let mut connection: [&[u8]; 4] = [&[]; 4];
+    let mut n_connection = 0;
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut has_request_id = false;
+    for h in r.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            match parse_decimal(h.value) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => return ParsedResponse::Invalid("an invalid content-length"),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only a final `chunked` delimits the body; anything else is not HTTP/1.1 a client can read.
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return ParsedResponse::Invalid("a transfer-encoding other than chunked");
+            }
+            chunked = true;
+        } else if h.name.eq_ignore_ascii_case("connection") && n_connection < connection.len() {
+            connection[n_connection] = h.value;
+            n_connection += 1;
+        } else if h.name.eq_ignore_ascii_case("x-request-id") {
+            has_request_id = true;
+        }
+    }
+    let connection = &connection[..n_connection];
+    let framing = if reply.head_request || status == 204 || status == 304 {
+        Framing::Empty
+    } else if chunked {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        if n == 0 {
+            Framing::Empty
+        } else {
+            Framing::Length(n)
+        }
+    } else {
+        Framing::Close
+    };
+    let reusable = version == 1
+        && framing != Framing::Close
+        && !connection.iter().any(|v| has_token(v, "close"));
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&buf[9..12]);
+    out.push(b' ');
+    out.extend_from_slice(r.reason.unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in r.headers.iter() {
+        let name = h.name;
+        // A chunked body is passed through as it is, framing and all.
+        let keep_te = chunked && name.eq_ignore_ascii_case("transfer-encoding");
+        if (!keep_te && is_hop_by_hop(name))
+            || (!connection.is_empty() && named_by_connection(connection, name))
+            || name.eq_ignore_ascii_case("x-par-process")
+        {
+            continue;
+        }
+        push_header(out, name.as_bytes(), h.value);
+    }
+    if !has_request_id {
+        push_header(out, b"x-request-id", reply.request_id.as_bytes());
+    }
+    push_header(out, b"x-par-process", reply.process_id.as_bytes());
+    if reply.close || framing == Framing::Close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    *resp = Some(Response {
+        head_len,
+        status,
+        framing,
+        reusable,
+    });
+    ParsedResponse::Final
+}
+
+/// Finds where a chunked body ends, passing over its bytes as they come.
+#[derive(Debug, Default)]
+pub(super) struct Chunks {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    EndLf,
+    Done,
+}
+
+impl Chunks {
+    /// Reads `bytes`; `Ok(Some(n))` when the body ends after `n` of them.
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.state {
+                Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        if self.digits == 15 {
+                            return Err("a chunk size too large");
+                        }
+                        let d = (b as char).to_digit(16).unwrap_or(0);
+                        self.size = self.size * 16 + u64::from(d);
+                        self.digits += 1;
+                    }
+                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Extension,
+                    b'\r' if self.digits > 0 => self.state = SizeLf,
+                    _ => return Err("a malformed chunk size"),
+                },
+                Extension => match b {
+                    b'\r' => self.state = SizeLf,
+                    b'\n' => return Err("a malformed chunk size line"),
+                    _ => {}
+                },
+                SizeLf => {
+                    if b != b'\n' {
+                        return Err("a malformed chunk size line");
+                    }
+                    self.state = if self.size == 0 { TrailerStart } else { Data };
+                    self.digits = 0;
+                }
+                Data => {
+                    let take = (self.size as usize).min(bytes.len() - i);
+                    self.size -= take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.state = DataCr;
+                    }
+                    continue;
+                }
+                DataCr => {
+                    if b != b'\r' {
+                        return Err("a chunk longer than its size");
+                    }
+                    self.state = DataLf;
+                }
+                DataLf => {
+                    if b != b'\n' {
+                        return Err("a chunk longer than its size");
+                    }
+                    self.state = Size;
+                }
+                TrailerStart => self.state = if b == b'\r' { EndLf } else { Trailer },
+                Trailer => {
+                    if b == b'\n' {
+                        self.state = TrailerStart;
+                    }
+                }
+                EndLf => {
+                    if b != b'\n' {
+                        return Err("a malformed end of the chunked body");
+                    }
+                    self.state = Done;
+                    return Ok(Some(i + 1));
+                }
+                Done => return Ok(Some(i)),
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+}
+
+/// A reply made here (an error): head and whole body, `content-length` set.
+pub(super) fn write_reply(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    body: &[u8],
+    head_request: bool,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if name != http::header::CONTENT_LENGTH && name != http::header::CONNECTION {
+            push_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_request {
+        out.extend_from_slice(body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cx() -> Context<'static> {
+        Context {
+            peer_ip: b"10.0.0.7",
+            admin_authorization: None,
+        }
+    }
+
+    fn direct(raw: &str, cx: &Context<'_>) -> (Request, String) {
+        let mut out = Vec::new();
+        match parse_request(raw.as_bytes(), cx, &mut out) {
+            Parsed::Direct(r) => (r, String::from_utf8(out).unwrap()),
+            other => panic!("not direct: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_for_an_agent_is_rewritten_for_its_worker() {
+        let raw = "POST /agents/echo/invoke?x=1 HTTP/1.1\r\nHost: par\r\nConnection: keep-alive, X-Secret\r\n\
+                   X-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nX-Forwarded-For: 1.2.3.4\r\n\
+                   X-Forwarded-Prefix: /evil\r\nx-request-id: abc\r\nContent-Length: 2\r\n\r\nhi";
+        let (r, head) = direct(raw, &cx());
+        assert_eq!(&raw[r.agent_id.clone()], "echo");
+        assert_eq!((r.head_len, r.body_len), (raw.len() - 2, 2));
+        assert_eq!(r.method, Method::Other);
+        assert!(!r.close);
+        assert_eq!(r.request_id, "abc");
+        assert_eq!(
+            head,
+            "POST /invoke?x=1 HTTP/1.1\r\nHost: par\r\nx-request-id: abc\r\nContent-Length: 2\r\n\
+             x-forwarded-for: 1.2.3.4, 10.0.0.7\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-prefix: /agents/echo\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_request_id_is_made_and_the_admin_token_dropped() {
+        let admin = HeaderValue::from_static("Bearer root");
+        let cx = Context {
+            peer_ip: b"127.0.0.1",
+            admin_authorization: Some(&admin),
+        };
+        let raw = "GET /agents/a HTTP/1.1\r\nhost: x\r\nAuthorization: Bearer root\r\nConnection: close\r\n\r\n";
+        let (r, head) = direct(raw, &cx);
+        assert!(r.close);
+        assert_eq!(r.method, Method::Idempotent { head: false });
+        assert_eq!(r.request_id.len(), 32);
+        assert!(head.starts_with("GET / HTTP/1.1\r\nhost: x\r\n"));
+        assert!(!head.to_ascii_lowercase().contains("authorization"));
+        assert!(head.contains(&format!(
+            "x-request-id: {}\r\n",
+            r.request_id.to_str().unwrap()
+        )));
+        let query = "GET /agents/a?x=1 HTTP/1.1\r\nhost: x\r\n\r\n";
+        assert!(direct(query, &cx).1.starts_with("GET /?x=1 HTTP/1.1\r\n"));
+        let other = "GET /agents/a/x HTTP/1.1\r\nhost: x\r\nAuthorization: Bearer user\r\n\r\n";
+        assert!(direct(other, &cx)
+            .1
+            .contains("Authorization: Bearer user\r\n"));
+    }
+
+    #[test]
+    fn what_the_direct_path_does_not_serve_goes_to_the_general_one() {
+        let mut out = Vec::new();
+        for raw in [
+            "GET /supervisor/status HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /agents/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /agents/a HTTP/1.0\r\nHost: x\r\n\r\n",
+            "GET /agents/a HTTP/1.1\r\n\r\n",
+            "GET /agents/a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "POST /agents/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST /agents/a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "POST /agents/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST /agents/a HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            "POST /agents/a HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET http://x/agents/a HTTP/1.1\r\nHost: x\r\n\r\n",
+            "garbage\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_request(raw.as_bytes(), &cx(), &mut out), Parsed::General),
+                "{raw:?}"
+            );
+        }
+        assert!(matches!(
+            parse_request(b"GET /agents/a HTTP/1.1\r\nHo", &cx(), &mut out),
+            Parsed::Partial
+        ));
+    }
+
+    fn reply(raw: &str, head: bool, close: bool) -> (ParsedResponse, Option<Response>, String) {
+        let (id, process) = (
+            HeaderValue::from_static("rid"),
+            HeaderValue::from_static("par-a"),
+        );
+        let r = Reply {
+            request_id: &id,
+            process_id: &process,
+            head_request: head,
+            close,
+        };
+        let (mut out, mut resp) = (Vec::new(), None);
+        let p = parse_response(raw.as_bytes(), &r, &mut out, &mut resp);
+        (p, resp, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn a_response_head_is_rewritten_for_the_client() {
+        let (p, r, out) = reply(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nkeep-alive: 5\r\nx-par-process: fake\r\ncontent-length: 2\r\n\r\nok",
+            false,
+            false,
+        );
+        assert_eq!(p, ParsedResponse::Final);
+        let r = r.unwrap();
+        assert_eq!(
+            (r.status, r.framing, r.reusable),
+            (200, Framing::Length(2), true)
+        );
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nx-request-id: rid\r\n\
+             x-par-process: par-a\r\n\r\n"
+        );
+        let (_, r, out) = reply(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-request-id: w\r\nconnection: close\r\n\r\n",
+            false,
+            true,
+        );
+        let r = r.unwrap();
+        assert_eq!((r.framing, r.reusable), (Framing::Chunked, false));
+        assert!(out.contains("transfer-encoding: chunked\r\n"));
+        assert!(!out.contains("rid"));
+        assert!(out.ends_with("connection: close\r\n\r\n"));
+        let (_, r, _) = reply("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true, false);
+        assert_eq!(r.unwrap().framing, Framing::Empty);
+        let (_, r, out) = reply("HTTP/1.0 200 OK\r\n\r\n", false, false);
+        assert_eq!(r.unwrap().framing, Framing::Close);
+        assert!(out.contains("connection: close"));
+        let hints = "HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n";
+        let (p, _, out) = reply(&format!("{hints}HTTP/1.1 200 OK\r\n"), false, false);
+        assert_eq!(p, ParsedResponse::Interim(hints.len()));
+        assert_eq!(out, hints);
+        for bad in [
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            "nonsense\r\n\r\n",
+        ] {
+            assert!(
+                matches!(reply(bad, false, false).0, ParsedResponse::Invalid(_)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_end_of_a_chunked_body_is_found_however_it_is_cut() {
+        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        for cut in 0..body.len() {
+            let mut c = Chunks::default();
+            let found = match c.feed(&body[..cut]).unwrap() {
+                Some(n) => n,
+                None => cut + c.feed(&body[cut..]).unwrap().expect("ends"),
+            };
+            assert_eq!(found, end, "cut at {cut}");
+        }
+        let mut c = Chunks::default();
+        assert_eq!(c.feed(b"0\r\n\r\n").unwrap(), Some(5));
+        for bad in [
+            &b"x\r\n"[..],
+            b"2\r\nabc\r\n",
+            b"\r\n",
+            b"1234567890abcdef0\r\n",
+        ] {
+            assert!(Chunks::default().feed(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_reply_made_here_has_its_length() {
+        let resp = http::Response::builder()
+            .status(503)
+            .header("retry-after", "1")
+            .body(())
+            .unwrap();
+        let (parts, ()) = resp.into_parts();
+        let mut out = Vec::new();
+        write_reply(&mut out, &parts, b"{}", false, true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+        );
+    }
+}
