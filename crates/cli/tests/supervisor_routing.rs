@@ -241,3 +241,93 @@ fn logs_are_captured_filtered_and_followed_and_metrics_count() {
         422
     );
 }
+
+/// One client connection: requests written back to back (pipelined) are
+/// answered in order and whole, a HEAD reply ends at its head, a streamed
+/// reply passes through, and the management API and the agent keep
+/// answering on the same connection after.
+#[test]
+fn one_connection_carries_pipelined_requests_a_stream_and_the_api() {
+    let s = sup();
+    let mut c = Conn::open(s.port).unwrap();
+    c.write_raw(
+        b"GET /agents/a/one HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n\
+          POST /agents/a/two HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 8\r\n\r\nbody-two\
+          HEAD /agents/a/three HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n\
+          GET /agents/a/four?q=4 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .unwrap();
+    let one = c.read_response("GET").unwrap();
+    assert_eq!(one.status, 200, "{}", one.text());
+    assert_eq!(one.json()["path"], "/one");
+    assert_eq!(one.header("x-par-process"), Some("par-a"));
+    let two = c.read_response("POST").unwrap();
+    assert_eq!(two.json()["path"], "/two");
+    assert_eq!(two.json()["method"], "POST");
+    assert_eq!(two.json()["body"], "body-two");
+    let three = c.read_response("HEAD").unwrap();
+    assert_eq!(three.status, 200);
+    assert!(
+        three.header("content-length").is_some_and(|n| n != "0"),
+        "HEAD keeps the length of the body it does not send: {:?}",
+        three.headers
+    );
+    assert!(three.body.is_empty());
+    // Had the HEAD reply carried a body, this would read it instead.
+    let four = c.read_response("GET").unwrap();
+    assert_eq!(four.json()["path"], "/four");
+    assert_eq!(four.json()["query"], "q=4");
+
+    let sse = c
+        .request("GET", "/agents/a/sse?n=3&delay=0.05", &[], b"")
+        .unwrap();
+    assert_eq!(sse.status, 200);
+    assert!(sse
+        .header("transfer-encoding")
+        .is_some_and(|t| t.contains("chunked")));
+    let events = sse.text();
+    for i in 0..3 {
+        assert!(
+            events.contains(&format!("id: {i}\nevent: tick\ndata: {{\"i\": {i}}}\n\n")),
+            "{events}"
+        );
+    }
+    let st = c.request("GET", "/supervisor/status", &[], b"").unwrap();
+    assert_eq!(st.status, 200, "{}", st.text());
+    assert!(st.json()["agents"].is_array());
+    let five = c.request("GET", "/agents/a/five", &[], b"").unwrap();
+    assert_eq!(five.status, 200);
+    assert_eq!(five.json()["path"], "/five");
+    assert_eq!(five.header("x-par-process"), Some("par-a"));
+}
+
+fn agent_in_flight(s: &Supervisor, id: &str) -> Option<u64> {
+    let st = get(s.port, "/supervisor/status").ok()?.json();
+    st["agents"]
+        .as_array()?
+        .iter()
+        .find(|a| a["agent_id"] == id)?["in_flight"]
+        .as_u64()
+}
+
+/// A client that goes away while its request waits for the agent gives
+/// its place back then: on an agent taking one request at a time, the
+/// next request is served while the worker still sleeps on the first.
+#[test]
+fn a_client_gone_mid_request_gives_its_place_back() {
+    let agents = "[[agents]]\nid = \"one\"\npackage = \"pkg\"\nmax_concurrency = 1\n";
+    let s = Supervisor::start("gone", "", agents, &[]);
+    s.wait_ready("one", Duration::from_secs(20));
+    let mut c = Conn::open(s.port).unwrap();
+    c.send("GET", "/agents/one/sleep?s=60", &[], b"").unwrap();
+    wait_until(Duration::from_secs(10), "the request in flight", || {
+        (agent_in_flight(&s, "one") == Some(1)).then_some(())
+    });
+    drop(c);
+    wait_until(Duration::from_secs(10), "its place given back", || {
+        (agent_in_flight(&s, "one") == Some(0)).then_some(())
+    });
+    let r = get(s.port, "/agents/one/next").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["path"], "/next");
+}

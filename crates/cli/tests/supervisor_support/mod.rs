@@ -163,6 +163,11 @@ impl Conn {
         s.write_all(body)
     }
 
+    /// Writes `bytes` as they are (several requests at once, say).
+    pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
+    }
+
     pub fn read_head(&mut self) -> std::io::Result<(u16, Vec<(String, String)>)> {
         let mut line = String::new();
         if self.reader.read_line(&mut line)? == 0 {
@@ -220,6 +225,11 @@ impl Conn {
         body: &[u8],
     ) -> std::io::Result<Resp> {
         self.send(method, path, headers, body)?;
+        self.read_response(method)
+    }
+
+    /// Reads the whole response to a request sent with `method`.
+    pub fn read_response(&mut self, method: &str) -> std::io::Result<Resp> {
         let (status, hdrs) = self.read_head()?;
         let get = |n: &str| {
             hdrs.iter()

@@ -260,7 +260,10 @@ pub fn start(
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(accept_loop(l, app, conns, stop, drain)),
+                    Ok(rt) => {
+                        rt.spawn(timer_floor());
+                        rt.block_on(accept_loop(l, app, conns, stop, drain))
+                    }
                     Err(e) => tracing::error!("failed to start a proxy thread: {e}"),
                 }
                 let _ = done_tx.send(());
@@ -274,6 +277,21 @@ pub fn start(
         done,
         threads,
     })
+}
+
+/// Keeps a timer pending on a proxy thread's runtime, never more than
+/// `FLOOR` away. Tokio wakes its own driver (a write to an eventfd, and an
+/// extra turn of the loop) whenever a timer is set to fire before every
+/// timer already pending; with this one always pending, the timers each
+/// request sets (header, keep-alive and reply timeouts, seconds away) are
+/// later than it, and set without that wake-up.
+async fn timer_floor() {
+    const FLOOR: Duration = Duration::from_millis(500);
+    let mut tick = tokio::time::interval(FLOOR);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
 }
 
 impl Listening {

@@ -2,6 +2,7 @@
 //! health, the agents list clients read, the ALB health check, metrics.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -38,7 +39,7 @@ pub async fn runtime_health(axum::extract::State(st): St) -> Response {
 /// (requests in flight, time to the next restart). Without the admin token
 /// they carry no agent output: failures are shown by their kind only.
 fn processes_json(st: &super::ApiState, admin: bool) -> Vec<Value> {
-    let live = in_flight_now(st);
+    let live = Live::now(st).by_worker;
     let now = std::time::SystemTime::now();
     st.control
         .processes()
@@ -75,16 +76,47 @@ fn processes_json(st: &super::ApiState, admin: bool) -> Vec<Value> {
 }
 
 /// Requests in flight on each ready worker, read now from the routing table.
-fn in_flight_now(st: &super::ApiState) -> std::collections::HashMap<u64, usize> {
-    let mut out = std::collections::HashMap::new();
-    for route in st.routes.snapshot().values() {
-        if let crate::http::route_table::Route::Ready { upstreams, .. } = route {
-            for u in upstreams.iter() {
-                out.insert(u.worker.0, u.in_flight.get());
+/// Requests in flight per worker, and in flight and queued per agent, as of
+/// now (the views published by the state machine are as of its last change).
+struct Live {
+    by_worker: std::collections::HashMap<u64, usize>,
+    by_agent: std::collections::HashMap<Arc<str>, (usize, usize)>,
+}
+
+impl Live {
+    fn now(st: &super::ApiState) -> Live {
+        use crate::http::route_table::Route;
+        let mut live = Live {
+            by_worker: Default::default(),
+            by_agent: Default::default(),
+        };
+        for (agent, route) in st.routes.snapshot().iter() {
+            let pool = match route {
+                Route::Ready { pool, upstreams } => {
+                    for u in upstreams.iter() {
+                        live.by_worker.insert(u.worker.0, u.in_flight.get());
+                    }
+                    pool
+                }
+                Route::Waking { pool, .. } => pool,
+                Route::NotReady { .. } => continue,
+            };
+            let n = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Acquire);
+            live.by_agent
+                .insert(Arc::clone(agent), (n(&pool.in_flight), n(&pool.queued)));
+        }
+        live
+    }
+
+    fn agents(&self, views: &[crate::model::AgentView]) -> Vec<crate::model::AgentView> {
+        let mut views = views.to_vec();
+        for v in &mut views {
+            if let Some(&(in_flight, queued)) = self.by_agent.get(v.agent_id.as_str()) {
+                (v.in_flight, v.queued) = (in_flight, queued);
             }
         }
+        views
     }
-    out
 }
 
 /// Agent output (error text, log lines) replaced by what kind it is.
@@ -123,7 +155,7 @@ pub async fn status(axum::extract::State(st): St, headers: HeaderMap) -> Respons
         "agents_total": procs.len(),
         "agents_ready": ready,
         "desired": st.desired.view(),
-        "agents": *st.control.agents(),
+        "agents": Live::now(&st).agents(&st.control.agents()),
         "processes": processes_json(&st, admin),
     }))
     .into_response()
@@ -265,6 +297,7 @@ pub async fn agents(axum::extract::State(st): St, headers: HeaderMap) -> Respons
 }
 
 pub async fn metrics(axum::extract::State(st): St) -> Response {
+    let live = Live::now(&st);
     let procs = st.control.processes();
     let mut agents: Vec<(&str, _)> = Vec::new();
     for p in procs.iter().filter(|p| p.replica == 0) {
@@ -281,10 +314,13 @@ pub async fn metrics(axum::extract::State(st): St) -> Response {
             restarts: p.restarts,
             rss_bytes: u.as_ref().map(|u| (u.rss_mb * 1024.0 * 1024.0) as u64),
             cpu_percent: u.as_ref().map(|u| u.cpu_percent),
-            in_flight: p.in_flight,
+            in_flight: p
+                .worker
+                .and_then(|w| live.by_worker.get(&w).copied())
+                .unwrap_or(p.in_flight),
         })
         .collect();
-    let views = st.control.agents();
+    let views = live.agents(&st.control.agents());
     let text = crate::http::metrics::render(
         &agents,
         &views,

@@ -10,52 +10,24 @@
 //! turns out to be closed comes back unsent (`try_send_request`), so it can
 //! go out again on a new connection, whatever its method.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use bytes::Bytes;
 use http_body::Body;
 
+use super::idle::{self, ConnectError, IdleLists};
 use crate::model::WorkerId;
-
-/// Idle connections kept per worker; more are closed when given back.
-const MAX_IDLE: usize = 256;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One thread's connections, sending request bodies of type `B`.
 pub(super) struct Conns<B> {
-    idle: Mutex<Idle<B>>,
-    idle_timeout: Duration,
+    idle: IdleLists<SendRequest<B>>,
     connect_timeout: Duration,
-}
-
-struct Idle<B> {
-    by_worker: HashMap<WorkerId, Vec<(SendRequest<B>, Instant)>>,
-    swept: Option<Instant>,
-}
-
-/// Why a connection could not be made.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum ConnectError {
-    #[error("connect to {addr}: {source}")]
-    Io {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("connect to {addr}: no answer within {} s", .after.as_secs_f64())]
-    Timeout { addr: SocketAddr, after: Duration },
-    #[error("connection to {addr}: {source}")]
-    Handshake {
-        addr: SocketAddr,
-        source: hyper::Error,
-    },
 }
 
 /// A connection lent to one request, given back when its response is read.
@@ -85,44 +57,20 @@ where
 {
     pub(super) fn new(idle_timeout: Duration, connect_timeout: Duration) -> Arc<Self> {
         Arc::new(Conns {
-            idle: Mutex::new(Idle {
-                by_worker: HashMap::new(),
-                swept: None,
-            }),
-            idle_timeout,
+            idle: IdleLists::new(idle_timeout),
             connect_timeout,
         })
     }
 
     /// An idle connection to `worker` ready for a request, if one is kept.
     pub(super) fn checkout(&self, worker: WorkerId) -> Option<SendRequest<B>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.by_worker.get_mut(&worker)?;
-        // Most recently used first: the warmest connection.
-        while let Some((s, since)) = list.pop() {
-            if !s.is_closed() && s.is_ready() && since.elapsed() < self.idle_timeout {
-                return Some(s);
-            }
-        }
-        None
+        self.idle.take(worker, |s| !s.is_closed() && s.is_ready())
     }
 
     /// A new connection to the worker on `port`.
     pub(super) async fn connect(&self, port: u16) -> Result<SendRequest<B>, ConnectError> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
-                Err(_) => {
-                    return Err(ConnectError::Timeout {
-                        addr,
-                        after: self.connect_timeout,
-                    })
-                }
-            };
-        // Small frames (one SSE event) go out at once (no Nagle wait).
-        let _ = stream.set_nodelay(true);
+        let stream = idle::connect(port, self.connect_timeout).await?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let (sender, conn) = http1::Builder::new()
             .writev(true)
             .handshake(TokioIo::new(stream))
@@ -162,32 +110,13 @@ where
     }
 
     fn keep(&self, worker: WorkerId, sender: SendRequest<B>) {
-        let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // Now and then, forget connections closed or idle too long, and
-        // workers that are gone.
-        if idle
-            .swept
-            .is_none_or(|t| now.duration_since(t) >= self.idle_timeout / 2)
-        {
-            idle.swept = Some(now);
-            let timeout = self.idle_timeout;
-            idle.by_worker.retain(|_, list| {
-                list.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < timeout);
-                !list.is_empty()
-            });
-        }
-        let list = idle.by_worker.entry(worker).or_default();
-        if list.len() < MAX_IDLE {
-            list.push((sender, now));
-        }
+        self.idle.keep(worker, sender, |s| !s.is_closed());
     }
 
     /// Idle connections kept (for tests).
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.by_worker.values().map(Vec::len).sum()
+        self.idle.count()
     }
 }
 

@@ -8,6 +8,7 @@ mod admit;
 mod body;
 mod conns;
 mod fast;
+mod idle;
 pub mod headers;
 pub mod target;
 
@@ -418,7 +419,7 @@ struct TryFailed {
 }
 
 impl TryFailed {
-    fn connect(e: conns::ConnectError) -> Self {
+    fn connect(e: idle::ConnectError) -> Self {
         TryFailed {
             connect: true,
             unsent: true,
