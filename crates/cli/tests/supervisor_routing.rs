@@ -310,9 +310,10 @@ fn agent_in_flight(s: &Supervisor, id: &str) -> Option<u64> {
         .as_u64()
 }
 
-/// A client that goes away while its request waits for the agent gives
-/// its place back then: on an agent taking one request at a time, the
-/// next request is served while the worker still sleeps on the first.
+/// A client that goes away while its request waits for the agent, or
+/// while a stream it reads waits for its next event, gives its place back
+/// then: on an agent taking one request at a time, the next request is
+/// served while the worker still sleeps on the first.
 #[test]
 fn a_client_gone_mid_request_gives_its_place_back() {
     let agents = "[[agents]]\nid = \"one\"\npackage = \"pkg\"\nmax_concurrency = 1\n";
@@ -330,4 +331,18 @@ fn a_client_gone_mid_request_gives_its_place_back() {
     let r = get(s.port, "/agents/one/next").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["path"], "/next");
+
+    // A stream whose next event is a minute away.
+    let mut c = Conn::open(s.port).unwrap();
+    c.send("GET", "/agents/one/sse?n=2&delay=60", &[], b"").unwrap();
+    assert_eq!(c.read_head().unwrap().0, 200);
+    let first = c.read_chunk().unwrap().expect("the first event");
+    assert!(String::from_utf8_lossy(&first).contains("id: 0\n"));
+    assert_eq!(agent_in_flight(&s, "one"), Some(1));
+    drop(c);
+    wait_until(Duration::from_secs(10), "the stream's place given back", || {
+        (agent_in_flight(&s, "one") == Some(0)).then_some(())
+    });
+    let r = get(s.port, "/agents/one/after-the-stream").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
 }

@@ -310,6 +310,7 @@ impl Proxy {
         let mut first = true;
         let mut ended = head.framing == Framing::Empty;
         let mut extra = false;
+        let mut watch_client = b.client.len() < wire::MAX_REQUEST_HEAD;
         loop {
             // What of b.response[start..] belongs to this body.
             let avail = &b.response[start..];
@@ -356,13 +357,32 @@ impl Proxy {
             b.response.clear();
             start = 0;
             b.response.reserve(8192);
-            let read =
-                tokio::time::timeout(self.opts.idle_timeout, socket.read_buf(&mut b.response))
-                    .await;
+            // The next bytes of the reply; meanwhile a client that goes
+            // away (a stream's reader gave up) ends it at once.
+            let read = tokio::time::timeout(self.opts.idle_timeout, async {
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = socket.read_buf(&mut b.response) => return Some(r),
+                        r = client.readable(), if watch_client => {
+                            if r.is_err() || client_gone(client, &mut b.client) {
+                                return None;
+                            }
+                            // Its next request came early: kept for later.
+                            watch_client = b.client.len() < wire::MAX_REQUEST_HEAD;
+                        }
+                    }
+                }
+            })
+            .await;
             match read {
-                Ok(Ok(n)) if n > 0 => {}
+                Ok(Some(Ok(n))) if n > 0 => {}
                 // A reply delimited by the end of the connection is whole.
-                Ok(Ok(_)) if head.framing == Framing::Close => return Next::Close,
+                Ok(Some(Ok(_))) if head.framing == Framing::Close => return Next::Close,
+                Ok(None) => {
+                    tracing::debug!(agent = %upstream.agent_id, "the client went away during the reply");
+                    return Next::Close;
+                }
                 _ => {
                     tracing::debug!(agent = %upstream.agent_id, "the worker's reply ended early");
                     return Next::Close;
