@@ -50,8 +50,8 @@ pub enum PackageError {
     TooManyEntries { count: usize, limit: usize },
     #[error(
         "package expands to at least {}, more than the limit of {} (PAR_PACKAGE_MAX_BYTES; zip bomb?)",
-        crate::limits::human_bytes(*size),
-        crate::limits::human_bytes(*limit)
+        human_bytes(*size),
+        human_bytes(*limit)
     )]
     TooLarge { size: u64, limit: u64 },
     #[error(
@@ -64,8 +64,8 @@ pub enum PackageError {
     },
     #[error(
         "package of {} expands to at least {}, a ratio of {ratio}:1, more than the limit of {limit}:1 (PAR_PACKAGE_MAX_RATIO; zip bomb?)",
-        crate::limits::human_bytes(*archive_bytes),
-        crate::limits::human_bytes(*expands)
+        human_bytes(*archive_bytes),
+        human_bytes(*expands)
     )]
     ArchiveRatioTooHigh {
         archive_bytes: u64,
@@ -73,7 +73,7 @@ pub enum PackageError {
         ratio: u64,
         limit: u64,
     },
-    #[error("entry {name:?} is {}, more than the limit of {}", crate::limits::human_bytes(*size), crate::limits::human_bytes(*limit))]
+    #[error("entry {name:?} is {}, more than the limit of {}", human_bytes(*size), human_bytes(*limit))]
     EntryTooLarge { name: String, size: u64, limit: u64 },
     #[error("invalid {var}={value:?}: {reason}")]
     BadLimit {
@@ -102,4 +102,27 @@ pub enum PackageError {
     Manifest(#[from] ManifestErrors),
     #[error("failed to write the archive")]
     Zip(#[source] zip::result::ZipError),
+}
+
+/// `12345 bytes (12.1 KiB)`: exact for tests and logs, readable for people.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: &[(&str, u64)] = &[("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if n >= *size {
+            return format!("{n} bytes ({:.1} {unit})", n as f64 / *size as f64);
+        }
+    }
+    format!("{n} bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_is_exact_and_readable() {
+        assert_eq!(human_bytes(10), "10 bytes");
+        assert_eq!(human_bytes(1536), "1536 bytes (1.5 KiB)");
+        assert_eq!(human_bytes(3 << 30), "3221225472 bytes (3.0 GiB)");
+    }
 }

@@ -32,17 +32,6 @@ pub(crate) fn expansion_budget(archive_bytes: u64, max_ratio: u64, max_total: u6
         .min(max_total)
 }
 
-/// `12345 bytes (12.1 KiB)`: exact for tests and logs, readable for people.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: &[(&str, u64)] = &[("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (unit, size) in UNITS {
-        if n >= *size {
-            return format!("{n} bytes ({:.1} {unit})", n as f64 / *size as f64);
-        }
-    }
-    format!("{n} bytes")
-}
-
 /// A positive whole number, or a size with a binary suffix when `size` is set
 /// (`512M`, `2GiB`, `100k`).
 pub(crate) fn parse_limit(var: &'static str, value: &str, size: bool) -> Result<u64, PackageError> {
@@ -134,13 +123,6 @@ mod tests {
             "invalid PAR_PACKAGE_MAX_BYTES=\"1Q\": expected a positive number of bytes, optionally with K, M, G or T (powers of 1024)"
         );
         assert!(parse_limit(ENV_MAX_BYTES, "20000000T", true).is_err());
-    }
-
-    #[test]
-    fn human_bytes_is_exact_and_readable() {
-        assert_eq!(human_bytes(10), "10 bytes");
-        assert_eq!(human_bytes(1536), "1536 bytes (1.5 KiB)");
-        assert_eq!(human_bytes(3 << 30), "3221225472 bytes (3.0 GiB)");
     }
 
     #[test]
