@@ -8,8 +8,8 @@ mod admit;
 mod body;
 mod conns;
 mod fast;
-mod idle;
 pub mod headers;
+mod idle;
 pub mod target;
 
 use std::net::SocketAddr;
