@@ -23,18 +23,6 @@ fn agent_toml(id: &str, package: &str, extra: &str) -> String {
     format!("[[agents]]\nid = \"{id}\"\npackage = \"{package}\"\n{extra}\n")
 }
 
-/// The agent as a whole from `/supervisor/status`.
-fn agent_status(sup: &Supervisor, id: &str) -> Value {
-    let st = get(sup.port, "/supervisor/status").unwrap().json();
-    st["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["agent_id"] == id)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 fn processes_of(sup: &Supervisor, id: &str) -> Vec<Value> {
     sup.processes()
         .into_iter()
@@ -44,7 +32,7 @@ fn processes_of(sup: &Supervisor, id: &str) -> Vec<Value> {
 
 fn wait_ready_replicas(sup: &Supervisor, id: &str, n: u64, timeout: Duration) -> Value {
     wait_until(timeout, &format!("{n} ready replicas of {id}"), || {
-        let a = agent_status(sup, id);
+        let a = sup.agent_status(id);
         (a["ready_replicas"] == n && a["desired_replicas"] == n).then_some(a)
     })
 }
@@ -202,7 +190,7 @@ fn an_idle_agent_scales_to_zero_and_wakes_for_requests() {
     let worker = p["pid"].as_u64().unwrap() as u32;
     assert!(group_alive(worker));
     let a = wait_until(Duration::from_secs(30), "z idle", || {
-        let a = agent_status(&sup, "z");
+        let a = sup.agent_status("z");
         (a["state"] == "idle").then_some(a)
     });
     assert_eq!(a["desired_replicas"], 0, "{a}");
@@ -257,7 +245,7 @@ fn a_wake_that_fails_answers_the_held_requests_at_once() {
     let sup = Supervisor::start_with("idle-broken", "", &agents, &[]);
     // Idle comes only after ready (it may pass too fast to be seen).
     wait_until(READY, "b started, then idle", || {
-        let state = agent_status(&sup, "b")["state"].clone();
+        let state = sup.agent_status("b")["state"].clone();
         assert!(state != "failed", "b failed to start");
         (state == "idle").then_some(())
     });
@@ -305,7 +293,7 @@ fn the_autoscaler_adds_replicas_under_load_and_removes_them_after() {
         t.join().unwrap();
     }
     let down = wait_until(Duration::from_secs(60), "back to one replica", || {
-        let a = agent_status(&sup, "s");
+        let a = sup.agent_status("s");
         (a["desired_replicas"] == 1 && processes_of(&sup, "s").len() == 1).then_some(a)
     });
     eprintln!("after the load: {down}");

@@ -302,12 +302,7 @@ fn one_connection_carries_pipelined_requests_a_stream_and_the_api() {
 }
 
 fn agent_in_flight(s: &Supervisor, id: &str) -> Option<u64> {
-    let st = get(s.port, "/supervisor/status").ok()?.json();
-    st["agents"]
-        .as_array()?
-        .iter()
-        .find(|a| a["agent_id"] == id)?["in_flight"]
-        .as_u64()
+    s.agent_status(id)["in_flight"].as_u64()
 }
 
 /// A client that goes away while its request waits for the agent, or
@@ -334,15 +329,18 @@ fn a_client_gone_mid_request_gives_its_place_back() {
 
     // A stream whose next event is a minute away.
     let mut c = Conn::open(s.port).unwrap();
-    c.send("GET", "/agents/one/sse?n=2&delay=60", &[], b"").unwrap();
+    c.send("GET", "/agents/one/sse?n=2&delay=60", &[], b"")
+        .unwrap();
     assert_eq!(c.read_head().unwrap().0, 200);
     let first = c.read_chunk().unwrap().expect("the first event");
     assert!(String::from_utf8_lossy(&first).contains("id: 0\n"));
     assert_eq!(agent_in_flight(&s, "one"), Some(1));
     drop(c);
-    wait_until(Duration::from_secs(10), "the stream's place given back", || {
-        (agent_in_flight(&s, "one") == Some(0)).then_some(())
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the stream's place given back",
+        || (agent_in_flight(&s, "one") == Some(0)).then_some(()),
+    );
     let r = get(s.port, "/agents/one/after-the-stream").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 }

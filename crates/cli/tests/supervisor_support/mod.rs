@@ -439,6 +439,18 @@ impl Supervisor {
     }
 
     /// Waits until `agent` is ready and returns its process entry.
+    /// The agent as a whole from `/supervisor/status` (Null when not listed).
+    pub fn agent_status(&self, id: &str) -> Value {
+        let st = get(self.port, "/supervisor/status").unwrap().json();
+        st["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["agent_id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     pub fn wait_ready(&self, agent: &str, timeout: Duration) -> Value {
         wait_until(timeout, &format!("agent {agent} ready"), || {
             self.process(agent).filter(|p| p["state"] == "ready")

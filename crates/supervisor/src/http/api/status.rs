@@ -38,15 +38,14 @@ pub async fn runtime_health(axum::extract::State(st): St) -> Response {
 /// Processes with their current usage merged in, their counters as of now
 /// (requests in flight, time to the next restart). Without the admin token
 /// they carry no agent output: failures are shown by their kind only.
-fn processes_json(st: &super::ApiState, admin: bool) -> Vec<Value> {
-    let live = Live::now(st).by_worker;
+fn processes_json(st: &super::ApiState, admin: bool, live: &Live) -> Vec<Value> {
     let now = std::time::SystemTime::now();
     st.control
         .processes()
         .iter()
         .map(|p| {
             let mut p = p.clone();
-            if let Some(n) = p.worker.and_then(|w| live.get(&w)) {
+            if let Some(n) = p.worker.and_then(|w| live.by_worker.get(&w)) {
                 p.in_flight = *n;
             }
             if let Some(at) = p.restart_at {
@@ -75,7 +74,6 @@ fn processes_json(st: &super::ApiState, admin: bool) -> Vec<Value> {
         .collect()
 }
 
-/// Requests in flight on each ready worker, read now from the routing table.
 /// Requests in flight per worker, and in flight and queued per agent, as of
 /// now (the views published by the state machine are as of its last change).
 struct Live {
@@ -129,6 +127,7 @@ fn redact(v: &mut Value) {
 
 pub async fn status(axum::extract::State(st): St, headers: HeaderMap) -> Response {
     let admin = super::auth::is_admin(&st, &headers);
+    let live = Live::now(&st);
     let procs = st.control.processes();
     let ready = procs
         .iter()
@@ -155,8 +154,8 @@ pub async fn status(axum::extract::State(st): St, headers: HeaderMap) -> Respons
         "agents_total": procs.len(),
         "agents_ready": ready,
         "desired": st.desired.view(),
-        "agents": Live::now(&st).agents(&st.control.agents()),
-        "processes": processes_json(&st, admin),
+        "agents": live.agents(&st.control.agents()),
+        "processes": processes_json(&st, admin, &live),
     }))
     .into_response()
 }
@@ -169,7 +168,7 @@ fn self_rss_mb() -> Option<f64> {
 
 pub async fn processes(axum::extract::State(st): St, headers: HeaderMap) -> Response {
     let admin = super::auth::is_admin(&st, &headers);
-    Json(json!({ "processes": processes_json(&st, admin) })).into_response()
+    Json(json!({ "processes": processes_json(&st, admin, &Live::now(&st)) })).into_response()
 }
 
 pub async fn agent(
@@ -178,7 +177,7 @@ pub async fn agent(
     Path(id): Path<String>,
 ) -> Response {
     let admin = super::auth::is_admin(&st, &headers);
-    match processes_json(&st, admin)
+    match processes_json(&st, admin, &Live::now(&st))
         .into_iter()
         .find(|p| p["agent_id"] == id.as_str())
     {
