@@ -16,7 +16,7 @@ socket calls, the wake-ups) is not counted: both proxies make the same four
 socket calls per request (read client, write worker, read worker, write
 client), measured with strace.
 
-Usage: bench/proxy_cost.py [--par BINARY] [-n N] [--no-nginx]
+Usage: bench/proxy_cost.py [--par BINARY] [-n N] [--conns C] [--no-nginx]
 Needs valgrind (Debian: valgrind) and nginx; takes about a minute.
 """
 
@@ -107,14 +107,14 @@ class Callgrind:
             self.proc.kill()
 
 
-def per_request(cg, port, path, n):
+def per_request(cg, port, path, n, conns):
     """Instructions per request: the marginal cost between n and 3n requests."""
-    if load(port, path, 50):
+    if load(port, path, 50, conns):
         raise SystemExit(f"{path} failed during the warm-up")
     cg.dump()
-    errs = load(port, path, n)
+    errs = load(port, path, n, conns)
     small = cg.dump()
-    errs += load(port, path, 3 * n)
+    errs += load(port, path, 3 * n, conns)
     large = cg.dump()
     if errs:
         raise SystemExit(f"{errs} requests to {path} failed")
@@ -125,6 +125,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--par", help="par binary (default: build the release one)")
     ap.add_argument("-n", type=int, default=800, help="requests in the smaller batch (default 800)")
+    ap.add_argument("--conns", type=int, default=8,
+                    help="keep-alive connections the requests share (default 8; 1: one request at a time)")
     ap.add_argument("--no-nginx", action="store_true", help="measure PAR only")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control") + (() if args.no_nginx else ("nginx",)):
@@ -152,14 +154,14 @@ def main():
             if not wait_for(lambda: answers(port, f"/agents/{AGENT}/health"), 120, 0.2):
                 raise SystemExit("the supervisor under valgrind did not route the echo agent")
             for p in paths:
-                result[f"par{p}"] = per_request(sup, port, f"/agents/{AGENT}{p}", args.n)
+                result[f"par{p}"] = per_request(sup, port, f"/agents/{AGENT}{p}", args.n, args.conns)
                 log(f"PAR   {p:8} {result[f'par{p}']:>9.0f} instructions per request")
             if not args.no_nginx:
                 worker = worker_port(port)
-                result.update(measure_nginx(tmp, worker, paths, args.n))
+                result.update(measure_nginx(tmp, worker, paths, args.n, args.conns))
         finally:
             sup.stop()
-    print(f"\nuser-space instructions per proxied request (callgrind; {args.n}/{3 * args.n} requests, 8 connections)")
+    print(f"\nuser-space instructions per proxied request (callgrind; {args.n}/{3 * args.n} requests, {args.conns} connections)")
     print(f"{'request':10} {'PAR':>10} {'nginx':>10} {'PAR/nginx':>10}")
     for p in paths:
         ng = result.get(f"nginx{p}")
@@ -178,7 +180,7 @@ def worker_port(sup_port):
 
 
 
-def measure_nginx(tmp, upstream, paths, n):
+def measure_nginx(tmp, upstream, paths, n, conns):
     """nginx as bench/run configures it (one process here: callgrind follows no forks)."""
     d = os.path.join(tmp, "nginx")
     os.makedirs(d)
@@ -194,7 +196,7 @@ def measure_nginx(tmp, upstream, paths, n):
         if not wait_for(lambda: answers(port, f"/agents/{AGENT}/health"), 60, 0.2):
             raise SystemExit("nginx under valgrind did not answer")
         for p in paths:
-            out[f"nginx{p}"] = per_request(cg, port, f"/agents/{AGENT}{p}", n)
+            out[f"nginx{p}"] = per_request(cg, port, f"/agents/{AGENT}{p}", n, conns)
             log(f"nginx {p:8} {out[f'nginx{p}']:>9.0f} instructions per request")
     finally:
         cg.stop()
