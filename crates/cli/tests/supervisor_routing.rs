@@ -305,10 +305,15 @@ fn agent_in_flight(s: &Supervisor, id: &str) -> Option<u64> {
     s.agent_status(id)["in_flight"].as_u64()
 }
 
-/// A client that goes away while its request waits for the agent, or
-/// while a stream it reads waits for its next event, gives its place back
-/// then: on an agent taking one request at a time, the next request is
-/// served while the worker still sleeps on the first.
+fn agent_queued(s: &Supervisor, id: &str) -> Option<u64> {
+    s.agent_status(id)["queued"].as_u64()
+}
+
+/// A client that goes away while its request waits for the agent, while a
+/// stream it reads waits for its next event, or while it waits in the
+/// agent's queue, gives its place back then: on an agent taking one request
+/// at a time, the next request is served while the worker still sleeps on
+/// the first.
 #[test]
 fn a_client_gone_mid_request_gives_its_place_back() {
     let agents = "[[agents]]\nid = \"one\"\npackage = \"pkg\"\nmax_concurrency = 1\n";
@@ -342,5 +347,46 @@ fn a_client_gone_mid_request_gives_its_place_back() {
         || (agent_in_flight(&s, "one") == Some(0)).then_some(()),
     );
     let r = get(s.port, "/agents/one/after-the-stream").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A client that gives up while queued behind a busy worker leaves the
+    // queue then (not at the queue's 30 s timeout), and its request never
+    // reaches the worker: once the first ends, nothing is in flight.
+    let mut busy = Conn::open(s.port).unwrap();
+    busy.send("GET", "/agents/one/sleep?s=60", &[], b"")
+        .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the first request in flight",
+        || (agent_in_flight(&s, "one") == Some(1)).then_some(()),
+    );
+    // The second: a plain GET (the direct path), then a 70 KiB upload (the
+    // general path, hyper's).
+    for body in [Vec::new(), vec![b'x'; 70 * 1024]] {
+        let mut waiting = Conn::open(s.port).unwrap();
+        let method = if body.is_empty() { "GET" } else { "POST" };
+        waiting
+            .send(method, "/agents/one/sleep?s=60", &[], &body)
+            .unwrap();
+        wait_until(Duration::from_secs(10), "the second request queued", || {
+            (agent_queued(&s, "one") == Some(1)).then_some(())
+        });
+        drop(waiting);
+        wait_until(Duration::from_secs(10), "the queue empty", || {
+            (agent_queued(&s, "one") == Some(0)).then_some(())
+        });
+    }
+    assert_eq!(agent_in_flight(&s, "one"), Some(1), "the first still runs");
+    drop(busy);
+    wait_until(Duration::from_secs(10), "nothing in flight", || {
+        (agent_in_flight(&s, "one") == Some(0)).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        agent_in_flight(&s, "one"),
+        Some(0),
+        "the request of the client that left was sent to the worker"
+    );
+    let r = get(s.port, "/agents/one/after-the-queue").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 }

@@ -19,7 +19,7 @@ use tower::ServiceExt as _;
 
 use super::connections::{Admitted, Connections};
 use super::leftover::{self, Guarded};
-use super::proxy::{Proxy, ProxyOptions, Served};
+use super::proxy::{ClientSocket, Proxy, ProxyOptions, Served};
 use super::rewind::Rewind;
 use super::route_table::RouteTable;
 
@@ -39,6 +39,7 @@ impl App {
         req: Request<Incoming>,
         peer: SocketAddr,
         health_only: bool,
+        client: Option<&ClientSocket>,
     ) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let (body, left) = leftover::guard(body);
@@ -55,19 +56,27 @@ impl App {
             );
             r
         } else {
-            self.handle(req, peer).await
+            self.handle(req, peer, client).await
         };
         left.settle(&mut resp).await;
         resp
     }
 
-    async fn handle(&self, req: Request<Guarded>, peer: SocketAddr) -> Response<Body> {
+    async fn handle(
+        &self,
+        req: Request<Guarded>,
+        peer: SocketAddr,
+        client: Option<&ClientSocket>,
+    ) -> Response<Body> {
         if is_grpc(&req) {
             return self.proxy.grpc(req, peer).await;
         }
         if let Some(rest) = req.uri().path().strip_prefix("/agents/") {
             if !rest.is_empty() {
-                return self.proxy.forward(req, peer).await;
+                // Over HTTP/2 a client that leaves resets its streams:
+                // hyper drops their requests itself.
+                let client = client.filter(|_| req.version() < http::Version::HTTP_2);
+                return self.proxy.forward(req, peer, client).await;
             }
         }
         // Management work (status JSON, /proc reads, log scans) stays off the
@@ -154,11 +163,6 @@ async fn accept_loop(
                 };
                 let health_only = waiting.is_none();
                 let app = Arc::clone(&app);
-                let for_svc = Arc::clone(&app);
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let app = Arc::clone(&for_svc);
-                    async move { Ok::<_, Infallible>(app.serve(req, peer, health_only).await) }
-                });
                 let (mut stop, alive) = (stopping.clone(), alive.clone());
                 let keepalive = conns.limits.keepalive_timeout;
                 let (builder, watcher) = (builder.clone(), graceful.watcher());
@@ -193,6 +197,14 @@ async fn accept_loop(
                             Served::General(stream, read) => (stream, read),
                         }
                     };
+                    let client = ClientSocket::of(&stream);
+                    let for_svc = Arc::clone(&app);
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (app, client) = (Arc::clone(&for_svc), client.clone());
+                        async move {
+                            Ok::<_, Infallible>(app.serve(req, peer, health_only, client.as_ref()).await)
+                        }
+                    });
                     let io = TokioIo::new(Rewind::new(stream, read));
                     let conn = builder.serve_connection_with_upgrades(io, svc);
                     let _ = watcher.watch(conn.into_owned()).await;

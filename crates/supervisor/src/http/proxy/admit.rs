@@ -38,25 +38,37 @@ impl Proxy {
         agent_id: &str,
         avoid: &[WorkerId],
     ) -> Result<Admitted, ApiError> {
-        // The fast path: ready, and a slot free (or no limit).
-        if let Some(Route::Ready { pool, upstreams }) = self.routes.get(agent_id) {
-            let slot = match pool.admission().max_concurrency {
-                None => Some(None),
-                Some(_) => Arc::clone(pool.slots()).try_acquire_owned().ok().map(Some),
-            };
-            if let (Some(slot), Some(up)) = (slot, pick(&upstreams, avoid)) {
-                return Ok(Admitted {
-                    pool,
-                    upstream: up,
-                    slot,
-                });
-            }
+        match self.admit_now(agent_id, avoid) {
+            Some(a) => Ok(a),
+            None => self.admit_slowly(agent_id, avoid).await,
         }
-        self.admit_slowly(agent_id, avoid).await
     }
 
-    /// Waits for a slot, a wake or a route change, in the agent's queue.
-    async fn admit_slowly(&self, agent_id: &str, avoid: &[WorkerId]) -> Result<Admitted, ApiError> {
+    /// The common case, without waiting: the agent is ready and a slot is
+    /// free (or it has no limit). None: the request must wait (`admit_slowly`).
+    pub(super) fn admit_now(&self, agent_id: &str, avoid: &[WorkerId]) -> Option<Admitted> {
+        let Some(Route::Ready { pool, upstreams }) = self.routes.get(agent_id) else {
+            return None;
+        };
+        let slot = match pool.admission().max_concurrency {
+            None => None,
+            Some(_) => Some(Arc::clone(pool.slots()).try_acquire_owned().ok()?),
+        };
+        let upstream = pick(&upstreams, avoid)?;
+        Some(Admitted {
+            pool,
+            upstream,
+            slot,
+        })
+    }
+
+    /// Waits for a slot, a wake or a route change, in the agent's queue;
+    /// dropped (its client gone), it leaves the queue.
+    pub(super) async fn admit_slowly(
+        &self,
+        agent_id: &str,
+        avoid: &[WorkerId],
+    ) -> Result<Admitted, ApiError> {
         let mut rx = self.routes.subscribe();
         let mut queued: Option<(Queued, Instant)> = None;
         let mut woken_at: Option<Instant> = None;

@@ -8,6 +8,7 @@ mod admit;
 mod body;
 mod conns;
 mod fast;
+mod gone;
 pub mod headers;
 mod idle;
 pub mod target;
@@ -41,6 +42,7 @@ use headers::{
 use hyper::body::Incoming;
 
 pub use fast::Served;
+pub use gone::ClientSocket;
 
 /// Tries of one request on different workers, when it never reached one.
 const TRIES: usize = 3;
@@ -106,7 +108,14 @@ impl Proxy {
     }
 
     /// `/agents/{id}{rest}` → `{rest}` on the agent's worker (`/` when `rest` is empty).
-    pub async fn forward(&self, req: Request<Guarded>, peer: SocketAddr) -> Response<Body> {
+    /// `client` is the HTTP/1 connection's socket, watched while the request
+    /// waits in the agent's queue.
+    pub async fn forward(
+        &self,
+        req: Request<Guarded>,
+        peer: SocketAddr,
+        client: Option<&ClientSocket>,
+    ) -> Response<Body> {
         let Some(target::Target {
             agent_id,
             path_and_query,
@@ -132,7 +141,7 @@ impl Proxy {
             let (up, pool) = (admitted.upstream, admitted.pool);
             return super::upgrade::proxy(req, up, pool, &path_and_query, prefix, peer, opts).await;
         }
-        self.send(req, &agent_id, path_and_query, prefix, peer, false)
+        self.send(req, &agent_id, path_and_query, prefix, peer, false, client)
             .await
     }
 
@@ -151,7 +160,7 @@ impl Proxy {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".into());
-        self.send(req, &agent_id, pq, None, peer, true).await
+        self.send(req, &agent_id, pq, None, peer, true, None).await
     }
 
     async fn send(
@@ -162,6 +171,7 @@ impl Proxy {
         prefix: Option<HeaderValue>,
         peer: SocketAddr,
         grpc: bool,
+        client: Option<&ClientSocket>,
     ) -> Response<Body> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
@@ -187,7 +197,19 @@ impl Proxy {
         let body = Unsent::new(body);
         let mut avoid: Vec<WorkerId> = Vec::new();
         let mut response = loop {
-            let admitted = match self.admit(agent_id, &avoid).await {
+            let admitted = match self.admit_now(agent_id, &avoid) {
+                Some(a) => Ok(a),
+                None => match client {
+                    Some(c) => tokio::select! {
+                        biased;
+                        a = self.admit_slowly(agent_id, &avoid) => a,
+                        // Nobody reads this reply; the queue place is free now.
+                        () = c.closed() => Err(ApiError::unavailable("the client went away while its request waited", 1)),
+                    },
+                    None => self.admit_slowly(agent_id, &avoid).await,
+                },
+            };
+            let admitted = match admitted {
                 Ok(a) => a,
                 Err(e) if grpc => break grpc_status_of(&e),
                 Err(e) => break with_request_id(e.into_response_body(), &parts.headers),

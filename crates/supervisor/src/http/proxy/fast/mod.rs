@@ -29,6 +29,7 @@ use tokio::sync::watch;
 pub(super) use upstream::Sockets;
 
 use super::body::InFlight;
+use super::gone::{client_gone, client_left};
 use super::headers::X_REQUEST_ID;
 use super::{Proxy, TryFailed, TRIES};
 use crate::http::route_table::Upstream;
@@ -144,7 +145,18 @@ impl Proxy {
         let head_request = req.method == Method::Idempotent { head: true };
         let mut avoid = Vec::new();
         let (next, status) = loop {
-            let admitted = match self.admit(&b.agent, &avoid).await {
+            let admitted = match self.admit_now(&b.agent, &avoid) {
+                Some(a) => Ok(a),
+                // Waiting in the agent's queue (or for its wake): a client
+                // that gives up leaves the queue then, and no worker runs
+                // its request later for nobody.
+                None => tokio::select! {
+                    biased;
+                    a = self.admit_slowly(&b.agent, &avoid) => a,
+                    () = client_left(client, &mut b.client) => return Next::Close,
+                },
+            };
+            let admitted = match admitted {
                 Ok(a) => a,
                 Err(e) => {
                     let resp = e.into_response_body();
@@ -433,15 +445,4 @@ impl Proxy {
 enum Failed {
     Worker(TryFailed),
     ClientGone,
-}
-
-/// Whether a client watched during a request has closed; bytes it sent
-/// early (its next request) are kept in `buf`.
-fn client_gone(client: &TcpStream, buf: &mut Vec<u8>) -> bool {
-    buf.reserve(1024);
-    match client.try_read_buf(buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-    }
 }

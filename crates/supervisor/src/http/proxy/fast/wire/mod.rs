@@ -8,7 +8,7 @@ use http::HeaderValue;
 /// Headers read from one message head; more → the general path.
 pub(super) const MAX_HEADERS: usize = 64;
 /// Longest request head served directly; longer → the general path.
-pub(super) const MAX_REQUEST_HEAD: usize = 16 * 1024;
+pub(in crate::http::proxy) const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// Longest request body read whole before it is sent; longer → the general path.
 pub(super) const MAX_REQUEST_BODY: u64 = 64 * 1024;
 /// Longest response head accepted from a worker.
