@@ -93,6 +93,13 @@ impl App {
     }
 }
 
+/// Whether the first request of a connection handed to hyper is for an
+/// agent (a large upload, HTTP/1.0, a WebSocket), not the management API.
+fn for_an_agent(read: &[u8]) -> bool {
+    let line = read.split(|&b| b == b'\n').next().unwrap_or_default();
+    line.windows(9).any(|w| w == b" /agents/")
+}
+
 fn is_grpc<B>(req: &Request<B>) -> bool {
     req.version() == http::Version::HTTP_2
         && req
@@ -197,7 +204,10 @@ async fn accept_loop(
                             Served::General(stream, read) => (stream, read),
                         }
                     };
-                    let client = ClientSocket::of(&stream);
+                    // A second descriptor of the socket, to notice a client that
+                    // leaves while its request waits in an agent's queue: for
+                    // connections that came here with a request for an agent only.
+                    let client = for_an_agent(&read).then(|| ClientSocket::of(&stream)).flatten();
                     let for_svc = Arc::clone(&app);
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (app, client) = (Arc::clone(&for_svc), client.clone());
