@@ -44,9 +44,28 @@ impl Proxy {
         }
     }
 
+    /// `admit`, given up when `gone` resolves first (the client left while
+    /// its request waited): None then, and the request has left the queue,
+    /// so no worker runs it later for nobody.
+    pub(super) async fn admit_unless_gone(
+        &self,
+        agent_id: &str,
+        avoid: &[WorkerId],
+        gone: impl std::future::Future<Output = ()>,
+    ) -> Option<Result<Admitted, ApiError>> {
+        if let Some(a) = self.admit_now(agent_id, avoid) {
+            return Some(Ok(a));
+        }
+        tokio::select! {
+            biased;
+            a = self.admit_slowly(agent_id, avoid) => Some(a),
+            () = gone => None,
+        }
+    }
+
     /// The common case, without waiting: the agent is ready and a slot is
     /// free (or it has no limit). None: the request must wait (`admit_slowly`).
-    pub(super) fn admit_now(&self, agent_id: &str, avoid: &[WorkerId]) -> Option<Admitted> {
+    fn admit_now(&self, agent_id: &str, avoid: &[WorkerId]) -> Option<Admitted> {
         let Some(Route::Ready { pool, upstreams }) = self.routes.get(agent_id) else {
             return None;
         };
@@ -64,11 +83,7 @@ impl Proxy {
 
     /// Waits for a slot, a wake or a route change, in the agent's queue;
     /// dropped (its client gone), it leaves the queue.
-    pub(super) async fn admit_slowly(
-        &self,
-        agent_id: &str,
-        avoid: &[WorkerId],
-    ) -> Result<Admitted, ApiError> {
+    async fn admit_slowly(&self, agent_id: &str, avoid: &[WorkerId]) -> Result<Admitted, ApiError> {
         let mut rx = self.routes.subscribe();
         let mut queued: Option<(Queued, Instant)> = None;
         let mut woken_at: Option<Instant> = None;

@@ -24,7 +24,7 @@ pub(super) async fn client_left(client: &TcpStream, buf: &mut Vec<u8>) {
 
 /// Whether a client watched during a request has closed; bytes it sent
 /// early (its next request) are kept in `buf`.
-pub(super) fn client_gone(client: &TcpStream, buf: &mut Vec<u8>) -> bool {
+fn client_gone(client: &TcpStream, buf: &mut Vec<u8>) -> bool {
     buf.reserve(1024);
     match client.try_read_buf(buf) {
         Ok(0) => true,

@@ -197,18 +197,22 @@ impl Proxy {
         let body = Unsent::new(body);
         let mut avoid: Vec<WorkerId> = Vec::new();
         let mut response = loop {
-            let admitted = match self.admit_now(agent_id, &avoid) {
-                Some(a) => Ok(a),
-                None => match client {
-                    Some(c) => tokio::select! {
-                        biased;
-                        a = self.admit_slowly(agent_id, &avoid) => a,
-                        // Nobody reads this reply; the queue place is free now.
-                        () = c.closed() => Err(ApiError::unavailable("the client went away while its request waited", 1)),
-                    },
-                    None => self.admit_slowly(agent_id, &avoid).await,
-                },
+            let gone = async {
+                match client {
+                    Some(c) => c.closed().await,
+                    None => std::future::pending().await,
+                }
             };
+            // Nobody reads the reply made when the client left.
+            let admitted = self
+                .admit_unless_gone(agent_id, &avoid, gone)
+                .await
+                .unwrap_or_else(|| {
+                    Err(ApiError::unavailable(
+                        "the client went away while its request waited",
+                        1,
+                    ))
+                });
             let admitted = match admitted {
                 Ok(a) => a,
                 Err(e) if grpc => break grpc_status_of(&e),

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 pub(super) use upstream::Sockets;
 
 use super::body::InFlight;
-use super::gone::{client_gone, client_left};
+use super::gone::client_left;
 use super::headers::X_REQUEST_ID;
 use super::{Proxy, TryFailed, TRIES};
 use crate::http::route_table::Upstream;
@@ -145,20 +145,11 @@ impl Proxy {
         let head_request = req.method == Method::Idempotent { head: true };
         let mut avoid = Vec::new();
         let (next, status) = loop {
-            let admitted = match self.admit_now(&b.agent, &avoid) {
-                Some(a) => Ok(a),
-                // Waiting in the agent's queue (or for its wake): a client
-                // that gives up leaves the queue then, and no worker runs
-                // its request later for nobody.
-                None => tokio::select! {
-                    biased;
-                    a = self.admit_slowly(&b.agent, &avoid) => a,
-                    () = client_left(client, &mut b.client) => return Next::Close,
-                },
-            };
-            let admitted = match admitted {
-                Ok(a) => a,
-                Err(e) => {
+            let gone = client_left(client, &mut b.client);
+            let admitted = match self.admit_unless_gone(&b.agent, &avoid, gone).await {
+                None => return Next::Close,
+                Some(Ok(a)) => a,
+                Some(Err(e)) => {
                     let resp = e.into_response_body();
                     let status = resp.status().as_u16();
                     break (self.reply(client, resp, req, close, b).await, status);
@@ -244,7 +235,6 @@ impl Proxy {
             }
             b.response.clear();
             b.reply.clear();
-            let mut watch_client = true;
             loop {
                 if b.response.capacity() - b.response.len() < 2048 {
                     b.response.reserve(8192);
@@ -252,14 +242,8 @@ impl Proxy {
                 let read = tokio::select! {
                     biased;
                     r = socket.read_buf(&mut b.response) => r,
-                    r = client.readable(), if watch_client => {
-                        // The client closed (it gave up), or sent its next request early.
-                        if r.is_err() || client_gone(client, &mut b.client) {
-                            return Err(Failed::ClientGone);
-                        }
-                        watch_client = b.client.len() < wire::MAX_REQUEST_HEAD;
-                        continue;
-                    }
+                    // The client closed (it gave up); its next request, sent early, is kept.
+                    () = client_left(client, &mut b.client) => return Err(Failed::ClientGone),
                 };
                 match read {
                     Ok(n) if n > 0 => {}
@@ -322,7 +306,6 @@ impl Proxy {
         let mut first = true;
         let mut ended = head.framing == Framing::Empty;
         let mut extra = false;
-        let mut watch_client = b.client.len() < wire::MAX_REQUEST_HEAD;
         loop {
             // What of b.response[start..] belongs to this body.
             let avail = &b.response[start..];
@@ -372,18 +355,10 @@ impl Proxy {
             // The next bytes of the reply; meanwhile a client that goes
             // away (a stream's reader gave up) ends it at once.
             let read = tokio::time::timeout(self.opts.idle_timeout, async {
-                loop {
-                    tokio::select! {
-                        biased;
-                        r = socket.read_buf(&mut b.response) => return Some(r),
-                        r = client.readable(), if watch_client => {
-                            if r.is_err() || client_gone(client, &mut b.client) {
-                                return None;
-                            }
-                            // Its next request came early: kept for later.
-                            watch_client = b.client.len() < wire::MAX_REQUEST_HEAD;
-                        }
-                    }
+                tokio::select! {
+                    biased;
+                    r = socket.read_buf(&mut b.response) => Some(r),
+                    () = client_left(client, &mut b.client) => None,
                 }
             })
             .await;
