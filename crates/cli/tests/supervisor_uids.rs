@@ -397,8 +397,8 @@ fn a_supervisor_that_dropped_root_restarts_rolls_out_logs_and_watches_memory() {
         r.text().contains("alpha says hello").then_some(())
     });
 
-    // The environment was built by the installer, which owns it; the agent
-    // runs it and cannot change it.
+    // The environment was built by the installer and sealed: the
+    // supervisor's, which the agent runs and cannot change.
     let d = sup.wait_ready("deps", READY);
     let r = invoke(sup.port, "deps", "{}");
     assert_eq!(r.json()["data"]["value"], 42, "{}", r.text());
@@ -411,11 +411,11 @@ fn a_supervisor_that_dropped_root_restarts_rolls_out_logs_and_watches_memory() {
     let env_dir = python.parent().unwrap().parent().unwrap();
     assert_eq!(
         std::fs::metadata(env_dir).unwrap().uid(),
-        23000,
-        "the installer's"
+        10777,
+        "sealed: the supervisor's"
     );
     assert_eq!(
-        std::fs::metadata(env_dir).unwrap().mode() & 0o022,
+        std::fs::metadata(env_dir).unwrap().mode() & 0o222,
         0,
         "not writable by agents"
     );

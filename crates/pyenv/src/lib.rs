@@ -3,13 +3,19 @@
 //! environment cached under `$PAR_HOME/envs/<hash>/`.
 //!
 //! The hash covers the sorted, normalised requirement lines and the Python
-//! version, so packages with the same requirements share one environment. A
+//! version, so packages with the same requirements share one environment
+//! (unless a requirement is built from the package's own files: then the
+//! package's sha256 is in the hash too, and the environment is its own). A
 //! package without requirements gets no environment at all (cold start stays
 //! fast). Environments are built in place under an exclusive lock file
 //! (`envs/<hash>.lock`) and marked complete with `.par-ready` last, so two
 //! workers building the same environment wait for each other, a crash mid-build
 //! is rebuilt from scratch, and a venv never moves after creation (its scripts
 //! keep valid paths).
+//!
+//! A supervisor with per-agent uids does not use [`ensure_env`]: it asks for
+//! the [`plan`], makes the folder for a build uid, has it [`build_into`] the
+//! folder, then seals it (see the supervisor's `isolation::installer`).
 
 mod error;
 mod install;
@@ -29,7 +35,7 @@ use nix::fcntl::{Flock, FlockArg};
 use par_package::LoadedPackage;
 
 /// Marker written last into a finished environment.
-const READY_MARKER: &str = ".par-ready";
+pub const READY_MARKER: &str = ".par-ready";
 /// Interpreter used when the runtime's own is missing.
 const FALLBACK_PYTHON: &str = "python3";
 
@@ -115,6 +121,79 @@ pub fn base_interpreter(runtime: &str) -> Result<(Interpreter, Vec<String>), Env
     }
 }
 
+/// Where a package's environment is, decided without building anything.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// `<env_dir>/bin/python`, or the base interpreter without requirements.
+    pub python: PathBuf,
+    /// `<home>/envs/<first 32 hex digits of the hash>`.
+    pub env_dir: Option<PathBuf>,
+    pub requirements_hash: Option<String>,
+    pub warnings: Vec<String>,
+    base: Interpreter,
+    reqs: Requirements,
+}
+
+impl Plan {
+    fn env(&self) -> PythonEnv {
+        PythonEnv {
+            python: self.python.clone(),
+            env_dir: self.env_dir.clone(),
+            requirements_hash: self.requirements_hash.clone(),
+            warnings: self.warnings.clone(),
+        }
+    }
+}
+
+/// The package's interpreter and, when it has requirements, the folder its
+/// environment is (or will be) built in. Reads the package only.
+pub fn plan(pkg: &LoadedPackage, opts: &EnvOptions) -> Result<Plan, EnvError> {
+    let (base, warnings) = base_interpreter(&pkg.manifest.runtime)?;
+    let reqs = requirements::collect(pkg)?;
+    if reqs.is_empty() {
+        return Ok(Plan {
+            python: base.executable.clone(),
+            env_dir: None,
+            requirements_hash: None,
+            warnings,
+            base,
+            reqs,
+        });
+    }
+    let hash = reqs.hash(&base.version, &pkg.sha256);
+    let dir = opts.home.join("envs").join(&hash[..32]);
+    Ok(Plan {
+        python: dir.join("bin").join("python"),
+        env_dir: Some(dir),
+        requirements_hash: Some(hash),
+        warnings,
+        base,
+        reqs,
+    })
+}
+
+/// Builds the planned environment into its folder, which exists and is
+/// empty. Nothing else is done: no lock, no ready marker, nothing removed
+/// on failure (the caller, which made the folder, decides what becomes of
+/// it).
+pub fn build_into(
+    pkg: &LoadedPackage,
+    plan: &Plan,
+    opts: &EnvOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), EnvError> {
+    let Some(dir) = &plan.env_dir else {
+        return Ok(());
+    };
+    let started = Instant::now();
+    build(&pkg.root, dir, &plan.base, &plan.reqs, opts, progress)?;
+    progress(&format!(
+        "environment built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
 /// Makes sure the package's Python environment exists and returns the
 /// interpreter to run. Installer output goes to `progress`, one line at a time.
 pub fn ensure_env(
@@ -122,35 +201,20 @@ pub fn ensure_env(
     opts: &EnvOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<PythonEnv, EnvError> {
-    let (base, warnings) = base_interpreter(&pkg.manifest.runtime)?;
-    let reqs = requirements::collect(pkg)?;
-    if reqs.is_empty() {
-        return Ok(PythonEnv {
-            python: base.executable,
-            env_dir: None,
-            requirements_hash: None,
-            warnings,
-        });
-    }
-    let hash = reqs.hash(&base.version);
-    let envs = opts.home.join("envs");
-    let dir = envs.join(&hash[..32]);
-    let python = dir.join("bin").join("python");
-    let result = || PythonEnv {
-        python: python.clone(),
-        env_dir: Some(dir.clone()),
-        requirements_hash: Some(hash.clone()),
-        warnings: warnings.clone(),
+    let plan = plan(pkg, opts)?;
+    let Some(dir) = plan.env_dir.clone() else {
+        return Ok(plan.env());
     };
     if is_ready(&dir) {
-        return Ok(result());
+        return Ok(plan.env());
     }
-
+    let envs = opts.home.join("envs");
     fs::create_dir_all(&envs).map_err(|source| EnvError::Write {
         path: envs.clone(),
         source,
     })?;
-    let lock_path = envs.join(format!("{}.lock", &hash[..32]));
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let lock_path = envs.join(format!("{name}.lock"));
     let lock_file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -171,48 +235,33 @@ pub fn ensure_env(
         }
     };
     if is_ready(&dir) {
-        return Ok(result());
+        return Ok(plan.env());
     }
     if dir.exists() {
         progress("removing an unfinished environment left by an earlier attempt");
         remove(&dir)?;
     }
-
-    let started = Instant::now();
-    let uv = match opts.installer {
-        Installer::Pip => None,
-        Installer::Uv => Some(on_path("uv").unwrap_or_else(|| PathBuf::from("uv"))),
-        Installer::Auto => on_path("uv"),
-    };
-    progress(&format!(
-        "creating Python {} environment {} for {} requirement(s) from {} with {}",
-        base.version,
-        &hash[..12],
-        reqs.normalized.len(),
-        reqs.source,
-        if uv.is_some() { "uv" } else { "venv + pip" }
-    ));
-    let built = build(&pkg.root, &dir, &base, uv.as_deref(), &reqs, opts, progress);
-    if let Err(e) = built {
+    fs::create_dir(&dir).map_err(|source| EnvError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    if let Err(e) = build_into(pkg, &plan, opts, progress) {
         let _ = fs::remove_dir_all(&dir);
         return Err(e);
     }
     let marker = dir.join(READY_MARKER);
-    fs::write(&marker, reqs.normalized.join("\n") + "\n").map_err(|source| {
+    fs::write(&marker, plan.reqs.normalized.join("\n") + "\n").map_err(|source| {
         let _ = fs::remove_dir_all(&dir);
         EnvError::Write {
             path: marker.clone(),
             source,
         }
     })?;
-    progress(&format!(
-        "environment ready in {:.1} s",
-        started.elapsed().as_secs_f64()
-    ));
-    Ok(result())
+    Ok(plan.env())
 }
 
-fn is_ready(dir: &Path) -> bool {
+/// Whether `dir` holds a finished environment (its marker and interpreter).
+pub fn is_ready(dir: &Path) -> bool {
     dir.join(READY_MARKER).is_file() && dir.join("bin").join("python").exists()
 }
 
@@ -227,11 +276,24 @@ fn build(
     root: &Path,
     dir: &Path,
     base: &Interpreter,
-    uv: Option<&Path>,
     reqs: &Requirements,
     opts: &EnvOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), EnvError> {
+    let uv = match opts.installer {
+        Installer::Pip => None,
+        Installer::Uv => Some(on_path("uv").unwrap_or_else(|| PathBuf::from("uv"))),
+        Installer::Auto => on_path("uv"),
+    };
+    let uv = uv.as_deref();
+    progress(&format!(
+        "creating Python {} environment {} for {} requirement(s) from {} with {}",
+        base.version,
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        reqs.normalized.len(),
+        reqs.source,
+        if uv.is_some() { "uv" } else { "venv + pip" }
+    ));
     let python = dir.join("bin").join("python");
     let t = opts.step_timeout;
     let mut install_args: Vec<String> = Vec::new();

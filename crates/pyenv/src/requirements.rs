@@ -20,6 +20,10 @@ pub struct Requirements {
     pub normalized: Vec<String>,
     /// Human description of the source, for logs.
     pub source: &'static str,
+    /// Some requirement is built from the package's own files (a path, an
+    /// option such as `-r`/`-e`/`--find-links`, a `file:` URL): the same
+    /// lines in two packages are not the same environment.
+    pub local: bool,
 }
 
 impl Requirements {
@@ -27,10 +31,14 @@ impl Requirements {
         self.normalized.is_empty()
     }
 
-    /// Hex sha256 over the sorted normalised requirements and the Python version.
-    pub fn hash(&self, python_version: &str) -> String {
+    /// Hex sha256 over the sorted normalised requirements and the Python
+    /// version, and the package's own sha256 when a requirement is local.
+    pub fn hash(&self, python_version: &str, package_sha256: &str) -> String {
         let mut h = Sha256::new();
         h.update(format!("python={python_version}\n"));
+        if self.local {
+            h.update(format!("package={package_sha256}\n"));
+        }
         for line in &self.normalized {
             h.update(line.as_bytes());
             h.update(b"\n");
@@ -49,6 +57,15 @@ fn normalize(line: &str) -> Option<String> {
         return None;
     }
     Some(line.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Whether a normalised line names something inside the package rather
+/// than a distribution on an index (conservatively: any option, any path).
+fn is_local(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    line.starts_with(['.', '/', '~', '-'])
+        || lower.contains("file:")
+        || (line.contains('/') && !line.contains("://"))
 }
 
 fn mentions(normalized: &[String], package: &str) -> bool {
@@ -76,6 +93,7 @@ pub fn collect(pkg: &LoadedPackage) -> Result<Requirements, EnvError> {
             args: Vec::new(),
             normalized,
             source: "requirements.txt",
+            local: false,
         }
     } else if pyproject.is_file() {
         let args = pyproject_dependencies(&pyproject)?;
@@ -84,6 +102,7 @@ pub fn collect(pkg: &LoadedPackage) -> Result<Requirements, EnvError> {
             normalized: args.iter().filter_map(|a| normalize(a)).collect(),
             args,
             source: "pyproject.toml",
+            local: false,
         }
     } else {
         let args = pkg.manifest.dependencies.clone();
@@ -92,6 +111,7 @@ pub fn collect(pkg: &LoadedPackage) -> Result<Requirements, EnvError> {
             normalized: args.iter().filter_map(|a| normalize(a)).collect(),
             args,
             source: "agent.yaml dependencies",
+            local: false,
         }
     };
     if pkg.manifest.rest.is_some() && !mentions(&reqs.normalized, "fastapi") {
@@ -100,6 +120,7 @@ pub fn collect(pkg: &LoadedPackage) -> Result<Requirements, EnvError> {
     }
     reqs.normalized.sort();
     reqs.normalized.dedup();
+    reqs.local = reqs.normalized.iter().any(|l| is_local(l));
     Ok(reqs)
 }
 
@@ -160,11 +181,42 @@ mod tests {
             args: vec![],
             normalized: vec!["a".into(), "b".into()],
             source: "x",
+            local: false,
         };
-        assert_eq!(a.hash("3.11"), a.clone().hash("3.11"));
-        assert_ne!(a.hash("3.11"), a.hash("3.12"));
+        assert_eq!(a.hash("3.11", "p"), a.clone().hash("3.11", "p"));
+        assert_ne!(a.hash("3.11", "p"), a.hash("3.12", "p"));
+        assert_eq!(a.hash("3.11", "p"), a.hash("3.11", "q"), "index only");
         let mut b = a.clone();
         b.normalized.push("c".into());
-        assert_ne!(a.hash("3.11"), b.hash("3.11"));
+        assert_ne!(a.hash("3.11", "p"), b.hash("3.11", "p"));
+        b.local = true;
+        assert_ne!(
+            b.hash("3.11", "p"),
+            b.hash("3.11", "q"),
+            "local: per package"
+        );
+    }
+
+    #[test]
+    fn paths_options_and_file_urls_are_local() {
+        for l in [
+            "./evil",
+            "lib/x",
+            "/abs/w.whl",
+            "-e .",
+            "-r more.txt",
+            "--find-links wheels",
+            "x @ file:///w",
+        ] {
+            assert!(is_local(l), "{l}");
+        }
+        for l in [
+            "six == 1.16",
+            "fastapi>=0.1",
+            "x @ https://example.com/x.whl",
+            "y[extra]; python_version > '3'",
+        ] {
+            assert!(!is_local(l), "{l}");
+        }
     }
 }

@@ -281,8 +281,26 @@ fn requirements_come_from_the_first_source_and_rest_brings_fastapi() {
         &[("requirements.txt", "a\nb\n")],
     );
     let (h1, h2) = (
-        collect_requirements(&p1).unwrap().hash("3.11"),
-        collect_requirements(&p2).unwrap().hash("3.11"),
+        collect_requirements(&p1).unwrap().hash("3.11", &p1.sha256),
+        collect_requirements(&p2).unwrap().hash("3.11", &p2.sha256),
     );
     assert_eq!(h1, h2);
+    // A requirement built from the package's own files: one environment
+    // per package, whatever the lines say.
+    let p3 = package(
+        w.path(),
+        &w.path().join("g"),
+        "name: g\nentrypoint: m:f\n",
+        &[("requirements.txt", "./lib\n"), ("x.py", "1")],
+    );
+    let p4 = package(
+        w.path(),
+        &w.path().join("h"),
+        "name: h\nentrypoint: m:f\n",
+        &[("requirements.txt", "./lib\n"), ("x.py", "2")],
+    );
+    assert_ne!(
+        collect_requirements(&p3).unwrap().hash("3.11", &p3.sha256),
+        collect_requirements(&p4).unwrap().hash("3.11", &p4.sha256),
+    );
 }

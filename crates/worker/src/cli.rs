@@ -48,9 +48,11 @@ pub struct RunArgs {
     pub tuning: Tuning,
 }
 
-/// `par install-env --home H < PACKAGE`: builds the package's Python
-/// environment under `H/envs` and prints `{"python": ...}` (run by the
-/// supervisor as the installer uid when agents have uids of their own).
+/// `par install-env --home H --scratch S [--plan | --into DIR] < PACKAGE`:
+/// builds the package's Python environment under `H/envs` and prints
+/// `{"python": ..., "env_dir": ...}` (run by the supervisor as its build uid
+/// when agents have uids of their own: `--plan`, then `--into` the folder it
+/// made for the build).
 #[derive(Debug, Clone, clap::Args)]
 pub struct InstallEnvArgs {
     /// Where the shared environments live (`<home>/envs`).
@@ -117,7 +119,12 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
 pub fn run_install_env(args: InstallEnvArgs) -> anyhow::Result<()> {
     par_telemetry::logging::init();
     let mut stdin = std::io::stdin().lock();
-    match crate::loader::install_env(&mut stdin, &args.home, &args.scratch) {
+    let step = match (&args.into, args.plan) {
+        (Some(dir), _) => crate::loader::InstallStep::Into(dir),
+        (None, true) => crate::loader::InstallStep::Plan,
+        (None, false) => crate::loader::InstallStep::Ensure,
+    };
+    match crate::loader::install_env(&mut stdin, &args.home, &args.scratch, step) {
         Ok(installed) => {
             println!("{}", serde_json::to_string(&installed)?);
             Ok(())

@@ -72,20 +72,23 @@ fn environment(package: &LoadedPackage, home: &Path) -> Result<par_pyenv::Python
     let env_opts = par_pyenv::EnvOptions::default().with_home(home);
     let package_id = package.package_id();
     let mut progress = |line: &str| tracing::info!(package_id = %package_id, "deps: {line}");
-    let python = par_pyenv::ensure_env(package, &env_opts, &mut progress).map_err(|e| {
-        use par_pyenv::EnvError as E;
-        let message = par_telemetry::error_chain(&e);
-        match e {
-            E::UnsupportedRuntime(_) | E::BadPyproject { .. } | E::Read { .. } => {
-                PrepareError::Package(message)
-            }
-            _ => PrepareError::Environment(message),
-        }
-    })?;
+    let python = par_pyenv::ensure_env(package, &env_opts, &mut progress).map_err(env_error)?;
     for w in &python.warnings {
         tracing::warn!("{w}");
     }
     Ok(python)
+}
+
+/// The package's faults (permanent) apart from the rest (retried).
+fn env_error(e: par_pyenv::EnvError) -> PrepareError {
+    use par_pyenv::EnvError as E;
+    let message = par_telemetry::error_chain(&e);
+    match e {
+        E::UnsupportedRuntime(_) | E::BadPyproject { .. } | E::Read { .. } => {
+            PrepareError::Package(message)
+        }
+        _ => PrepareError::Environment(message),
+    }
 }
 
 /// What `par install-env` prints on stdout (one JSON line).
@@ -93,17 +96,33 @@ fn environment(package: &LoadedPackage, home: &Path) -> Result<par_pyenv::Python
 pub struct Installed {
     pub python: PathBuf,
     pub requirements_hash: Option<String>,
+    /// The environment's folder (`None`: no requirements, no environment).
+    #[serde(default)]
+    pub env_dir: Option<PathBuf>,
 }
 
-/// `par install-env`: reads a package from `input`, builds its environment
-/// under `home/envs` and answers the interpreter to run it with. The
-/// package is unpacked into `scratch` and removed again (it may hold the
-/// agent's secrets; the environment does not). Run by the supervisor as the
-/// installer uid, which alone may write the shared environments.
+/// What `par install-env` is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallStep<'a> {
+    /// Build (or reuse) the environment in place, under its lock.
+    Ensure,
+    /// Only say where the environment is: nothing is built or written.
+    Plan,
+    /// Build into this folder, which must be the planned one, exists and is
+    /// empty (made by the supervisor for this build, sealed by it after).
+    Into(&'a Path),
+}
+
+/// `par install-env`: reads a package from `input`, then plans or builds
+/// its environment under `home/envs` and answers the interpreter to run it
+/// with. The package is unpacked into `scratch` and removed again (it may
+/// hold the agent's secrets; the environment does not). Run by the
+/// supervisor as a build uid, which may write the one folder being built.
 pub fn install_env(
     input: &mut dyn std::io::Read,
     home: &Path,
     scratch: &Path,
+    step: InstallStep<'_>,
 ) -> Result<Installed, PrepareError> {
     let disk = |what: &str, e: std::io::Error| PrepareError::Environment(format!("{what}: {e}"));
     std::fs::create_dir_all(scratch).map_err(|e| disk("create the scratch folder", e))?;
@@ -120,9 +139,36 @@ pub fn install_env(
     let opts = par_package::LoadOptions::default().with_home(unpacked.path());
     let package = par_package::load(file.path(), &opts)
         .map_err(|e| PrepareError::Package(par_telemetry::error_chain(&e)))?;
-    let env = environment(&package, home)?;
+    let (python, requirements_hash, env_dir) = match step {
+        InstallStep::Ensure => {
+            let env = environment(&package, home)?;
+            (env.python, env.requirements_hash, env.env_dir)
+        }
+        InstallStep::Plan | InstallStep::Into(_) => {
+            let env_opts = par_pyenv::EnvOptions::default().with_home(home);
+            let plan = par_pyenv::plan(&package, &env_opts).map_err(env_error)?;
+            if let InstallStep::Into(dir) = step {
+                if plan.env_dir.as_deref() != Some(dir) {
+                    return Err(PrepareError::Environment(format!(
+                        "asked to build into {} but this package's environment is {}",
+                        dir.display(),
+                        plan.env_dir
+                            .as_deref()
+                            .map_or("none".into(), |d| d.display().to_string())
+                    )));
+                }
+                let package_id = package.package_id();
+                let mut progress =
+                    |line: &str| tracing::info!(package_id = %package_id, "deps: {line}");
+                par_pyenv::build_into(&package, &plan, &env_opts, &mut progress)
+                    .map_err(env_error)?;
+            }
+            (plan.python, plan.requirements_hash, plan.env_dir)
+        }
+    };
     Ok(Installed {
-        python: env.python,
-        requirements_hash: env.requirements_hash,
+        python,
+        requirements_hash,
+        env_dir,
     })
 }

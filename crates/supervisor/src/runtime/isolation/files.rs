@@ -6,9 +6,15 @@
 //! | `agents/`                   | supervisor | 0711 | |
 //! | `agents/<id>/`              | agent      | 0700 | its extracted packages, `home/`, `tmp/` |
 //! | `agents/.staged/<w>.apkg`   | agent      | 0400 | the package one worker starts from |
-//! | `envs/`                     | installer  | 0755 | Python environments by requirements hash |
-//! | `installer/`                | installer  | 0700 | uv's cache, the installer's scratch |
+//! | `envs/`                     | supervisor | 0755 | Python environments by requirements hash |
+//! | `envs/<hash>/` (sealed)     | supervisor | 0555 | an environment: nothing in it writable |
+//! | `envs/<hash>/` (building)   | installer  | 0755 | the one environment being built |
+//! | `installer/`                | installer  | 0700 | the build's scratch, HOME and caches, new for each build |
 //! | `run/`, `downloads/`        | supervisor | 0700 | boot token, fetched packages |
+//!
+//! The installer uid (the build uid) owns only the environment being built
+//! and its scratch: never `envs/`, `$PAR_HOME` or a sealed environment, so
+//! a requirement's build step cannot alter, rename or replace them.
 
 use std::fs;
 use std::io;
@@ -19,6 +25,9 @@ pub const AGENTS: &str = "agents";
 pub const STAGED: &str = ".staged";
 pub const ENVS: &str = "envs";
 pub const INSTALLER: &str = "installer";
+/// The marker of a finished environment (par-pyenv's `READY_MARKER`): in
+/// a sealed one, written by the seal.
+const READY_MARKER: &str = ".par-ready";
 
 fn chown(path: &Path, uid: u32) -> io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(uid))
@@ -71,15 +80,135 @@ pub fn prepare_home(home: &Path, supervisor: u32, installer: u32) -> io::Result<
     }
     owned_dir(&home.join(INSTALLER), installer, 0o700)?;
     let envs = home.join(ENVS);
-    let relabel = fs::metadata(&envs).is_ok_and(|m| m.uid() != installer);
-    owned_dir(&envs, installer, 0o755)?;
-    if relabel {
-        // Environments built before isolation was on: the installer takes
-        // them over (it rebuilds and locks them from now on).
-        hand_over(&envs, installer)?;
-        chmod(&envs, 0o755)?;
+    owned_dir(&envs, supervisor, 0o755)?;
+    // Environments not sealed (built by an earlier PAR as the installer,
+    // or left by a build cut short) may hold what a build step wrote: they
+    // are rebuilt when needed.
+    for entry in fs::read_dir(&envs)? {
+        let path = entry?.path();
+        if !is_sealed(&path, supervisor) {
+            tracing::info!(path = %path.display(), "removing an environment that is not sealed");
+            discard(&path)?;
+        }
     }
     Ok(())
+}
+
+/// Whether `dir` is an environment sealed by `sealer` (or root): owned by
+/// it, not writable, with the ready marker its seal wrote last.
+pub fn is_sealed(dir: &Path, sealer: u32) -> bool {
+    let ours = |m: &fs::Metadata| m.uid() == sealer || m.uid() == 0;
+    let (Ok(d), Ok(marker)) = (
+        fs::symlink_metadata(dir),
+        fs::symlink_metadata(dir.join(READY_MARKER)),
+    ) else {
+        return false;
+    };
+    d.is_dir()
+        && ours(&d)
+        && d.mode() & 0o222 == 0
+        && marker.is_file()
+        && ours(&marker)
+        && dir.join("bin").join("python").exists()
+}
+
+/// Removes `path` whoever owns what is in it (a build uid may leave
+/// folders it made unreadable): each folder is made ours before its
+/// entries go. Nothing is followed through a symbolic link.
+pub fn discard(path: &Path) -> io::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if meta.is_dir() {
+        chown(path, nix::unistd::geteuid().as_raw())?;
+        chmod(path, 0o700)?;
+        for entry in fs::read_dir(path)? {
+            discard(&entry?.path())?;
+        }
+        fs::remove_dir(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("remove {}: {e}", path.display())))
+    } else {
+        fs::remove_file(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("remove {}: {e}", path.display())))
+    }
+}
+
+/// A new empty folder at `path` (whatever was there is discarded), made by
+/// us and handed to `uid` with `mode`.
+pub fn fresh_dir(path: &Path, uid: u32, mode: u32) -> io::Result<()> {
+    discard(path)?;
+    owned_dir(path, nix::unistd::geteuid().as_raw(), mode)?;
+    chown(path, uid)
+}
+
+/// Seals a built environment: everything in it becomes ours (the
+/// supervisor's uid, which no agent or build has), readable by all,
+/// writable by none; the ready marker is written last, then the folder
+/// itself closed. The build uid must have no process left. A symbolic link
+/// must lead inside the environment or to a file only root (or we) can
+/// change; a fifo, socket or device is refused. On error the caller
+/// discards the folder.
+pub fn seal(dir: &Path) -> io::Result<()> {
+    let root = fs::canonicalize(dir)?;
+    let me = nix::unistd::geteuid().as_raw();
+    seal_entry(&root, &root, me)?;
+    chmod(&root, 0o755)?;
+    let marker = root.join(READY_MARKER);
+    fs::write(&marker, "sealed\n")
+        .map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", marker.display())))?;
+    chmod(&marker, 0o444)?;
+    chmod(&root, 0o555)
+}
+
+fn seal_entry(path: &Path, root: &Path, me: u32) -> io::Result<()> {
+    let meta = fs::symlink_metadata(path)?;
+    let kind = meta.file_type();
+    chown(path, me)?;
+    if kind.is_dir() {
+        chmod(path, 0o700)?;
+        for entry in fs::read_dir(path)? {
+            seal_entry(&entry?.path(), root, me)?;
+        }
+        chmod(path, 0o555)
+    } else if kind.is_file() {
+        let exec = meta.mode() & 0o111 != 0;
+        chmod(path, if exec { 0o555 } else { 0o444 })
+    } else if kind.is_symlink() {
+        let refused = |why: &str| {
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{}: a symbolic link {why}", path.display()),
+            )
+        };
+        let target = fs::canonicalize(path).map_err(|_| refused("that leads nowhere"))?;
+        if target.starts_with(root) || fixed(&target, me) {
+            Ok(())
+        } else {
+            Err(refused(&format!(
+                "to {}, which others can change",
+                target.display()
+            )))
+        }
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{}: neither a file, a folder nor a link", path.display()),
+        ))
+    }
+}
+
+/// Whether `path` and every folder above it belong to root (or `me`) and
+/// are writable by no one else (a sticky folder such as `/tmp` may be: its
+/// entries are then checked as well).
+fn fixed(path: &Path, me: u32) -> bool {
+    path.ancestors().all(|p| {
+        fs::symlink_metadata(p).is_ok_and(|m| {
+            let sticky = m.is_dir() && m.mode() & 0o1000 != 0;
+            (m.uid() == 0 || m.uid() == me) && (m.mode() & 0o022 == 0 || sticky)
+        })
+    })
 }
 
 /// Gives `path` and everything under it to `uid`. A folder is made ours

@@ -1,16 +1,33 @@
-//! The installer: `par install-env` run as the installer uid (the first of
-//! `PAR_AGENT_UIDS`), the only uid that writes the shared Python
-//! environments. It reads the package from stdin (an open file: it cannot
-//! read the agent's copy), so no agent can tamper with an environment
-//! another agent runs.
+//! The installer: `par install-env` run as the build uid (the first of
+//! `PAR_AGENT_UIDS`), which no agent has. It reads the package from stdin
+//! (an open file: it cannot read the agent's copy).
+//!
+//! A build step of a requirement (a PEP 517 backend, a `setup.py`) runs
+//! code of the package's choosing as the build uid, so that uid is given
+//! nothing that outlives its build: builds run one at a time; before and
+//! after each, every process of the build uid is ended and its scratch
+//! (HOME, TMPDIR, caches) made anew; it owns the one environment folder
+//! being built (`envs/<hash>/`, made by the supervisor; never `envs/`
+//! itself), built at its final path so the venv's absolute paths hold.
+//! Once built, the supervisor seals it ([`files::seal`]): everything in it
+//! becomes the supervisor's, writable by no one, before any agent runs it.
+//! A failed build is removed. An environment that is not sealed is never
+//! handed to an agent: it is removed and built again.
 
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::io::{Seek as _, SeekFrom};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::io::AsyncReadExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _, ReadBuf};
 
+use super::files;
 use super::privileges::{become_identity, Identity};
 use super::{Failure, PerAgent};
 use crate::logs::LogStore;
@@ -23,6 +40,17 @@ pub struct Install<'a> {
     pub process: &'a str,
 }
 
+/// One build at a time: the build uid owns one environment folder at once.
+static BUILDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The installer's failure text kept for the error: its last lines, within
+/// this many lines and bytes.
+const TAIL_LINES: usize = 40;
+const TAIL_BYTES: usize = 8 * 1024;
+
+/// Longest wait for the build uid's processes to be gone.
+const END_WAIT: Duration = Duration::from_secs(5);
+
 /// Kills the installer's whole group when the preparation is abandoned.
 struct GroupGuard(Option<u32>);
 
@@ -34,16 +62,182 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs the installer on `package` and answers the interpreter to use.
+/// What `par install-env` answers (see par-worker's `Installed`).
+#[derive(serde::Deserialize)]
+struct Installed {
+    python: PathBuf,
+    #[serde(default)]
+    env_dir: Option<PathBuf>,
+}
+
+/// Prepares the Python environment of `package` and answers the
+/// interpreter to use: the base one (no requirements), or a sealed
+/// environment's.
 pub async fn run(i: Install<'_>, package: std::fs::File) -> Result<PathBuf, Failure> {
     let per = i.per;
+    let _one = BUILDS.lock().await;
+    let again = package
+        .try_clone()
+        .map_err(|e| Failure::environment(format!("the staged package: {e}")))?;
+    blocking(per, fresh_scratch).await?;
+    let plan = installer(&i, package, &[OsStr::new("--plan")]).await?;
+    let Some(env) = plan.env_dir else {
+        return Ok(plan.python);
+    };
+    let envs = per.home.join(files::ENVS);
+    let named = env.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let valid = env.parent() == Some(envs.as_path())
+        && named.len() == 32
+        && named.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid {
+        return Err(Failure::environment(format!(
+            "the installer planned the environment at {}, not in {}",
+            env.display(),
+            envs.display()
+        )));
+    }
+    let python = env.join("bin").join("python");
+    let sealer = nix::unistd::geteuid().as_raw();
+    if files::is_sealed(&env, sealer) {
+        return Ok(python);
+    }
+    let into = env.clone();
+    blocking(per, move |per| {
+        files::fresh_dir(&into, per.installer, 0o755).map_err(|e| {
+            Failure::environment(format!("making {} for its build: {e}", into.display()))
+        })
+    })
+    .await?;
+    let mut again = again;
+    let built = match again.seek(SeekFrom::Start(0)) {
+        Ok(_) => installer(&i, again, &[OsStr::new("--into"), env.as_os_str()]).await,
+        Err(e) => Err(Failure::environment(format!("the staged package: {e}"))),
+    };
+    let sealing = env.clone();
+    let ok = built.is_ok();
+    let sealed = blocking(per, move |per| {
+        // Nothing of the build may run on while the folder is sealed, nor
+        // be waiting for the next build.
+        end_processes(per.installer)?;
+        let sealed = if ok {
+            files::seal(&sealing).map_err(|e| {
+                Failure::package(format!(
+                    "the built environment {} cannot be sealed: {e}",
+                    sealing.display()
+                ))
+            })
+        } else {
+            Ok(())
+        };
+        if !ok || sealed.is_err() {
+            files::discard(&sealing)
+                .map_err(|e| Failure::environment(format!("removing a failed environment: {e}")))?;
+        }
+        fresh_scratch(per)?;
+        sealed
+    })
+    .await;
+    built?;
+    sealed?;
+    tracing::info!(agent = i.agent, env = %env.display(), "environment built and sealed");
+    Ok(python)
+}
+
+/// Runs `f` off the async threads with the installer's settings.
+async fn blocking<T: Send + 'static>(
+    per: &PerAgent,
+    f: impl FnOnce(&Settings) -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    let settings = Settings {
+        home: per.home.clone(),
+        installer: per.installer,
+    };
+    tokio::task::spawn_blocking(move || f(&settings))
+        .await
+        .map_err(|e| Failure::environment(format!("the installer's files: {e}")))?
+}
+
+/// What the blocking steps need of [`PerAgent`].
+struct Settings {
+    home: PathBuf,
+    installer: u32,
+}
+
+/// The build uid's scratch, empty and new, with no process of the build uid
+/// left: nothing one build leaves (a `.pth` in its user site, a pip or uv
+/// configuration in its HOME, a poisoned cache, a waiting process) reaches
+/// the next.
+fn fresh_scratch(s: &Settings) -> Result<(), Failure> {
+    end_processes(s.installer)?;
+    let scratch = s.home.join(files::INSTALLER);
+    files::fresh_dir(&scratch, s.installer, 0o700)
+        .map_err(|e| Failure::environment(format!("the installer's scratch: {e}")))
+}
+
+/// Ends every process of `uid` (SIGKILL, again until none is left).
+fn end_processes(uid: u32) -> Result<(), Failure> {
+    let deadline = Instant::now() + END_WAIT;
+    loop {
+        let left = processes_of(uid);
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Failure::environment(format!(
+                "processes of the build uid {uid} outlived SIGKILL: {left:?}"
+            )));
+        }
+        for pid in left {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Live processes (not zombies) whose real or effective uid is `uid`.
+fn processes_of(uid: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>())
+                    .unwrap_or_default()
+            };
+            let zombie = field("State:").first().is_some_and(|s| *s == "Z");
+            let ids = field("Uid:");
+            let theirs = ids.iter().take(2).any(|u| u.parse() == Ok(uid));
+            theirs && !zombie
+        })
+        .collect()
+}
+
+/// Runs `par install-env` as the build uid with `args`, the package on its
+/// stdin; its stderr goes to the agent's log and its last lines into the
+/// error when it fails.
+async fn installer(
+    i: &Install<'_>,
+    package: std::fs::File,
+    args: &[&OsStr],
+) -> Result<Installed, Failure> {
+    let per = i.per;
     let mut cmd = tokio::process::Command::new(&per.program);
-    let scratch = per.home.join(super::files::INSTALLER);
+    let scratch = per.home.join(files::INSTALLER);
     cmd.arg("install-env")
         .arg("--home")
         .arg(&per.home)
         .arg("--scratch")
         .arg(scratch.join("work"))
+        .args(args)
         .stdin(Stdio::from(package))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -55,8 +249,10 @@ pub async fn run(i: Install<'_>, package: std::fs::File) -> Result<PathBuf, Fail
         .env("HOME", &scratch)
         .env("TMPDIR", &scratch)
         .env("XDG_CACHE_HOME", scratch.join("cache"))
-        // Its own, whatever the supervisor was given: a cache others can
-        // write is a way into every environment.
+        .env("XDG_CONFIG_HOME", scratch.join("config"))
+        // Its own, whatever the supervisor was given, and new for each
+        // build: a cache another build could write is a way into every
+        // environment built after it.
         .env("UV_CACHE_DIR", scratch.join("cache").join("uv"))
         .env("PIP_CACHE_DIR", scratch.join("cache").join("pip"))
         .env(par_contract::env::LOG_FORMAT, "json");
@@ -79,18 +275,23 @@ pub async fn run(i: Install<'_>, package: std::fs::File) -> Result<PathBuf, Fail
     .map_err(|e| Failure::environment(format!("failed to start the installer: {e}")))?;
     let pid = child.id();
     let _guard = GroupGuard(pid);
+    let tail = Arc::new(Mutex::new(Tail::default()));
     let err = child.stderr.take().map(|p| {
         tokio::spawn(crate::logs::capture(
             Arc::clone(i.logs),
             i.agent.to_string(),
             i.process.to_string(),
             "stderr",
-            p,
+            Tee {
+                inner: p,
+                tail: Arc::clone(&tail),
+            },
         ))
     });
     let mut out = String::new();
-    if let Some(mut stdout) = child.stdout.take() {
-        let _ = stdout.read_to_string(&mut out).await;
+    if let Some(stdout) = child.stdout.take() {
+        // Bounded: the answer is one short line.
+        let _ = stdout.take(1 << 20).read_to_string(&mut out).await;
     }
     let status = child.wait().await;
     if let Some(pid) = pid {
@@ -102,21 +303,154 @@ pub async fn run(i: Install<'_>, package: std::fs::File) -> Result<PathBuf, Fail
     let status =
         status.map_err(|e| Failure::environment(format!("waiting for the installer: {e}")))?;
     let answer = out.lines().rev().find(|l| l.trim_start().starts_with('{'));
+    let why = || tail.lock().unwrap_or_else(|e| e.into_inner()).reason();
     match (status.code(), answer) {
-        (Some(0), Some(line)) => {
-            #[derive(serde::Deserialize)]
-            struct Installed {
-                python: PathBuf,
-            }
-            serde_json::from_str::<Installed>(line)
-                .map(|a| a.python)
-                .map_err(|e| Failure::environment(format!("the installer's answer {line:?}: {e}")))
-        }
-        (Some(par_contract::exit::PACKAGE_FAILURE), _) => Err(Failure::package(
-            "the package's Python environment cannot be built (see the lines above)".into(),
-        )),
-        _ => Err(Failure::environment(format!(
-            "the installer failed ({status}; see the lines above)"
+        (Some(0), Some(line)) => serde_json::from_str::<Installed>(line)
+            .map_err(|e| Failure::environment(format!("the installer's answer {line:?}: {e}"))),
+        (Some(par_contract::exit::PACKAGE_FAILURE), _) => Err(Failure::package(format!(
+            "the package's Python environment cannot be built: {}",
+            why()
         ))),
+        _ => Err(Failure::environment(format!(
+            "the installer failed ({status}): {}",
+            why()
+        ))),
+    }
+}
+
+/// The last bytes of the installer's stderr.
+#[derive(Default)]
+struct Tail {
+    bytes: VecDeque<u8>,
+}
+
+impl Tail {
+    /// Keeps more than the error needs: lines are cut from it at the end.
+    const KEEP: usize = 4 * TAIL_BYTES;
+
+    fn push(&mut self, data: &[u8]) {
+        let data = &data[data.len().saturating_sub(Self::KEEP)..];
+        let over = (self.bytes.len() + data.len()).saturating_sub(Self::KEEP);
+        self.bytes.drain(..over);
+        self.bytes.extend(data);
+    }
+
+    /// What went wrong, in the installer's words: its last error's text (a
+    /// failed step's error carries that step's last output), else its last
+    /// lines; at most [`TAIL_LINES`] lines and [`TAIL_BYTES`] bytes, the
+    /// end kept.
+    fn reason(&self) -> String {
+        let (a, b) = self.bytes.as_slices();
+        let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
+        let lines: Vec<String> = text.lines().filter_map(readable).collect();
+        let error = lines.iter().rev().find_map(|l| l.strip_prefix("ERROR "));
+        let text = match error {
+            Some(e) => e.to_string(),
+            None => lines.join("\n"),
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return "it wrote nothing on stderr".into();
+        }
+        let kept: Vec<&str> = text.lines().collect();
+        let mut out = kept[kept.len().saturating_sub(TAIL_LINES)..].join("\n");
+        if out.len() > TAIL_BYTES {
+            let mut cut = out.len() - TAIL_BYTES;
+            while !out.is_char_boundary(cut) {
+                cut += 1;
+            }
+            out = format!("…{}", &out[cut..]);
+        }
+        out
+    }
+}
+
+/// A line of the installer's stderr as text: `LEVEL message: error` for
+/// its JSON log lines, the line itself otherwise.
+fn readable(line: &str) -> Option<String> {
+    let line = line.trim_end();
+    if line.is_empty() {
+        return None;
+    }
+    let Ok(serde_json::Value::Object(v)) = serde_json::from_str::<serde_json::Value>(line) else {
+        return Some(line.to_string());
+    };
+    let level = v.get("level").and_then(|l| l.as_str()).unwrap_or("INFO");
+    let message = v.get("message").and_then(|m| m.as_str()).unwrap_or("");
+    let message = message.strip_prefix("deps: ").unwrap_or(message);
+    Some(match v.get("error").and_then(|e| e.as_str()) {
+        Some(e) if level == "ERROR" => format!("ERROR {e}"),
+        Some(e) => format!("{level} {message}: {e}"),
+        None => format!("{level} {message}"),
+    })
+}
+
+/// Passes a stream through, keeping its last bytes in a [`Tail`].
+struct Tee<R> {
+    inner: R,
+    tail: Arc<Mutex<Tail>>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Tee<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &polled {
+            let fresh = &buf.filled()[before..];
+            if !fresh.is_empty() {
+                self.tail
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(fresh);
+            }
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail_of(text: &str) -> String {
+        let mut t = Tail::default();
+        t.push(text.as_bytes());
+        t.reason()
+    }
+
+    #[test]
+    fn the_error_is_the_installers_last_error_with_its_output() {
+        let stderr = concat!(
+            r#"{"level":"INFO","message":"deps: uv pip install: starting"}"#,
+            "\n",
+            r#"{"level":"ERROR","message":"the environment could not be prepared","error":"installing dependencies failed (uv pip install, exit status: 1); last output:\nerror: No solution found\n  cause: nope-zzz was not found"}"#,
+            "\n"
+        );
+        let why = tail_of(stderr);
+        assert!(why.starts_with("installing dependencies failed"), "{why}");
+        assert!(why.contains("nope-zzz was not found"), "{why}");
+        assert!(!why.contains("starting"), "{why}");
+    }
+
+    #[test]
+    fn without_an_error_line_the_last_lines_are_kept_within_bounds() {
+        let stderr: String = (0..500).map(|i| format!("line {i}\n")).collect();
+        let why = tail_of(&stderr);
+        assert_eq!(why.lines().count(), TAIL_LINES);
+        assert!(why.ends_with("line 499"), "{why}");
+        let long = "x".repeat(3 * TAIL_BYTES) + "\nend";
+        let why = tail_of(&long);
+        assert!(why.len() <= TAIL_BYTES + '…'.len_utf8(), "{}", why.len());
+        assert!(why.ends_with("end"));
+        let mut t = Tail::default();
+        for _ in 0..100 {
+            t.push(&[b'y'; 1000]);
+        }
+        assert!(t.bytes.len() <= Tail::KEEP);
+        assert_eq!(tail_of(""), "it wrote nothing on stderr");
     }
 }
