@@ -64,7 +64,7 @@ pub async fn serve(
     );
     let settings = Arc::new(settings);
     let (control, channels) = Control::new();
-    let logs = LogStore::new(settings.log_lines_per_process, true);
+    let logs = LogStore::new(settings.log_limits(), true);
     let routes = Arc::new(RouteTable::default());
     let metrics = Arc::new(Registry::default());
     let core = Supervisor::new(

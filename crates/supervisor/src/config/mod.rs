@@ -2,6 +2,7 @@
 //! settings (`settings`), and the checks of agent specs (`validate`).
 
 mod settings;
+mod size;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use serde::Deserialize;
 
 pub use crate::model::spec::{same_deployment, AgentSpec};
 pub use settings::{PortRange, Settings, UidRange};
+pub use size::Size;
 pub use validate::{validate_spec, validate_url, FieldError, ValidationErrors};
 
 /// The whole file: `[supervisor]` and `[[agents]]`.
@@ -52,6 +54,14 @@ pub struct SupervisorSection {
     pub probe_failures: Option<u32>,
     pub access_log: Option<bool>,
     pub log_lines_per_process: Option<usize>,
+    /// Bytes of log entries kept per process and for all processes together.
+    pub log_bytes_per_process: Option<Size>,
+    pub log_bytes_total: Option<Size>,
+    /// Longest log line kept (the rest is cut, with a marker).
+    pub log_line_max: Option<Size>,
+    /// Fields kept per JSON log line, and the largest one (as JSON text).
+    pub log_fields_max: Option<usize>,
+    pub log_field_max: Option<Size>,
     /// A registry index: a JSON list of agent specs at an `https://` URL
     /// (`http://` on loopback), polled every `registry_poll` (`PAR_REGISTRY_URL`).
     pub registry_url: Option<String>,

@@ -26,6 +26,11 @@ pub struct Settings {
     pub probe_failures: u32,
     pub access_log: bool,
     pub log_lines_per_process: usize,
+    pub log_bytes_per_process: usize,
+    pub log_bytes_total: usize,
+    pub log_line_max: usize,
+    pub log_fields_max: usize,
+    pub log_field_max: usize,
     pub agents: Vec<AgentSpec>,
     /// The config file, re-read on reload (`POST /supervisor/reload`, SIGHUP).
     pub config_path: Option<PathBuf>,
@@ -75,6 +80,11 @@ impl Default for Settings {
             probe_failures: 3,
             access_log: false,
             log_lines_per_process: 2000,
+            log_bytes_per_process: 4 << 20,
+            log_bytes_total: 32 << 20,
+            log_line_max: 16 << 10,
+            log_fields_max: 64,
+            log_field_max: 4 << 10,
             agents: Vec::new(),
             config_path: None,
             env_agents: None,
@@ -133,6 +143,12 @@ impl Settings {
             probe_timeout
         );
         take!(probe_failures, access_log, log_lines_per_process);
+        take!(log_fields_max);
+        macro_rules! size {
+            ($($f:ident),*) => { $( if let Some(v) = s.$f { self.$f = v.0; } )* };
+        }
+        size!(log_bytes_per_process, log_bytes_total);
+        size!(log_line_max, log_field_max);
         take!(registry_poll, drain_timeout);
         take!(client_header_timeout, keepalive_timeout);
         if let Some(n) = s.max_connections {
@@ -224,6 +240,7 @@ impl Settings {
         if self.log_lines_per_process == 0 {
             errors.push("supervisor.log_lines_per_process", "must be at least 1");
         }
+        self.validate_budgets(&mut errors);
         if let Some(url) = &self.registry_url {
             if let Err(msg) = validate_url(url) {
                 errors.push("supervisor.registry_url", msg);
@@ -260,6 +277,48 @@ impl Settings {
             }
         }
         errors.into_result()
+    }
+}
+
+impl Settings {
+    /// The log rings' bounds.
+    pub fn log_limits(&self) -> crate::logs::Limits {
+        crate::logs::Limits {
+            lines_per_process: self.log_lines_per_process,
+            bytes_per_process: self.log_bytes_per_process,
+            bytes_total: self.log_bytes_total,
+            line_bytes: self.log_line_max,
+            fields: crate::logs::FieldLimits {
+                count: self.log_fields_max,
+                bytes: self.log_field_max,
+            },
+        }
+    }
+
+    /// The byte budgets of the logs.
+    fn validate_budgets(&self, errors: &mut ValidationErrors) {
+        const MIN_LINE: usize = 256;
+        if self.log_line_max < MIN_LINE {
+            errors.push("supervisor.log_line_max", "must be at least 256 bytes");
+        }
+        if self.log_bytes_per_process < 4 * self.log_line_max.max(MIN_LINE) {
+            errors.push(
+                "supervisor.log_bytes_per_process",
+                format!(
+                    "must hold at least 4 lines of log_line_max ({} bytes)",
+                    4 * self.log_line_max.max(MIN_LINE)
+                ),
+            );
+        }
+        if self.log_bytes_total < self.log_bytes_per_process {
+            errors.push(
+                "supervisor.log_bytes_total",
+                "must be at least log_bytes_per_process",
+            );
+        }
+        if self.log_field_max < 64 {
+            errors.push("supervisor.log_field_max", "must be at least 64 bytes");
+        }
     }
 }
 

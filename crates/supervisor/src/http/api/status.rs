@@ -320,13 +320,14 @@ pub async fn metrics(axum::extract::State(st): St) -> Response {
         })
         .collect();
     let views = live.agents(&st.control.agents());
-    let text = crate::http::metrics::render(
+    let mut text = crate::http::metrics::render(
         &agents,
         &views,
         &gauges,
         st.started.elapsed(),
         st.unknown_agents.load(Ordering::Relaxed),
     );
+    text.push_str(&st.logs.metrics_text());
     (
         [(
             header::CONTENT_TYPE,
