@@ -373,6 +373,49 @@ mod tests {
     }
 
     #[test]
+    fn a_sealed_environment_is_writable_by_no_one_and_links_stay_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("env");
+        fs::create_dir_all(env.join("bin")).unwrap();
+        fs::create_dir_all(env.join("lib/site-packages/locked")).unwrap();
+        fs::write(env.join("lib/site-packages/m.py"), "x = 1\n").unwrap();
+        fs::write(env.join("bin/tool"), "#!/bin/sh\n").unwrap();
+        chmod(&env.join("bin/tool"), 0o4777).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/env", env.join("bin/python")).unwrap();
+        std::os::unix::fs::symlink("lib", env.join("lib64")).unwrap();
+        chmod(&env.join("lib/site-packages/locked"), 0o000).unwrap();
+        seal(&env).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        assert!(is_sealed(&env, me));
+        for (p, mode) in [
+            ("", 0o555),
+            ("bin/tool", 0o555),
+            ("lib/site-packages/m.py", 0o444),
+            ("lib/site-packages/locked", 0o555),
+            (".par-ready", 0o444),
+        ] {
+            let m = fs::symlink_metadata(env.join(p)).unwrap();
+            assert_eq!((m.uid(), m.mode() & 0o7777), (me, mode), "{p}");
+        }
+        discard(&env).unwrap();
+        assert!(!env.exists());
+
+        // A link to what others can change is refused; so is one to nowhere.
+        let open = dir.path().join("open");
+        fs::create_dir(&open).unwrap();
+        chmod(&open, 0o777).unwrap();
+        fs::write(open.join("x.pth"), "").unwrap();
+        for target in [open.join("x.pth"), dir.path().join("missing")] {
+            fs::create_dir_all(env.join("lib")).unwrap();
+            std::os::unix::fs::symlink(&target, env.join("lib/x.pth")).unwrap();
+            let e = seal(&env).unwrap_err().to_string();
+            assert!(e.contains("symbolic link"), "{e}");
+            assert!(!is_sealed(&env, me));
+            discard(&env).unwrap();
+        }
+    }
+
+    #[test]
     fn the_path_keeps_what_others_can_search() {
         let dir = tempfile::tempdir().unwrap();
         chmod(dir.path(), 0o700).unwrap();

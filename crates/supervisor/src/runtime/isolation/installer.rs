@@ -25,7 +25,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncRead, AsyncReadExt as _, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::files;
 use super::privileges::{become_identity, Identity};
@@ -275,39 +275,56 @@ async fn installer(
     .map_err(|e| Failure::environment(format!("failed to start the installer: {e}")))?;
     let pid = child.id();
     let _guard = GroupGuard(pid);
-    let tail = Arc::new(Mutex::new(Tail::default()));
-    let err = child.stderr.take().map(|p| {
-        tokio::spawn(crate::logs::capture(
+    // Its log (one JSON line each, on stdout, the answer last) and anything
+    // else it or a build step prints (stderr) go to the agent's log; the
+    // last of each is kept for the error.
+    let (out_tail, err_tail) = (Arc::<Mutex<Tail>>::default(), Arc::<Mutex<Tail>>::default());
+    let mut readers = Vec::new();
+    if let Some(p) = child.stdout.take() {
+        readers.push(tokio::spawn(crate::logs::capture(
+            Arc::clone(i.logs),
+            i.agent.to_string(),
+            i.process.to_string(),
+            "stdout",
+            Tee {
+                inner: p,
+                tail: Arc::clone(&out_tail),
+            },
+        )));
+    }
+    if let Some(p) = child.stderr.take() {
+        readers.push(tokio::spawn(crate::logs::capture(
             Arc::clone(i.logs),
             i.agent.to_string(),
             i.process.to_string(),
             "stderr",
             Tee {
                 inner: p,
-                tail: Arc::clone(&tail),
+                tail: Arc::clone(&err_tail),
             },
-        ))
-    });
-    let mut out = String::new();
-    if let Some(stdout) = child.stdout.take() {
-        // Bounded: the answer is one short line.
-        let _ = stdout.take(1 << 20).read_to_string(&mut out).await;
+        )));
     }
     let status = child.wait().await;
     if let Some(pid) = pid {
         crate::runtime::unix::untrack(pid);
     }
-    if let Some(t) = err {
-        let _ = t.await;
+    for r in readers {
+        let _ = r.await;
     }
     let status =
         status.map_err(|e| Failure::environment(format!("waiting for the installer: {e}")))?;
-    let answer = out.lines().rev().find(|l| l.trim_start().starts_with('{'));
-    let why = || tail.lock().unwrap_or_else(|e| e.into_inner()).reason();
-    match (status.code(), answer) {
-        (Some(0), Some(line)) => serde_json::from_str::<Installed>(line)
-            .map_err(|e| Failure::environment(format!("the installer's answer {line:?}: {e}"))),
-        (Some(par_contract::exit::PACKAGE_FAILURE), _) => Err(Failure::package(format!(
+    let lock = |t: &Arc<Mutex<Tail>>| t.lock().unwrap_or_else(|e| e.into_inner()).text();
+    let (out, err) = (lock(&out_tail), lock(&err_tail));
+    let why = || reason(&out, &err);
+    match status.code() {
+        Some(0) => out
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Installed>(l).ok())
+            .ok_or_else(|| {
+                Failure::environment(format!("the installer gave no answer: {}", why()))
+            }),
+        Some(par_contract::exit::PACKAGE_FAILURE) => Err(Failure::package(format!(
             "the package's Python environment cannot be built: {}",
             why()
         ))),
@@ -318,7 +335,40 @@ async fn installer(
     }
 }
 
-/// The last bytes of the installer's stderr.
+/// What went wrong, in the installer's words: its last error's text (a
+/// failed step's error carries that step's last output), else the last
+/// lines of its stderr, else of its stdout; at most [`TAIL_LINES`] lines
+/// and [`TAIL_BYTES`] bytes, the end kept.
+fn reason(stdout: &str, stderr: &str) -> String {
+    let lines = |text: &str| -> Vec<String> { text.lines().filter_map(readable).collect() };
+    let (out, err) = (lines(stdout), lines(stderr));
+    let error = out
+        .iter()
+        .chain(err.iter())
+        .rev()
+        .find_map(|l| l.strip_prefix("ERROR "));
+    let text = match error {
+        Some(e) => e.to_string(),
+        None if !err.is_empty() => err.join("\n"),
+        None => out.join("\n"),
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return "it printed nothing".into();
+    }
+    let kept: Vec<&str> = text.lines().collect();
+    let mut out = kept[kept.len().saturating_sub(TAIL_LINES)..].join("\n");
+    if out.len() > TAIL_BYTES {
+        let mut cut = out.len() - TAIL_BYTES;
+        while !out.is_char_boundary(cut) {
+            cut += 1;
+        }
+        out = format!("…{}", &out[cut..]);
+    }
+    out
+}
+
+/// The last bytes of one of the installer's streams.
 #[derive(Default)]
 struct Tail {
     bytes: VecDeque<u8>,
@@ -335,37 +385,13 @@ impl Tail {
         self.bytes.extend(data);
     }
 
-    /// What went wrong, in the installer's words: its last error's text (a
-    /// failed step's error carries that step's last output), else its last
-    /// lines; at most [`TAIL_LINES`] lines and [`TAIL_BYTES`] bytes, the
-    /// end kept.
-    fn reason(&self) -> String {
+    fn text(&self) -> String {
         let (a, b) = self.bytes.as_slices();
-        let text = String::from_utf8_lossy(&[a, b].concat()).into_owned();
-        let lines: Vec<String> = text.lines().filter_map(readable).collect();
-        let error = lines.iter().rev().find_map(|l| l.strip_prefix("ERROR "));
-        let text = match error {
-            Some(e) => e.to_string(),
-            None => lines.join("\n"),
-        };
-        let text = text.trim();
-        if text.is_empty() {
-            return "it wrote nothing on stderr".into();
-        }
-        let kept: Vec<&str> = text.lines().collect();
-        let mut out = kept[kept.len().saturating_sub(TAIL_LINES)..].join("\n");
-        if out.len() > TAIL_BYTES {
-            let mut cut = out.len() - TAIL_BYTES;
-            while !out.is_char_boundary(cut) {
-                cut += 1;
-            }
-            out = format!("…{}", &out[cut..]);
-        }
-        out
+        String::from_utf8_lossy(&[a, b].concat()).into_owned()
     }
 }
 
-/// A line of the installer's stderr as text: `LEVEL message: error` for
+/// A line of the installer's output as text: `LEVEL message: error` for
 /// its JSON log lines, the line itself otherwise.
 fn readable(line: &str) -> Option<String> {
     let line = line.trim_end();
@@ -419,7 +445,7 @@ mod tests {
     fn tail_of(text: &str) -> String {
         let mut t = Tail::default();
         t.push(text.as_bytes());
-        t.reason()
+        reason(&t.text(), "")
     }
 
     #[test]
@@ -451,6 +477,10 @@ mod tests {
             t.push(&[b'y'; 1000]);
         }
         assert!(t.bytes.len() <= Tail::KEEP);
-        assert_eq!(tail_of(""), "it wrote nothing on stderr");
+        assert_eq!(tail_of(""), "it printed nothing");
+        assert_eq!(
+            reason("{\"level\":\"INFO\",\"message\":\"x\"}", "boom"),
+            "boom"
+        );
     }
 }

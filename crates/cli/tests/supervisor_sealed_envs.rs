@@ -1,0 +1,457 @@
+//! Sealed Python environments, end to end as root with per-agent uids and a
+//! supervisor dropped to its own uid (as in the image): a package whose
+//! requirement is built from its own source by an in-tree PEP 517 backend
+//! (no network) tries, in its build step, to write a `.pth` into every
+//! other environment and into `envs/` itself, to rename them, and leaves a
+//! process behind to try again later. No other environment changes, the
+//! other agent restarts with its code as it was, the hostile package's own
+//! environment is built and sealed, and no process of the build uid is
+//! left. An environment of an older PAR (the installer's) is not reused. A
+//! requirement whose build fails names the failure in the error the
+//! supervisor reports, and leaves no environment.
+
+mod supervisor_support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use supervisor_support::*;
+
+const READY: Duration = Duration::from_secs(120);
+/// Each test its own range: the build uid is ended between builds.
+const UIDS: &str = "24000-24499";
+const BUILDER: u32 = 24000;
+const UIDS_2: &str = "24500-24999";
+const BUILDER_2: u32 = 24500;
+const SUPERVISOR_UID: u32 = 10778;
+
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
+}
+
+macro_rules! needs_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: environments are sealed only under a root supervisor");
+            return;
+        }
+    };
+}
+
+/// A stdlib Python agent `dir/name` whose `src/main.py` is `main`, with
+/// extra files (path, contents).
+fn agent(dir: &Path, name: &str, main: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let root = dir.join(name);
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::write(
+        root.join("agent.yaml"),
+        format!("name: {name}\nversion: '1.0'\nentrypoint: src.main:handler\nmetadata:\n  version: 0.1.0\n"),
+    )
+    .unwrap();
+    std::fs::write(root.join("src/__init__.py"), "").unwrap();
+    std::fs::write(root.join("src/main.py"), main).unwrap();
+    for (path, text) in extra {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    root
+}
+
+fn invoke(port: u16, agent: &str) -> Resp {
+    http(
+        port,
+        "POST",
+        &format!("/agents/{agent}/invoke"),
+        &[("Content-Type", "application/json"), ("Authorization", "")],
+        b"{}",
+    )
+    .unwrap()
+}
+
+/// A wheel of `tinydep` (VALUE = 42) at `path`, made with the stdlib.
+fn tiny_wheel(path: &Path) {
+    let script = r#"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.writestr("tinydep/__init__.py", "VALUE = 42\n")
+    z.writestr("tinydep-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinydep\nVersion: 0.1\n")
+    z.writestr("tinydep-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: par-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    z.writestr("tinydep-0.1.dist-info/RECORD", "tinydep/__init__.py,,\ntinydep-0.1.dist-info/METADATA,,\ntinydep-0.1.dist-info/WHEEL,,\ntinydep-0.1.dist-info/RECORD,,\n")
+"#;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let ok = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building the test wheel");
+}
+
+/// `pyproject.toml` of an in-tree PEP 517 backend (`backend.py` beside it).
+const PYPROJECT: &str = "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n\n[project]\nname = \"evil\"\nversion = \"0.1\"\n";
+
+/// The hostile build backend: while its wheel is built (as the build uid)
+/// it tries to write a `.pth` into every environment's site-packages and
+/// into `envs/`, to rename every environment, and leaves a process behind
+/// that tries again for two minutes; the wheel it makes records what each
+/// attempt got (`evil.ATTEMPTS`).
+const BACKEND: &str = r#"
+import glob, json, os, time, zipfile
+
+PTH = "import os; os.environ['PWNED'] = 'by-a-build-step'\n"
+
+def _envs():
+    return os.path.join(os.path.dirname(os.environ["HOME"]), "envs")
+
+def _try(attempts, name, f):
+    try:
+        f()
+        attempts[name] = "allowed"
+    except OSError as e:
+        attempts[name] = "denied" if e.errno in (1, 13, 30) else "error %s" % e
+
+def _attack(attempts):
+    envs = _envs()
+    for sp in glob.glob(os.path.join(envs, "*", "lib", "python*", "site-packages")):
+        def write(sp=sp):
+            with open(os.path.join(sp, "zz_evil.pth"), "w") as f:
+                f.write(PTH)
+        _try(attempts, "pth " + sp, write)
+    def plant():
+        with open(os.path.join(envs, "planted.pth"), "w") as f:
+            f.write(PTH)
+    _try(attempts, "plant in envs", plant)
+    for env in glob.glob(os.path.join(envs, "*")):
+        _try(attempts, "rename " + env, lambda env=env: os.rename(env, env + ".moved"))
+        _try(attempts, "chmod " + env, lambda env=env: os.chmod(env, 0o777))
+
+def _linger():
+    if os.fork() != 0:
+        return
+    os.setsid()
+    if os.fork() != 0:
+        os._exit(0)
+    # Let the build end: nothing of the build's pipes is held.
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, 4096)
+    end = time.time() + 120
+    while time.time() < end:
+        try:
+            _attack({})
+        except Exception:
+            pass
+        time.sleep(0.1)
+    os._exit(0)
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    attempts = {}
+    _attack(attempts)
+    _linger()
+    name = "evil-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
+        z.writestr("evil/__init__.py", "ATTEMPTS = %s\n" % json.dumps(attempts))
+        z.writestr("evil-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: evil\nVersion: 0.1\n")
+        z.writestr("evil-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: evil\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr("evil-0.1.dist-info/RECORD", "evil/__init__.py,,\nevil-0.1.dist-info/METADATA,,\nevil-0.1.dist-info/WHEEL,,\nevil-0.1.dist-info/RECORD,,\n")
+    return name
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+"#;
+
+/// A build backend that fails with a message of its own.
+const BROKEN_BACKEND: &str = r#"
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    raise RuntimeError("BROKEN-BUILD-7351: this requirement cannot be built")
+"#;
+
+/// Every entry under `root`: its contents (or link target), mode and owner.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32, u32)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let body = if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            Vec::new()
+        } else if meta.file_type().is_symlink() {
+            std::fs::read_link(&p)
+                .unwrap()
+                .into_os_string()
+                .into_encoded_bytes()
+        } else {
+            std::fs::read(&p).unwrap()
+        };
+        out.insert(p, (body, meta.mode(), meta.uid()));
+    }
+    out
+}
+
+/// Live processes whose real uid is `uid`.
+fn processes_of(uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let field = |f: &str| {
+                s.lines()
+                    .find(|l| l.starts_with(f))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .map(str::to_string)
+            };
+            field("Uid:") == Some(uid.to_string()) && field("State:").as_deref() != Some("Z")
+        })
+        .collect()
+}
+
+/// The environment an agent's interpreter belongs to.
+fn env_of(python: &str) -> PathBuf {
+    PathBuf::from(python)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn a_build_step_cannot_change_another_environment() {
+    needs_root!();
+    let dir = TempDir::new("sealed-envs");
+    let victim = agent(
+        dir.path(),
+        "victim",
+        "import os, sys, tinydep\n\
+         def handler(c):\n    return {'value': tinydep.VALUE, 'pwned': os.environ.get('PWNED'), \
+         'python': sys.executable}\n",
+        &[(
+            "requirements.txt",
+            "./wheels/tinydep-0.1-py3-none-any.whl\n",
+        )],
+    );
+    tiny_wheel(&victim.join("wheels/tinydep-0.1-py3-none-any.whl"));
+    let hostile = agent(
+        dir.path(),
+        "hostile",
+        "import os, sys, evil\n\
+         def handler(c):\n    return {'attempts': evil.ATTEMPTS, 'pwned': os.environ.get('PWNED'), \
+         'python': sys.executable}\n",
+        &[
+            ("requirements.txt", "./evil\n"),
+            ("evil/pyproject.toml", PYPROJECT),
+            ("evil/backend.py", BACKEND),
+        ],
+    );
+    // An environment an older PAR built as the installer (a build uid
+    // could have written into it): not used, not kept.
+    let home = dir.path().join("home");
+    let old = home.join("envs/0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(old.join("bin")).unwrap();
+    std::fs::write(old.join(".par-ready"), "six\n").unwrap();
+    std::os::unix::fs::symlink("/usr/bin/python3", old.join("bin/python")).unwrap();
+    for p in [&old, &old.join("bin"), &old.join(".par-ready")] {
+        std::os::unix::fs::lchown(p, Some(BUILDER), Some(BUILDER)).unwrap();
+    }
+
+    let agents = format!(
+        "[[agents]]\nid = \"victim\"\npackage = \"{}\"\n",
+        victim.display()
+    );
+    let uid = SUPERVISOR_UID.to_string();
+    let sup = Supervisor::start_with(
+        "sealed-envs",
+        "",
+        &agents,
+        &[
+            ("PAR_AGENT_UIDS", UIDS),
+            ("PAR_SUPERVISOR_UID", &uid),
+            ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
+            ("PAR_HOME", home.to_str().unwrap()),
+        ],
+    );
+    assert!(
+        !old.exists(),
+        "an environment that is not sealed is removed: {}",
+        sup.log_text()
+    );
+    let v = sup.wait_ready("victim", READY);
+    let r = invoke(sup.port, "victim");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let data = r.json()["data"].clone();
+    assert_eq!(data["value"], 42, "{data}");
+    assert_eq!(data["pwned"], serde_json::Value::Null);
+    let victim_env = env_of(data["python"].as_str().unwrap());
+    assert!(victim_env.starts_with(home.join("envs")), "{victim_env:?}");
+    let envs = home.join("envs");
+    for (p, owner, mode) in [
+        (&home, SUPERVISOR_UID, 0o711),
+        (&envs, SUPERVISOR_UID, 0o755),
+    ] {
+        let m = std::fs::metadata(p).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o7777), (owner, mode), "{p:?}");
+    }
+    let before = snapshot(&envs);
+    assert!(before.len() > 10, "{}", before.len());
+    let sealed = |what: &BTreeMap<PathBuf, (Vec<u8>, u32, u32)>, env: &Path| {
+        for (p, (_, mode, owner)) in what.iter().filter(|(p, _)| p.starts_with(env)) {
+            assert_eq!(*owner, SUPERVISOR_UID, "{p:?} owned by the supervisor");
+            let link = std::fs::symlink_metadata(p)
+                .unwrap()
+                .file_type()
+                .is_symlink();
+            assert!(link || mode & 0o222 == 0, "{p:?} writable: {mode:o}");
+        }
+    };
+    sealed(&before, &victim_env);
+
+    // The hostile package: its requirement's build step attacks.
+    let body = format!(
+        r#"{{"agent_id":"hostile","package_path":"{}","restart_policy":"never"}}"#,
+        hostile.display()
+    );
+    let r = sup.spawn_wait(&body);
+    assert_eq!(r.status, 201, "{}\n{}", r.text(), sup.log_text());
+    let r = invoke(sup.port, "hostile");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let data = r.json()["data"].clone();
+    let hostile_env = env_of(data["python"].as_str().unwrap());
+    assert_ne!(hostile_env, victim_env);
+    let attempts = data["attempts"].as_object().unwrap().clone();
+    eprintln!("the build step's attempts: {attempts:#?}");
+    // Each attempt on what is not its own was made and refused.
+    let victim_pth = format!("pth {}", victim_env.display());
+    let on_victim: Vec<_> = attempts
+        .iter()
+        .filter(|(k, _)| k.starts_with(&victim_pth))
+        .collect();
+    assert_eq!(on_victim.len(), 1, "{attempts:?}");
+    let others: Vec<_> = attempts
+        .iter()
+        .filter(|(k, _)| !k.contains(hostile_env.to_str().unwrap()))
+        .collect();
+    assert!(others.len() >= 4, "{attempts:?}");
+    for (k, v) in &others {
+        assert_eq!(v.as_str(), Some("denied"), "{k}: {v}");
+    }
+    // Its own environment it could write while it was being built (that is
+    // what a build does), and the result is sealed like any other.
+    assert_eq!(data["pwned"], "by-a-build-step", "{data}");
+    let after = snapshot(&envs);
+    sealed(&after, &hostile_env);
+
+    // Nothing of the build runs on.
+    let left = processes_of(BUILDER);
+    assert!(left.is_empty(), "processes of the build uid: {left:?}");
+
+    // The victim's environment and envs/ are as they were: only the hostile
+    // package's own environment was added.
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(p, _)| !p.starts_with(&hostile_env))
+        .filter(|(p, x)| before.get(*p) != Some(x))
+        .map(|(p, _)| p)
+        .chain(before.keys().filter(|p| !after.contains_key(*p)))
+        .collect();
+    assert!(changed.is_empty(), "changed by the build step: {changed:?}");
+    let names: Vec<_> = std::fs::read_dir(&envs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // The victim, started again, runs its own code in its own environment.
+    let pid = v["pid"].as_u64().unwrap();
+    let r = http(sup.port, "POST", "/supervisor/restart/par-victim", &[], b"").unwrap();
+    assert!(r.status < 300, "{}", r.text());
+    wait_until(READY, "the victim restarted", || {
+        sup.process("victim")
+            .filter(|p| p["state"] == "ready" && p["pid"].as_u64() != Some(pid))
+    });
+    let r = invoke(sup.port, "victim");
+    let data = r.json()["data"].clone();
+    assert_eq!(data["value"], 42, "{data}");
+    assert_eq!(data["pwned"], serde_json::Value::Null, "{data}");
+    assert_eq!(snapshot(&victim_env), {
+        let mut b = before.clone();
+        b.retain(|p, _| p.starts_with(&victim_env));
+        b
+    });
+}
+
+#[test]
+fn a_requirement_that_cannot_be_built_is_named_in_the_error_and_leaves_nothing() {
+    needs_root!();
+    let dir = TempDir::new("sealed-broken");
+    let broken = agent(
+        dir.path(),
+        "broken",
+        "import broken\ndef handler(c):\n    return {}\n",
+        &[
+            ("requirements.txt", "./broken\n"),
+            (
+                "broken/pyproject.toml",
+                &PYPROJECT.replace("\"evil\"", "\"broken\""),
+            ),
+            ("broken/backend.py", BROKEN_BACKEND),
+        ],
+    );
+    let uid = SUPERVISOR_UID.to_string();
+    let sup = Supervisor::start_with(
+        "sealed-broken",
+        "",
+        "",
+        &[
+            ("PAR_AGENT_UIDS", UIDS_2),
+            ("PAR_SUPERVISOR_UID", &uid),
+            ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
+        ],
+    );
+    let body = format!(
+        r#"{{"agent_id":"broken","package_path":"{}","restart_policy":"never"}}"#,
+        broken.display()
+    );
+    let r = sup.spawn_wait(&body);
+    assert!(r.status >= 400, "{}", r.text());
+    let message = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("BROKEN-BUILD-7351"),
+        "the spawn error: {}",
+        r.text()
+    );
+    let p = sup.process("broken").unwrap();
+    let last = p["last_error"].as_str().unwrap_or_default();
+    assert!(last.contains("BROKEN-BUILD-7351"), "{p}");
+    assert!(last.len() <= 9 * 1024, "{}", last.len());
+    let log = sup.log_text();
+    assert!(!log.contains("see the lines above"), "{log}");
+    // No environment is kept of a failed build.
+    let envs = sup.dir.path().join("home/envs");
+    let kept: Vec<_> = std::fs::read_dir(&envs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(kept.is_empty(), "{kept:?}");
+    assert!(processes_of(BUILDER_2).is_empty());
+}
