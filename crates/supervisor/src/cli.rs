@@ -28,6 +28,13 @@ pub struct SupervisorArgs {
     /// Bearer token for mutating routes and logs; without one they are loopback-only.
     #[arg(long, env = "PAR_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The dashboard's own port, an origin no agent is served from (8900;
+    /// `0`: a free port; `off`: no dashboard). The main port keeps the API.
+    #[arg(long, env = "PAR_ADMIN_PORT")]
+    pub admin_port: Option<String>,
+    /// Address of the admin port (default 127.0.0.1: reached through a port forward).
+    #[arg(long, env = "PAR_ADMIN_HOST")]
+    pub admin_host: Option<String>,
     /// Agents as a JSON array (same fields as `[[agents]]`); same ids replace the file's.
     #[arg(long, env = "PAR_AGENTS")]
     pub agents: Option<String>,
@@ -111,6 +118,15 @@ pub fn settings(args: &SupervisorArgs) -> anyhow::Result<Settings> {
     if let Some(t) = &args.admin_token {
         s.admin_token = Some(t.clone());
     }
+    if let Some(p) = &args.admin_port {
+        match config::AdminPort::parse(p) {
+            Ok(p) => s.admin_port = p,
+            Err(e) => errors.push("PAR_ADMIN_PORT", e),
+        }
+    }
+    if let Some(h) = &args.admin_host {
+        s.admin_host = h.trim().to_string();
+    }
     if s.admin_token.as_deref().is_some_and(str::is_empty) {
         s.admin_token = None;
     }
@@ -181,8 +197,12 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
     if args.check_config {
         return match settings(&args) {
             Ok(s) => {
+                let admin = match s.admin_port.resolve(s.port) {
+                    Some(p) => format!("admin port {p} on {}", s.admin_host),
+                    None => "no admin port".to_string(),
+                };
                 println!(
-                    "OK: {} agent(s), port {}, worker ports {}-{}",
+                    "OK: {} agent(s), port {}, worker ports {}-{}, {admin}",
                     s.agents.len(),
                     s.port,
                     s.worker_ports.start,
@@ -201,6 +221,15 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
     let listener = std::net::TcpListener::bind(&addr)
         .with_context(|| format!("failed to listen on {addr}"))?;
     listener.set_nonblocking(true)?;
+    let admin = match s.admin_port.resolve(s.port) {
+        Some(port) => {
+            let addr = format!("{}:{port}", s.admin_host);
+            Some(std::net::TcpListener::bind(&addr).with_context(|| {
+                format!("failed to listen on {addr}, the admin port (PAR_ADMIN_PORT: another port, 0 for a free one, or off)")
+            })?)
+        }
+        None => None,
+    };
     let isolation = privileges(&s)?;
     // Two threads are plenty for a proxy that forwards bytes; they keep RSS low.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -212,7 +241,7 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
         .context("failed to start the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        crate::supervisor::serve(s, listener, isolation, signals()).await
+        crate::supervisor::serve(s, listener, admin, isolation, signals()).await
     })?;
     runtime.shutdown_timeout(Duration::from_millis(200));
     Ok(())

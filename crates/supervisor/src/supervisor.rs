@@ -28,11 +28,13 @@ use crate::runtime::resources::{self, TaskResources, UsageTable};
 use crate::runtime::Runtime;
 use crate::state::{Budget, Config, Supervisor};
 
-/// Runs the supervisor on `listener` until `shutdown` completes, then drains
-/// and stops every worker within `settings.shutdown_grace`.
+/// Runs the supervisor on `listener` (the dashboard on `admin_listener`)
+/// until `shutdown` completes, then drains and stops every worker within
+/// `settings.shutdown_grace`.
 pub async fn serve(
     settings: Settings,
     listener: TcpListener,
+    admin_listener: Option<std::net::TcpListener>,
     isolation: Isolation,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -135,7 +137,7 @@ pub async fn serve(
     let unknown = Arc::new(AtomicU64::new(0));
     let admin = admin_access(&settings, port);
     let admin_authorization = http::HeaderValue::from_str(&format!("Bearer {}", admin.token)).ok();
-    let api = api::router(Arc::new(ApiState {
+    let api_state = Arc::new(ApiState {
         control: control.clone(),
         admin,
         routes: Arc::clone(&routes),
@@ -151,7 +153,17 @@ pub async fn serve(
         started_at: SystemTime::now(),
         port,
         isolation,
-    }));
+    });
+    // The dashboard on its own origin; the main port keeps the API.
+    let admin_listener = match admin_listener {
+        Some(l) => Some(crate::http::dashboard::AdminListener::start(
+            l,
+            crate::http::dashboard::admin_router(api::router(Arc::clone(&api_state))),
+        )?),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().map(|a| a.addr);
+    let api = crate::http::dashboard::main_router(api::router(api_state), admin_addr);
     let proxy = ProxyOptions {
         header_timeout: settings.upstream_timeout,
         idle_timeout: settings.stream_idle_timeout,
@@ -178,6 +190,8 @@ pub async fn serve(
     tracing::info!(
         port,
         proxy_threads = listening.threads,
+        admin_port = admin_addr.map(|a| a.port()),
+        admin_host = admin_addr.map(|a| a.ip().to_string()),
         "supervisor listening"
     );
     shutdown.await;
@@ -194,6 +208,9 @@ pub async fn serve(
         grace_s = grace.as_secs_f64(),
         "shutting down: draining connections"
     );
+    if let Some(a) = admin_listener {
+        a.shutdown().await;
+    }
     listening.shutdown(drain_budget).await;
     let remaining = grace
         .saturating_sub(started.elapsed())

@@ -210,6 +210,25 @@ impl Browser {
         );
     }
 
+    /// The address each frame (the first element matching each selector)
+    /// holds, read from inside it by the driver, whatever its origin: a
+    /// frame the browser refused to load holds its error page.
+    pub fn frames_href(&self, selectors: &[&str]) -> Vec<(String, String)> {
+        selectors
+            .iter()
+            .map(|css| {
+                let id = self.element(css);
+                self.call("POST", &self.s("/frame"), json!({"id": {ELEMENT: id}}));
+                let href = self.js("return location.href + ' ' + document.title", json!([]));
+                self.call("POST", &self.s("/frame/parent"), json!({}));
+                (
+                    css.to_string(),
+                    href.as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
     pub fn set_window(&self, width: u32, height: u32) {
         self.call(
             "POST",

@@ -1,6 +1,7 @@
 //! Supervisor configuration: the TOML file, `PAR_AGENTS`, the effective
 //! settings (`settings`), and the checks of agent specs (`validate`).
 
+mod admin;
 mod settings;
 mod size;
 mod validate;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::model::spec::{same_deployment, AgentSpec};
+pub use admin::{AdminPort, AdminPortValue, DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT};
 pub use settings::{PortRange, Settings, UidRange};
 pub use size::Size;
 pub use validate::{validate_spec, validate_url, FieldError, ValidationErrors};
@@ -33,6 +35,10 @@ pub struct SupervisorSection {
     pub host: Option<String>,
     pub worker_ports: Option<String>,
     pub admin_token: Option<String>,
+    /// The dashboard's own port (`PAR_ADMIN_PORT`): a number or `"off"`.
+    pub admin_port: Option<admin::AdminPortValue>,
+    /// The address the admin port is bound to (`PAR_ADMIN_HOST`).
+    pub admin_host: Option<String>,
     pub home: Option<PathBuf>,
     /// The exact argv of a worker (default: this binary with `worker`).
     pub worker_command: Option<Vec<String>>,

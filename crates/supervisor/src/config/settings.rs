@@ -14,6 +14,9 @@ pub struct Settings {
     pub port: u16,
     pub worker_ports: PortRange,
     pub admin_token: Option<String>,
+    /// The dashboard's port, an origin no agent is served from.
+    pub admin_port: super::AdminPort,
+    pub admin_host: String,
     pub home: PathBuf,
     pub worker_command: Vec<String>,
     pub shutdown_grace: Duration,
@@ -68,6 +71,8 @@ impl Default for Settings {
                 end: 8100,
             },
             admin_token: None,
+            admin_port: super::AdminPort::Default,
+            admin_host: super::DEFAULT_ADMIN_HOST.into(),
             home: PathBuf::from("/tmp/pixell-runtime"),
             worker_command: Vec::new(),
             shutdown_grace: Duration::from_secs(25),
@@ -120,6 +125,15 @@ impl Settings {
         }
         if let Some(v) = &s.admin_token {
             self.admin_token = Some(v.clone());
+        }
+        if let Some(v) = &s.admin_port {
+            match v.parse() {
+                Ok(p) => self.admin_port = p,
+                Err(e) => errors.push("supervisor.admin_port", e),
+            }
+        }
+        if let Some(v) = &s.admin_host {
+            self.admin_host = v.trim().to_string();
         }
         if let Some(v) = &s.home {
             self.home = v.clone();
@@ -223,6 +237,7 @@ impl Settings {
                 format!("contains the supervisor's own port {}", self.port),
             );
         }
+        super::admin::validate(self, &mut errors);
         if self.probe_failures == 0 {
             errors.push("supervisor.probe_failures", "must be at least 1");
         }

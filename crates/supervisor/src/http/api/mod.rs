@@ -88,7 +88,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/supervisor/health", get(status::health))
         .route("/supervisor/agents/{agent_id}", get(status::agent))
         .merge(admin)
-        .merge(super::dashboard::router())
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
 }

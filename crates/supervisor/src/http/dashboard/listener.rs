@@ -1,0 +1,122 @@
+//! The admin listener: the dashboard and the management API on a port of
+//! their own (`PAR_ADMIN_PORT`), an origin no agent is ever served from:
+//! nothing here reaches the proxy, so no `/agents/{id}/...` page can share
+//! the dashboard's storage or frame it. The main port keeps the API for
+//! `par ctl` and scripts and says where the dashboard went.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::Router;
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tower::ServiceExt as _;
+
+use super::{assets, guard, notice};
+
+/// Open connections at most: a dashboard tab uses two or three (one per log
+/// stream it follows); agents on the same machine can reach this port too,
+/// and must not exhaust the supervisor's files through it.
+const MAX_CONNECTIONS: usize = 64;
+
+/// A connection that sends no request head for this long is closed (also an
+/// idle keep-alive connection).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long open connections (followed log streams) get at shutdown.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// What the admin port serves: the management API and the dashboard, each
+/// response hardened, other origins refused.
+pub fn admin_router(api: Router) -> Router {
+    api.merge(assets::router())
+        .layer(axum::middleware::from_fn(guard::admin_origin))
+}
+
+/// What the main port serves besides the proxy: the management API, with
+/// browsers kept off its mutating routes, and the notice at `/supervisor/ui`.
+pub fn main_router(api: Router, admin: Option<SocketAddr>) -> Router {
+    api.merge(notice::router(admin))
+        .layer(axum::middleware::from_fn(guard::main_port_api))
+}
+
+/// The running admin listener.
+pub struct AdminListener {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl AdminListener {
+    /// Serves `router` on `listener` (already bound, before privileges were
+    /// dropped) on the current runtime.
+    pub fn start(listener: std::net::TcpListener, router: Router) -> anyhow::Result<AdminListener> {
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let listener = TcpListener::from_std(listener)?;
+        let (stop, stopped) = watch::channel(false);
+        let done = tokio::spawn(accept_loop(listener, router, stopped));
+        Ok(AdminListener { addr, stop, done })
+    }
+
+    /// Stops accepting; open connections get `DRAIN` to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(DRAIN + Duration::from_millis(200), self.done).await;
+    }
+}
+
+async fn accept_loop(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("admin port: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                // Over the limit: closed at once, nothing is held for it.
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    continue;
+                };
+                let app = router.clone();
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let mut req = req.map(Body::new);
+                    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+                });
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let _ = conn.await;
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+}
