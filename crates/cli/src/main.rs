@@ -29,6 +29,9 @@ enum Command {
     /// Build a package's Python environment (run by the supervisor).
     #[command(hide = true)]
     InstallEnv(par_worker::cli::InstallEnvArgs),
+    /// What a folder holds on disk (run by the supervisor's disk watchdog).
+    #[command(hide = true)]
+    DiskUsage(par_worker::cli::DiskUsageArgs),
 }
 
 fn main() {
@@ -57,6 +60,7 @@ fn main() {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Ctl(a) => commands::ctl::run(a),
         Command::InstallEnv(a) => par_worker::cli::run_install_env(a),
+        Command::DiskUsage(a) => par_worker::cli::run_disk_usage(a),
     };
     if let Err(e) = result {
         fail(e)

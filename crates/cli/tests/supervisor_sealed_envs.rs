@@ -8,7 +8,8 @@
 //! environment is built and sealed, and no process of the build uid is
 //! left. An environment of an older PAR (the installer's) is not reused. A
 //! requirement whose build fails names the failure in the error the
-//! supervisor reports, and leaves no environment.
+//! supervisor reports, and leaves no environment. An agent that writes past
+//! its disk limit is restarted with its tmp emptied.
 
 mod supervisor_support;
 
@@ -454,4 +455,79 @@ fn a_requirement_that_cannot_be_built_is_named_in_the_error_and_leaves_nothing()
         .collect();
     assert!(kept.is_empty(), "{kept:?}");
     assert!(processes_of(BUILDER_2).is_empty());
+}
+
+/// An agent that writes past its disk limit into its TMPDIR is restarted by
+/// the disk watchdog with its tmp emptied (its HOME kept), the reason in
+/// its status and its log.
+#[test]
+fn an_agent_over_its_disk_limit_is_restarted_with_its_tmp_cleared() {
+    needs_root!();
+    let dir = TempDir::new("disk-budget");
+    let hog = agent(
+        dir.path(),
+        "hog",
+        "import os\n\
+         def handler(c):\n    \
+             with open(os.path.join(os.environ['HOME'], 'kept'), 'w') as f:\n        f.write('1')\n    \
+             with open(os.path.join(os.environ['TMPDIR'], 'blob'), 'wb') as f:\n        \
+                 for _ in range(int(c.get('mb', 0))):\n            f.write(b'x' * 1048576)\n    \
+             return {'pid': os.getpid()}\n",
+        &[],
+    );
+    let agents = format!(
+        "[[agents]]\nid = \"hog\"\npackage = \"{}\"\ndisk_limit_mb = 8\n",
+        hog.display()
+    );
+    let uid = SUPERVISOR_UID.to_string();
+    let sup = Supervisor::start_with(
+        "disk-budget",
+        "",
+        &agents,
+        &[
+            ("PAR_AGENT_UIDS", "25000-25499"),
+            ("PAR_SUPERVISOR_UID", &uid),
+            ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
+        ],
+    );
+    let p = sup.wait_ready("hog", READY);
+    assert_eq!(p["limits"]["disk_limit_mb"], 8, "{p}");
+    let first = p["pid"].as_u64().unwrap();
+    let folder = sup.dir.path().join("home/agents/hog");
+    let r = http(
+        sup.port,
+        "POST",
+        "/agents/hog/invoke",
+        &[("Content-Type", "application/json"), ("Authorization", "")],
+        br#"{"mb": 24}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(folder.join("tmp/blob").exists());
+    let p = wait_until(Duration::from_secs(60), "the hog restarted", || {
+        sup.process("hog")
+            .filter(|p| p["state"] == "ready" && p["pid"].as_u64() != Some(first))
+    });
+    let why = p["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("over its disk limit of 8 MB"), "{p}");
+    assert_eq!(p["last_error_class"], "disk_limit", "{p}");
+    assert!(!folder.join("tmp/blob").exists(), "tmp is emptied");
+    assert!(folder.join("home/kept").exists(), "HOME is kept");
+    let tmp = std::fs::metadata(folder.join("tmp")).unwrap();
+    let agent_uid = std::fs::metadata(&folder).unwrap().uid();
+    assert_eq!((tmp.uid(), tmp.mode() & 0o777), (agent_uid, 0o700));
+    let logs = get(sup.port, "/supervisor/logs?process_id=par-hog&limit=500")
+        .unwrap()
+        .text();
+    assert!(logs.contains("over its disk limit"), "{logs}");
+    // Back under its limit, it serves.
+    let r = http(
+        sup.port,
+        "POST",
+        "/agents/hog/invoke",
+        &[("Content-Type", "application/json"), ("Authorization", "")],
+        br#"{"mb": 1}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
 }

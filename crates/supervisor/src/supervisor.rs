@@ -124,6 +124,13 @@ pub async fn serve(
         Arc::clone(&usage),
         Duration::from_secs(2),
     ));
+    if let Some(per) = isolation.per_agent() {
+        tokio::spawn(resources::disk_watch(
+            control.clone(),
+            Arc::clone(per),
+            resources::DISK_SAMPLE,
+        ));
+    }
     match par_package::keep_unused_from_env() {
         Ok(Some(keep)) => {
             crate::runtime::downloads::spawn(control.clone(), settings.home.join("downloads"), keep)

@@ -61,6 +61,24 @@ pub struct InstallEnvArgs {
     /// Where the package is unpacked while its environment is built.
     #[arg(long)]
     pub scratch: PathBuf,
+    /// Only print where the environment is (`env_dir`); build nothing.
+    #[arg(long, conflicts_with = "into")]
+    pub plan: bool,
+    /// Build into this folder (the planned one, existing and empty); no
+    /// lock, no ready marker: whoever made the folder seals it.
+    #[arg(long)]
+    pub into: Option<PathBuf>,
+}
+
+/// `par disk-usage DIR`: what a folder holds on disk (allocated blocks,
+/// links not followed), as `{"bytes": ..., "entries": ..., "complete": ...}`.
+/// Run by the supervisor's disk watchdog as the agent's uid (the agent's
+/// folder is private to it); at most `--max-entries` entries are counted.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiskUsageArgs {
+    pub dir: PathBuf,
+    #[arg(long, default_value_t = 200_000)]
+    pub max_entries: u64,
 }
 
 /// Settings shared by `par worker` and `par run`.
@@ -141,12 +159,58 @@ pub fn run_install_env(args: InstallEnvArgs) -> anyhow::Result<()> {
     }
 }
 
+pub fn run_disk_usage(args: DiskUsageArgs) -> anyhow::Result<()> {
+    let (bytes, entries, complete) = disk_usage(&args.dir, args.max_entries);
+    println!(
+        "{}",
+        serde_json::json!({"bytes": bytes, "entries": entries, "complete": complete})
+    );
+    Ok(())
+}
+
+/// Bytes allocated under `dir`, entries seen, and whether all were seen.
+/// A folder of ours its mode keeps us out of is opened up first: an agent
+/// does not hide what it writes by `chmod 000`.
+fn disk_usage(dir: &Path, max_entries: u64) -> (u64, u64, bool) {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let me = nix::unistd::geteuid().as_raw();
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        entries += 1;
+        bytes += meta.blocks() * 512;
+        if entries >= max_entries {
+            return (bytes, entries, false);
+        }
+        if !meta.is_dir() {
+            continue;
+        }
+        let listing = match std::fs::read_dir(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && meta.uid() == me => {
+                let open = std::fs::Permissions::from_mode(meta.mode() & 0o7777 | 0o700);
+                let _ = std::fs::set_permissions(&p, open);
+                std::fs::read_dir(&p)
+            }
+            other => other,
+        };
+        if let Ok(listing) = listing {
+            stack.extend(listing.flatten().map(|e| e.path()));
+        }
+    }
+    (bytes, entries, true)
+}
+
 pub fn run_single(args: RunArgs) -> anyhow::Result<()> {
     let agent_id = args
         .agent_id
         .clone()
         .unwrap_or_else(|| default_agent_id(&args.package));
+    let liveness = args.tuning.liveness();
     run(Settings {
+        liveness,
         host: args.host,
         port: args.port,
         agent_id,

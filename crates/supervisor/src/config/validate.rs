@@ -62,6 +62,11 @@ pub fn validate_spec(spec: &AgentSpec, prefix: &str, errors: &mut ValidationErro
             errors.push(f("memory_limit_mb"), "must be between 16 and 1048576");
         }
     }
+    if let Some(d) = spec.disk_limit_mb {
+        if !(1..=16_777_216).contains(&d) {
+            errors.push(f("disk_limit_mb"), "must be between 1 and 16777216");
+        }
+    }
     if let Some(c) = spec.cpu_limit {
         if !c.is_finite() || c <= 0.0 || c > 1024.0 {
             errors.push(

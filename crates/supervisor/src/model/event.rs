@@ -79,6 +79,13 @@ pub enum Input {
         rss_mb: u64,
         limit_mb: u64,
     },
+    /// The disk watchdog: the agent's private folder holds more than its
+    /// disk limit (every worker of the agent is restarted, its tmp cleared).
+    OverDisk {
+        worker: WorkerId,
+        used_mb: u64,
+        limit_mb: u64,
+    },
 }
 
 /// Where an agent comes from: declared ones (file, `PAR_AGENTS`, registry)

@@ -72,6 +72,9 @@ fn merge(target: &mut serde_json::Value, patch: serde_json::Value) {
     }
 }
 
+/// An agent's disk budget when its spec sets none (`disk_limit_mb`): 1 GiB.
+pub const DEFAULT_DISK_LIMIT_MB: u64 = 1024;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
@@ -89,6 +92,10 @@ pub struct AgentSpec {
     pub env_vars: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit_mb: Option<u64>,
+    /// What the agent's private folder (HOME, TMPDIR, its package) may hold
+    /// under per-agent uids; default [`DEFAULT_DISK_LIMIT_MB`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_limit_mb: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_limit: Option<f64>,
     #[serde(default)]
@@ -188,6 +195,7 @@ impl AgentSpec {
             sha256: None,
             env_vars: BTreeMap::new(),
             memory_limit_mb: None,
+            disk_limit_mb: None,
             cpu_limit: None,
             restart_policy: RestartPolicy::default(),
             max_restarts: None,

@@ -191,6 +191,9 @@ pub struct Limits {
     /// `explicit` (the spec's) or `fair-share`.
     pub memory_limit_source: &'static str,
     pub memory_enforcement: Enforcement,
+    /// The agent's private folder's budget (the disk watchdog's, under
+    /// per-agent uids).
+    pub disk_limit_mb: Option<u64>,
     pub cpu_limit: Option<f64>,
     pub cpu_limit_source: &'static str,
     pub cpu_enforcement: Enforcement,

@@ -1,5 +1,6 @@
 //! The task's CPU and memory (cgroup, ECS task metadata, or host), per-worker
-//! usage read from `/proc`, and the RSS watchdog used where no cgroup can be written.
+//! usage read from `/proc`, the RSS watchdog used where no cgroup can be
+//! written, and the disk watchdog of agents' private folders.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -282,6 +283,117 @@ pub async fn sampler(control: Control, table: Arc<UsageTable>, period: Duration)
         last = seen;
         table.replace(usage);
     }
+}
+
+/// How often the disk watchdog counts each agent's folder.
+pub const DISK_SAMPLE: Duration = Duration::from_secs(5);
+/// Longest a disk count may take; one that takes longer is tried again at
+/// the next sample.
+const DISK_COUNT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Entries counted per agent per sample (bounded work): past it, what was
+/// counted is the figure.
+const DISK_MAX_ENTRIES: u64 = 200_000;
+
+/// The disk watchdog (per-agent uids only): every `period`, what each
+/// running agent's private folder (`agents/<id>/`: HOME, TMPDIR, its
+/// package) holds on disk, counted by `par disk-usage` as the agent's own
+/// uid (the folder is private to it). Over its `disk_limit_mb`, every worker
+/// of the agent is restarted, its `tmp/` emptied before the next starts.
+pub async fn disk_watch(
+    control: Control,
+    per: Arc<crate::runtime::isolation::PerAgent>,
+    period: Duration,
+) {
+    use crate::runtime::isolation::files;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let procs = control.processes();
+        let mut agents: std::collections::BTreeMap<String, (u64, Vec<WorkerId>)> =
+            std::collections::BTreeMap::new();
+        for p in procs.iter() {
+            let (Some(_), Some(worker), Some(limit)) =
+                (p.pid, p.worker.map(WorkerId), p.limits.disk_limit_mb)
+            else {
+                continue;
+            };
+            if !matches!(p.state, State::Starting | State::Ready | State::Unhealthy) {
+                continue;
+            }
+            let entry = agents
+                .entry(p.agent_id.clone())
+                .or_insert((limit, Vec::new()));
+            entry.1.push(worker);
+        }
+        for (agent, (limit_mb, workers)) in agents {
+            let Ok(uid) = per.uid_for(&agent) else {
+                continue;
+            };
+            let dir = per.home.join(files::AGENTS).join(&agent);
+            let Some(used) = disk_usage(&per, uid, &dir).await else {
+                continue;
+            };
+            if used <= limit_mb * 1024 * 1024 {
+                continue;
+            }
+            let used_mb = used.div_ceil(1024 * 1024);
+            tracing::warn!(
+                agent,
+                used_mb,
+                limit_mb,
+                "an agent's folder is over its disk limit"
+            );
+            files::clear_tmp_at_next_start(&agent);
+            for worker in workers {
+                control.send(Input::OverDisk {
+                    worker,
+                    used_mb,
+                    limit_mb,
+                });
+            }
+        }
+    }
+}
+
+/// Bytes under `dir`, counted as `uid`; `None` when the count failed.
+async fn disk_usage(
+    per: &crate::runtime::isolation::PerAgent,
+    uid: u32,
+    dir: &std::path::Path,
+) -> Option<u64> {
+    let mut cmd = tokio::process::Command::new(&per.program);
+    cmd.arg("disk-usage")
+        .arg(dir)
+        .arg("--max-entries")
+        .arg(DISK_MAX_ENTRIES.to_string())
+        .env_clear()
+        .env("PATH", &per.path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    crate::runtime::isolation::privileges::become_identity(&mut cmd, per.identity(uid), None);
+    let child = crate::runtime::unix::spawn_tracked(|| {
+        let child = cmd.spawn()?;
+        let pid = child.id().unwrap_or(0);
+        Ok((child, pid))
+    })
+    .ok()?;
+    let pid = child.id();
+    let out = tokio::time::timeout(DISK_COUNT_TIMEOUT, child.wait_with_output()).await;
+    if let Some(pid) = pid {
+        crate::runtime::unix::untrack(pid);
+    }
+    let out = out.ok()?.ok()?;
+    #[derive(serde::Deserialize)]
+    struct Counted {
+        bytes: u64,
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str::<Counted>(text.trim())
+        .ok()
+        .map(|c| c.bytes)
 }
 
 #[cfg(test)]

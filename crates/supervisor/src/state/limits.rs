@@ -77,6 +77,10 @@ pub fn limits(spec: &AgentSpec, shares: &Shares, budget: &Budget) -> Limits {
         } else {
             Enforcement::Advisory
         },
+        disk_limit_mb: Some(
+            spec.disk_limit_mb
+                .unwrap_or(crate::model::spec::DEFAULT_DISK_LIMIT_MB),
+        ),
         cpu_limit: Some(cpu_limit),
         cpu_limit_source,
         cpu_enforcement: Enforcement::Advisory,

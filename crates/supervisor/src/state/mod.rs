@@ -146,6 +146,11 @@ impl Supervisor {
                 rss_mb,
                 limit_mb,
             } => self.over_memory(worker, rss_mb, limit_mb, &mut out),
+            Input::OverDisk {
+                worker,
+                used_mb,
+                limit_mb,
+            } => self.over_disk(worker, used_mb, limit_mb, &mut out),
         }
         self.settle(&mut out);
         out.fx

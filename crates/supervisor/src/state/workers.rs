@@ -220,4 +220,34 @@ impl Supervisor {
             }
         });
     }
+
+    /// The disk watchdog's restart: like the memory one, with its reason.
+    pub(super) fn over_disk(
+        &mut self,
+        worker: WorkerId,
+        used_mb: u64,
+        limit_mb: u64,
+        out: &mut Out,
+    ) {
+        let Some(agent) = self.owners.get(&worker).cloned() else {
+            return;
+        };
+        self.with_agent(&agent, out, |_, a, out| {
+            let Some(At::Replica(i)) = locate(a, worker) else {
+                return;
+            };
+            if let Some(w) = a.replicas[i].life.worker_mut() {
+                let reason = format!(
+                    "the agent's folder holds {used_mb} MB, over its disk limit of {limit_mb} MB; \
+                     restarted by the watchdog with its tmp cleared"
+                );
+                w.kill_reason = Some(Failure::new("disk_limit", reason.clone()));
+                out.fx.push(Effect::Signal {
+                    worker,
+                    signal: Signal::Kill,
+                });
+                out.log(&a.id, Level::Warn, reason);
+            }
+        });
+    }
 }

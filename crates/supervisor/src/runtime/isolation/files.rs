@@ -270,10 +270,35 @@ pub fn agents_path(path: &str) -> String {
         .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into())
 }
 
+/// Agents whose `tmp/` is emptied before their next worker starts (the
+/// disk watchdog's restarts).
+static CLEAR_TMP: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Empties `agent`'s `tmp/` before its next worker starts.
+pub fn clear_tmp_at_next_start(agent: &str) {
+    CLEAR_TMP
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(agent.to_string());
+}
+
 /// The agent's private folder (`agents/<id>/`, with `home/` and `tmp/`),
-/// owned by its uid, mode 0700. Created on first use; left as it is after.
+/// owned by its uid, mode 0700. Created on first use; left as it is after
+/// (but for `tmp/`, emptied when [`clear_tmp_at_next_start`] asked).
 pub fn agent_dir(home: &Path, agent: &str, uid: u32) -> io::Result<PathBuf> {
     let dir = home.join(AGENTS).join(agent);
+    let clear = CLEAR_TMP
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(agent);
+    if clear && fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+        // Ours for the moment (CAP_CHOWN: the folder is the agent's, 0700).
+        chown(&dir, nix::unistd::geteuid().as_raw())?;
+        let cleared = fresh_dir(&dir.join("tmp"), uid, 0o700);
+        chown(&dir, uid)?;
+        cleared?;
+    }
     if let Ok(meta) = fs::symlink_metadata(&dir) {
         if meta.is_dir() && meta.uid() == uid && meta.mode() & 0o7777 == 0o700 {
             return Ok(dir);
