@@ -1,8 +1,9 @@
-//! The dashboard (`/supervisor/ui`) in a real headless Chromium, against a
-//! real supervisor running the example agents with an admin token: the
-//! agents and their states, a crash seen as backoff then ready without a
-//! reload, an agent's printed line in its log view, restart refused without
-//! the token and done with it, a failing agent, an unreachable supervisor.
+//! The dashboard (`/supervisor/ui` on the admin port) in a real headless
+//! Chromium, against a real supervisor running the example agents with an
+//! admin token: the agents and their states, a crash seen as backoff then
+//! ready without a reload, an agent's printed line in its log view, restart
+//! refused without the token and done with it, a failing agent, an
+//! unreachable supervisor.
 //!
 //! `PAR_SCREENSHOTS=DIR` saves the main views as PNG files in DIR
 //! (`dev/screenshots` writes the README's into docs/).
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use supervisor_support::*;
-use webdriver_support::Browser;
+use webdriver_support::{admin_port, Browser};
 
 const TOKEN: &str = "dashboard-token-for-tests";
 const LONG: Duration = Duration::from_secs(120);
@@ -79,8 +80,12 @@ fn dashboard_in_a_real_browser() {
         sup.wait_ready(id, LONG);
     }
     let browser = Browser::start(sup.dir.path(), 1440, 1000);
-    // Without the trailing slash: the redirect to /supervisor/ui/ is part of the test.
-    browser.goto(&format!("http://127.0.0.1:{}/supervisor/ui", sup.port));
+    // On the admin port, the dashboard's own origin (dashboard_origin.rs:
+    // agents' pages cannot reach it). Without the trailing slash: the
+    // redirect to /supervisor/ui/ is part of the test.
+    let admin = admin_port(&sup).expect("the supervisor's admin port");
+    assert_ne!(admin, sup.port);
+    browser.goto(&format!("http://127.0.0.1:{admin}/supervisor/ui"));
 
     // The example agents, each with its state, read without a token.
     browser.wait_js(

@@ -16,22 +16,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use supervisor_support::*;
-use webdriver_support::Browser;
+use webdriver_support::{admin_port, Browser};
 
 const TOKEN: &str = "origin-test-admin-token-5f1c";
 const LONG: Duration = Duration::from_secs(120);
 const SHORT: Duration = Duration::from_secs(20);
-
-/// The admin port the supervisor logged in its "supervisor listening" line.
-fn admin_port(sup: &Supervisor) -> Option<u16> {
-    let line = sup
-        .log_text()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["message"] == "supervisor listening")
-        .unwrap_or_else(|| panic!("no listening line; log:\n{}", sup.log_text()));
-    line["admin_port"].as_u64().map(|p| p as u16)
-}
 
 /// The agent whose UI's script (`ui/attack.js`) goes for the credential.
 fn evil_agent() -> PathBuf {

@@ -607,6 +607,8 @@ impl Supervisor {
         cmd.env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", home)
             .env("SUPERVISOR_PORT", port.to_string())
+            // A free admin port: these run side by side (the image's is 8900).
+            .env("PAR_ADMIN_PORT", "0")
             .env("PAR_HOME", par_home)
             .env("UV_CACHE_DIR", par_home.join("uv-cache"))
             .env_remove("PAR_CONFIG");

@@ -173,7 +173,7 @@ fn forged_host_headers_never_reach_the_agents_list() {
     )
     .unwrap();
     let url = r.json()["agents"][0]["url"].as_str().unwrap().to_string();
-    assert_eq!(url, "http://localhost/agents/a");
+    assert_eq!(url, "/agents/a");
     let r = http(
         sup.port,
         "GET",
@@ -185,10 +185,8 @@ fn forged_host_headers_never_reach_the_agents_list() {
         b"",
     )
     .unwrap();
-    assert_eq!(
-        r.json()["agents"][0]["url"],
-        "https://par.example.com:8443/agents/a"
-    );
+    // Not even a well-formed one: the URL is relative to wherever the list was read.
+    assert_eq!(r.json()["agents"][0]["url"], "/agents/a");
 }
 
 #[test]

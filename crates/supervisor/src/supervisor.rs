@@ -198,7 +198,7 @@ pub async fn serve(
         port,
         proxy_threads = listening.threads,
         admin_port = admin_addr.map(|a| a.port()),
-        admin_host = admin_addr.map(|a| a.ip().to_string()),
+        dashboard = admin_addr.map(|a| format!("http://{a}/supervisor/ui/")),
         "supervisor listening"
     );
     shutdown.await;

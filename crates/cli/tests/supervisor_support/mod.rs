@@ -163,6 +163,11 @@ impl Conn {
         s.write_all(body)
     }
 
+    /// The socket (to write from another thread, say).
+    pub fn socket(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
     /// Writes `bytes` as they are (several requests at once, say).
     pub fn write_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.reader.get_mut().write_all(bytes)

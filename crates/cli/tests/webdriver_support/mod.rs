@@ -9,9 +9,21 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::supervisor_support::{free_port, http, TempDir};
+use crate::supervisor_support::{free_port, http, Supervisor, TempDir};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// The admin port (the dashboard's) that `sup` logged in its "supervisor
+/// listening" line; `None` when it runs without one.
+pub fn admin_port(sup: &Supervisor) -> Option<u16> {
+    let line = sup
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "supervisor listening")
+        .unwrap_or_else(|| panic!("no listening line; log:\n{}", sup.log_text()));
+    line["admin_port"].as_u64().map(|p| p as u16)
+}
 
 /// A program on PATH or at one of the usual Debian places.
 fn find(names: &[&str]) -> Option<PathBuf> {

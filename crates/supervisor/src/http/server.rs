@@ -19,6 +19,7 @@ use tower::ServiceExt as _;
 
 use super::connections::{Admitted, Connections};
 use super::leftover::{self, Guarded};
+use super::proxy::framing::HeadRules;
 use super::proxy::{ClientSocket, Proxy, ProxyOptions, Served};
 use super::rewind::Rewind;
 use super::route_table::RouteTable;
@@ -41,6 +42,15 @@ impl App {
         health_only: bool,
         client: Option<&ClientSocket>,
     ) -> Response<Body> {
+        // The framing rules the direct path applies, applied here too.
+        if let Err(refused) = HeadRules::check(req.method(), req.version(), req.headers()) {
+            let mut r = refused.into_api_error().into_response_body();
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
         let (parts, body) = req.into_parts();
         let (body, left) = leftover::guard(body);
         let req = Request::from_parts(parts, body);

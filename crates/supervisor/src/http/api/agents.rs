@@ -309,3 +309,11 @@ pub async fn reload(axum::extract::State(st): St, Query(q): Q) -> Response {
         Ok(Err(ReloadError::ShuttingDown)) | Err(_) => ApiError::shutting_down().into_response(),
     }
 }
+
+/// The `url` of an agent in `GET /agents`: a reference relative to the
+/// supervisor the list was read from (RFC 3986 §4.2). Built from nothing the
+/// client sent: a `Host` or `X-Forwarded-*` header reflected here would let
+/// whoever sends one choose where other clients are pointed.
+pub(super) fn agent_url(agent_id: &str) -> String {
+    format!("/agents/{agent_id}")
+}

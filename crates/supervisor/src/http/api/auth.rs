@@ -31,22 +31,50 @@ pub fn is_admin(st: &ApiState, headers: &axum::http::HeaderMap) -> bool {
 fn authorize(st: &ApiState, headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
+        .map(|v| (bearer_token(v.as_bytes()).is_some(), v.as_bytes()));
     match given {
-        Some(g) if ct_eq(g.as_bytes(), st.admin.token.as_bytes()) => Ok(()),
-        Some(_) => Err(ApiError::unauthorized("the bearer token is not valid")),
-        None => Err(ApiError::unauthorized(match &st.admin.file {
+        Some((true, v)) if is_admin_credential(v, st.admin.token.as_bytes()) => Ok(()),
+        Some((true, _)) => Err(ApiError::unauthorized("the bearer token is not valid")),
+        _ => Err(ApiError::unauthorized(match &st.admin.file {
             Some(f) => format!(
                 "this route needs Authorization: Bearer <token>; the token of this boot is in {} (par ctl reads it)",
                 f.display()
             ),
             None => "this route needs Authorization: Bearer <PAR_ADMIN_TOKEN>".to_string(),
         })),
+    }
+}
+
+/// The one rule for "this `Authorization` value is the admin credential":
+/// the admin check accepts exactly these values, and the proxy removes
+/// exactly these (and so every spelling that is accepted) before a request
+/// reaches an agent.
+pub fn is_admin_credential(value: &[u8], token: &[u8]) -> bool {
+    !token.is_empty() && bearer_token(value).is_some_and(|t| ct_eq(t, token))
+}
+
+/// The credentials of a `Bearer` value (RFC 6750 §2.1; the scheme in any
+/// case, RFC 9110 §11.1), the spaces around them dropped.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let v = value.trim_ascii();
+    let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ' || b == b'\t')?);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
+}
+
+/// The admin credential as the proxy holds it, to keep it from agents.
+#[derive(Debug, Clone)]
+pub struct AdminCredential(Arc<str>);
+
+impl AdminCredential {
+    pub fn new(token: &str) -> Self {
+        AdminCredential(Arc::from(token))
+    }
+
+    /// Whether an `Authorization` value carries it ([`is_admin_credential`]).
+    pub fn is(&self, value: &[u8]) -> bool {
+        is_admin_credential(value, self.0.as_bytes())
     }
 }
 
@@ -71,5 +99,33 @@ mod tests {
         assert!(!ct_eq(b"secret-token", b"secret-tokeX"));
         assert!(!ct_eq(b"secret", b"secret-token"));
         assert!(!ct_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn the_admin_credential_in_every_spelling_the_check_accepts() {
+        let t = b"s3cret";
+        for yes in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "Bearer  s3cret",
+            "Bearer\ts3cret",
+            " Bearer s3cret  ",
+        ] {
+            assert!(is_admin_credential(yes.as_bytes(), t), "{yes:?}");
+        }
+        for no in [
+            "Bearer s3cretx",
+            "Bearers3cret",
+            "Basic s3cret",
+            "s3cret",
+            "Bearer",
+            "Bearer ",
+            "Bearer s3 cret",
+        ] {
+            assert!(!is_admin_credential(no.as_bytes(), t), "{no:?}");
+        }
+        assert!(!is_admin_credential(b"Bearer ", b""));
+        assert!(AdminCredential::new("s3cret").is(b"bEaReR   s3cret"));
     }
 }

@@ -3,7 +3,7 @@
 //! Mutating routes and logs pass the admin check (`auth`) first.
 
 mod agents;
-mod auth;
+pub mod auth;
 mod logs;
 mod status;
 

@@ -225,48 +225,7 @@ pub async fn health(axum::extract::State(st): St, headers: HeaderMap) -> Respons
     )
 }
 
-/// The `Host` a client gave, if it is one (`name[:port]`, `[v6][:port]`):
-/// it goes into the URLs clients follow, so nothing else may.
-fn host_of(headers: &HeaderMap) -> &str {
-    let ok = |h: &str| {
-        let (name, port) = match h.strip_prefix('[') {
-            Some(v6) => match v6.split_once(']') {
-                Some((addr, rest)) => (addr, rest.strip_prefix(':')),
-                None => return false,
-            },
-            None => match h.rsplit_once(':') {
-                Some((n, p)) => (n, Some(p)),
-                None => (h, None),
-            },
-        };
-        let v6 = h.starts_with('[');
-        let name_ok = !name.is_empty()
-            && name.len() <= 253
-            && name.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || b == b'.' || (b == b'-' && !v6) || (b == b':' && v6)
-            });
-        let port_ok = port
-            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-        name_ok && port_ok
-    };
-    headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| ok(h))
-        .unwrap_or("localhost")
-}
-
-pub async fn agents(axum::extract::State(st): St, headers: HeaderMap) -> Response {
-    let host = host_of(&headers);
-    // Only the two schemes a client could be given; anything else is dropped.
-    let proto = match headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .map(str::trim)
-    {
-        Some(p) if p.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
-    };
+pub async fn agents(axum::extract::State(st): St) -> Response {
     let list: Vec<Value> = st
         .control
         .processes()
@@ -286,7 +245,7 @@ pub async fn agents(axum::extract::State(st): St, headers: HeaderMap) -> Respons
                 "version": field("version"),
                 "description": field("description"),
                 "capabilities": meta.and_then(|m| m.get("capabilities")).cloned().unwrap_or_else(|| json!([])),
-                "url": format!("{proto}://{host}/agents/{}", p.agent_id),
+                "url": super::agents::agent_url(&p.agent_id),
                 "status": p.state,
                 "package_id": p.package_id,
             })
@@ -336,39 +295,4 @@ pub async fn metrics(axum::extract::State(st): St) -> Response {
         text,
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn h(host: &str) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        m.insert(header::HOST, host.parse().unwrap());
-        m
-    }
-
-    #[test]
-    fn only_real_hosts_reach_the_urls() {
-        for ok in [
-            "localhost",
-            "par.example.com:8443",
-            "127.0.0.1:8000",
-            "[::1]:80",
-            "a-b.c",
-        ] {
-            assert_eq!(host_of(&h(ok)), ok);
-        }
-        for bad in [
-            "javascript:alert(1)",
-            "x/y",
-            "a b",
-            "evil.com@x",
-            "h:99999999",
-            "[::1",
-            "a:b:c:",
-        ] {
-            assert_eq!(host_of(&h(bad)), "localhost", "{bad}");
-        }
-    }
 }

@@ -75,13 +75,14 @@ impl AdminListener {
 
 async fn accept_loop(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: browsers speak nothing else to a plain-http origin, and
+    // an idle HTTP/2 connection would have no header timeout to end it.
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(HEADER_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {

@@ -47,6 +47,29 @@ static HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+/// Named by `Connection`, still never removed: what delimits the message
+/// and names its target (`framing`).
+static NEVER_BY_CONNECTION: [HeaderName; 3] =
+    [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::HOST];
+
+/// Removes every `Authorization` value that is the admin credential.
+pub fn drop_credential(headers: &mut HeaderMap, admin: &crate::http::api::auth::AdminCredential) {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    if !values.any(|v| admin.is(v.as_bytes())) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter(|v| !admin.is(v.as_bytes()))
+        .cloned()
+        .collect();
+    headers.remove(header::AUTHORIZATION);
+    for v in kept {
+        headers.append(header::AUTHORIZATION, v);
+    }
+}
+
 fn is_hop_by_hop(name: &HeaderName, grpc: bool) -> bool {
     HOP_BY_HOP.contains(name) || (!grpc && *name == header::TE)
 }
@@ -59,17 +82,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, grpc: bool) {
     if !headers.keys().any(|name| is_hop_by_hop(name, grpc)) {
         return;
     }
-    if let Some(conn) = headers
-        .get(header::CONNECTION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-    {
-        for name in conn.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if let Ok(name) = HeaderName::try_from(name) {
-                if !(grpc && name == header::TE) {
-                    headers.remove(name);
-                }
-            }
+    // Every `Connection` line counts. A request whose lines name a framing
+    // header never gets here (`framing`); a response's may: the worker's
+    // framing is hyper's to read, not these headers'.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
+        .collect();
+    for name in named {
+        if !(grpc && name == header::TE) && !NEVER_BY_CONNECTION.contains(&name) {
+            headers.remove(name);
         }
     }
     for name in &HOP_BY_HOP {

@@ -8,6 +8,7 @@ mod admit;
 mod body;
 mod conns;
 mod fast;
+pub mod framing;
 mod gone;
 pub mod headers;
 mod idle;
@@ -62,7 +63,7 @@ pub struct ProxyOptions {
     pub access_log: bool,
     /// `Authorization` carrying this is never passed on: the admin token
     /// must not reach agent code, whoever sends it along.
-    pub admin_authorization: Option<HeaderValue>,
+    pub admin: Option<crate::http::api::auth::AdminCredential>,
 }
 
 pub struct Proxy {
@@ -363,10 +364,8 @@ impl Proxy {
 
     /// The admin token never reaches agent code, whoever sends it along.
     fn drop_admin_token(&self, headers: &mut http::HeaderMap) {
-        if let Some(admin) = &self.opts.admin_authorization {
-            if headers.get(http::header::AUTHORIZATION) == Some(admin) {
-                headers.remove(http::header::AUTHORIZATION);
-            }
+        if let Some(admin) = &self.opts.admin {
+            headers::drop_credential(headers, admin);
         }
     }
 

@@ -84,7 +84,7 @@ impl Proxy {
             // One request head (and its body), within the keep-alive time.
             let cx = wire::Context {
                 peer_ip: peer_ip.as_bytes(),
-                admin_authorization: self.opts.admin_authorization.as_ref(),
+                admin: self.opts.admin.as_ref(),
             };
             let deadline = tokio::time::Instant::now() + keepalive;
             let req = loop {
@@ -92,6 +92,7 @@ impl Proxy {
                     match wire::parse_request(&b.client, &cx, &mut b.request) {
                         Parsed::Partial => {}
                         Parsed::General => return Served::General(client, b.client),
+                        Parsed::Refused(r) => return refuse(client, r, &mut b.reply).await,
                         Parsed::Direct(r) => break r,
                     }
                 }
@@ -414,6 +415,30 @@ impl Proxy {
         }
         Next::KeepAlive
     }
+}
+
+/// A head the framing rules refuse: the reply says why, and the connection
+/// closes, its unread bytes (the rest of the request) read and dropped for a
+/// moment first so the close does not reset the reply away.
+async fn refuse(mut client: TcpStream, r: super::framing::Refusal, out: &mut Vec<u8>) -> Served {
+    let (parts, body) = r.into_api_error().into_response_body().into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    out.clear();
+    wire::write_reply(out, &parts, &body, false, true);
+    if client.write_all(out).await.is_ok() && client.shutdown().await.is_ok() {
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let mut left = 64 * 1024usize;
+            while let Ok(n @ 1..) = client.read(&mut sink).await {
+                left = left.saturating_sub(n);
+                if left == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+    Served::Done
 }
 
 /// Why a try ended without a response.

@@ -5,6 +5,9 @@
 
 use http::HeaderValue;
 
+use crate::http::api::auth::AdminCredential;
+use crate::http::proxy::framing::{has_token, parse_length, BodyFraming, HeadRules, Refusal};
+
 /// Headers read from one message head; more → the general path.
 pub(super) const MAX_HEADERS: usize = 64;
 /// Longest request head served directly; longer → the general path.
@@ -31,15 +34,14 @@ fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// Whether the comma-separated `list` holds `token` (any case).
-fn has_token(list: &[u8], token: &str) -> bool {
-    list.split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// Whether `name` is one of the headers a `Connection` header lists.
+/// Whether `name` is one of the headers a `Connection` header lists. What
+/// delimits a message never is: a request naming it is refused
+/// (`framing`), a response's is kept with its framing.
 fn named_by_connection(connection: &[&[u8]], name: &str) -> bool {
     connection.iter().any(|v| has_token(v, name))
+        && !name.eq_ignore_ascii_case("content-length")
+        && !name.eq_ignore_ascii_case("transfer-encoding")
+        && !name.eq_ignore_ascii_case("host")
 }
 
 /// A request the direct path serves, its head already rewritten for the worker.
@@ -77,12 +79,15 @@ pub(super) enum Parsed {
     /// Anything else (the management API, an upgrade, a chunked upload,
     /// HTTP/1.0, a malformed head…): served by the general path.
     General,
+    /// A head the framing rules refuse (`proxy::framing`): answered here,
+    /// and the connection closed.
+    Refused(Refusal),
 }
 
 /// What the rewrite needs to know besides the request.
 pub(super) struct Context<'a> {
     pub peer_ip: &'a [u8],
-    pub admin_authorization: Option<&'a HeaderValue>,
+    pub admin: Option<&'a AdminCredential>,
 }
 
 /// Parses a request head at the start of `buf` and, when it is one the direct
@@ -104,7 +109,7 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
         return Parsed::General;
     };
     let id_len = after.find(['/', '?']).unwrap_or(after.len());
-    if id_len == 0 || method == "CONNECT" {
+    if id_len == 0 {
         return Parsed::General;
     }
     // A target the URI parser refuses is the general path's to refuse.
@@ -118,32 +123,25 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
 
     let mut connection: [&[u8]; 4] = [&[]; 4];
     let mut n_connection = 0;
-    let mut content_length: Option<u64> = None;
-    let (mut host, mut request_id, mut proto) = (false, None, false);
+    let mut rules = HeadRules::default();
+    let mut general = false;
+    let (mut request_id, mut proto) = (None, false);
     let mut forwarded_for: Option<&[u8]> = None;
     for h in req.headers.iter() {
         let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = parse_decimal(h.value) else {
-                return Parsed::General;
-            };
-            if content_length.is_some_and(|c| c != n) {
-                return Parsed::General;
-            }
-            content_length = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("upgrade")
+        rules.header(name.as_bytes(), h.value);
+        if name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("transfer-encoding")
         {
-            return Parsed::General;
+            general = true;
         } else if name.eq_ignore_ascii_case("connection") {
             if n_connection == connection.len() {
-                return Parsed::General;
+                general = true;
+            } else {
+                connection[n_connection] = h.value;
+                n_connection += 1;
             }
-            connection[n_connection] = h.value;
-            n_connection += 1;
-        } else if name.eq_ignore_ascii_case("host") {
-            host = true;
         } else if name.eq_ignore_ascii_case("x-request-id") {
             if request_id.is_none() {
                 request_id = HeaderValue::from_bytes(h.value).ok();
@@ -154,11 +152,19 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
             forwarded_for = Some(h.value);
         }
     }
-    let body_len = content_length.unwrap_or(0);
-    // A request without a Host is the general path's to judge.
-    if !host || body_len > MAX_REQUEST_BODY {
+    let body_len = match rules.finish(method.as_bytes(), true) {
+        Err(refused) => return Parsed::Refused(refused),
+        // Chunked uploads, `Expect`, upgrades: the general path's.
+        _ if general => return Parsed::General,
+        Ok(BodyFraming::Chunked) => return Parsed::General,
+        Ok(BodyFraming::Length(n)) => n,
+        Ok(BodyFraming::None) => 0,
+    };
+    if body_len > MAX_REQUEST_BODY {
         return Parsed::General;
     }
+    let repeated_length = rules.repeated_length();
+    let mut length_written = false;
     let connection = &connection[..n_connection];
     let close = connection.iter().any(|v| has_token(v, "close"));
 
@@ -178,11 +184,16 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
             || name.eq_ignore_ascii_case("x-forwarded-for")
             || name.eq_ignore_ascii_case("x-forwarded-prefix")
             || (name.eq_ignore_ascii_case("authorization")
-                && cx
-                    .admin_authorization
-                    .is_some_and(|a| a.as_bytes() == h.value))
+                && cx.admin.is_some_and(|a| a.is(h.value)))
         {
             continue;
+        }
+        // The same length given twice is passed on once (as hyper does).
+        if repeated_length && name.eq_ignore_ascii_case("content-length") {
+            if length_written {
+                continue;
+            }
+            length_written = true;
         }
         push_header(out, name.as_bytes(), h.value);
     }
@@ -227,15 +238,6 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// A decimal `Content-Length` (no sign, no spaces inside, at most 19 digits).
-fn parse_decimal(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// How a response body is delimited.
@@ -313,7 +315,7 @@ pub(super) fn parse_response(
     let mut has_request_id = false;
     for h in r.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            match parse_decimal(h.value) {
+            match parse_length(h.value) {
                 Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
                 _ => return ParsedResponse::Invalid("an invalid content-length"),
             }
@@ -356,9 +358,11 @@ pub(super) fn parse_response(
     out.extend_from_slice(b"\r\n");
     for h in r.headers.iter() {
         let name = h.name;
-        // A chunked body is passed through as it is, framing and all.
+        // A chunked body is passed through as it is, framing and all; a
+        // length beside it is not the body's (RFC 9112 §6.3) and goes.
         let keep_te = chunked && name.eq_ignore_ascii_case("transfer-encoding");
         if (!keep_te && is_hop_by_hop(name))
+            || (chunked && name.eq_ignore_ascii_case("content-length"))
             || (!connection.is_empty() && named_by_connection(connection, name))
             || name.eq_ignore_ascii_case("x-par-process")
         {

@@ -5,7 +5,7 @@ use super::*;
 fn cx() -> Context<'static> {
     Context {
         peer_ip: b"10.0.0.7",
-        admin_authorization: None,
+        admin: None,
     }
 }
 
@@ -38,10 +38,10 @@ fn a_request_for_an_agent_is_rewritten_for_its_worker() {
 
 #[test]
 fn a_request_id_is_made_and_the_admin_token_dropped() {
-    let admin = HeaderValue::from_static("Bearer root");
+    let admin = AdminCredential::new("root");
     let cx = Context {
         peer_ip: b"127.0.0.1",
-        admin_authorization: Some(&admin),
+        admin: Some(&admin),
     };
     let raw = "GET /agents/a HTTP/1.1\r\nhost: x\r\nAuthorization: Bearer root\r\nConnection: close\r\n\r\n";
     let (r, head) = direct(raw, &cx);
@@ -56,6 +56,12 @@ fn a_request_id_is_made_and_the_admin_token_dropped() {
     )));
     let query = "GET /agents/a?x=1 HTTP/1.1\r\nhost: x\r\n\r\n";
     assert!(direct(query, &cx).1.starts_with("GET /?x=1 HTTP/1.1\r\n"));
+    // Every spelling the admin check accepts is dropped.
+    for spelling in ["bearer root", "Bearer  root", "BEARER\troot", "Bearer root  "] {
+        let raw = format!("GET /agents/a HTTP/1.1\r\nhost: x\r\nAuthorization: {spelling}\r\n\r\n");
+        let head = direct(&raw, &cx).1;
+        assert!(!head.contains("root"), "{spelling:?}: {head}");
+    }
     let other = "GET /agents/a/x HTTP/1.1\r\nhost: x\r\nAuthorization: Bearer user\r\n\r\n";
     assert!(direct(other, &cx)
         .1
@@ -69,12 +75,9 @@ fn what_the_direct_path_does_not_serve_goes_to_the_general_one() {
         "GET /supervisor/status HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /agents/ HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /agents/a HTTP/1.0\r\nHost: x\r\n\r\n",
-        "GET /agents/a HTTP/1.1\r\n\r\n",
         "GET /agents/a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
         "POST /agents/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
         "POST /agents/a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
-        "POST /agents/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-        "POST /agents/a HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
         "POST /agents/a HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n",
         "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
         "GET http://x/agents/a HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -92,6 +95,44 @@ fn what_the_direct_path_does_not_serve_goes_to_the_general_one() {
         parse_request(b"GET /agents/a HTTP/1.1\r\nHo", &cx(), &mut out),
         Parsed::Partial
     ));
+}
+
+#[test]
+fn a_head_whose_framing_would_change_is_refused_not_passed_on() {
+    let mut out = Vec::new();
+    for (raw, status) in [
+        // The smuggling request of issue 25: its length named by Connection.
+        ("POST /agents/a/invoke HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Content-Length\r\nContent-Length: 55\r\n\r\n", 400),
+        ("POST /agents/a HTTP/1.1\r\nHost: x\r\nConnection: transfer-encoding\r\nContent-Length: 1\r\n\r\nx", 400),
+        ("GET /agents/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\nConnection: HOST\r\n\r\n", 400),
+        ("GET /agents/a HTTP/1.1\r\n\r\n", 400),
+        ("GET /agents/a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+        ("POST /agents/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        ("POST /agents/a HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+        ("POST /agents/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 400),
+        ("POST /agents/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        ("POST /agents/a HTTP/1.1\r\nHost: x\r\nExpect: 999-bogus\r\nContent-Length: 1\r\n\r\nx", 417),
+        ("CONNECT /agents/a HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    ] {
+        match parse_request(raw.as_bytes(), &cx(), &mut out) {
+            Parsed::Refused(r) => assert_eq!(r.status.as_u16(), status, "{raw:?}: {}", r.message),
+            other => panic!("{raw:?}: {other:?}"),
+        }
+    }
+    let refused = |raw: &str| match parse_request(raw.as_bytes(), &cx(), &mut Vec::new()) {
+        Parsed::Refused(r) => r.message,
+        other => panic!("{other:?}"),
+    };
+    assert!(refused("GET /agents/a HTTP/1.1\r\nHost: x\r\nConnection: Content-Length\r\n\r\n")
+        .contains("Content-Length"));
+}
+
+#[test]
+fn a_length_given_twice_alike_is_passed_on_once() {
+    let raw = "POST /agents/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nhi";
+    let (r, head) = direct(raw, &cx());
+    assert_eq!(r.body_len, 2);
+    assert_eq!(head.to_ascii_lowercase().matches("content-length: 2\r\n").count(), 1, "{head}");
 }
 
 fn reply(raw: &str, head: bool, close: bool) -> (ParsedResponse, Option<Response>, String) {
@@ -138,6 +179,22 @@ fn a_response_head_is_rewritten_for_the_client() {
     assert!(out.contains("transfer-encoding: chunked\r\n"));
     assert!(!out.contains("rid"));
     assert!(out.ends_with("connection: close\r\n\r\n"));
+    // A response's length named by Connection stays: the client reads the body by it.
+    let (_, r, out) = reply(
+        "HTTP/1.1 200 OK\r\nconnection: content-length, x-a\r\nx-a: 1\r\ncontent-length: 2\r\n\r\nok",
+        false,
+        false,
+    );
+    assert_eq!(r.unwrap().framing, Framing::Length(2));
+    assert!(out.contains("content-length: 2\r\n") && !out.contains("x-a"), "{out}");
+    // A length beside chunked framing is not the body's: the client never sees it.
+    let (_, r, out) = reply(
+        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+        false,
+        false,
+    );
+    assert_eq!(r.unwrap().framing, Framing::Chunked);
+    assert!(!out.contains("content-length"), "{out}");
     let (_, r, _) = reply("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true, false);
     assert_eq!(r.unwrap().framing, Framing::Empty);
     let (_, r, out) = reply("HTTP/1.0 200 OK\r\n\r\n", false, false);

@@ -1,0 +1,211 @@
+//! Request framing end to end (issue 25): a header named in `Connection`
+//! can never remove `Content-Length`, `Transfer-Encoding` or `Host`, so one
+//! client's body is never read by a worker as another request whose answer
+//! a third client receives; heads PAR would re-frame are refused (400, the
+//! connection closed) on the direct path and on hyper's alike; `Expect`,
+//! `Host` and `CONNECT` get clear answers; the admin token never reaches an
+//! agent in any spelling that opens the admin routes; and `GET /agents`
+//! never reflects the `Host` a client sent.
+
+mod framing_support;
+mod supervisor_support;
+
+
+use framing_support::*;
+use supervisor_support::*;
+
+/// The attack of issue 25, byte for byte.
+const SMUGGLE: &[u8] = b"POST /agents/a/invoke HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Content-Length\r\nContent-Length: 55\r\n\r\nPOST /invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 120\r\n\r\n";
+
+/// A connection already on the general path (hyper's): its first request
+/// was one the direct path does not serve.
+fn general_conn(port: u16) -> Conn {
+    let mut c = Conn::open(port).unwrap();
+    let r = c.request("GET", "/runtime/health", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    c
+}
+
+/// Sends `raw`, reads one response, and whether the supervisor then closed.
+fn send_raw(c: &mut Conn, raw: &[u8]) -> (Resp, bool) {
+    c.write_raw(raw).unwrap();
+    let method = std::str::from_utf8(raw).unwrap_or("").split(' ').next().unwrap_or("");
+    let r = c.read_response(method).unwrap();
+    let closed = r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) && closed(c);
+    (r, closed)
+}
+
+/// Whether the supervisor closed `c` (an end, not a read timeout).
+fn closed(c: &mut Conn) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(c.read_head(), Err(e) if matches!(e.kind(), UnexpectedEof | ConnectionReset))
+}
+
+#[test]
+fn the_smuggling_bytes_of_issue_25_are_refused_and_every_client_gets_its_own_answer() {
+    let (sup, rec, _d) = supervisor_with_recorder("smuggle", "a", "", &[]);
+    for path in ["direct", "general"] {
+        for round in 0..3 {
+            let mut c = if path == "direct" { Conn::open(sup.port).unwrap() } else { general_conn(sup.port) };
+            let (r, closed) = send_raw(&mut c, SMUGGLE);
+            assert_eq!(r.status, 400, "{path} {round}: {}", r.text());
+            assert!(r.text().contains("Content-Length"), "{}", r.text());
+            assert!(closed, "{path} {round}: the connection stays open");
+            // The innocent user, as `curl -XPOST .../agents/a/invoke -d '{"text":"hi"}'`.
+            let body = format!(r#"{{"text":"hi {path} {round}"}}"#);
+            let r = http(sup.port, "POST", "/agents/a/invoke", &[], body.as_bytes()).unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+            let want = format!("/invoke {} {}", body.len(), fnv(body.as_bytes()));
+            assert!(r.text().ends_with(&want), "{path} {round}: got {:?}, want {want:?}", r.text());
+        }
+    }
+    // Nothing of the attacker's reached the worker: only the six innocent requests.
+    let seen = rec.seen("/invoke");
+    assert_eq!(seen.len(), 6, "{seen:#?}");
+    assert!(seen.iter().all(|s| s.body.starts_with(br#"{"text":"hi"#)), "{seen:#?}");
+    assert!(rec.problems().is_empty(), "{:?}", rec.problems());
+}
+
+#[test]
+fn every_connection_header_naming_a_framing_header_is_refused_on_both_paths() {
+    let (sup, rec, _d) = supervisor_with_recorder("named", "a", "", &[]);
+    let heads = [
+        "Connection: Content-Length\r\nContent-Length: 5\r\n",
+        "Connection: content-length\r\nContent-Length: 5\r\n",
+        "Connection: keep-alive\r\nConnection: CONTENT-LENGTH\r\nContent-Length: 5\r\n",
+        "Connection: close, x-a ,content-length\r\nContent-Length: 5\r\n",
+        "Connection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n",
+        "Connection: transfer-encoding\r\nContent-Length: 5\r\n",
+        "Connection: Host\r\nContent-Length: 5\r\n",
+        "Connection: keep-alive, host\r\nContent-Length: 5\r\n",
+    ];
+    for path in ["direct", "general"] {
+        for h in heads {
+            let body = if h.contains("chunked") { "5\r\nhello\r\n0\r\n\r\n" } else { "hello" };
+            let raw = format!("POST /agents/a/named HTTP/1.1\r\nHost: x\r\n{h}\r\n{body}");
+            let mut c = if path == "direct" { Conn::open(sup.port).unwrap() } else { general_conn(sup.port) };
+            let (r, closed) = send_raw(&mut c, raw.as_bytes());
+            assert_eq!(r.status, 400, "{path} {h:?}: {}", r.text());
+            assert!(r.text().contains("Connection header names"), "{}", r.text());
+            assert!(closed, "{path} {h:?}");
+        }
+    }
+    // Hop-by-hop names that are not framing are still removed, and the request served.
+    let raw = "POST /agents/a/named HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nContent-Length: 5\r\n\r\nhello";
+    let (r, _) = send_raw(&mut Conn::open(sup.port).unwrap(), raw.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = rec.seen("/named");
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert!(seen[0].header("x-secret").is_empty());
+    assert_eq!((seen[0].framing, &seen[0].body[..]), (Framing::Length(5), &b"hello"[..]));
+}
+
+#[test]
+fn framing_the_proxy_cannot_pass_on_unchanged_is_refused_on_both_paths() {
+    let (sup, rec, _d) = supervisor_with_recorder("refused", "a", "", &[]);
+    let cases: &[(&str, u16)] = &[
+        ("POST /agents/a/r HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+        ("POST /agents/a/r HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello", 400),
+        ("POST /agents/a/r HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400),
+        ("POST /agents/a/r HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        ("POST /agents/a/r HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", 400),
+        ("POST /agents/a/r HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n", 400),
+        ("GET /agents/a/r HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host.
+        ("GET /agents/a/r HTTP/1.1\r\n\r\n", 400),
+        ("POST /agents/a/r HTTP/1.1\r\nHost: x\r\nExpect: 999-bogus\r\nContent-Length: 5\r\n\r\nhello", 417),
+        ("CONNECT /agents/a/r HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+        ("CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n", 405),
+    ];
+    for path in ["direct", "general"] {
+        for (raw, status) in cases {
+            let mut c = if path == "direct" { Conn::open(sup.port).unwrap() } else { general_conn(sup.port) };
+            c.write_raw(raw.as_bytes()).unwrap();
+            let r = c.read_response("POST").unwrap();
+            assert_eq!(r.status, *status, "{path} {raw:?}: {}", r.text());
+            // Nothing more on this connection: it is closed.
+            assert!(closed(&mut c), "{path} {raw:?}: the connection stays open");
+        }
+    }
+    assert!(rec.seen("/r").is_empty(), "{:#?}", rec.seen("/r"));
+    // Expect: 100-continue is served.
+    let raw = "POST /agents/a/r HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\nhello";
+    let mut c = Conn::open(sup.port).unwrap();
+    c.write_raw(raw.as_bytes()).unwrap();
+    assert_eq!(c.read_head().unwrap().0, 100);
+    let r = c.read_response("POST").unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Length and chunked together: the chunked framing alone counts, and only it is passed on.
+    let raw = "POST /agents/a/both HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let r = Conn::open(sup.port).unwrap().request_raw(raw);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = rec.seen("/both");
+    assert_eq!(seen.len(), 1);
+    assert_eq!((seen[0].framing, &seen[0].body[..]), (Framing::Chunked, &b"hello"[..]));
+    assert!(rec.problems().is_empty(), "{:?}", rec.problems());
+}
+
+trait RawRequest {
+    fn request_raw(&mut self, raw: &str) -> Resp;
+}
+
+impl RawRequest for Conn {
+    fn request_raw(&mut self, raw: &str) -> Resp {
+        self.write_raw(raw.as_bytes()).unwrap();
+        self.read_response(raw.split(' ').next().unwrap()).unwrap()
+    }
+}
+
+/// Every spelling of the admin credential the admin routes accept.
+fn spellings(token: &str) -> Vec<String> {
+    vec![
+        format!("Bearer {token}"),
+        format!("bearer {token}"),
+        format!("BEARER {token}"),
+        format!("Bearer  {token}"),
+        format!("Bearer\t{token}"),
+        format!("bEaReR {token}  "),
+    ]
+}
+
+#[test]
+fn the_admin_token_never_reaches_an_agent_in_any_spelling_that_is_accepted() {
+    let (sup, rec, _d) = supervisor_with_recorder("token", "a", "", &[]);
+    let token = sup.token();
+    for (i, auth) in spellings(&token).iter().enumerate() {
+        // Accepted as admin...
+        let r = http(sup.port, "GET", "/supervisor/logs?process_id=par-a&limit=1", &[("Authorization", auth)], b"").unwrap();
+        assert_eq!(r.status, 200, "{auth:?}: {}", r.text());
+        // ...and so never passed on, on either path.
+        let r = http(sup.port, "GET", &format!("/agents/a/tok/{i}/direct"), &[("Authorization", auth)], b"").unwrap();
+        assert_eq!(r.status, 200);
+        let mut c = general_conn(sup.port);
+        let r = c.request("GET", &format!("/agents/a/tok/{i}/general"), &[("Authorization", auth)], b"").unwrap();
+        assert_eq!(r.status, 200);
+    }
+    // A user's own credentials still reach the agent.
+    let r = http(sup.port, "GET", "/agents/a/tok/user", &[("Authorization", "Bearer user-token")], b"").unwrap();
+    assert_eq!(r.status, 200);
+    let seen = rec.seen("/tok/");
+    assert_eq!(seen.len(), spellings(&token).len() * 2 + 1);
+    for s in &seen {
+        let auth = s.header("authorization");
+        if s.target == "/tok/user" {
+            assert_eq!(auth, ["Bearer user-token"]);
+        } else {
+            assert!(auth.is_empty(), "{}: {auth:?}", s.target);
+        }
+        assert!(!s.headers.iter().any(|(_, v)| v.contains(&token)), "{s:#?}");
+    }
+}
+
+#[test]
+fn the_agents_list_never_reflects_the_host_a_client_sent() {
+    let (sup, _rec, _d) = supervisor_with_recorder("host", "a", "", &[]);
+    for host in ["evil.example.com", "par.example.com:8443", "javascript:alert(1)"] {
+        let r = http(sup.port, "GET", "/agents", &[("Host", host), ("X-Forwarded-Proto", "https")], b"").unwrap();
+        assert_eq!(r.status, 200);
+        let url = r.json()["agents"][0]["url"].as_str().unwrap().to_string();
+        assert_eq!(url, "/agents/a", "{host}");
+    }
+}
