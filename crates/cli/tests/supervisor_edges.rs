@@ -1,7 +1,7 @@
-//! Edges of the lifecycle and of what status says about it: agent ids that
-//! look like process ids, a worker-port range that is full for a while, a
-//! rollout superseded while someone waits for it, and status figures that
-//! stay true as time passes.
+//! Edges of the lifecycle and of what status says about it: a worker-port
+//! range that is full for a while, a rollout superseded while someone waits
+//! for it, and status figures that stay true as time passes. (Agent ids
+//! that look like process ids are refused: `supervisor_tenancy.rs`.)
 
 mod supervisor_support;
 
@@ -9,23 +9,6 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use supervisor_support::*;
-
-#[test]
-fn an_agent_named_like_a_process_id_is_its_own() {
-    let agents = "[[agents]]\nid = \"a\"\npackage = \"pkg\"\n[[agents]]\nid = \"par-a\"\npackage = \"pkg\"\n";
-    let sup = Supervisor::start("parids", "", agents, &[]);
-    sup.wait_ready("a", Duration::from_secs(20));
-    sup.wait_ready("par-a", Duration::from_secs(20));
-    let r = http(sup.port, "DELETE", "/supervisor/agents/par-a", &[], b"").unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["agent_id"], "par-a");
-    assert!(sup.process("par-a").is_none());
-    assert_eq!(sup.process("a").unwrap()["state"], "ready", "a untouched");
-    // The original API's habit still works where it is not ambiguous.
-    let r = http(sup.port, "DELETE", "/supervisor/agents/par-a", &[], b"").unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["agent_id"], "a");
-}
 
 #[test]
 fn a_full_port_range_waits_for_a_free_port() {

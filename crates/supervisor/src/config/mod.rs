@@ -68,6 +68,9 @@ pub struct SupervisorSection {
     /// Fields kept per JSON log line, and the largest one (as JSON text).
     pub log_fields_max: Option<usize>,
     pub log_field_max: Option<Size>,
+    /// Largest WebSocket message and frame relayed (then close 1009).
+    pub websocket_max_message: Option<Size>,
+    pub websocket_max_frame: Option<Size>,
     /// A registry index: a JSON list of agent specs at an `https://` URL
     /// (`http://` on loopback), polled every `registry_poll` (`PAR_REGISTRY_URL`).
     pub registry_url: Option<String>,

@@ -34,6 +34,9 @@ pub struct Settings {
     pub log_line_max: usize,
     pub log_fields_max: usize,
     pub log_field_max: usize,
+    /// Largest WebSocket message and frame relayed (then close 1009).
+    pub websocket_max_message: usize,
+    pub websocket_max_frame: usize,
     pub agents: Vec<AgentSpec>,
     /// The config file, re-read on reload (`POST /supervisor/reload`, SIGHUP).
     pub config_path: Option<PathBuf>,
@@ -90,6 +93,8 @@ impl Default for Settings {
             log_line_max: 16 << 10,
             log_fields_max: 64,
             log_field_max: 4 << 10,
+            websocket_max_message: 16 << 20,
+            websocket_max_frame: 16 << 20,
             agents: Vec::new(),
             config_path: None,
             env_agents: None,
@@ -163,6 +168,7 @@ impl Settings {
         }
         size!(log_bytes_per_process, log_bytes_total);
         size!(log_line_max, log_field_max);
+        size!(websocket_max_message, websocket_max_frame);
         take!(registry_poll, drain_timeout);
         take!(client_header_timeout, keepalive_timeout);
         if let Some(n) = s.max_connections {
@@ -310,7 +316,7 @@ impl Settings {
         }
     }
 
-    /// The byte budgets of the logs.
+    /// The byte budgets: logs and WebSockets.
     fn validate_budgets(&self, errors: &mut ValidationErrors) {
         const MIN_LINE: usize = 256;
         if self.log_line_max < MIN_LINE {
@@ -333,6 +339,18 @@ impl Settings {
         }
         if self.log_field_max < 64 {
             errors.push("supervisor.log_field_max", "must be at least 64 bytes");
+        }
+        if self.websocket_max_frame < 126 {
+            errors.push(
+                "supervisor.websocket_max_frame",
+                "must be at least 126 bytes",
+            );
+        }
+        if self.websocket_max_message < 126 {
+            errors.push(
+                "supervisor.websocket_max_message",
+                "must be at least 126 bytes",
+            );
         }
     }
 }

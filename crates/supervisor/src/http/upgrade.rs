@@ -6,7 +6,7 @@
 //! it reconnects instead of hanging.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,15 @@ use crate::http::error::ApiError;
 use crate::http::leftover::Guarded;
 use crate::http::route_table::{Pool, Upstream};
 
+
 /// Close code for a worker that went away mid-socket (RFC 6455 registry).
 pub const SERVICE_RESTART: u16 = 1012;
 /// Close code for an idle socket and for the supervisor shutting down.
 pub const GOING_AWAY: u16 = 1001;
+/// Close code for a message or frame over the limit (RFC 6455 §7.4.1).
+pub const TOO_BIG: u16 = 1009;
+/// Close code for a frame the protocol does not allow.
+pub const PROTOCOL_ERROR: u16 = 1002;
 /// How long a closing handshake may take before the sockets are dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// The protocol layer's read buffer per socket: allocated up front and zeroed
@@ -66,6 +71,9 @@ pub fn is_websocket<B>(req: &Request<B>) -> bool {
 struct Relays {
     closing: watch::Sender<bool>,
     open: watch::Sender<usize>,
+    /// `websocket_max_message` and `websocket_max_frame`.
+    max_message: AtomicUsize,
+    max_frame: AtomicUsize,
 }
 
 fn relays() -> &'static Relays {
@@ -73,7 +81,20 @@ fn relays() -> &'static Relays {
     RELAYS.get_or_init(|| Relays {
         closing: watch::Sender::new(false),
         open: watch::Sender::new(0),
+        max_message: AtomicUsize::new(16 << 20),
+        max_frame: AtomicUsize::new(16 << 20),
     })
+}
+
+/// The largest message and frame either side may send through the relay
+/// (`websocket_max_message`, `websocket_max_frame`); past them the sender
+/// gets close 1009 and the other side 1001.
+pub fn set_limits(max_message: usize, max_frame: usize) {
+    relays().max_message.store(max_message, Ordering::Relaxed);
+    // No frame can be larger than the message it belongs to.
+    relays()
+        .max_frame
+        .store(max_frame.min(max_message), Ordering::Relaxed);
 }
 
 fn closing() -> &'static watch::Sender<bool> {
@@ -250,7 +271,10 @@ async fn handshake(
                 return;
             }
         };
-        let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER);
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .max_message_size(Some(relays().max_message.load(Ordering::Relaxed)))
+            .max_frame_size(Some(relays().max_frame.load(Ordering::Relaxed)));
         let client =
             WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config))
                 .await;
@@ -301,6 +325,8 @@ enum Pumped {
     Gone,
     /// The receiving side could not take a message.
     PeerGone,
+    /// The sending side sent a message or frame over the limit.
+    TooBig,
 }
 
 /// Copies messages from one socket to the other. Pings are answered by each
@@ -323,6 +349,7 @@ async fn pump(
                 messages.fetch_add(1, Ordering::Relaxed);
             }
             Some(Ok(_)) => activity.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed),
+            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => return Pumped::TooBig,
             Some(Err(_)) | None => return Pumped::Gone,
         }
     }
@@ -346,6 +373,8 @@ enum End {
     ClientGone,
     WorkerClosed(Option<CloseFrame>),
     WorkerGone,
+    /// The client (`true`) or the worker sent more than the limits allow.
+    TooBig(bool),
     Idle,
     Shutdown,
 }
@@ -362,11 +391,13 @@ async fn relay(client: Socket, worker: Socket, idle: Duration, open: &OpenSocket
             Pumped::Closed(f) => End::ClientClosed(f),
             Pumped::Gone => End::ClientGone,
             Pumped::PeerGone => End::WorkerGone,
+            Pumped::TooBig => End::TooBig(true),
         },
         p = pump(&mut from_worker, &mut to_client, &activity, epoch, &metrics.websocket_messages_out) => match p {
             Pumped::Closed(f) => End::WorkerClosed(f),
             Pumped::Gone => End::WorkerGone,
             Pumped::PeerGone => End::ClientGone,
+            Pumped::TooBig => End::TooBig(false),
         },
         () = idle_for(idle, &activity, epoch) => End::Idle,
         () = async { let _ = shutdown.wait_for(|c| *c).await; } => End::Shutdown,
@@ -400,6 +431,30 @@ async fn relay(client: Socket, worker: Socket, idle: Duration, open: &OpenSocket
                     .send(close(SERVICE_RESTART, "service restart"))
                     .await;
                 drain(&mut from_client).await;
+            }
+            End::TooBig(client) => {
+                let (sender, other) = if client {
+                    (&mut to_client, &mut to_worker)
+                } else {
+                    (&mut to_worker, &mut to_client)
+                };
+                let (from_sender, from_other) = if client {
+                    (&mut from_client, &mut from_worker)
+                } else {
+                    (&mut from_worker, &mut from_client)
+                };
+                tokio::join!(
+                    async {
+                        let _ = sender.send(close(TOO_BIG, "message too big")).await;
+                        drain(from_sender).await;
+                    },
+                    async {
+                        let _ = other
+                            .send(close(GOING_AWAY, "peer sent a message too big"))
+                            .await;
+                        drain(from_other).await;
+                    }
+                );
             }
             End::Idle | End::Shutdown => {
                 let reason = if matches!(end, End::Idle) {

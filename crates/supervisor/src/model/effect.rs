@@ -71,6 +71,8 @@ pub struct Launch {
     pub package: String,
     pub sha256: Option<String>,
     pub env_vars: BTreeMap<String, String>,
+    /// The task role's credentials reach the worker (`task_role` of its spec).
+    pub task_role: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-/// An agent id: `^[a-z0-9][a-z0-9._-]{0,62}$`. Cheap to clone.
+/// An agent id: `^[a-z0-9][a-z0-9._-]{0,62}$`, not beginning with `par-`
+/// (the prefix of process ids: `par-a` is always the process of agent `a`,
+/// never an agent of its own). Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AgentId(Arc<str>);
 
@@ -35,6 +37,9 @@ impl AgentId {
     }
 }
 
+/// What no agent id begins with: process ids are `par-{id}[-{n}]`.
+pub const RESERVED_PREFIX: &str = "par-";
+
 fn validate(id: &str) -> Result<(), String> {
     let b = id.as_bytes();
     if b.is_empty() {
@@ -47,6 +52,12 @@ fn validate(id: &str) -> Result<(), String> {
     if b.len() > 63 || !ok_first || !ok_rest {
         return Err(format!(
             "{id:?} is not a valid agent id (^[a-z0-9][a-z0-9._-]{{0,62}}$)"
+        ));
+    }
+    if let Some(rest) = id.strip_prefix(RESERVED_PREFIX) {
+        return Err(format!(
+            "{id:?} is not a valid agent id: agent ids may not begin with \"{RESERVED_PREFIX}\" \
+             (\"{RESERVED_PREFIX}{rest}\" is the process id of agent {rest:?})"
         ));
     }
     Ok(())
@@ -115,9 +126,29 @@ mod tests {
         for ok in ["a", "pk-full-0.1.0", "agent_a", "0", &"a".repeat(63)] {
             assert!(AgentId::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a/b", "A", "-a", ".a", "a b", &"a".repeat(64), "ä"] {
+        for bad in [
+            "",
+            "a/b",
+            "A",
+            "-a",
+            ".a",
+            "a b",
+            &"a".repeat(64),
+            "ä",
+            "par-a",
+            "par-",
+        ] {
             assert!(AgentId::new(bad).is_err(), "{bad}");
         }
+        // Only the prefix is reserved: `par`, `parx-a`, `a-par-b` are agents.
+        for ok in ["par", "par_a", "parx-a", "a-par-b", "par.a"] {
+            assert!(AgentId::new(ok).is_ok(), "{ok}");
+        }
+        let e = AgentId::new("par-a").unwrap_err();
+        assert!(
+            e.contains("may not begin with \"par-\"") && e.contains("\"par-a\""),
+            "{e}"
+        );
         let e: Result<AgentId, _> = serde_json::from_str("\"A\"");
         assert!(e.unwrap_err().to_string().contains("not a valid agent id"));
     }

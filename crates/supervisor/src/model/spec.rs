@@ -90,6 +90,10 @@ pub struct AgentSpec {
     pub sha256: Option<String>,
     #[serde(alias = "env", default)]
     pub env_vars: BTreeMap<String, String>,
+    /// The ECS task role's credentials (`AWS_CONTAINER_CREDENTIALS_*`, ...)
+    /// reach the agent; no other agent sees them.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub task_role: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_limit_mb: Option<u64>,
     /// What the agent's private folder (HOME, TMPDIR, its package) may hold
@@ -154,6 +158,9 @@ pub struct AgentSpec {
     pub idle_timeout: Option<Duration>,
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
 fn default_replicas() -> u32 {
     1
 }
@@ -194,6 +201,7 @@ impl AgentSpec {
             package_id: None,
             sha256: None,
             env_vars: BTreeMap::new(),
+            task_role: false,
             memory_limit_mb: None,
             disk_limit_mb: None,
             cpu_limit: None,

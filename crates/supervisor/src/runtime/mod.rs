@@ -179,6 +179,9 @@ impl Runtime {
     /// Starts the process of a prepared worker, unless it was stopped in the
     /// meantime. Runs on the dispatcher's thread.
     pub fn start_prepared(&mut self, worker: WorkerId, prepared: Prepared) -> Option<WorkerEvent> {
+        if let Some(refused) = self.refuse_leftovers(worker, prepared.uid) {
+            return Some(refused);
+        }
         let Some(w) = self.workers.get_mut(&worker) else {
             let _ = std::fs::remove_file(&prepared.package);
             return None;
@@ -267,6 +270,7 @@ impl Runtime {
             if let Some(per) = self.isolation.per_agent() {
                 let _ = std::fs::remove_file(per.staged_path(&w.launch));
             }
+            self.reap_leftovers(&w.launch.agent, worker);
             self.ports.release(w.port);
         }
     }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use par_contract::env;
 
-use super::isolation::{privileges, PerAgent, Prepared, NOT_INHERITED};
+use super::isolation::environment::Inherit;
+use super::isolation::{privileges, PerAgent, Prepared};
 use crate::control::Control;
 use crate::logs::LogStore;
 use crate::model::{ExitInfo, Input, Launch, WorkerEvent};
@@ -54,10 +55,14 @@ pub fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(false);
-    for k in NOT_INHERITED {
-        cmd.env_remove(k);
-    }
-    cmd.envs(&launch.env_vars)
+    // A clean environment: the allow-list of the supervisor's, then the spec's.
+    let inherit = Inherit {
+        task_role: launch.task_role,
+        installs: isolated.is_none(),
+    };
+    cmd.env_clear()
+        .envs(inherit.filter(std::env::vars_os()))
+        .envs(&launch.env_vars)
         .env(env::MODE, "worker")
         .env(env::HOST, "127.0.0.1")
         .env(env::PORT, port.to_string())

@@ -281,6 +281,7 @@ impl Supervisor {
             package: path,
             sha256,
             env_vars: spec.env_vars.clone(),
+            task_role: spec.task_role,
         }));
         Worker::new(id, out.clock.now, out.clock.wall)
     }

@@ -186,18 +186,26 @@ impl Api {
         resp.text().await.map_err(|e| self.unreachable(&e))
     }
 
-    /// The agent named `name` (its id, or its process id `par-ID`) from the status.
+    /// The agent named `name` from the status: an agent id, or a process id
+    /// (`par-ID`, `par-ID-N`) for its agent. One reading each: no agent id
+    /// begins with `par-` and every process id does.
     pub async fn agent(&self, name: &str) -> Result<Value, CtlError> {
+        use par_supervisor::model::id::RESERVED_PREFIX;
+        let by_process = name.starts_with(RESERVED_PREFIX);
+        if !by_process {
+            par_supervisor::model::AgentId::new(name).map_err(CtlError::Usage)?;
+        }
         let status = self.get_json("/supervisor/status").await?;
         let procs = processes(&status);
-        let find = |id: &str| {
-            procs
-                .iter()
-                .find(|p| p["agent_id"] == id || p["process_id"] == id)
-                .cloned()
-        };
-        if let Some(p) = find(name).or_else(|| name.strip_prefix("par-").and_then(find)) {
-            return Ok(p);
+        let field = if by_process { "process_id" } else { "agent_id" };
+        if let Some(p) = procs.iter().find(|p| p[field] == name) {
+            return Ok(p.clone());
+        }
+        if by_process {
+            return Err(CtlError::UnknownAgent(format!(
+                "no process {name:?}: agent ids may not begin with \"{RESERVED_PREFIX}\", so \
+                 {name:?} can only be a process id ({RESERVED_PREFIX}<agent>[-N]) and no process has it"
+            )));
         }
         let mut known: Vec<String> = procs.iter().map(|p| str_field(p, "agent_id")).collect();
         known.dedup();

@@ -120,19 +120,10 @@ fn agent_of_process(st: &ApiState, process_id: &str) -> Result<AgentId, ApiError
     AgentId::new(id).map_err(|_| ApiError::not_found(format!("no process '{process_id}'")))
 }
 
-/// The agent an agent id path names: exactly that agent first, then, for the
-/// original API's habit, `par-{agent}` of an agent that exists.
-fn agent_of_path(st: &ApiState, raw: &str) -> Result<AgentId, ApiError> {
-    let procs = st.control.processes();
-    let known = |id: &str| procs.iter().any(|p| p.agent_id == id);
-    let id = if known(raw) {
-        raw
-    } else {
-        raw.strip_prefix("par-")
-            .filter(|id| known(id))
-            .unwrap_or(raw)
-    };
-    AgentId::new(id).map_err(|e| ApiError::invalid_field("agent_id", e))
+/// The agent an agent id path names: exactly that id, never read another
+/// way (`par-…` is no agent id: see `AgentId`).
+fn agent_of_path(_st: &ApiState, raw: &str) -> Result<AgentId, ApiError> {
+    AgentId::new(raw).map_err(|e| ApiError::invalid_field("agent_id", e))
 }
 
 /// Parses a spawn body; a bad value is a 422 naming its field.

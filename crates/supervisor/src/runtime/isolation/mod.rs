@@ -12,8 +12,10 @@
 //! ([`installer`]). The worker then becomes that uid between fork and exec
 //! ([`privileges`]).
 
+pub mod environment;
 pub mod files;
 pub mod installer;
+pub mod leftovers;
 pub mod privileges;
 pub mod uids;
 
@@ -25,8 +27,9 @@ use crate::config::Settings;
 use crate::logs::LogStore;
 use crate::model::Launch;
 
-/// Variables of the supervisor's own environment no agent process inherits
-/// (the admin token among them).
+/// Variables of the supervisor's own settings (the admin token among them)
+/// removed from the installer's environment. Workers start from a clean
+/// environment instead ([`environment::Inherit`]).
 pub(crate) const NOT_INHERITED: &[&str] = &[
     "PAR_ADMIN_TOKEN",
     "PAR_AGENTS",
