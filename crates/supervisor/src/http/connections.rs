@@ -1,17 +1,31 @@
 //! Hygiene of the supervisor's client connections, so that no client can
-//! starve the others or the ALB's health check: a first byte within
-//! `client_header_timeout` (a connection that sends nothing is closed), idle
-//! keep-alive bounded by `keepalive_timeout` (hyper's header-read timeout),
-//! and a cap on open connections below the open-files limit. At the cap the
-//! oldest connection that has not sent a byte yet makes room; when none can,
-//! a small reserve of connections is served for `/runtime/health` only.
+//! starve the others or the ALB's health check.
+//!
+//! - A request head is due within `client_header_timeout` (nginx's name):
+//!   the first one from the accept, a later one from its first byte; an idle
+//!   keep-alive connection waits for that first byte `keepalive_timeout`.
+//! - Once the open connections pass a high-water mark (three quarters of the
+//!   cap), heads are due within `PRESSED_HEAD_TIMEOUT` instead, those already
+//!   being read included (Apache mod_reqtimeout's minimum rate, made simple:
+//!   the ALB and agents on loopback send a head in one piece).
+//! - At the cap, the connection that has waited longest for its next request
+//!   is closed to make room, whether it sent nothing, part of a head, or is an
+//!   idle keep-alive one: never one with a request in flight. A fresh
+//!   connection (the ALB opens one per health check) is the youngest, so it is
+//!   served before anyone else is evicted.
+//! - When every connection has a request in flight, a reserve of connections
+//!   serves `/runtime/health` only, its oldest waiting one evicted likewise.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// Connections served for the health check only, past the cap.
 const HEALTH_ONLY: usize = 64;
@@ -19,6 +33,19 @@ const HEALTH_ONLY: usize = 64;
 /// File descriptors kept for everything that is not a client connection:
 /// worker pipes, connections to workers, files, the listener.
 const RESERVED_FDS: u64 = 1024;
+
+/// The head deadline past the high-water mark (and always for the health
+/// reserve): long enough for a head delayed by a few lost packets, short
+/// enough that holding connections open costs an attacker a reconnection
+/// every two seconds each.
+pub const PRESSED_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Victims chosen per scan of the open connections (nginx drains 32 at a
+/// time too): the scan is paid once for that many evictions.
+const VICTIMS_PER_SCAN: usize = 32;
+
+/// In `Entry::busy`: closed or evicted (no request may start).
+const EVICTED: u32 = 1 << 31;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -29,64 +56,62 @@ pub struct Limits {
 
 /// How a new connection is served.
 pub enum Admitted {
-    /// Normally; the slot is given back when the connection ends.
-    Full(Slot, Waiting),
-    /// Past the cap: `/runtime/health` only, then closed.
-    HealthOnly(Slot),
+    /// Normally.
+    Full(Conn),
+    /// Past the cap with every connection busy: `/runtime/health` only.
+    HealthOnly(Conn),
     Refused,
 }
 
-/// A connection counted until dropped.
-pub struct Slot {
-    conns: Arc<Connections>,
+/// What the table knows of one open connection.
+struct Entry {
+    /// Requests in flight (HTTP/2 can have several), or `EVICTED`.
+    busy: AtomicU32,
+    /// When it began waiting for its next request (the accept, or the end
+    /// of its last response): ms since `Connections::epoch`.
+    since: AtomicU64,
+    /// When the first byte of the head being read came (ms + 1; 0: none yet).
+    head_at: AtomicU64,
+    /// Whether a request was served (the first head is due from the accept).
+    served: AtomicBool,
+    /// Whether a task waits on `wake` while requests are in flight (hyper's path).
+    watched: AtomicBool,
+    /// Evicted, the pressure rose, or (watched) the last request ended.
+    wake: Notify,
     health_only: bool,
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let counter = if self.health_only {
-            &self.conns.health_only
-        } else {
-            &self.conns.open
-        };
-        counter.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A connection that has not sent its first byte: evicted through `evicted`
-/// when room is needed. Dropping it (first byte, or gone) leaves the queue.
-pub struct Waiting {
-    conns: Arc<Connections>,
-    id: u64,
-    pub evicted: oneshot::Receiver<()>,
-}
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        let mut q = self.conns.waiting.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = q.iter().position(|(id, _)| *id == self.id) {
-            q.remove(i);
-        }
-    }
+#[derive(Default)]
+struct Table {
+    all: HashMap<u64, Arc<Entry>>,
+    /// The oldest waiting connections as of the last scan, newest first
+    /// (popped oldest first), each with its `since` then.
+    victims: Vec<(u64, Arc<Entry>)>,
 }
 
 pub struct Connections {
     pub limits: Limits,
+    epoch: Instant,
     open: AtomicUsize,
     health_only: AtomicUsize,
+    /// Past the high-water mark (heads due within `PRESSED_HEAD_TIMEOUT`).
+    pressed: AtomicBool,
     next: AtomicU64,
-    /// Oldest first.
-    waiting: Mutex<VecDeque<(u64, oneshot::Sender<()>)>>,
+    table: Mutex<Table>,
+    health_table: Mutex<Table>,
 }
 
 impl Connections {
     pub fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Connections {
             limits,
+            epoch: Instant::now(),
             open: AtomicUsize::new(0),
             health_only: AtomicUsize::new(0),
+            pressed: AtomicBool::new(false),
             next: AtomicU64::new(0),
-            waiting: Mutex::new(VecDeque::new()),
+            table: Mutex::default(),
+            health_table: Mutex::default(),
         })
     }
 
@@ -94,53 +119,309 @@ impl Connections {
         self.open.load(Ordering::Acquire)
     }
 
-    /// Counts a new connection in, making room when at the cap.
-    pub fn admit(self: &Arc<Self>) -> Admitted {
-        let open = self.open.fetch_add(1, Ordering::AcqRel);
-        if open >= self.limits.max_connections && !self.evict_oldest() {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return match self
-                .health_only
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < HEALTH_ONLY).then_some(n + 1)
-                }) {
-                Ok(_) => Admitted::HealthOnly(Slot {
-                    conns: Arc::clone(self),
-                    health_only: true,
-                }),
-                Err(_) => Admitted::Refused,
-            };
-        }
-        let (tx, rx) = oneshot::channel();
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back((id, tx));
-        Admitted::Full(
-            Slot {
-                conns: Arc::clone(self),
-                health_only: false,
-            },
-            Waiting {
-                conns: Arc::clone(self),
-                id,
-                evicted: rx,
-            },
-        )
+    /// Whether heads are due within the short deadline now.
+    pub fn pressed(&self) -> bool {
+        self.pressed.load(Ordering::Relaxed)
     }
 
-    /// Closes the oldest connection still waiting for its first byte.
-    fn evict_oldest(&self) -> bool {
-        let victim = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
-        match victim {
-            Some((_, tx)) => tx.send(()).is_ok(),
-            None => false,
+    fn high_water(&self) -> usize {
+        (self.limits.max_connections * 3 / 4).max(1)
+    }
+
+    fn low_water(&self) -> usize {
+        self.limits.max_connections / 2
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    fn table(&self, health_only: bool) -> std::sync::MutexGuard<'_, Table> {
+        let t = if health_only {
+            &self.health_table
+        } else {
+            &self.table
+        };
+        t.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a new connection in, making room when at the cap.
+    pub fn admit(self: &Arc<Self>) -> Admitted {
+        let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
+        if open > self.limits.max_connections && !self.evict(false) {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            let n = self.health_only.fetch_add(1, Ordering::AcqRel) + 1;
+            if n > HEALTH_ONLY && !self.evict(true) {
+                self.health_only.fetch_sub(1, Ordering::AcqRel);
+                return Admitted::Refused;
+            }
+            return Admitted::HealthOnly(self.register(true));
         }
+        if open >= self.high_water() && !self.pressed.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                open,
+                max_connections = self.limits.max_connections,
+                "many open connections: request heads are due within {} s",
+                PRESSED_HEAD_TIMEOUT.as_secs_f64()
+            );
+            // Waits already under way shorten too.
+            for e in self.table(false).all.values() {
+                if e.busy.load(Ordering::Acquire) == 0 {
+                    e.wake.notify_one();
+                }
+            }
+        }
+        Admitted::Full(self.register(false))
+    }
+
+    fn register(self: &Arc<Self>, health_only: bool) -> Conn {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let entry = Arc::new(Entry {
+            busy: AtomicU32::new(0),
+            since: AtomicU64::new(self.now_ms()),
+            head_at: AtomicU64::new(0),
+            served: AtomicBool::new(false),
+            watched: AtomicBool::new(false),
+            wake: Notify::new(),
+            health_only,
+        });
+        self.table(health_only).all.insert(id, Arc::clone(&entry));
+        Conn {
+            conns: Arc::clone(self),
+            entry,
+            id,
+        }
+    }
+
+    /// Closes the connection of the class that has waited longest for its
+    /// next request; false when every one has a request in flight.
+    fn evict(&self, health_only: bool) -> bool {
+        let mut t = self.table(health_only);
+        let mut scanned = false;
+        loop {
+            while let Some((since, e)) = t.victims.pop() {
+                // Still waiting since then (not a newer wait), and not closed.
+                if e.since.load(Ordering::Acquire) == since
+                    && e.busy
+                        .compare_exchange(0, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                {
+                    e.wake.notify_one();
+                    return true;
+                }
+            }
+            if scanned {
+                return false;
+            }
+            scanned = true;
+            let mut oldest: Vec<(u64, u64)> = t
+                .all
+                .iter()
+                .filter(|(_, e)| e.busy.load(Ordering::Acquire) == 0)
+                .map(|(id, e)| (e.since.load(Ordering::Acquire), *id))
+                .collect();
+            if oldest.len() > VICTIMS_PER_SCAN {
+                oldest.select_nth_unstable(VICTIMS_PER_SCAN);
+                oldest.truncate(VICTIMS_PER_SCAN);
+            }
+            oldest.sort_unstable_by(|a, b| b.cmp(a));
+            let victims = oldest
+                .into_iter()
+                .filter_map(|(since, id)| t.all.get(&id).map(|e| (since, Arc::clone(e))))
+                .collect();
+            t.victims = victims;
+        }
+    }
+}
+
+/// One open connection, counted until dropped.
+pub struct Conn {
+    conns: Arc<Connections>,
+    entry: Arc<Entry>,
+    id: u64,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.entry.busy.store(EVICTED, Ordering::Release);
+        let health_only = self.entry.health_only;
+        self.conns.table(health_only).all.remove(&self.id);
+        if health_only {
+            self.conns.health_only.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            let open = self.conns.open.fetch_sub(1, Ordering::AcqRel) - 1;
+            if open < self.conns.low_water() && self.conns.pressed() {
+                self.conns.pressed.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// Served for `/runtime/health` only.
+    pub fn health_only(&self) -> bool {
+        self.entry.health_only
+    }
+
+    /// The first byte of a head came (no-op when already known, or busy).
+    pub fn head_started(&self) {
+        let e = &self.entry;
+        if e.head_at.load(Ordering::Relaxed) == 0 && e.busy.load(Ordering::Relaxed) == 0 {
+            e.head_at.store(self.conns.now_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// A request head is complete: the request is in flight from now on
+    /// and the connection is never evicted meanwhile. False: it was
+    /// evicted already (close it).
+    pub fn begin_request(&self) -> bool {
+        self.entry
+            .busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b & EVICTED == 0).then_some(b + 1)
+            })
+            .is_ok()
+    }
+
+    /// A response is done: the connection waits for its next request.
+    pub fn end_request(&self) {
+        let e = &self.entry;
+        e.since.store(self.conns.now_ms(), Ordering::Release);
+        e.head_at.store(0, Ordering::Relaxed);
+        e.served.store(true, Ordering::Relaxed);
+        let before = e
+            .busy
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                ((b & !EVICTED) > 0).then(|| b - 1)
+            });
+        if before == Ok(1) && e.watched.load(Ordering::Relaxed) {
+            e.wake.notify_one();
+        }
+    }
+
+    /// A guard that ends the request when dropped (hyper's path: the
+    /// response body, dropped once written, or the request abandoned).
+    pub fn request(self: &Arc<Self>) -> Option<InFlight> {
+        self.begin_request().then(|| InFlight(Arc::clone(self)))
+    }
+
+    /// When the wait for the current request must end.
+    fn deadline(&self) -> Instant {
+        let (e, l) = (&self.entry, &self.conns.limits);
+        let head = if e.health_only || self.conns.pressed() {
+            l.client_header_timeout.min(PRESSED_HEAD_TIMEOUT)
+        } else {
+            l.client_header_timeout
+        };
+        let since = self.conns.at(e.since.load(Ordering::Acquire));
+        if !e.served.load(Ordering::Relaxed) {
+            return since + head;
+        }
+        match e.head_at.load(Ordering::Relaxed) {
+            0 if e.health_only => since + head,
+            0 => since + l.keepalive_timeout,
+            at => self.conns.at(at - 1) + head,
+        }
+    }
+
+    /// Resolves when the connection must close: evicted, or its wait for a
+    /// request past its deadline. Pending while a request is in flight
+    /// (hyper's path: call `watch` first so the end of one wakes it).
+    pub async fn expired(&self) {
+        loop {
+            let woken = self.entry.wake.notified();
+            let busy = self.entry.busy.load(Ordering::Acquire);
+            if busy & EVICTED != 0 {
+                return;
+            }
+            if busy > 0 {
+                woken.await;
+                continue;
+            }
+            let deadline = self.deadline();
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// `expired` will be awaited while requests are in flight.
+    pub fn watch(&self) {
+        self.entry.watched.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A request in flight on hyper's path; ended when dropped.
+pub struct InFlight(Arc<Conn>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end_request();
+    }
+}
+
+/// A connection's reads, telling its `Conn` when a head begins (hyper's path).
+pub struct Reading<T> {
+    inner: T,
+    conn: Arc<Conn>,
+}
+
+impl<T> Reading<T> {
+    pub fn new(inner: T, conn: Arc<Conn>) -> Self {
+        Reading { inner, conn }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Reading<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.conn.head_started();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Reading<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -177,28 +458,128 @@ mod tests {
         })
     }
 
+    fn full(a: Admitted) -> Conn {
+        match a {
+            Admitted::Full(c) => c,
+            _ => panic!("not admitted in full"),
+        }
+    }
+
+    fn evicted(c: &Conn) -> bool {
+        c.entry.busy.load(Ordering::Acquire) & EVICTED != 0
+    }
+
+    /// Its deadline, from the start of its wait.
+    fn due(c: &Conn) -> Duration {
+        c.deadline() - c.conns.at(c.entry.since.load(Ordering::Acquire))
+    }
+
+    fn tick() {
+        std::thread::sleep(Duration::from_millis(3));
+    }
+
     #[test]
-    fn at_the_cap_the_oldest_silent_connection_makes_room() {
-        let c = conns(2);
-        let (Admitted::Full(_s1, mut w1), Admitted::Full(_s2, w2)) = (c.admit(), c.admit()) else {
-            panic!("room for two");
+    fn at_the_cap_the_longest_waiting_connection_makes_room_never_a_busy_one() {
+        let c = conns(3);
+        let busy = full(c.admit());
+        tick();
+        let partial = full(c.admit());
+        partial.head_started();
+        tick();
+        let fresh = full(c.admit());
+        // The oldest has a request in flight: the partial head goes.
+        assert!(busy.begin_request());
+        let newest = full(c.admit());
+        assert!(evicted(&partial) && !evicted(&busy) && !evicted(&fresh));
+        assert!(
+            !partial.begin_request(),
+            "an evicted connection starts nothing"
+        );
+        drop(partial);
+        // An idle keep-alive connection waits from its last response's end.
+        tick();
+        busy.end_request();
+        let _another = full(c.admit());
+        assert!(evicted(&fresh) && !evicted(&busy) && !evicted(&newest));
+    }
+
+    #[test]
+    fn with_every_connection_busy_the_health_reserve_serves_evicting_its_oldest() {
+        let c = conns(1);
+        let busy = full(c.admit());
+        assert!(busy.begin_request());
+        let mut reserve = Vec::new();
+        for i in 0..HEALTH_ONLY {
+            match c.admit() {
+                Admitted::HealthOnly(h) => reserve.push(h),
+                _ => panic!("the health reserve"),
+            }
+            if i == 0 {
+                tick();
+            }
+        }
+        // Full: its oldest waiting one makes room.
+        let Admitted::HealthOnly(extra) = c.admit() else {
+            panic!("room made in the reserve")
         };
-        // The second one sent its first byte: it may not be evicted.
-        drop(w2);
-        let Admitted::Full(_s3, w3) = c.admit() else {
-            panic!("room made");
-        };
-        drop(w3);
-        assert_eq!(w1.evicted.try_recv(), Ok(()));
-        // Nobody left to evict: health only, then refused.
-        for _ in 0..HEALTH_ONLY {
-            let keep = match c.admit() {
-                Admitted::Full(..) => panic!("over the cap"),
-                a => a,
-            };
-            std::mem::forget(keep);
+        assert!(evicted(&reserve[0]) && !evicted(&reserve[1]));
+        drop(reserve.remove(0));
+        // Every one answering: refused.
+        for h in reserve.iter().chain([&extra]) {
+            assert!(h.begin_request());
         }
         assert!(matches!(c.admit(), Admitted::Refused));
+    }
+
+    #[test]
+    fn heads_are_due_within_the_header_timeout_and_sooner_under_pressure() {
+        let c = conns(8);
+        // The first head, from the accept, whether it began or not.
+        let first = full(c.admit());
+        assert_eq!(due(&first), Duration::from_secs(10));
+        first.head_started();
+        assert_eq!(due(&first), Duration::from_secs(10));
+        // Keep-alive: idle for keepalive_timeout, then a head within the header timeout.
+        assert!(first.begin_request());
+        first.end_request();
+        assert_eq!(due(&first), Duration::from_secs(75));
+        tick();
+        first.head_started();
+        let head_at = first
+            .conns
+            .at(first.entry.head_at.load(Ordering::Relaxed) - 1);
+        assert_eq!(first.deadline() - head_at, Duration::from_secs(10));
+        // The health reserve: short, always.
+        let c = conns(1);
+        let busy = full(c.admit());
+        assert!(busy.begin_request());
+        let Admitted::HealthOnly(h) = c.admit() else {
+            panic!("every connection busy: the reserve")
+        };
+        assert_eq!(due(&h), PRESSED_HEAD_TIMEOUT);
+    }
+
+    #[tokio::test]
+    async fn a_wait_under_way_shortens_when_the_pressure_rises() {
+        let c = conns(8);
+        let slow = Arc::new(full(c.admit()));
+        assert_eq!(due(&slow), Duration::from_secs(10));
+        let waiting = tokio::spawn({
+            let slow = Arc::clone(&slow);
+            async move { slow.expired().await }
+        });
+        tokio::task::yield_now().await;
+        let more: Vec<_> = (0..5).map(|_| full(c.admit())).collect();
+        assert!(c.pressed());
+        assert_eq!(due(&slow), PRESSED_HEAD_TIMEOUT);
+        // Woken to shorten its wait: it ends within the short deadline.
+        tokio::time::timeout(Duration::from_secs(8), waiting)
+            .await
+            .expect("the short deadline")
+            .unwrap();
+        drop(more);
+        drop(slow);
+        assert!(!c.pressed(), "below the low-water mark");
     }
 
     #[test]

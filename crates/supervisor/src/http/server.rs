@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tower::ServiceExt as _;
 
-use super::connections::{Admitted, Connections};
+use super::connections::{Admitted, Connections, InFlight, Reading};
 use super::leftover::{self, Guarded};
 use super::proxy::framing::HeadRules;
 use super::proxy::{ClientSocket, Proxy, ProxyOptions, Served};
@@ -55,16 +55,7 @@ impl App {
         let (body, left) = leftover::guard(body);
         let req = Request::from_parts(parts, body);
         let mut resp = if health_only && req.uri().path() != "/runtime/health" {
-            let mut r = super::error::ApiError::unavailable(
-                "the supervisor has too many open connections",
-                1,
-            )
-            .into_response_body();
-            r.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-            r
+            too_many_connections()
         } else {
             self.handle(req, peer, client).await
         };
@@ -100,6 +91,45 @@ impl App {
             Ok(Err(e)) => match e {},
             Err(_) => super::error::ApiError::shutting_down().into_response_body(),
         }
+    }
+}
+
+/// 503 for a connection of the health reserve (or one evicted meanwhile).
+fn too_many_connections() -> Response<Body> {
+    let mut r =
+        super::error::ApiError::unavailable("the supervisor has too many open connections", 1)
+            .into_response_body();
+    r.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+/// A response body that ends its request (the connection may be evicted
+/// again) when written whole or dropped.
+struct Ending {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Ending {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -152,6 +182,8 @@ async fn accept_loop(
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // A client that shuts its sending side after its request still gets the answer.
+        .half_close(true)
         // Also bounds an idle keep-alive connection's wait for its next request.
         .header_read_timeout(conns.limits.keepalive_timeout)
         .writev(true);
@@ -173,43 +205,30 @@ async fn accept_loop(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let (slot, waiting) = match conns.admit() {
-                    Admitted::Full(slot, waiting) => (slot, Some(waiting)),
-                    Admitted::HealthOnly(slot) => (slot, None),
+                let conn = match conns.admit() {
+                    Admitted::Full(c) | Admitted::HealthOnly(c) => Arc::new(c),
                     Admitted::Refused => continue,
                 };
-                let health_only = waiting.is_none();
+                let health_only = conn.health_only();
                 let app = Arc::clone(&app);
                 let (mut stop, alive) = (stopping.clone(), alive.clone());
-                let keepalive = conns.limits.keepalive_timeout;
                 let (builder, watcher) = (builder.clone(), graceful.watcher());
-                let first_byte = conns.limits.client_header_timeout;
                 tokio::spawn(async move {
-                    let _slot = slot;
                     // Nothing is spent on a connection until it sends a byte.
-                    let wait = if health_only { Duration::from_secs(2) } else { first_byte };
-                    let evicted = async {
-                        match waiting {
-                            Some(mut w) => {
-                                let _ = (&mut w.evicted).await;
-                            }
-                            None => std::future::pending().await,
-                        }
-                    };
-                    // `peek` waits for a byte (readiness alone can be a false positive).
+                    // `peek` waits for one (readiness alone can be a false positive).
                     let mut probe = [0u8; 1];
                     tokio::select! {
                         r = stream.peek(&mut probe) => if !matches!(r, Ok(n) if n > 0) { return },
-                        _ = evicted => return,
-                        _ = tokio::time::sleep(wait) => return,
+                        () = conn.expired() => return,
                     }
+                    conn.head_started();
                     // Requests for agents go the direct way; the connection
                     // turns to hyper at the first request that needs it.
                     let (stream, read) = if health_only {
                         (stream, Vec::new())
                     } else {
                         let _alive = alive;
-                        match app.proxy.serve_direct(stream, peer, keepalive, &mut stop).await {
+                        match app.proxy.serve_direct(stream, peer, &conn, &mut stop).await {
                             Served::Done => return,
                             Served::General(stream, read) => (stream, read),
                         }
@@ -219,15 +238,29 @@ async fn accept_loop(
                     // connections that came here with a request for an agent only.
                     let client = for_an_agent(&read).then(|| ClientSocket::of(&stream)).flatten();
                     let for_svc = Arc::clone(&app);
+                    let in_svc = Arc::clone(&conn);
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (app, client) = (Arc::clone(&for_svc), client.clone());
+                        // The request is in flight (never evicted) until its
+                        // response body is written or dropped.
+                        let in_flight = in_svc.request();
                         async move {
-                            Ok::<_, Infallible>(app.serve(req, peer, health_only, client.as_ref()).await)
+                            let Some(in_flight) = in_flight else {
+                                return Ok::<_, Infallible>(too_many_connections());
+                            };
+                            let resp = app.serve(req, peer, health_only, client.as_ref()).await;
+                            Ok(resp.map(|b| Body::new(Ending { inner: b, _in_flight: in_flight })))
                         }
                     });
-                    let io = TokioIo::new(Rewind::new(stream, read));
-                    let conn = builder.serve_connection_with_upgrades(io, svc);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    conn.watch();
+                    let io = TokioIo::new(Reading::new(Rewind::new(stream, read), Arc::clone(&conn)));
+                    let served = builder.serve_connection_with_upgrades(io, svc);
+                    // Closed when its wait for a request passes its deadline or
+                    // it is evicted (hyper's own header timeout is the keep-alive one).
+                    tokio::select! {
+                        _ = watcher.watch(served.into_owned()) => {}
+                        () = conn.expired() => {}
+                    }
                 });
             }
             _ = stop.wait_for(|s| *s) => break,
@@ -264,6 +297,12 @@ pub fn start(
     control: crate::control::Control,
     conns: Arc<Connections>,
 ) -> anyhow::Result<Listening> {
+    // The kernel's longest accept queue (net.core.somaxconn), not std's 128:
+    // a burst of connections beyond the queue has its SYNs dropped, and a
+    // health check's connection would wait a second for its retransmission.
+    if let Err(e) = nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::MAXCONN) {
+        tracing::warn!("could not lengthen the accept queue: {e}");
+    }
     let main = tokio::runtime::Handle::current();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (drain_tx, drain_rx) = watch::channel(Duration::ZERO);

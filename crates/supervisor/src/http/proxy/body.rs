@@ -1,7 +1,9 @@
 //! Bodies on the way through: the worker's response passed on frame by frame
 //! (ended after a silence too long), holding the request's place in flight;
 //! and the client's request body, kept whole until the worker first reads it
-//! so a request that never reached a worker can go to another one.
+//! so a request that never reached a worker can go to another one, its
+//! progress told apart from the worker's (`Unsent::silence`): the upstream
+//! timeout counts the worker's time only, not a slow upload's.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -155,17 +157,83 @@ impl http_body::Body for Tracked {
     }
 }
 
+/// Longest wait for the client's next bytes of a request body being sent
+/// to a worker (nginx's `client_body_timeout` default).
+const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The client's request body, shared between tries: taken by the first body
 /// the client actually reads. Until then another try can send it.
 #[derive(Clone)]
 pub(super) struct Unsent(
     Arc<Mutex<Option<Guarded>>>,
     Arc<std::sync::atomic::AtomicBool>,
+    Arc<Progress>,
 );
+
+/// Who a request being sent waits for: the client (its body's next bytes)
+/// or the worker (to take them, or to answer), and since when.
+struct Progress {
+    state: Mutex<(bool, Instant)>,
+    /// The client's bytes came after a wait for them.
+    came: tokio::sync::Notify,
+}
+
+/// Whose silence ended a try.
+pub(super) enum Silence {
+    /// The worker took nothing and answered nothing for the upstream timeout.
+    Worker,
+    /// The client sent no body bytes for `CLIENT_BODY_TIMEOUT`.
+    Client,
+}
 
 impl Unsent {
     pub(super) fn new(body: Guarded) -> Self {
-        Unsent(Arc::new(Mutex::new(Some(body))), Arc::default())
+        let progress = Progress {
+            state: Mutex::new((false, Instant::now())),
+            came: tokio::sync::Notify::new(),
+        };
+        Unsent(
+            Arc::new(Mutex::new(Some(body))),
+            Arc::default(),
+            Arc::new(progress),
+        )
+    }
+
+    fn progress(&self, waiting_on_client: bool) {
+        let mut st = self.2.state.lock().unwrap_or_else(|e| e.into_inner());
+        let was_waiting = st.0;
+        *st = (waiting_on_client, Instant::now());
+        drop(st);
+        if was_waiting && !waiting_on_client {
+            self.2.came.notify_one();
+        }
+    }
+
+    /// Resolves when the worker has been silent for `timeout`: neither
+    /// taking the body's next bytes nor answering, from the start of the try
+    /// or the last bytes the client sent. The time the body waits for the
+    /// client is not counted (that is bounded by `CLIENT_BODY_TIMEOUT`).
+    pub(super) async fn silence(&self, timeout: Duration) -> Silence {
+        self.progress(false);
+        loop {
+            let came = self.2.came.notified();
+            let (waiting, last) = *self.2.state.lock().unwrap_or_else(|e| e.into_inner());
+            if waiting {
+                let until = last + CLIENT_BODY_TIMEOUT;
+                if tokio::time::timeout_at(until.into(), came).await.is_err() {
+                    return Silence::Client;
+                }
+                continue;
+            }
+            let deadline = last + timeout;
+            if Instant::now() >= deadline {
+                return Silence::Worker;
+            }
+            tokio::select! {
+                () = came => {}
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
+        }
     }
 
     /// Whether reading the client's body failed (a malformed chunk, a
@@ -227,8 +295,10 @@ impl http_body::Body for Replayable {
         match this.inner.as_mut() {
             Some(b) => {
                 let r = Pin::new(b).poll_frame(cx);
-                if matches!(r, Poll::Ready(Some(Err(_)))) {
-                    this.shared.1.store(true, Ordering::Release);
+                match &r {
+                    Poll::Ready(Some(Err(_))) => this.shared.1.store(true, Ordering::Release),
+                    Poll::Ready(_) => this.shared.progress(false),
+                    Poll::Pending => this.shared.progress(true),
                 }
                 r
             }

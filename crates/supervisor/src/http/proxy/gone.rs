@@ -1,6 +1,16 @@
 //! Noticing a client that gave up while its request waits in an agent's
-//! queue (or for the agent's wake), so that it leaves the queue then, and
-//! no worker runs the request later for nobody.
+//! queue (or for the agent's wake, or for the worker's answer), so that it
+//! leaves the queue then, and no worker runs the request later for nobody.
+//!
+//! The end of a client's input is not its leaving: a client may shut its
+//! sending side once its request is sent (a half-close) and still read the
+//! answer, as HAProxy serves it by default. On the wire a half-close and a
+//! close are the same FIN; only writing tells them apart, since a closed
+//! socket answers bytes with a reset. So when the input ends before the
+//! reply has begun, the client is sent an interim `100 Continue` (which an
+//! HTTP/1.1 client must accept unasked, RFC 9110 §15.2) and is gone only if
+//! a reset comes back. Once the reply has begun, the end of the input is
+//! taken as the client leaving (a stream's reader that gave up).
 
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::sync::Arc;
@@ -10,27 +20,64 @@ use tokio::net::TcpStream;
 
 use super::fast::wire;
 
-/// Resolves when the client of a request on the direct path closes its
-/// connection; bytes it sends meanwhile (its next request) are kept in `buf`.
-pub(super) async fn client_left(client: &TcpStream, buf: &mut Vec<u8>) {
-    while buf.len() < wire::MAX_REQUEST_HEAD {
-        if client.readable().await.is_err() || client_gone(client, buf) {
-            return;
-        }
-    }
-    // A full head's worth read ahead: wait for the reply to make room.
-    std::future::pending().await
+/// The interim response that tells a half-closed client from a closed one.
+const PROBE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// What is known of a client's side during one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) enum Input {
+    #[default]
+    Open,
+    /// Its input ended and it was probed: it waits for its answer unless a
+    /// reset comes back.
+    HalfClosed,
 }
 
-/// Whether a client watched during a request has closed; bytes it sent
-/// early (its next request) are kept in `buf`.
-fn client_gone(client: &TcpStream, buf: &mut Vec<u8>) -> bool {
-    buf.reserve(1024);
-    match client.try_read_buf(buf) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+/// Resolves when the client of a request on the direct path is gone; bytes
+/// it sends meanwhile (its next request) are kept in `buf`. `replying`: the
+/// reply's head has been written.
+pub(super) async fn client_left(
+    client: &TcpStream,
+    buf: &mut Vec<u8>,
+    input: &mut Input,
+    replying: bool,
+) {
+    loop {
+        if *input == Input::HalfClosed {
+            return reset(client).await;
+        }
+        if buf.len() >= wire::MAX_REQUEST_HEAD {
+            // A full head's worth read ahead: wait for the reply to make room.
+            return std::future::pending().await;
+        }
+        if client.readable().await.is_err() {
+            return;
+        }
+        buf.reserve(1024);
+        match client.try_read_buf(buf) {
+            Ok(0) if replying => return,
+            Ok(0) => {
+                if !probe(client) {
+                    return;
+                }
+                *input = Input::HalfClosed;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
     }
+}
+
+/// Sends the probe in one write; false when it could not be (the socket
+/// failed, or its buffer is full of replies the client never read).
+fn probe(client: &TcpStream) -> bool {
+    matches!(client.try_write(PROBE), Ok(n) if n == PROBE.len())
+}
+
+/// Resolves when the socket reports an error (a reset), never otherwise.
+async fn reset(client: &TcpStream) {
+    let _ = client.ready(Interest::ERROR).await;
 }
 
 /// The socket of an HTTP/1 connection served by hyper, watched without
@@ -50,9 +97,12 @@ impl ClientSocket {
             .map(|fd| ClientSocket(Arc::new(fd)))
     }
 
-    /// Resolves when the client has closed its side of the connection (or
-    /// reset it); unread request bytes, which wake it too, are left alone.
-    pub(super) async fn closed(&self) {
+    /// Resolves when the client has gone: it reset the connection, or (an
+    /// HTTP/1.0 client, which may not be sent an interim response) closed
+    /// its side. An HTTP/1.1 client whose input ends is probed, and gone
+    /// only when that is answered with a reset. Unread request bytes, which
+    /// wake it too, are left alone.
+    pub(super) async fn closed(&self, http11: bool) {
         let watch = self
             .0
             .try_clone()
@@ -62,8 +112,14 @@ impl ClientSocket {
             return std::future::pending().await;
         };
         loop {
-            match watch.ready(Interest::READABLE).await {
-                Ok(r) if r.is_read_closed() => return,
+            match watch.ready(Interest::READABLE | Interest::ERROR).await {
+                Ok(r) if r.is_error() => return,
+                Ok(r) if r.is_read_closed() => {
+                    if !http11 || !probe(&watch) {
+                        return;
+                    }
+                    return reset(&watch).await;
+                }
                 Ok(_) => {
                     // Data (the body hyper has not read yet): clear the
                     // readiness, without reading, and wait for the next event.

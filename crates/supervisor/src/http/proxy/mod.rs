@@ -32,7 +32,7 @@ use super::leftover::Guarded;
 use super::route_table::RouteTable;
 use crate::control::Control;
 use crate::model::WorkerId;
-use body::{InFlight, Replayable, Tracked, Unsent};
+use body::{InFlight, Replayable, Silence, Tracked, Unsent};
 use conns::Lease;
 use futures_util::FutureExt as _;
 use futures_util::TryFutureExt as _;
@@ -176,6 +176,8 @@ impl Proxy {
     ) -> Response<Body> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
+        // Whether the client may be sent an interim response (see `gone`).
+        let http11 = parts.version == http::Version::HTTP_11;
         let request_id = match parts.headers.get(&X_REQUEST_ID) {
             Some(v) => v.clone(),
             None => {
@@ -200,7 +202,7 @@ impl Proxy {
         let mut response = loop {
             let gone = async {
                 match client {
-                    Some(c) => c.closed().await,
+                    Some(c) => c.closed(http11).await,
                     None => std::future::pending().await,
                 }
             };
@@ -232,7 +234,20 @@ impl Proxy {
             } else {
                 self.try_h1(&upstream, &pq, req).right_future()
             };
-            match tokio::time::timeout(self.opts.header_timeout, sent).await {
+            let gone = async {
+                match client {
+                    Some(c) => c.closed(http11).await,
+                    None => std::future::pending().await,
+                }
+            };
+            // The worker's time only: not the queue's, not a slow upload's.
+            let sent = tokio::select! {
+                r = sent => Ok(r),
+                s = body.silence(self.opts.header_timeout) => Err(Some(s)),
+                // The worker's socket closes: the agent sees the request cancelled.
+                () = gone => Err(None),
+            };
+            match sent {
                 Ok(Ok((resp, lease))) => {
                     let (mut rp, rb) = resp.into_parts();
                     strip_hop_by_hop(&mut rp.headers, grpc);
@@ -263,7 +278,18 @@ impl Proxy {
                     drop(guard);
                     break self.upstream_failed(&f, &upstream, started, grpc).await;
                 }
-                Err(_) => break self.header_timed_out(&upstream, started, grpc),
+                Err(Some(Silence::Worker)) => {
+                    break self.header_timed_out(&upstream, started, grpc)
+                }
+                Err(Some(Silence::Client)) => {
+                    drop(guard);
+                    break client_body_timed_out(&parts.headers);
+                }
+                Err(None) => {
+                    drop(guard);
+                    break ApiError::unavailable("the client went away during its request", 1)
+                        .into_response_body();
+                }
             }
         };
         if !response.headers().contains_key(&X_REQUEST_ID) {
@@ -504,6 +530,22 @@ impl From<hyper_util::client::legacy::Error> for TryFailed {
             error: Box::new(e),
         }
     }
+}
+
+/// 408: the client stopped sending its request body midway (the worker
+/// had part of it; its connection is closed).
+fn client_body_timed_out(headers: &http::HeaderMap) -> Response<Body> {
+    let e = ApiError {
+        status: StatusCode::REQUEST_TIMEOUT,
+        code: "request_timeout",
+        message: "the request body stopped arriving".into(),
+        details: None,
+        retry_after_secs: None,
+    };
+    let mut r = with_request_id(e.into_response_body(), headers);
+    r.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// A gRPC status for an admission error: NOT_FOUND for an unknown agent,

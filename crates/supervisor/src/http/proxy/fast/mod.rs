@@ -29,11 +29,16 @@ use tokio::sync::watch;
 pub(super) use upstream::Sockets;
 
 use super::body::InFlight;
-use super::gone::client_left;
+use super::gone::{client_left, Input};
 use super::headers::X_REQUEST_ID;
 use super::{Proxy, TryFailed, TRIES};
+use crate::http::connections::Conn;
 use crate::http::route_table::Upstream;
 use wire::{Chunks, Framing, Method, Parsed, ParsedResponse, Reply};
+
+/// Longest wait for the body of a request held whole (at most 64 KiB) once
+/// its head is in.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How a connection left the direct path.
 pub enum Served {
@@ -54,6 +59,8 @@ struct Buffers {
     /// To the client: the rewritten head and the first body bytes.
     reply: Vec<u8>,
     agent: String,
+    /// Whether the client's input ended during this request.
+    input: Input,
 }
 
 /// The end of one exchange: whether the client's connection can go on.
@@ -69,16 +76,19 @@ impl Proxy {
         &self,
         mut client: TcpStream,
         peer: SocketAddr,
-        keepalive: Duration,
+        conn: &Conn,
         stop: &mut watch::Receiver<bool>,
     ) -> Served {
         let peer_ip = peer.ip().to_canonical().to_string();
+        // Allocated as they are needed: a connection holding a partial
+        // head costs its few bytes, not a request's buffers.
         let mut b = Buffers {
-            client: Vec::with_capacity(4096),
-            request: Vec::with_capacity(1024),
-            response: Vec::with_capacity(8192),
-            reply: Vec::with_capacity(1024),
+            client: Vec::new(),
+            request: Vec::new(),
+            response: Vec::new(),
+            reply: Vec::new(),
             agent: String::new(),
+            input: Input::Open,
         };
         loop {
             // One request head (and its body), within the keep-alive time.
@@ -86,9 +96,9 @@ impl Proxy {
                 peer_ip: peer_ip.as_bytes(),
                 admin: self.opts.admin.as_ref(),
             };
-            let deadline = tokio::time::Instant::now() + keepalive;
             let req = loop {
                 if !b.client.is_empty() {
+                    conn.head_started();
                     match wire::parse_request(&b.client, &cx, &mut b.request) {
                         Parsed::Partial => {}
                         Parsed::General => return Served::General(client, b.client),
@@ -97,13 +107,14 @@ impl Proxy {
                     }
                 }
                 let idle = b.client.is_empty();
-                if b.client.capacity() - b.client.len() < 1024 {
-                    b.client.reserve(4096);
+                if b.client.capacity() - b.client.len() < 512 {
+                    b.client.reserve(if idle { 1024 } else { 4096 });
                 }
                 let read = tokio::select! {
                     biased;
                     r = client.read_buf(&mut b.client) => r,
-                    _ = tokio::time::sleep_until(deadline) => return Served::Done,
+                    // Its head not in time, or evicted to make room.
+                    () = conn.expired() => return Served::Done,
                     // Stopping: an idle connection closes now, one mid-head when it times out.
                     _ = stop.wait_for(|s| *s), if idle => return Served::Done,
                 };
@@ -111,6 +122,11 @@ impl Proxy {
                     return Served::Done;
                 }
             };
+            // In flight from here: never evicted until its reply is passed on.
+            if !conn.begin_request() {
+                return Served::Done;
+            }
+            let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
             let whole = req.head_len + req.body_len;
             while b.client.len() < whole {
                 b.client.reserve(whole - b.client.len());
@@ -126,7 +142,9 @@ impl Proxy {
                 .push_str(std::str::from_utf8(&b.client[req.agent_id.clone()]).unwrap_or_default());
             b.client.drain(..whole);
             let close = req.close || *stop.borrow();
-            if self.exchange(&mut client, &req, close, &mut b).await == Next::Close || close {
+            let next = self.exchange(&mut client, &req, close, &mut b).await;
+            conn.end_request();
+            if next == Next::Close || close {
                 return Served::Done;
             }
         }
@@ -142,11 +160,12 @@ impl Proxy {
         b: &mut Buffers,
     ) -> Next {
         let started = Instant::now();
+        b.input = Input::Open;
         let idempotent = matches!(req.method, Method::Idempotent { .. });
         let head_request = req.method == Method::Idempotent { head: true };
         let mut avoid = Vec::new();
         let (next, status) = loop {
-            let gone = client_left(client, &mut b.client);
+            let gone = client_left(client, &mut b.client, &mut b.input, false);
             let admitted = match self.admit_unless_gone(&b.agent, &avoid, gone).await {
                 None => return Next::Close,
                 Some(Ok(a)) => a,
@@ -244,7 +263,7 @@ impl Proxy {
                     biased;
                     r = socket.read_buf(&mut b.response) => r,
                     // The client closed (it gave up); its next request, sent early, is kept.
-                    () = client_left(client, &mut b.client) => return Err(Failed::ClientGone),
+                    () = client_left(client, &mut b.client, &mut b.input, false) => return Err(Failed::ClientGone),
                 };
                 match read {
                     Ok(n) if n > 0 => {}
@@ -359,7 +378,7 @@ impl Proxy {
                 tokio::select! {
                     biased;
                     r = socket.read_buf(&mut b.response) => Some(r),
-                    () = client_left(client, &mut b.client) => None,
+                    () = client_left(client, &mut b.client, &mut b.input, true) => None,
                 }
             })
             .await;
