@@ -1,5 +1,6 @@
 # IAM: the execution role (ECS pulls the image and writes logs) and the task role
 # (what the supervisor itself may do: read APKG packages from the packages bucket).
+# Agents get none of it unless their spec says task_role = true (README, "Agents kept apart").
 
 data "aws_iam_policy_document" "ecs_tasks_assume" {
   statement {
