@@ -16,6 +16,10 @@ pub mod exit {
     /// choosing it and the worker binding it (EX_TEMPFAIL): start again on
     /// another port, at once, as no failure of the agent's.
     pub const PORT_IN_USE: i32 = 75;
+    /// The agent's event loop stopped answering the worker's liveness pings
+    /// (`PAR_LIVENESS_*`): the worker killed its agent host and exits, to be
+    /// restarted as after a crash, the reason named.
+    pub const UNRESPONSIVE: i32 = 70;
 }
 
 /// Environment variables the supervisor sets for a worker. An agent's
@@ -40,6 +44,11 @@ pub mod env {
     pub const PYTHON: &str = "PAR_PYTHON";
     /// The isolation a worker runs under (`per-agent-uid` or `shared-uid`).
     pub const ISOLATION: &str = "PAR_ISOLATION";
+    /// The descriptor of the listening socket the supervisor hands a worker
+    /// (bound to `PAR_HOST:PAR_PORT`, inherited across exec): the worker
+    /// serves on it instead of binding the port. Unset for a worker started
+    /// by hand, which binds its port itself.
+    pub const LISTEN_FD: &str = "PAR_LISTEN_FD";
 
     /// Set by the supervisor for every worker; not for agents to choose.
     pub const RESERVED: &[&str] = &[
@@ -54,6 +63,7 @@ pub mod env {
         PARENT_PID,
         PYTHON,
         ISOLATION,
+        LISTEN_FD,
     ];
 }
 

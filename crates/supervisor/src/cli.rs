@@ -230,6 +230,8 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Before root is dropped: the worker range may hold ports below 1024.
+    let ports = crate::runtime::ports::Ports::bind(s.worker_ports);
     let isolation = privileges(&s)?;
     // Two threads are plenty for a proxy that forwards bytes; they keep RSS low.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -241,7 +243,7 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
         .context("failed to start the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        crate::supervisor::serve(s, listener, admin, isolation, signals()).await
+        crate::supervisor::serve(s, listener, admin, ports, isolation, signals()).await
     })?;
     runtime.shutdown_timeout(Duration::from_millis(200));
     Ok(())

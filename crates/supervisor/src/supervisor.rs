@@ -28,13 +28,14 @@ use crate::runtime::resources::{self, TaskResources, UsageTable};
 use crate::runtime::Runtime;
 use crate::state::{Budget, Config, Supervisor};
 
-/// Runs the supervisor on `listener` (the dashboard on `admin_listener`)
-/// until `shutdown` completes, then drains and stops every worker within
-/// `settings.shutdown_grace`.
+/// Runs the supervisor on `listener` (the dashboard on `admin_listener`, its
+/// workers on the sockets of `ports`) until `shutdown` completes, then drains
+/// and stops every worker within `settings.shutdown_grace`.
 pub async fn serve(
     settings: Settings,
     listener: TcpListener,
     admin_listener: Option<std::net::TcpListener>,
+    ports: Ports,
     isolation: Isolation,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -99,7 +100,7 @@ pub async fn serve(
             timeout: settings.probe_timeout,
             startup_timeout: settings.startup_timeout,
         },
-        Ports::new(settings.worker_ports),
+        ports,
         isolation.clone(),
     );
     let dispatcher = tokio::spawn(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::host::liveness::Liveness;
 use crate::worker::Settings;
 
 /// `par worker --port P --agent-id ID --package PATH` (spawned by the supervisor).
@@ -28,6 +29,10 @@ pub struct WorkerArgs {
     /// (skips building the environment here).
     #[arg(long, env = "PAR_PYTHON")]
     pub python: Option<PathBuf>,
+    /// The listening socket for `--port`, inherited from the supervisor (which
+    /// holds the worker port range): served on instead of binding the port.
+    #[arg(long = "listen-fd", env = "PAR_LISTEN_FD")]
+    pub listen_fd: Option<i32>,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -96,6 +101,37 @@ pub struct Tuning {
     /// Cache root (packages, Python environments).
     #[arg(long = "home", env = "PAR_HOME", default_value = "/tmp/pixell-runtime")]
     pub home: PathBuf,
+    /// Time between liveness pings answered by the agent's event loop (`off`: none).
+    #[arg(long = "liveness-interval", env = "PAR_LIVENESS_INTERVAL", default_value = "10s", value_parser = parse_interval)]
+    pub liveness_interval: Interval,
+    /// How long one liveness ping may wait for its answer.
+    #[arg(long = "liveness-timeout", env = "PAR_LIVENESS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub liveness_timeout: Duration,
+    /// Missed liveness pings in a row after which the agent is restarted.
+    #[arg(long = "liveness-failures", env = "PAR_LIVENESS_FAILURES", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    pub liveness_failures: u32,
+}
+
+impl Tuning {
+    fn liveness(&self) -> Liveness {
+        Liveness {
+            interval: self.liveness_interval.0,
+            timeout: self.liveness_timeout,
+            failures: self.liveness_failures,
+        }
+    }
+}
+
+/// A duration, or `None` for `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct Interval(pub Option<Duration>);
+
+/// A duration as [`parse_duration`] reads it, or `off`.
+fn parse_interval(s: &str) -> Result<Interval, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(Interval(None));
+    }
+    parse_duration(s).map(|d| Interval(Some(d)))
 }
 
 /// Seconds (`300`, `0.5`) or a humantime duration (`30s`, `5m`).
@@ -115,11 +151,16 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
     if args.parent_pid.is_some() || std::env::var_os("PAR_SUPERVISOR_URL").is_some() {
         crate::unix::die_with_parent(args.parent_pid)?;
     }
+    // Named for this process only: the agent host does not inherit the socket.
+    // (Single-threaded still: no other thread reads the environment.)
+    std::env::remove_var(par_contract::env::LISTEN_FD);
     let agent_id = args
         .agent_id
         .clone()
         .unwrap_or_else(|| default_agent_id(&args.package));
+    let liveness = args.tuning.liveness();
     run(Settings {
+        liveness,
         host: args.host,
         port: args.port,
         agent_id,
@@ -127,6 +168,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
         sha256: args.sha256,
         home: args.tuning.home,
         python: args.python,
+        listen_fd: args.listen_fd,
         timeout: args.tuning.timeout,
         grace: args.tuning.grace,
         threads: args.tuning.threads,
@@ -218,6 +260,7 @@ pub fn run_single(args: RunArgs) -> anyhow::Result<()> {
         sha256: args.sha256,
         home: args.tuning.home,
         python: None,
+        listen_fd: None,
         timeout: args.tuning.timeout,
         grace: args.tuning.grace,
         threads: args.tuning.threads,

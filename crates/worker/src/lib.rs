@@ -12,6 +12,14 @@
 //!   capabilities clears the one the supervisor set; it exits 1 at once when its
 //!   parent is not `PAR_PARENT_PID` (the supervisor already died). The agent host
 //!   dies with the worker the same way.
+//! - `PAR_LISTEN_FD` (set by the supervisor, which holds the worker port range):
+//!   the listening socket for `PAR_PORT`, served on instead of binding; checked
+//!   (an open listening socket on that port), made close-on-exec, and the worker
+//!   made non-dumpable so that agent code cannot copy it. Without it the worker
+//!   binds `PAR_HOST:PAR_PORT` itself (exit 75 when the port is taken).
+//! - Liveness: `PAR_LIVENESS_INTERVAL` (10 s, `off`), `PAR_LIVENESS_TIMEOUT` (5 s),
+//!   `PAR_LIVENESS_FAILURES` (6): pings the agent's event loop answers
+//!   ([`host::liveness`]); after that many misses in a row, exit 70.
 //! - The port is bound first; the package loads in the background. `GET /health`
 //!   answers at once: `{"status":"starting"|"ready"|"error", "agent_id",
 //!   "package_id", "error"?, "surfaces"}`, 200 only when ready. `surfaces` holds
@@ -46,6 +54,7 @@ mod cache;
 pub mod cli;
 mod error;
 pub mod host;
+mod listener;
 mod loader;
 mod metrics;
 mod routes;

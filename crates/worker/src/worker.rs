@@ -1,4 +1,5 @@
-//! The worker's life: bind the port at once, load the agent in the background,
+//! The worker's life: bind the port at once (or serve on the one the
+//! supervisor hands over), load the agent in the background,
 //! serve, watch the agent host, and shut down gracefully on SIGTERM.
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,12 +33,17 @@ pub struct Settings {
     /// The interpreter, when the supervisor prepared the environment (agents
     /// under their own uids cannot write the shared environments).
     pub python: Option<PathBuf>,
+    /// The listening socket for `port` the supervisor handed over
+    /// (`PAR_LISTEN_FD`); `None`: bind `host:port` here.
+    pub listen_fd: Option<std::os::fd::RawFd>,
     /// Longest wait for an invoke result or an ASGI response head.
     pub timeout: Duration,
     /// How long in-flight requests may take to finish on SIGTERM.
     pub grace: Duration,
     /// Size of the agent host's thread pool for sync handlers.
     pub threads: usize,
+    /// Pings answered by the agent's event loop (`PAR_LIVENESS_*`).
+    pub liveness: host::liveness::Liveness,
 }
 
 /// What the lifecycle tasks share besides the HTTP state.
@@ -50,18 +56,32 @@ struct Lifecycle {
 
 /// Runs the worker until SIGTERM/SIGINT (returns 0) or a fatal error (returns the exit code).
 pub async fn run(settings: Settings) -> anyhow::Result<i32> {
-    let listener =
-        match tokio::net::TcpListener::bind((settings.host.as_str(), settings.port)).await {
-            Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                tracing::error!(port = settings.port, "port already in use: {e}");
-                return Ok(par_contract::exit::PORT_IN_USE);
+    let listener = match settings.listen_fd {
+        Some(fd) => {
+            let std = crate::listener::inherited(fd, settings.port)?;
+            // The agent's code runs as this worker's uid: without this, it
+            // could trace the worker and take a copy of the port's socket
+            // (pidfd_getfd) that outlives the agent.
+            if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+                tracing::warn!("failed to make the worker non-dumpable: {e}");
             }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("failed to bind {}:{}", settings.host, settings.port))
+            tokio::net::TcpListener::from_std(std).context("failed to serve on PAR_LISTEN_FD")?
+        }
+        None => {
+            match tokio::net::TcpListener::bind((settings.host.as_str(), settings.port)).await {
+                Ok(l) => l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    tracing::error!(port = settings.port, "port already in use: {e}");
+                    return Ok(par_contract::exit::PORT_IN_USE);
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("failed to bind {}:{}", settings.host, settings.port)
+                    })
+                }
             }
-        };
+        }
+    };
     let local = listener
         .local_addr()
         .context("failed to read the bound address")?;
@@ -360,6 +380,7 @@ async fn start_agent(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "agent ready"
     );
+    let pinged = Arc::clone(&chan);
     state.set_phase(Phase::Ready(Arc::new(Agent {
         package,
         host: chan,
@@ -371,6 +392,10 @@ async fn start_agent(
 
     let reason = tokio::select! {
         status = child.wait() => format!("agent host exited ({})", describe_exit(status)),
+        why = host::liveness::watch(pinged, settings.liveness, &life.shutting_down) => {
+            // Its host is killed on the way out (the fatal path).
+            return fail(why, par_contract::exit::UNRESPONSIVE);
+        }
         r = closed_rx => {
             let reason = r.unwrap_or_else(|_| "agent host channel closed".into());
             // Reap it so the exit status is logged.

@@ -14,6 +14,7 @@ pub mod resources;
 pub mod unix;
 
 use std::collections::HashMap;
+use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -137,29 +138,37 @@ impl Runtime {
                 event: None,
             };
         }
-        let event =
-            match process::spawn(launch, port, &self.command, &self.control, &self.logs, None) {
-                Ok(started) => {
-                    let running = Running {
-                        process: Process::Started {
-                            pid: started.pid,
-                            exited: started.exited,
-                        },
-                        port,
-                        probe: Some(probe()),
-                        launch: launch.clone(),
-                    };
-                    self.workers.insert(launch.worker, running);
-                    WorkerEvent::Spawned {
+        let listener = self.ports.listener(port).map(|fd| fd.as_raw_fd());
+        let event = match process::spawn(
+            launch,
+            port,
+            listener,
+            &self.command,
+            &self.control,
+            &self.logs,
+            None,
+        ) {
+            Ok(started) => {
+                let running = Running {
+                    process: Process::Started {
                         pid: started.pid,
-                        port,
-                    }
+                        exited: started.exited,
+                    },
+                    port,
+                    probe: Some(probe()),
+                    launch: launch.clone(),
+                };
+                self.workers.insert(launch.worker, running);
+                WorkerEvent::Spawned {
+                    pid: started.pid,
+                    port,
                 }
-                Err(e) => {
-                    self.ports.release(port);
-                    self.spawn_failed(e)
-                }
-            };
+            }
+            Err(e) => {
+                self.ports.release(port);
+                self.spawn_failed(e)
+            }
+        };
         SpawnOutcome {
             port: Some(port),
             event: Some(event),
@@ -193,6 +202,7 @@ impl Runtime {
         let spawned = process::spawn(
             &w.launch,
             w.port,
+            self.ports.listener(w.port).map(|fd| fd.as_raw_fd()),
             &self.command,
             &self.control,
             &self.logs,

@@ -35,12 +35,15 @@ pub struct Started {
     pub exited: Arc<AtomicBool>,
 }
 
-/// Spawns the worker for `launch` on `port` and the tasks that watch it
-/// (under its agent's uid when `isolated`). Must run on a long-lived
+/// Spawns the worker for `launch` on `port` (serving on `listener`, the
+/// port's socket the supervisor holds, when given) and the tasks that watch
+/// it (under its agent's uid when `isolated`). Must run on a long-lived
 /// runtime thread (see [`super::unix::isolate`]).
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     launch: &Launch,
     port: u16,
+    listener: Option<std::os::fd::RawFd>,
     command: &WorkerCommand,
     control: &Control,
     logs: &Arc<LogStore>,
@@ -91,6 +94,10 @@ pub fn spawn(
         None => {
             cmd.env(env::ISOLATION, "shared-uid");
         }
+    }
+    if let Some(fd) = listener {
+        cmd.env(env::LISTEN_FD, fd.to_string());
+        super::ports::inherit(&mut cmd, fd);
     }
     super::unix::isolate(&mut cmd);
     let mut child = super::unix::spawn_tracked(|| {

@@ -256,6 +256,8 @@ fn package_failure(
 /// The class of an exit that anyone may see: `exited 3`, `killed by signal SIGKILL`.
 pub(super) fn exit_class(exit: &ExitInfo) -> String {
     match (exit.code, exit.signal) {
+        // The worker's liveness check through the agent host gave up.
+        (Some(par_contract::exit::UNRESPONSIVE), _) => "agent_unresponsive".into(),
         (Some(c), _) => format!("exited {c}"),
         (None, Some(s)) => format!("killed by signal {}", crate::model::event::signal_name(s)),
         _ => "exited".into(),

@@ -17,6 +17,7 @@ Worker -> host                              Host -> worker
   6 CANCEL        client gone / timed out     15 RESP_BODY     body chunk, more follows
   7 SHUTDOWN      lifespan shutdown, exit     16 RESP_END      last body chunk
   8 CREDIT        body = u32 bytes passed on  17 RESP_ERROR    header = {error, started}
+  9 PING          liveness (RESULT_OK, null)
  20 WS_CONNECT    header = scope              30 WS_ACCEPT     header = {subprotocol, headers}
  21 WS_IN_TEXT    body = UTF-8 message        31 WS_OUT_TEXT   body = UTF-8 message
  22 WS_IN_BINARY  body = message              32 WS_OUT_BINARY body = message
@@ -60,6 +61,7 @@ BODY_END = 5
 CANCEL = 6
 SHUTDOWN = 7
 CREDIT = 8
+PING = 9
 WS_CONNECT = 20
 WS_IN_TEXT = 21
 WS_IN_BINARY = 22
@@ -649,6 +651,10 @@ class Connection(asyncio.Protocol):
                 task.cancel()
         elif kind == CALL:
             self.call(rid, header, body)
+        elif kind == PING:
+            # Answered here, in the event loop's own callback: a loop that agent
+            # code blocks (CPU, a sync sleep in async code) answers nothing.
+            self.send(frame(RESULT_OK, rid, None, b"null"))
         elif kind == SHUTDOWN:
             self.loop.create_task(self.shutdown())
         else:

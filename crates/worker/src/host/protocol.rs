@@ -16,6 +16,9 @@ pub mod to_host {
     /// Flow control: the worker has passed on `u32` (body, big-endian) more bytes
     /// of this request's streamed response; the host may send that many more.
     pub const CREDIT: u8 = 8;
+    /// Liveness: answered (`RESULT_OK`, same id) by the agent's event loop
+    /// itself, so a loop blocked by agent code leaves it unanswered.
+    pub const PING: u8 = 9;
     /// A WebSocket handshake: header = the scope (as for `HTTP`); the app's
     /// `receive` then yields `websocket.connect`.
     pub const WS_CONNECT: u8 = 20;
@@ -155,6 +158,7 @@ mod tests {
             ("CANCEL", to_host::CANCEL.into()),
             ("SHUTDOWN", to_host::SHUTDOWN.into()),
             ("CREDIT", to_host::CREDIT.into()),
+            ("PING", to_host::PING.into()),
             ("WS_CONNECT", to_host::WS_CONNECT.into()),
             ("WS_IN_TEXT", to_host::WS_TEXT.into()),
             ("WS_IN_BINARY", to_host::WS_BINARY.into()),

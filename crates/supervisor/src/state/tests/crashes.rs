@@ -199,3 +199,18 @@ fn a_port_taken_before_the_worker_bound_it_is_tried_again_elsewhere() {
         (State::Starting, 0, 0)
     );
 }
+
+#[test]
+fn an_agent_whose_event_loop_stopped_answering_is_restarted_as_unresponsive() {
+    let mut h = H::new();
+    let w = h.ready("a");
+    let fx = h.exits(w, Some(par_contract::exit::UNRESPONSIVE), None, 60.0);
+    let v = h.view("a");
+    assert_eq!(v.state, State::Backoff);
+    assert_eq!(v.last_error_class.as_deref(), Some("agent_unresponsive"));
+    assert!(
+        restart_delay(&fx, h.clock.now).is_some(),
+        "restarted as after a crash"
+    );
+    assert!(spawned(&h.fire_restart()).is_some());
+}
