@@ -80,7 +80,8 @@ pub struct SupervisorSection {
     /// in-flight requests and open streams before it is stopped.
     #[serde(default, with = "humantime_serde")]
     pub drain_timeout: Option<Duration>,
-    /// A new client connection that sends nothing for this long is closed.
+    /// A request head not complete this long after the connection opened
+    /// (a later one: after its first byte) closes the connection.
     #[serde(default, with = "humantime_serde")]
     pub client_header_timeout: Option<Duration>,
     /// An idle keep-alive connection (or a request head that does not

@@ -253,10 +253,15 @@ impl Settings {
             ("supervisor.upstream_timeout", self.upstream_timeout),
             ("supervisor.stream_idle_timeout", self.stream_idle_timeout),
             ("supervisor.startup_timeout", self.startup_timeout),
+            ("supervisor.client_header_timeout", self.client_header_timeout),
+            ("supervisor.keepalive_timeout", self.keepalive_timeout),
         ] {
             if d.is_zero() {
                 errors.push(name, "must be above zero");
             }
+        }
+        if self.max_connections == Some(0) {
+            errors.push("supervisor.max_connections", "must be at least 1");
         }
         if self.log_lines_per_process == 0 {
             errors.push("supervisor.log_lines_per_process", "must be at least 1");

@@ -13,6 +13,7 @@
 //! taken as the client leaving (a stream's reader that gave up).
 
 use std::os::fd::{AsFd as _, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::io::Interest;
@@ -83,9 +84,10 @@ async fn reset(client: &TcpStream) {
 /// The socket of an HTTP/1 connection served by hyper, watched without
 /// reading it (hyper reads the request body only when a worker takes it, so
 /// it would not see the client leave before then): a second descriptor of
-/// the same socket, registered only while a request waits.
+/// the same socket, registered only while a request waits (and whether the
+/// client, its input ended, was probed already).
 #[derive(Clone)]
-pub struct ClientSocket(Arc<OwnedFd>);
+pub struct ClientSocket(Arc<OwnedFd>, Arc<AtomicBool>);
 
 impl ClientSocket {
     /// A watcher of `stream`'s socket (None when the descriptor cannot be duplicated).
@@ -94,7 +96,7 @@ impl ClientSocket {
             .as_fd()
             .try_clone_to_owned()
             .ok()
-            .map(|fd| ClientSocket(Arc::new(fd)))
+            .map(|fd| ClientSocket(Arc::new(fd), Arc::default()))
     }
 
     /// Resolves when the client has gone: it reset the connection, or (an
@@ -115,8 +117,13 @@ impl ClientSocket {
             match watch.ready(Interest::READABLE | Interest::ERROR).await {
                 Ok(r) if r.is_error() => return,
                 Ok(r) if r.is_read_closed() => {
-                    if !http11 || !probe(&watch) {
-                        return;
+                    // Probed once: its input stays ended (the queue's
+                    // watch, then the worker's answer's, see the same end).
+                    if !self.1.load(Ordering::Acquire) {
+                        if !http11 || !probe(&watch) {
+                            return;
+                        }
+                        self.1.store(true, Ordering::Release);
                     }
                     return reset(&watch).await;
                 }
