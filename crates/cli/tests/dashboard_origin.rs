@@ -255,6 +255,27 @@ fn the_admin_port_serves_the_dashboard_and_never_an_agent() {
     assert_eq!(agent_page.status, 200);
     assert!(agent_page.text().contains("window.__report"));
 
+    // The same port on [::1]: `localhost`, which a browser may try over
+    // IPv6 first, cannot lead to a look-alike page someone else serves.
+    let v6 = raw_get(("::1", admin), "/supervisor/ui/");
+    assert!(
+        v6.starts_with("HTTP/1.1 200") && v6.contains("token-input"),
+        "{v6}"
+    );
+    // Connections are bounded: past 64, a new one is closed at once, and
+    // the port serves again once they are gone.
+    let held: Vec<_> = (0..64)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap())
+        .collect();
+    let over = raw_get(("127.0.0.1", admin), "/supervisor/status");
+    assert_eq!(over, "", "the 65th connection is served");
+    drop(held);
+    wait_until(SHORT, "the admin port again", || {
+        raw_get(("127.0.0.1", admin), "/supervisor/status")
+            .starts_with("HTTP/1.1 200")
+            .then_some(())
+    });
+
     // Another origin (an agent's page) is refused there, preflight or not,
     // even with the token; the dashboard's own requests are taken.
     let from_agent = [
@@ -412,6 +433,19 @@ fn the_admin_port_serves_the_dashboard_and_never_an_agent() {
         sup.process("victim")
             .filter(|p| p["state"] == "ready" && p["pid"] != restarted["pid"])
     });
+}
+
+/// A GET over a new connection to `addr`; the whole answer ("" when the
+/// connection is closed without one).
+fn raw_get(addr: impl std::net::ToSocketAddrs, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(SHORT)).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(req.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `par supervisor --check-config` with `env`: its exit code and output.

@@ -51,30 +51,65 @@ pub fn main_router(api: Router, admin: Option<SocketAddr>) -> Router {
 pub struct AdminListener {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
-    done: tokio::task::JoinHandle<()>,
+    done: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl AdminListener {
     /// Serves `router` on `listener` (already bound, before privileges were
-    /// dropped) on the current runtime.
+    /// dropped) on the current runtime. On 127.0.0.1 it also holds the same
+    /// port on `[::1]`, so that `http://localhost:PORT`, which a browser may
+    /// try over IPv6 first, cannot reach another program there (an agent
+    /// serving a look-alike page that asks for the token).
     pub fn start(listener: std::net::TcpListener, router: Router) -> anyhow::Result<AdminListener> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let listener = TcpListener::from_std(listener)?;
+        let mut listeners = vec![TcpListener::from_std(listener)?];
+        if addr.ip() == std::net::Ipv4Addr::LOCALHOST {
+            let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()));
+            match std::net::TcpListener::bind(v6).and_then(|l| {
+                l.set_nonblocking(true)?;
+                TcpListener::from_std(l)
+            }) {
+                Ok(l) => listeners.push(l),
+                // No IPv6 here: nothing can listen on [::1] either.
+                Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {}
+                Err(e) => tracing::warn!(
+                    "the admin port could not also be held on [::1]:{} ({e}): http://localhost:{} may reach another program; use http://{addr}/supervisor/ui/",
+                    addr.port(),
+                    addr.port()
+                ),
+            }
+        }
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let (stop, stopped) = watch::channel(false);
-        let done = tokio::spawn(accept_loop(listener, router, stopped));
+        let done = listeners
+            .into_iter()
+            .map(|l| {
+                tokio::spawn(accept_loop(
+                    l,
+                    router.clone(),
+                    Arc::clone(&slots),
+                    stopped.clone(),
+                ))
+            })
+            .collect();
         Ok(AdminListener { addr, stop, done })
     }
 
     /// Stops accepting; open connections get `DRAIN` to finish.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = tokio::time::timeout(DRAIN + Duration::from_millis(200), self.done).await;
+        let all = futures_util::future::join_all(self.done);
+        let _ = tokio::time::timeout(DRAIN + Duration::from_millis(200), all).await;
     }
 }
 
-async fn accept_loop(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
     // HTTP/1.1 only: browsers speak nothing else to a plain-http origin, and
     // an idle HTTP/2 connection would have no header timeout to end it.
     let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
