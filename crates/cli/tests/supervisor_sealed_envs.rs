@@ -160,7 +160,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     _linger()
     name = "evil-0.1-py3-none-any.whl"
     with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
-        z.writestr("evil/__init__.py", "ATTEMPTS = %s\n" % json.dumps(attempts))
+        z.writestr("evil/__init__.py", "ATTEMPTS = %s\nSECRET = %s\n" % (
+            json.dumps(attempts), repr(os.environ.get("AWS_SECRET_ACCESS_KEY"))))
         z.writestr("evil-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: evil\nVersion: 0.1\n")
         z.writestr("evil-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: evil\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
         z.writestr("evil-0.1.dist-info/RECORD", "evil/__init__.py,,\nevil-0.1.dist-info/METADATA,,\nevil-0.1.dist-info/WHEEL,,\nevil-0.1.dist-info/RECORD,,\n")
@@ -254,7 +255,8 @@ fn a_build_step_cannot_change_another_environment() {
         dir.path(),
         "hostile",
         "import os, sys, evil\n\
-         def handler(c):\n    return {'attempts': evil.ATTEMPTS, 'pwned': os.environ.get('PWNED'), \
+         def handler(c):\n    return {'attempts': evil.ATTEMPTS, 'secret': evil.SECRET, \
+         'pwned': os.environ.get('PWNED'), \
          'python': sys.executable}\n",
         &[
             ("requirements.txt", "./evil\n"),
@@ -287,6 +289,7 @@ fn a_build_step_cannot_change_another_environment() {
             ("PAR_SUPERVISOR_UID", &uid),
             ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
             ("PAR_HOME", home.to_str().unwrap()),
+            ("AWS_SECRET_ACCESS_KEY", "sk-supervisor-secret-991"),
         ],
     );
     assert!(
@@ -336,6 +339,11 @@ fn a_build_step_cannot_change_another_environment() {
     let data = r.json()["data"].clone();
     let hostile_env = env_of(data["python"].as_str().unwrap());
     assert_ne!(hostile_env, victim_env);
+    assert_eq!(
+        data["secret"],
+        serde_json::Value::Null,
+        "the build step saw the supervisor's secret"
+    );
     let attempts = data["attempts"].as_object().unwrap().clone();
     eprintln!("the build step's attempts: {attempts:#?}");
     // Each attempt on what is not its own was made and refused.

@@ -242,10 +242,16 @@ async fn installer(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for k in super::NOT_INHERITED {
-        cmd.env_remove(k);
-    }
-    cmd.env("PATH", &per.path)
+    // What an installer needs of the supervisor's environment (the locale,
+    // the index, TLS trust, the proxy, the package limits) and nothing else:
+    // a build step runs code of the package's choosing.
+    let inherit = super::environment::Inherit {
+        task_role: false,
+        installs: true,
+    };
+    cmd.env_clear()
+        .envs(inherit.filter(std::env::vars_os()))
+        .env("PATH", &per.path)
         .env("HOME", &scratch)
         .env("TMPDIR", &scratch)
         .env("XDG_CACHE_HOME", scratch.join("cache"))
