@@ -27,26 +27,6 @@ use crate::config::Settings;
 use crate::logs::LogStore;
 use crate::model::Launch;
 
-/// Variables of the supervisor's own settings (the admin token among them)
-/// removed from the installer's environment. Workers start from a clean
-/// environment instead ([`environment::Inherit`]).
-pub(crate) const NOT_INHERITED: &[&str] = &[
-    "PAR_ADMIN_TOKEN",
-    "PAR_AGENTS",
-    "PAR_CONFIG",
-    "PAR_MODE",
-    "SUPERVISOR_PORT",
-    "PAR_WORKER_PORTS",
-    "PAR_WORKER_BIN",
-    "PAR_SUPERVISOR_HOST",
-    "PAR_SUPERVISOR_GRACE",
-    "PAR_REGISTRY_URL",
-    "PAR_PACKAGE_ROOTS",
-    "PAR_AGENT_UIDS",
-    "PAR_SUPERVISOR_UID",
-    "PAR_AGENT_NPROC",
-    "PAR_AGENT_NOFILE",
-];
 pub use privileges::Identity;
 
 /// How agents are kept apart, as `/supervisor/status` names it.
