@@ -2,8 +2,9 @@
 //! agents under uids of their own and a supervisor that dropped root: a
 //! hostile agent binds every port of the range it can (127.0.0.1, 0.0.0.0,
 //! with SO_REUSEADDR and SO_REUSEPORT, IPv6 dual-stack) and gets none of the
-//! ports the supervisor holds; another agent's restart after `kill -9`, a
-//! wake from zero and a rollout still start their workers.
+//! ports the supervisor holds, nor a copy of its own worker's socket; another
+//! agent's restart after `kill -9`, a wake from zero and a rollout still
+//! start their workers.
 
 mod supervisor_support;
 
@@ -52,7 +53,7 @@ fn invoke(port: u16, agent: &str, body: &str) -> Resp {
 /// again from a thread of its own (a port freed for a moment is taken), and
 /// keeps what it got listening; answers the ports it took so far and how.
 const SNIPER: &str = r#"
-import socket, threading, time
+import ctypes, errno, os, socket, threading, time
 
 HELD = []
 TAKEN = {}
@@ -86,7 +87,35 @@ def snipe(lo, hi):
             grab(port)
         time.sleep(0.005)
 
+def steal(lo, hi):
+    """Copies its worker's descriptors (pidfd_getfd, as its own uid may on a
+    dumpable process) looking for a listening socket of the range."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    got, errors = [], set()
+    pidfd = os.pidfd_open(os.getppid())
+    for fd in range(3, 128):
+        n = libc.syscall(438, pidfd, fd, 0)
+        if n < 0:
+            errors.add(errno.errorcode.get(ctypes.get_errno(), "?"))
+            continue
+        try:
+            s = socket.socket(fileno=n)
+        except OSError:
+            os.close(n)
+            continue
+        listening = s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+        port = s.getsockname()[1] if s.family == socket.AF_INET else 0
+        if listening and lo <= port <= hi:
+            got.append(port)
+            HELD.append(s)
+        else:
+            s.close()
+    return got, sorted(errors)
+
 def handler(c):
+    if "steal" in c:
+        got, errors = steal(c["steal"][0], c["steal"][1])
+        return {"stolen": got, "errors": errors}
     if "lo" in c:
         for port in range(c["lo"], c["hi"] + 1):
             grab(port)
@@ -175,6 +204,19 @@ fn an_agent_binding_the_worker_range_takes_no_port_and_restarts_wakes_and_rollou
     // The sniper starts taking what it can and holding it.
     let r = invoke(sup.port, "sniper", &format!(r#"{{"lo":{lo},"hi":{hi}}}"#));
     assert_eq!(r.status, 200, "{}", r.text());
+
+    // Nor can it copy its own worker's socket (which would outlive the
+    // agent and take the port's connections when it is handed on).
+    let r = invoke(sup.port, "sniper", &format!(r#"{{"steal":[{lo},{hi}]}}"#));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let stolen = &r.json()["data"];
+    assert_eq!(stolen["stolen"], serde_json::json!([]), "{}", r.text());
+    assert_eq!(
+        stolen["errors"],
+        serde_json::json!(["EPERM"]),
+        "{}",
+        r.text()
+    );
 
     // kill -9 of the victim's worker: restarted on a port of the range.
     let first = victim["pid"].as_u64().unwrap();
