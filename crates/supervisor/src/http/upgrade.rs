@@ -1,32 +1,26 @@
 //! WebSocket upgrades through the proxy: the client's handshake goes to the
 //! agent's worker on a connection of its own; when the worker switches
-//! protocols both sides are upgraded and messages are relayed, each direction
-//! on its own, until one side closes, the socket idles too long, or the worker
-//! goes away — then the client gets close code 1012 (service restart) so that
-//! it reconnects instead of hanging.
+//! protocols both sides are upgraded and frames are relayed as they come
+//! (`relay`), each direction on its own, until one side closes, the socket
+//! idles too long, or the worker goes away — then the client gets close code
+//! 1012 (service restart) so that it reconnects instead of hanging.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
 use crate::http::error::ApiError;
 use crate::http::leftover::Guarded;
 use crate::http::route_table::{Pool, Upstream};
 
+mod relay;
 
 /// Close code for a worker that went away mid-socket (RFC 6455 registry).
 pub const SERVICE_RESTART: u16 = 1012;
@@ -36,13 +30,6 @@ pub const GOING_AWAY: u16 = 1001;
 pub const TOO_BIG: u16 = 1009;
 /// Close code for a frame the protocol does not allow.
 pub const PROTOCOL_ERROR: u16 = 1002;
-/// How long a closing handshake may take before the sockets are dropped.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
-/// The protocol layer's read buffer per socket: allocated up front and zeroed
-/// before each read, so its default (128 KiB) costs memory per idle socket
-/// and most of the relay's CPU. Larger messages still arrive whole.
-const READ_BUFFER: usize = 16 * 1024;
-
 /// Limits of one proxied WebSocket.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -215,7 +202,8 @@ async fn handshake(
         );
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        // The relay speaks messages, not frames: no extension can pass through it.
+        // The relay checks frames against the base protocol: no extension
+        // (which would set the reserved bits) may be negotiated through it.
         h.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     }
     let Ok(upstream_req) = builder.body(http_body_util::Empty::<bytes::Bytes>::new()) else {
@@ -271,22 +259,22 @@ async fn handshake(
                 return;
             }
         };
-        let config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER)
-            .max_message_size(Some(relays().max_message.load(Ordering::Relaxed)))
-            .max_frame_size(Some(relays().max_frame.load(Ordering::Relaxed)));
-        let client =
-            WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(config))
-                .await;
-        let worker =
-            WebSocketStream::from_raw_socket(TokioIo::new(worker), Role::Client, Some(config))
-                .await;
-        relay(client, worker, idle, &open).await;
+        let limits = relay::Limits {
+            max_message: relays().max_message.load(Ordering::Relaxed) as u64,
+            max_frame: relays().max_frame.load(Ordering::Relaxed) as u64,
+        };
+        let metrics = &open.0.metrics;
+        let relay = relay::Relay {
+            limits,
+            idle,
+            messages_in: &metrics.websocket_messages_in,
+            messages_out: &metrics.websocket_messages_out,
+            shutdown: closing().subscribe(),
+        };
+        relay.run(TokioIo::new(client), TokioIo::new(worker)).await;
     });
     Response::from_parts(parts, Body::empty())
 }
-
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Counts a WebSocket as in flight (a draining worker waits for it, an
 /// agent with an open socket is not idle) and open.
@@ -315,170 +303,4 @@ impl Drop for OpenSocket {
         self.1.in_flight.fetch_sub(1, Ordering::AcqRel);
         relays().open.send_modify(|n| *n = n.saturating_sub(1));
     }
-}
-
-/// How one direction of the relay stopped.
-enum Pumped {
-    /// The sending side sent a close frame.
-    Closed(Option<CloseFrame>),
-    /// The sending side's connection ended or failed without one.
-    Gone,
-    /// The receiving side could not take a message.
-    PeerGone,
-    /// The sending side sent a message or frame over the limit.
-    TooBig,
-}
-
-/// Copies messages from one socket to the other. Pings are answered by each
-/// side's protocol layer and not passed on; they still count as activity.
-async fn pump(
-    from: &mut SplitStream<Socket>,
-    to: &mut SplitSink<Socket, Message>,
-    activity: &AtomicU64,
-    epoch: Instant,
-    messages: &AtomicU64,
-) -> Pumped {
-    loop {
-        match from.next().await {
-            Some(Ok(Message::Close(frame))) => return Pumped::Closed(frame),
-            Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
-                activity.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-                if to.send(msg).await.is_err() {
-                    return Pumped::PeerGone;
-                }
-                messages.fetch_add(1, Ordering::Relaxed);
-            }
-            Some(Ok(_)) => activity.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed),
-            Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_))) => return Pumped::TooBig,
-            Some(Err(_)) | None => return Pumped::Gone,
-        }
-    }
-}
-
-/// Resolves when nothing crossed the relay for `idle`.
-async fn idle_for(idle: Duration, activity: &AtomicU64, epoch: Instant) {
-    loop {
-        let last = epoch + Duration::from_millis(activity.load(Ordering::Relaxed));
-        let deadline = last + idle;
-        if Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep_until(deadline.into()).await;
-    }
-}
-
-/// How the relay ended, seen from the client.
-enum End {
-    ClientClosed(Option<CloseFrame>),
-    ClientGone,
-    WorkerClosed(Option<CloseFrame>),
-    WorkerGone,
-    /// The client (`true`) or the worker sent more than the limits allow.
-    TooBig(bool),
-    Idle,
-    Shutdown,
-}
-
-async fn relay(client: Socket, worker: Socket, idle: Duration, open: &OpenSocket) {
-    let metrics = &open.0.metrics;
-    let (mut to_client, mut from_client) = client.split();
-    let (mut to_worker, mut from_worker) = worker.split();
-    let epoch = Instant::now();
-    let activity = AtomicU64::new(0);
-    let mut shutdown = closing().subscribe();
-    let end = tokio::select! {
-        p = pump(&mut from_client, &mut to_worker, &activity, epoch, &metrics.websocket_messages_in) => match p {
-            Pumped::Closed(f) => End::ClientClosed(f),
-            Pumped::Gone => End::ClientGone,
-            Pumped::PeerGone => End::WorkerGone,
-            Pumped::TooBig => End::TooBig(true),
-        },
-        p = pump(&mut from_worker, &mut to_client, &activity, epoch, &metrics.websocket_messages_out) => match p {
-            Pumped::Closed(f) => End::WorkerClosed(f),
-            Pumped::Gone => End::WorkerGone,
-            Pumped::PeerGone => End::ClientGone,
-            Pumped::TooBig => End::TooBig(false),
-        },
-        () = idle_for(idle, &activity, epoch) => End::Idle,
-        () = async { let _ = shutdown.wait_for(|c| *c).await; } => End::Shutdown,
-    };
-    let close = |code: u16, reason: &'static str| {
-        Message::Close(Some(CloseFrame {
-            code: CloseCode::from(code),
-            reason: reason.into(),
-        }))
-    };
-    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        match end {
-            End::ClientClosed(frame) => {
-                // The client's close goes on to the app; both replies are flushed.
-                let _ = to_worker.send(Message::Close(frame)).await;
-                tokio::join!(drain(&mut from_worker), async {
-                    let _ = to_client.close().await;
-                });
-            }
-            // The worker sees its connection end: the app gets a disconnect (1006).
-            End::ClientGone => {}
-            End::WorkerClosed(frame) => {
-                // The app's close code reaches the client.
-                let _ = to_client.send(Message::Close(frame)).await;
-                tokio::join!(drain(&mut from_client), async {
-                    let _ = to_worker.close().await;
-                });
-            }
-            End::WorkerGone => {
-                let _ = to_client
-                    .send(close(SERVICE_RESTART, "service restart"))
-                    .await;
-                drain(&mut from_client).await;
-            }
-            End::TooBig(client) => {
-                let (sender, other) = if client {
-                    (&mut to_client, &mut to_worker)
-                } else {
-                    (&mut to_worker, &mut to_client)
-                };
-                let (from_sender, from_other) = if client {
-                    (&mut from_client, &mut from_worker)
-                } else {
-                    (&mut from_worker, &mut from_client)
-                };
-                tokio::join!(
-                    async {
-                        let _ = sender.send(close(TOO_BIG, "message too big")).await;
-                        drain(from_sender).await;
-                    },
-                    async {
-                        let _ = other
-                            .send(close(GOING_AWAY, "peer sent a message too big"))
-                            .await;
-                        drain(from_other).await;
-                    }
-                );
-            }
-            End::Idle | End::Shutdown => {
-                let reason = if matches!(end, End::Idle) {
-                    "idle timeout"
-                } else {
-                    "going away"
-                };
-                tokio::join!(
-                    async {
-                        let _ = to_client.send(close(GOING_AWAY, reason)).await;
-                        drain(&mut from_client).await;
-                    },
-                    async {
-                        let _ = to_worker.send(close(GOING_AWAY, reason)).await;
-                        drain(&mut from_worker).await;
-                    }
-                );
-            }
-        }
-    })
-    .await;
-}
-
-/// Reads until the peer's side of the close (or the connection) ends.
-async fn drain(from: &mut SplitStream<Socket>) {
-    while let Some(Ok(_)) = from.next().await {}
 }
