@@ -16,6 +16,9 @@ pub struct HostSpec {
     /// Extracted package root: the cwd and first `sys.path` entry.
     pub root: PathBuf,
     /// Variables added to the worker's own environment (package `.env` + manifest).
+    /// The host gets that environment and these, nothing more: under a
+    /// supervisor the worker's was made from an allow-list, so the agent sees
+    /// none of the supervisor's own variables.
     pub env: BTreeMap<String, String>,
     /// JSON config for `host.py` (entrypoint, http_server, rest, a2a, threads, port).
     pub config: serde_json::Value,
