@@ -148,7 +148,7 @@ pub async fn serve(
 
     let unknown = Arc::new(AtomicU64::new(0));
     let admin = admin_access(&settings, port);
-    let admin_authorization = http::HeaderValue::from_str(&format!("Bearer {}", admin.token)).ok();
+    let admin_credential = crate::http::api::auth::AdminCredential::new(&admin.token);
     let api_state = Arc::new(ApiState {
         control: control.clone(),
         admin,
@@ -180,7 +180,7 @@ pub async fn serve(
         header_timeout: settings.upstream_timeout,
         idle_timeout: settings.stream_idle_timeout,
         access_log: settings.access_log,
-        admin_authorization,
+        admin: Some(admin_credential),
     };
     let open_files = crate::http::connections::raise_open_files();
     let conns = crate::http::connections::Connections::new(crate::http::connections::Limits {
