@@ -196,6 +196,16 @@ impl Proxy {
             append_forwarded(&mut parts.headers, peer, prefix);
             // The pooled HTTP/1.1 client speaks HTTP/1.1 whatever the client spoke.
             parts.version = http::Version::HTTP_11;
+            // A body without a length goes on chunked whatever the method:
+            // left to itself, hyper's client sends a GET's as none.
+            if !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+                && !http_body::Body::is_end_stream(&body)
+            {
+                parts.headers.insert(
+                    http::header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+            }
         }
         let body = Unsent::new(body);
         let mut avoid: Vec<WorkerId> = Vec::new();
