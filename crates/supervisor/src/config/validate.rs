@@ -274,6 +274,23 @@ mod tests {
     }
 
     #[test]
+    fn an_id_beginning_with_par_is_refused_naming_the_rule() {
+        let mut e = ValidationErrors::default();
+        validate_spec(
+            &AgentSpec::new("par-a", "s3://b/k.apkg"),
+            "agents[0].",
+            &mut e,
+        );
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!(e.0[0].field, "agents[0].agent_id");
+        let m = &e.0[0].message;
+        assert!(
+            m.contains("\"par-a\"") && m.contains("may not begin with \"par-\""),
+            "{m}"
+        );
+    }
+
+    #[test]
     fn remote_locations() {
         for ok in [
             "https://example.com/a.apkg",

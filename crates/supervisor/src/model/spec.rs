@@ -382,6 +382,27 @@ mod tests {
     }
 
     #[test]
+    fn the_task_role_is_asked_for_by_name_and_off_by_default() {
+        let a: AgentSpec = serde_json::from_str(r#"{"id":"x","package":"/p"}"#).unwrap();
+        assert!(!a.task_role);
+        assert!(!serde_json::to_value(&a)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .contains_key("task_role"));
+        let p = patched(&a, serde_json::json!({"task_role": true}));
+        assert!(p.task_role);
+        assert!(
+            !same_deployment(&a, &p),
+            "asking for the role is a new deployment"
+        );
+        let t: AgentSpec =
+            toml::from_str("id = \"x\"\npackage = \"/p\"\ntask_role = true\n").unwrap();
+        assert!(t.task_role);
+        assert!(serde_json::from_str::<AgentSpec>(r#"{"id":"x","task_role":"yes"}"#).is_err());
+    }
+
+    #[test]
     fn policies() {
         assert!(RestartPolicy::Always.restarts_after(true));
         assert!(!RestartPolicy::OnFailure.restarts_after(true));
