@@ -97,6 +97,9 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
 }
 
 /// `pyproject.toml` of an in-tree PEP 517 backend (`backend.py` beside it).
+/// A `.pth` line that marks every interpreter that starts with it.
+const PTH_LINE: &str = "import os; os.environ['PWNED'] = 'by-a-build-step'\n";
+
 const PYPROJECT: &str = "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n\n[project]\nname = \"evil\"\nversion = \"0.1\"\n";
 
 /// The hostile build backend: while its wheel is built (as the build uid)
@@ -251,6 +254,17 @@ fn a_build_step_cannot_change_another_environment() {
         )],
     );
     tiny_wheel(&victim.join("wheels/tinydep-0.1-py3-none-any.whl"));
+    // Packed once: the same package (and so the same environment) for both
+    // supervisors below.
+    let victim_apkg = dir.path().join("victim.apkg");
+    let packed = std::process::Command::new(env!("CARGO_BIN_EXE_par"))
+        .arg("pack")
+        .arg(&victim)
+        .arg("-o")
+        .arg(&victim_apkg)
+        .status()
+        .unwrap();
+    assert!(packed.success());
     let hostile = agent(
         dir.path(),
         "hostile",
@@ -264,20 +278,11 @@ fn a_build_step_cannot_change_another_environment() {
             ("evil/backend.py", BACKEND),
         ],
     );
-    // An environment an older PAR built as the installer (a build uid
-    // could have written into it): not used, not kept.
     let home = dir.path().join("home");
-    let old = home.join("envs/0123456789abcdef0123456789abcdef");
-    std::fs::create_dir_all(old.join("bin")).unwrap();
-    std::fs::write(old.join(".par-ready"), "six\n").unwrap();
-    std::os::unix::fs::symlink("/usr/bin/python3", old.join("bin/python")).unwrap();
-    for p in [&old, &old.join("bin"), &old.join(".par-ready")] {
-        std::os::unix::fs::lchown(p, Some(BUILDER), Some(BUILDER)).unwrap();
-    }
 
     let agents = format!(
         "[[agents]]\nid = \"victim\"\npackage = \"{}\"\n",
-        victim.display()
+        victim_apkg.display()
     );
     let uid = SUPERVISOR_UID.to_string();
     let sup = Supervisor::start_with(
@@ -291,11 +296,6 @@ fn a_build_step_cannot_change_another_environment() {
             ("PAR_HOME", home.to_str().unwrap()),
             ("AWS_SECRET_ACCESS_KEY", "sk-supervisor-secret-991"),
         ],
-    );
-    assert!(
-        !old.exists(),
-        "an environment that is not sealed is removed: {}",
-        sup.log_text()
     );
     let v = sup.wait_ready("victim", READY);
     let r = invoke(sup.port, "victim");
@@ -404,6 +404,44 @@ fn a_build_step_cannot_change_another_environment() {
         b.retain(|p, _| p.starts_with(&victim_env));
         b
     });
+
+    // The victim's environment as an older PAR left it: the installer's (a
+    // build uid's), with what a build step planted. The next supervisor does
+    // not run it: it builds the environment again and seals it.
+    let victim_sp = victim_env.join("lib/python3.11/site-packages");
+    let victim_sp = if victim_sp.is_dir() {
+        victim_sp
+    } else {
+        std::fs::read_dir(victim_env.join("lib"))
+            .unwrap()
+            .map(|e| e.unwrap().path().join("site-packages"))
+            .next()
+            .unwrap()
+    };
+    drop(sup);
+    std::fs::write(victim_sp.join("zz_evil.pth"), PTH_LINE).unwrap();
+    for p in snapshot(&victim_env).keys() {
+        std::os::unix::fs::lchown(p, Some(BUILDER), Some(BUILDER)).unwrap();
+    }
+    let sup = Supervisor::start_with(
+        "sealed-envs-again",
+        "",
+        &agents,
+        &[
+            ("PAR_AGENT_UIDS", UIDS),
+            ("PAR_SUPERVISOR_UID", &uid),
+            ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
+            ("PAR_HOME", home.to_str().unwrap()),
+        ],
+    );
+    sup.wait_ready("victim", READY);
+    let r = invoke(sup.port, "victim");
+    let data = r.json()["data"].clone();
+    assert_eq!(data["value"], 42, "{data}");
+    assert_eq!(data["pwned"], serde_json::Value::Null, "{data}");
+    assert_eq!(env_of(data["python"].as_str().unwrap()), victim_env);
+    assert!(!victim_sp.join("zz_evil.pth").exists());
+    sealed(&snapshot(&victim_env), &victim_env);
 }
 
 #[test]

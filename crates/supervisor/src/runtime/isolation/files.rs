@@ -79,19 +79,12 @@ pub fn prepare_home(home: &Path, supervisor: u32, installer: u32) -> io::Result<
         owned_dir(&home.join(private), supervisor, 0o700)?;
     }
     owned_dir(&home.join(INSTALLER), installer, 0o700)?;
-    let envs = home.join(ENVS);
-    owned_dir(&envs, supervisor, 0o755)?;
-    // Environments not sealed (built by an earlier PAR as the installer,
-    // or left by a build cut short) may hold what a build step wrote: they
-    // are rebuilt when needed.
-    for entry in fs::read_dir(&envs)? {
-        let path = entry?.path();
-        if !is_sealed(&path, supervisor) {
-            tracing::info!(path = %path.display(), "removing an environment that is not sealed");
-            discard(&path)?;
-        }
-    }
-    Ok(())
+    // Environments in it that are not sealed (built by an earlier PAR as
+    // the installer, left by a build cut short, or by a supervisor without
+    // per-agent uids sharing this PAR_HOME) may hold what a build step
+    // wrote: none is handed to an agent; each is removed and built again
+    // when an agent needs it (not now: another supervisor may be using it).
+    owned_dir(&home.join(ENVS), supervisor, 0o755)
 }
 
 /// Whether `dir` is an environment sealed by `sealer` (or root): owned by
