@@ -22,10 +22,10 @@ use supervisor_support::*;
 
 const READY: Duration = Duration::from_secs(120);
 /// Each test its own range: the build uid is ended between builds.
-const UIDS: &str = "24000-24499";
-const BUILDER: u32 = 24000;
-const UIDS_2: &str = "24500-24999";
-const BUILDER_2: u32 = 24500;
+const UIDS: &str = "26000-26499";
+const BUILDER: u32 = 26000;
+const UIDS_2: &str = "26500-26999";
+const BUILDER_2: u32 = 26500;
 const SUPERVISOR_UID: u32 = 10778;
 
 fn is_root() -> bool {
@@ -531,7 +531,7 @@ fn an_agent_over_its_disk_limit_is_restarted_with_its_tmp_cleared() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "25000-25499"),
+            ("PAR_AGENT_UIDS", "27000-27499"),
             ("PAR_SUPERVISOR_UID", &uid),
             ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
         ],
