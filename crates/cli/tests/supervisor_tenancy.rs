@@ -380,6 +380,53 @@ fn a_detached_process_ends_with_its_agent_and_never_meets_the_next() {
     assert_eq!(processes_of(uid), theirs);
 }
 
+/// `{"action": "swarm"}` starts, in a session of its own, a shell that
+/// keeps forking detached sleepers (each reparented at once) for as long as
+/// its uid's process limit lets it.
+const SWARM: &str = "import os, subprocess\n\
+def handler(c):\n\
+\x20   p = subprocess.Popen(['sh', '-c', 'while :; do (sleep 300 &) 2>/dev/null; done'],\n\
+\x20                        start_new_session=True, stderr=subprocess.DEVNULL)\n\
+\x20   return {'pid': p.pid, 'uid': os.getuid()}\n";
+
+#[test]
+fn a_swarm_of_detached_processes_ends_with_its_agent() {
+    needs_root!();
+    let dir = TempDir::new("tenancy-swarm");
+    let pkg = agent(dir.path(), "swarm", "1.0", SWARM, &[]);
+    let agents = format!(
+        "[[agents]]\nid = \"swarm\"\npackage = \"{}\"\n",
+        pkg.display()
+    );
+    let sup = Supervisor::start_with(
+        "tenancy-swarm",
+        "",
+        &agents,
+        &[
+            ("PAR_AGENT_UIDS", "26000-26999"),
+            ("PAR_AGENT_NPROC", "300"),
+        ],
+    );
+    sup.wait_ready("swarm", READY);
+    let d = invoke(sup.port, "swarm", "{}");
+    let uid = d["uid"].as_u64().unwrap() as u32;
+    // Wait until the swarm is well under way (the sleepers it made so far).
+    wait_until(Duration::from_secs(20), "a swarm of sleepers", || {
+        (processes_of(uid).len() >= 50).then_some(())
+    });
+    let r = admin(&sup, "POST", "/supervisor/stop/par-swarm", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(GONE, "every process of the swarm's uid to end", || {
+        processes_of(uid).is_empty().then_some(())
+    });
+    // And it stays so: nothing was left to fork again.
+    let r = admin(&sup, "POST", "/supervisor/restart/par-swarm?wait=true", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let worker = sup.process("swarm").unwrap()["pid"].as_u64().unwrap();
+    let left = processes_of(uid);
+    assert!(left.contains(&worker) && left.len() == 2, "{left:?}");
+}
+
 #[test]
 fn a_rollout_leaves_nothing_of_the_version_it_rolled_away_from() {
     needs_root!();
