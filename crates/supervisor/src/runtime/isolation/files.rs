@@ -142,27 +142,30 @@ pub fn fresh_dir(path: &Path, uid: u32, mode: u32) -> io::Result<()> {
 /// itself closed. The build uid must have no process left. A symbolic link
 /// must lead inside the environment or to a file only root (or we) can
 /// change; a fifo, socket or device is refused. On error the caller
-/// discards the folder.
-pub fn seal(dir: &Path) -> io::Result<()> {
+/// discards the folder. Answers how many entries it sealed.
+pub fn seal(dir: &Path) -> io::Result<u64> {
     let root = fs::canonicalize(dir)?;
     let me = nix::unistd::geteuid().as_raw();
-    seal_entry(&root, &root, me)?;
+    let mut entries = 0;
+    seal_entry(&root, &root, me, &mut entries)?;
     chmod(&root, 0o755)?;
     let marker = root.join(READY_MARKER);
     fs::write(&marker, "sealed\n")
         .map_err(|e| io::Error::new(e.kind(), format!("write {}: {e}", marker.display())))?;
     chmod(&marker, 0o444)?;
-    chmod(&root, 0o555)
+    chmod(&root, 0o555)?;
+    Ok(entries)
 }
 
-fn seal_entry(path: &Path, root: &Path, me: u32) -> io::Result<()> {
+fn seal_entry(path: &Path, root: &Path, me: u32, entries: &mut u64) -> io::Result<()> {
+    *entries += 1;
     let meta = fs::symlink_metadata(path)?;
     let kind = meta.file_type();
     chown(path, me)?;
     if kind.is_dir() {
         chmod(path, 0o700)?;
         for entry in fs::read_dir(path)? {
-            seal_entry(&entry?.path(), root, me)?;
+            seal_entry(&entry?.path(), root, me, entries)?;
         }
         chmod(path, 0o555)
     } else if kind.is_file() {

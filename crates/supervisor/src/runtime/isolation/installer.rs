@@ -119,15 +119,18 @@ pub async fn run(i: Install<'_>, package: std::fs::File) -> Result<PathBuf, Fail
         // Nothing of the build may run on while the folder is sealed, nor
         // be waiting for the next build.
         end_processes(per.installer)?;
+        let started = Instant::now();
         let sealed = if ok {
-            files::seal(&sealing).map_err(|e| {
-                Failure::package(format!(
-                    "the built environment {} cannot be sealed: {e}",
-                    sealing.display()
-                ))
-            })
+            files::seal(&sealing)
+                .map(|n| (n, started.elapsed()))
+                .map_err(|e| {
+                    Failure::package(format!(
+                        "the built environment {} cannot be sealed: {e}",
+                        sealing.display()
+                    ))
+                })
         } else {
-            Ok(())
+            Ok((0, Duration::ZERO))
         };
         if !ok || sealed.is_err() {
             files::discard(&sealing)
@@ -138,8 +141,14 @@ pub async fn run(i: Install<'_>, package: std::fs::File) -> Result<PathBuf, Fail
     })
     .await;
     built?;
-    sealed?;
-    tracing::info!(agent = i.agent, env = %env.display(), "environment built and sealed");
+    let (entries, took) = sealed?;
+    tracing::info!(
+        agent = i.agent,
+        env = %env.display(),
+        entries,
+        seal_ms = took.as_millis() as u64,
+        "environment built and sealed"
+    );
     Ok(python)
 }
 
