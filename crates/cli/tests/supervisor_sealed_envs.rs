@@ -516,8 +516,11 @@ fn an_agent_over_its_disk_limit_is_restarted_with_its_tmp_cleared() {
         "import os\n\
          def handler(c):\n    \
              with open(os.path.join(os.environ['HOME'], 'kept'), 'w') as f:\n        f.write('1')\n    \
-             with open(os.path.join(os.environ['TMPDIR'], 'blob'), 'wb') as f:\n        \
+             hidden = os.path.join(os.environ['TMPDIR'], 'hidden')\n    \
+             os.makedirs(hidden, exist_ok=True)\n    \
+             with open(os.path.join(hidden, 'blob'), 'wb') as f:\n        \
                  for _ in range(int(c.get('mb', 0))):\n            f.write(b'x' * 1048576)\n    \
+             os.chmod(hidden, 0)\n    \
              return {'pid': os.getpid()}\n",
         &[],
     );
@@ -549,7 +552,9 @@ fn an_agent_over_its_disk_limit_is_restarted_with_its_tmp_cleared() {
     )
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(folder.join("tmp/blob").exists());
+    // Written into a folder it then closed to itself (mode 000): counted all
+    // the same.
+    assert!(folder.join("tmp/hidden/blob").exists());
     let p = wait_until(Duration::from_secs(60), "the hog restarted", || {
         sup.process("hog")
             .filter(|p| p["state"] == "ready" && p["pid"].as_u64() != Some(first))
@@ -557,7 +562,7 @@ fn an_agent_over_its_disk_limit_is_restarted_with_its_tmp_cleared() {
     let why = p["last_error"].as_str().unwrap_or_default();
     assert!(why.contains("over its disk limit of 8 MB"), "{p}");
     assert_eq!(p["last_error_class"], "disk_limit", "{p}");
-    assert!(!folder.join("tmp/blob").exists(), "tmp is emptied");
+    assert!(!folder.join("tmp/hidden").exists(), "tmp is emptied");
     assert!(folder.join("home/kept").exists(), "HOME is kept");
     let tmp = std::fs::metadata(folder.join("tmp")).unwrap();
     let agent_uid = std::fs::metadata(&folder).unwrap().uid();
