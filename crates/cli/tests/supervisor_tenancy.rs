@@ -621,6 +621,63 @@ fn no_agent_id_begins_with_par_at_any_entry_point() {
     );
 }
 
+/// Serves `body` as JSON to every request on a loopback port, for good.
+fn serve_json(body: String) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn a_registry_index_naming_a_par_id_is_not_applied_and_says_why() {
+    let dir = TempDir::new("tenancy-registry");
+    let echo = agent(dir.path(), "echo", "1.0", ENV_DUMP, &[]);
+    let index = serde_json::json!([
+        { "id": "a", "package": echo },
+        { "id": "par-a", "package": echo },
+    ]);
+    let url = format!(
+        "http://127.0.0.1:{}/index.json",
+        serve_json(index.to_string())
+    );
+    let roots = dir.path().display().to_string();
+    let sup = Supervisor::start_with(
+        "tenancy-registry",
+        "",
+        "",
+        &[
+            ("PAR_REGISTRY_URL", &url),
+            ("PAR_REGISTRY_POLL", "200ms"),
+            ("PAR_PACKAGE_ROOTS", &roots),
+        ],
+    );
+    let error = wait_until(Duration::from_secs(20), "the registry's error", || {
+        let st = get(sup.port, "/supervisor/status").unwrap().json();
+        let d = &st["desired"];
+        let e = d["registry"]["last_error"]
+            .as_str()
+            .or_else(|| d["last_reload_error"].as_str())?;
+        Some(e.to_string())
+    });
+    assert!(
+        error.contains("\"par-a\"") && error.contains(RULE),
+        "{error}"
+    );
+    assert!(sup.processes().is_empty(), "nothing of that index applied");
+}
+
 #[test]
 fn a_registry_index_with_a_par_id_is_refused_naming_it() {
     let index = serde_json::json!([
