@@ -1,7 +1,7 @@
 //! Edges of the lifecycle and of what status says about it: a worker-port
 //! range that is full for a while, a rollout superseded while someone waits
 //! for it, and status figures that stay true as time passes. (Agent ids
-//! that look like process ids are refused: `supervisor_tenancy.rs`.)
+//! that look like process ids are refused: `supervisor_agent_ids.rs`.)
 
 mod supervisor_support;
 
