@@ -582,3 +582,84 @@ fn an_agent_over_its_disk_limit_is_restarted_with_its_tmp_cleared() {
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// A build that takes long (its requirement's backend sleeps) holds up no
+/// agent whose environment is already sealed: another package with the
+/// same requirements starts while the build still runs. Needs PyPI (`six`).
+#[test]
+fn a_slow_build_holds_up_no_agent_whose_environment_is_sealed() {
+    needs_root!();
+    const BUILDER_3: u32 = 27500;
+    let dir = TempDir::new("sealed-slow");
+    let main = "import six\ndef handler(c):\n    return {'six': six.__version__}\n";
+    let a = agent(dir.path(), "a", main, &[("requirements.txt", "six\n")]);
+    let b = agent(dir.path(), "b", main, &[("requirements.txt", "six\n")]);
+    let slow = agent(
+        dir.path(),
+        "slow",
+        "def handler(c):\n    return {}\n",
+        &[
+            ("requirements.txt", "./slow\n"),
+            (
+                "slow/pyproject.toml",
+                &PYPROJECT.replace("\"evil\"", "\"slow\""),
+            ),
+            (
+                "slow/backend.py",
+                "import time\n\
+                 def get_requires_for_build_wheel(config_settings=None):\n    return []\n\
+                 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n    \
+                     time.sleep(120)\n    raise RuntimeError('too slow')\n",
+            ),
+        ],
+    );
+    let agents = format!("[[agents]]\nid = \"a\"\npackage = \"{}\"\n", a.display());
+    let uid = SUPERVISOR_UID.to_string();
+    let sup = Supervisor::start_with(
+        "sealed-slow",
+        "",
+        &agents,
+        &[
+            ("PAR_AGENT_UIDS", "27500-27999"),
+            ("PAR_SUPERVISOR_UID", &uid),
+            ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
+        ],
+    );
+    sup.wait_ready("a", READY);
+    let body = format!(
+        r#"{{"agent_id":"slow","package_path":"{}","restart_policy":"never"}}"#,
+        slow.display()
+    );
+    let r = http(sup.port, "POST", "/supervisor/spawn", &[], body.as_bytes()).unwrap();
+    assert!(r.status < 300, "{}", r.text());
+    // The slow requirement is being built.
+    wait_until(Duration::from_secs(60), "the slow build", || {
+        processes_of(BUILDER_3).into_iter().find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("install-env"))
+        })
+    });
+    let body = format!(
+        r#"{{"agent_id":"b","package_path":"{}","restart_policy":"never"}}"#,
+        b.display()
+    );
+    let r = sup.spawn_wait(&body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(
+        !processes_of(BUILDER_3).is_empty(),
+        "b started while the slow build still runs"
+    );
+    let r = http(
+        sup.port,
+        "POST",
+        "/agents/b/invoke",
+        &[("Content-Type", "application/json"), ("Authorization", "")],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(sup);
+    for pid in processes_of(BUILDER_3) {
+        unsafe_free_kill(pid as i32, 9);
+    }
+}

@@ -13,6 +13,10 @@
 //! becomes the supervisor's, writable by no one, before any agent runs it.
 //! A failed build is removed. An environment that is not sealed is never
 //! handed to an agent: it is removed and built again.
+//!
+//! Which environment a package needs is asked first, as the agent's own uid
+//! (`--plan` only unpacks the package, the agent's own): an environment
+//! already sealed waits for no build.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -75,12 +79,19 @@ struct Installed {
 /// environment's.
 pub async fn run(i: Install<'_>, package: std::fs::File) -> Result<PathBuf, Failure> {
     let per = i.per;
-    let _one = BUILDS.lock().await;
     let again = package
         .try_clone()
         .map_err(|e| Failure::environment(format!("the staged package: {e}")))?;
-    blocking(per, fresh_scratch).await?;
-    let plan = installer(&i, package, &[OsStr::new("--plan")]).await?;
+    // Where the environment is, asked as the agent's own uid (it only
+    // unpacks the package, which is the agent's): an environment already
+    // sealed waits for no build.
+    let uid = per.uid_for(i.agent).map_err(Failure::environment)?;
+    let planner = Runner {
+        uid,
+        scratch: per.home.join(files::AGENTS).join(i.agent).join("tmp"),
+        umask: 0o077,
+    };
+    let plan = installer(&i, &planner, package, &[OsStr::new("--plan")]).await?;
     let Some(env) = plan.env_dir else {
         return Ok(plan.python);
     };
@@ -101,6 +112,17 @@ pub async fn run(i: Install<'_>, package: std::fs::File) -> Result<PathBuf, Fail
     if files::is_sealed(&env, sealer) {
         return Ok(python);
     }
+    let _one = BUILDS.lock().await;
+    // Built and sealed by the build before this one.
+    if files::is_sealed(&env, sealer) {
+        return Ok(python);
+    }
+    blocking(per, fresh_scratch).await?;
+    let builder = Runner {
+        uid: per.installer,
+        scratch: per.home.join(files::INSTALLER),
+        umask: 0o022,
+    };
     let into = env.clone();
     blocking(per, move |per| {
         files::fresh_dir(&into, per.installer, 0o755).map_err(|e| {
@@ -110,7 +132,10 @@ pub async fn run(i: Install<'_>, package: std::fs::File) -> Result<PathBuf, Fail
     .await?;
     let mut again = again;
     let built = match again.seek(SeekFrom::Start(0)) {
-        Ok(_) => installer(&i, again, &[OsStr::new("--into"), env.as_os_str()]).await,
+        Ok(_) => {
+            let into = [OsStr::new("--into"), env.as_os_str()];
+            installer(&i, &builder, again, &into).await
+        }
         Err(e) => Err(Failure::environment(format!("the staged package: {e}"))),
     };
     let sealing = env.clone();
@@ -230,17 +255,26 @@ fn processes_of(uid: u32) -> Vec<i32> {
         .collect()
 }
 
-/// Runs `par install-env` as the build uid with `args`, the package on its
-/// stdin; its stderr goes to the agent's log and its last lines into the
-/// error when it fails.
+/// Who runs `par install-env`, with which HOME, TMPDIR and caches.
+struct Runner {
+    uid: u32,
+    scratch: PathBuf,
+    /// 0o022 for the build (environments are for every agent to read).
+    umask: u32,
+}
+
+/// Runs `par install-env` as `who` with `args`, the package on its stdin;
+/// its output goes to the agent's log and its last lines into the error
+/// when it fails.
 async fn installer(
     i: &Install<'_>,
+    who: &Runner,
     package: std::fs::File,
     args: &[&OsStr],
 ) -> Result<Installed, Failure> {
     let per = i.per;
     let mut cmd = tokio::process::Command::new(&per.program);
-    let scratch = per.home.join(files::INSTALLER);
+    let scratch = &who.scratch;
     cmd.arg("install-env")
         .arg("--home")
         .arg(&per.home)
@@ -274,12 +308,12 @@ async fn installer(
     become_identity(
         &mut cmd,
         Identity {
-            uid: per.installer,
+            uid: who.uid,
             nproc: per.nproc,
             nofile: per.nofile,
-            umask: 0o022,
+            umask: who.umask,
         },
-        Some(&scratch),
+        Some(scratch),
     );
     crate::runtime::unix::isolate(&mut cmd);
     let mut child = crate::runtime::unix::spawn_tracked(|| {
