@@ -123,7 +123,15 @@ class Handler(BaseHTTPRequestHandler):
 ThreadingHTTPServer.daemon_threads = True
 ThreadingHTTPServer.allow_reuse_address = False
 try:
-    server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+    if os.environ.get("PAR_LISTEN_FD"):
+        # As `par worker` does: serve on the socket the supervisor hands over.
+        import socket
+        server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = socket.socket(fileno=int(os.environ["PAR_LISTEN_FD"]))
+        server.server_address = server.socket.getsockname()
+    else:
+        server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
 except OSError as e:
     if e.errno == 98:
         # As `par worker` does: the port was taken meanwhile (EX_TEMPFAIL).

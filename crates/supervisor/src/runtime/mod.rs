@@ -14,7 +14,6 @@ pub mod resources;
 pub mod unix;
 
 use std::collections::HashMap;
-use std::os::fd::AsRawFd as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,7 +137,7 @@ impl Runtime {
                 event: None,
             };
         }
-        let listener = self.ports.listener(port).map(|fd| fd.as_raw_fd());
+        let listener = self.ports.lease(port);
         let event = match process::spawn(
             launch,
             port,
@@ -202,7 +201,7 @@ impl Runtime {
         let spawned = process::spawn(
             &w.launch,
             w.port,
-            self.ports.listener(w.port).map(|fd| fd.as_raw_fd()),
+            self.ports.lease(w.port),
             &self.command,
             &self.control,
             &self.logs,

@@ -5,11 +5,21 @@
 //! here between one worker of a port and the next. Nothing else on the
 //! machine — an agent binding ports, with `SO_REUSEADDR`, `SO_REUSEPORT` or on
 //! `0.0.0.0` — can take a port of the range while the supervisor runs.
+//!
+//! A port whose worker is gone keeps listening (giving it up, even for a
+//! moment, would let someone take it): from the worker's exit until the port
+//! is handed on, the supervisor accepts and closes what connects, so a client
+//! (the proxy, a probe) is told at once, as by a refused connection, instead
+//! of waiting on a queue no one reads.
 #![allow(unsafe_code)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd as _, BorrowedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
 
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 
@@ -28,7 +38,7 @@ pub const WORKER_HOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
 pub struct Ports {
     range: PortRange,
     /// The listening sockets, one per port the supervisor could bind.
-    held: BTreeMap<u16, TcpListener>,
+    held: BTreeMap<u16, Arc<Slot>>,
     used: HashSet<u16>,
     next: u16,
 }
@@ -43,7 +53,7 @@ impl Ports {
         for port in range.start..=range.end {
             match listen(port) {
                 Ok(l) => {
-                    held.insert(port, l);
+                    held.insert(port, Slot::new(l));
                 }
                 Err(e) if e.raw_os_error().is_some_and(is_out_of_fds) => {
                     tracing::warn!(
@@ -88,10 +98,10 @@ impl Ports {
                 continue;
             }
             match self.held.get(&port) {
-                Some(l) => drain(l),
+                Some(slot) => slot.hand_on(),
                 None => match listen(port) {
                     Ok(l) => {
-                        self.held.insert(port, l);
+                        self.held.insert(port, Slot::new(l));
                     }
                     Err(_) => continue,
                 },
@@ -108,8 +118,12 @@ impl Ports {
     }
 
     /// The listening socket of an allocated port, for its worker to inherit.
-    pub fn listener(&self, port: u16) -> Option<BorrowedFd<'_>> {
-        self.held.get(&port).map(|l| l.as_fd())
+    pub fn lease(&self, port: u16) -> Option<Lease> {
+        let slot = self.held.get(&port)?;
+        Some(Lease {
+            slot: Arc::clone(slot),
+            turn: slot.lock().turn,
+        })
     }
 
     pub fn range(&self) -> PortRange {
@@ -121,9 +135,111 @@ impl Ports {
         self.held.len()
     }
 
-    /// The port's worker is gone; its socket stays here, listening.
+    /// The port's worker is gone; its socket stays here, listening, and
+    /// what connects to it is turned away until the port is handed on.
     pub fn release(&mut self, port: u16) {
-        self.used.remove(&port);
+        if self.used.remove(&port) {
+            if let Some(slot) = self.held.get(&port) {
+                let turn = slot.lock().turn;
+                slot.turn_away(turn);
+            }
+        }
+    }
+}
+
+/// One port's listening socket and whose it is now.
+#[derive(Debug)]
+struct Slot {
+    socket: TcpListener,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    /// Counts the workers the port was handed to.
+    turn: u64,
+    /// Accepts and closes connections while no worker has the port.
+    refuser: Option<JoinHandle<()>>,
+}
+
+impl Slot {
+    fn new(socket: TcpListener) -> Arc<Self> {
+        Arc::new(Slot {
+            socket,
+            state: Mutex::new(SlotState::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new turn: nothing of before is turned away or queued any more.
+    fn hand_on(&self) {
+        let mut st = self.lock();
+        st.turn += 1;
+        if let Some(r) = st.refuser.take() {
+            r.abort();
+        }
+        drain(&self.socket);
+    }
+
+    /// Turns connections away from now on, if `turn` is still the port's
+    /// (a worker of an earlier turn that exits late changes nothing).
+    fn turn_away(&self, turn: u64) {
+        let mut st = self.lock();
+        if st.turn != turn || st.refuser.is_some() {
+            return;
+        }
+        drain(&self.socket);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(listener) = self
+            .socket
+            .try_clone()
+            .ok()
+            .and_then(|l| l.set_nonblocking(true).ok().map(|()| l))
+        else {
+            return;
+        };
+        let _guard = runtime.enter();
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
+        st.refuser = Some(runtime.spawn(refuse(listener)));
+    }
+}
+
+/// What a worker holds of its port: the socket to inherit, and the turn it
+/// was handed in.
+#[derive(Debug)]
+pub struct Lease {
+    slot: Arc<Slot>,
+    turn: u64,
+}
+
+impl Lease {
+    /// The listening socket, for the worker to inherit.
+    pub fn fd(&self) -> RawFd {
+        self.slot.socket.as_raw_fd()
+    }
+
+    /// The worker exited: what connects is turned away at once (not queued
+    /// for nobody until the runtime releases the port).
+    pub fn worker_gone(&self) {
+        self.slot.turn_away(self.turn);
+    }
+}
+
+/// Accepts and closes every connection (an idle port's clients learn at once
+/// that no worker is there).
+async fn refuse(listener: tokio::net::TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((conn, _)) => drop(conn),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
     }
 }
 
@@ -156,6 +272,11 @@ fn listen(port: u16) -> std::io::Result<TcpListener> {
 /// Closes every connection queued on `l` (a client of the previous worker of
 /// the port, or one that connected while no worker had it).
 fn drain(l: &TcpListener) {
+    // The flag belongs to the socket, which the previous worker shared (and
+    // may have made blocking): the caller must not wait here.
+    if l.set_nonblocking(true).is_err() {
+        return;
+    }
     for _ in 0..(BACKLOG * 2) {
         if l.accept().is_err() {
             return;
@@ -205,10 +326,10 @@ mod tests {
         };
         let p = range.start;
         let mut ports = Ports::bind(range);
-        if ports.listener(p + 1).is_none() {
+        if ports.lease(p + 1).is_none() {
             return; // p+1 is someone else's too
         }
-        assert!(ports.listener(p).is_none(), "port {p} is another process's");
+        assert!(ports.lease(p).is_none(), "port {p} is another process's");
         assert_eq!(ports.allocate(), Some(p + 1));
         assert_eq!(ports.allocate(), None, "{p} is still in use");
         drop(other);
@@ -226,7 +347,7 @@ mod tests {
         drop(other);
         let ports = Ports::bind(range);
         let p = range.start;
-        if ports.listener(p).is_none() {
+        if ports.lease(p).is_none() {
             return;
         }
         assert!(std::net::TcpListener::bind(("127.0.0.1", p)).is_err());
@@ -253,7 +374,7 @@ mod tests {
         drop(other);
         let mut ports = Ports::bind(range);
         let p = range.start;
-        if ports.listener(p).is_none() || ports.listener(p + 1).is_none() {
+        if ports.lease(p).is_none() || ports.lease(p + 1).is_none() {
             return;
         }
         let mut stale = TcpStream::connect(("127.0.0.1", p)).unwrap();
@@ -270,8 +391,52 @@ mod tests {
             other => panic!("the queued connection is still open: {other:?}"),
         }
         let fresh = TcpStream::connect(("127.0.0.1", p)).unwrap();
-        let l = ports.held.get(&p).unwrap();
+        let l = &ports.held.get(&p).unwrap().socket;
         let (accepted, _) = l.accept().unwrap();
+        assert_eq!(accepted.peer_addr().unwrap(), fresh.local_addr().unwrap());
+    }
+
+    /// Reads until the peer closes (or resets) the connection.
+    fn closed_by_peer(mut conn: TcpStream) -> bool {
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        match conn.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(_) => false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_released_port_turns_clients_away_until_it_is_handed_on() {
+        let Some((other, range)) = range_of_two() else {
+            return;
+        };
+        drop(other);
+        let mut ports = Ports::bind(range);
+        let p = range.start;
+        if ports.lease(p).is_none() || ports.lease(p + 1).is_none() {
+            return;
+        }
+        assert_eq!(ports.allocate(), Some(p));
+        let first = ports.lease(p).unwrap();
+        // The worker exits: a client connecting now is closed at once.
+        first.worker_gone();
+        let conn = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        let gone = tokio::task::spawn_blocking(move || closed_by_peer(conn));
+        assert!(gone.await.unwrap(), "turned away while no worker has it");
+        ports.release(p);
+        assert_eq!(ports.allocate(), Some(p + 1));
+        assert_eq!(ports.allocate(), Some(p), "handed on");
+        // The first worker's late exit changes nothing for the second.
+        first.worker_gone();
+        let fresh = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        let socket = ports.held.get(&p).unwrap().socket.try_clone().unwrap();
+        socket.set_nonblocking(false).unwrap();
+        let accepted = tokio::task::spawn_blocking(move || socket.accept().unwrap().0)
+            .await
+            .unwrap();
         assert_eq!(accepted.peer_addr().unwrap(), fresh.local_addr().unwrap());
     }
 }

@@ -43,7 +43,7 @@ pub struct Started {
 pub fn spawn(
     launch: &Launch,
     port: u16,
-    listener: Option<std::os::fd::RawFd>,
+    listener: Option<super::ports::Lease>,
     command: &WorkerCommand,
     control: &Control,
     logs: &Arc<LogStore>,
@@ -95,9 +95,9 @@ pub fn spawn(
             cmd.env(env::ISOLATION, "shared-uid");
         }
     }
-    if let Some(fd) = listener {
-        cmd.env(env::LISTEN_FD, fd.to_string());
-        super::ports::inherit(&mut cmd, fd);
+    if let Some(lease) = &listener {
+        cmd.env(env::LISTEN_FD, lease.fd().to_string());
+        super::ports::inherit(&mut cmd, lease.fd());
     }
     super::unix::isolate(&mut cmd);
     let mut child = super::unix::spawn_tracked(|| {
@@ -128,6 +128,9 @@ pub fn spawn(
     );
     tokio::spawn(async move {
         let status = child.wait().await;
+        if let Some(lease) = &listener {
+            lease.worker_gone();
+        }
         flag.store(true, Ordering::Release);
         super::unix::untrack(pid);
         let exit = ExitInfo {
