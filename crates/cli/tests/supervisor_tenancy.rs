@@ -23,6 +23,8 @@ use serde_json::Value;
 use supervisor_support::*;
 
 const READY: Duration = Duration::from_secs(120);
+// Each test's uids are its own (28000-28999, no other test's): a reap here
+// kills every process of an agent's uid.
 /// How long a detached process may outlive its agent's stop or DELETE.
 const GONE: Duration = Duration::from_secs(2);
 
@@ -185,7 +187,7 @@ fn the_supervisors_secrets_reach_no_agent_and_the_task_role_only_the_one_that_as
          [[agents]]\nid = \"role\"\npackage = \"{0}\"\ntask_role = true\n",
         pkg.display()
     );
-    let mut env: Vec<(&str, &str)> = vec![("PAR_AGENT_UIDS", "22000-22999")];
+    let mut env: Vec<(&str, &str)> = vec![("PAR_AGENT_UIDS", "28000-28249")];
     env.extend_from_slice(SECRETS);
     env.extend_from_slice(ROLE);
     let sup = Supervisor::start_with("tenancy-env", "", &agents, &env);
@@ -311,7 +313,7 @@ fn a_detached_process_ends_with_its_agent_and_never_meets_the_next() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "23000-23999"),
+            ("PAR_AGENT_UIDS", "28250-28499"),
             ("PAR_PACKAGE_ROOTS", &roots),
         ],
     );
@@ -403,7 +405,7 @@ fn a_swarm_of_detached_processes_ends_with_its_agent() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "26000-26999"),
+            ("PAR_AGENT_UIDS", "28500-28749"),
             ("PAR_AGENT_NPROC", "300"),
         ],
     );
@@ -443,7 +445,7 @@ fn a_rollout_leaves_nothing_of_the_version_it_rolled_away_from() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "24000-24999"),
+            ("PAR_AGENT_UIDS", "28750-28999"),
             ("PAR_PACKAGE_ROOTS", &roots),
         ],
     );
