@@ -17,13 +17,18 @@ use supervisor_support::*;
 
 const AGENT: &str = "[[agents]]\nid = \"a\"\npackage = \"pkg\"\n";
 
+/// A supervisor with the fake worker.
+fn start(tag: &str, extra: &str, agents: &str) -> Supervisor {
+    Supervisor::start(tag, extra, agents, &[])
+}
+
 /// A head that never ends (no blank line).
 const PARTIAL: &str = "GET /agents/a/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
 
 /// A process keeping `n` connections to `port`, each holding a partial
 /// head: one the supervisor closes is opened again (at most `rate` per
 /// second), until its stdin closes. It prints how many it opened, then, at
-/// the end, how many it had to open again.
+/// the end, how many the supervisor closed.
 fn hold_partial_heads(port: u16, n: usize, rate: usize) -> Child {
     let script = r#"
 import selectors, socket, sys, threading, time
@@ -59,7 +64,8 @@ while not done.is_set():
             reopened += 1
         except OSError:
             pass
-print(reopened, flush=True)
+closed = reopened + len(sel.select(timeout=1))
+print(closed, flush=True)
 "#;
     Command::new("python3")
         .args([
@@ -85,7 +91,7 @@ fn read_count(child: &mut Child) -> usize {
     line.trim().parse().unwrap_or(0)
 }
 
-/// Stops a holder; how many connections it had to open again.
+/// Stops a holder; how many of its connections the supervisor closed.
 fn stop(mut child: Child) -> usize {
     drop(child.stdin.take());
     let n = read_count(&mut child);
@@ -132,7 +138,7 @@ fn health_checks(port: u16, n: usize, what: &str) {
 
 #[test]
 fn partial_heads_past_the_cap_leave_the_health_check_answering() {
-    let sup = Supervisor::start("partial-cap", "max_connections = 100\n", AGENT, &[]);
+    let sup = start("partial-cap", "max_connections = 100\n", AGENT);
     sup.wait_ready("a", Duration::from_secs(20));
     let mut holder = hold_partial_heads(sup.port, 300, 1000);
     assert_eq!(read_count(&mut holder), 300, "connections opened");
@@ -140,14 +146,17 @@ fn partial_heads_past_the_cap_leave_the_health_check_answering() {
     // Requests for agents are served too (a fresh connection makes room).
     let r = get(sup.port, "/agents/a/x").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    let reopened = stop(holder);
-    eprintln!("the holder's partial heads were closed {reopened} times");
-    assert!(reopened > 0, "no partial head was ever closed");
+    let closed = stop(holder);
+    eprintln!("the supervisor closed {closed} of the holder's partial heads");
+    assert!(
+        closed >= 100,
+        "300 partial heads held past a cap of 100: {closed} closed"
+    );
 }
 
 #[test]
 fn twenty_thousand_partial_heads_leave_the_health_check_answering() {
-    let sup = Supervisor::start("partial-20k", "", AGENT, &[]);
+    let sup = start("partial-20k", "", AGENT);
     sup.wait_ready("a", Duration::from_secs(20));
     let t = Instant::now();
     // Two processes: each stays under the open-files limit of this machine.
@@ -161,10 +170,19 @@ fn twenty_thousand_partial_heads_leave_the_health_check_answering() {
     );
     assert!(held >= 20_000, "only {held} opened");
     health_checks(sup.port, 10, "20,000 partial heads held");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sup.child.id())).unwrap();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or("VmRSS: ?");
+    eprintln!(
+        "the supervisor meanwhile: {}",
+        rss.split_whitespace().skip(1).collect::<Vec<_>>().join(" ")
+    );
     let r = get(sup.port, "/agents/a/x").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
-    let reopened: usize = holders.into_iter().map(stop).sum();
-    eprintln!("partial heads closed by the supervisor and opened again: {reopened}");
+    let closed: usize = holders.into_iter().map(stop).sum();
+    eprintln!("partial heads the supervisor closed (each opened again): {closed}");
     let st = get(sup.port, "/supervisor/status").unwrap().json();
     assert_eq!(st["supervisor"]["state"], "running");
 }
@@ -209,7 +227,7 @@ fn agent_queued(s: &Supervisor, id: &str) -> Option<u64> {
 
 #[test]
 fn a_client_that_half_closes_after_its_request_gets_its_whole_answer() {
-    let sup = Supervisor::start("half", "", AGENT, &[]);
+    let sup = start("half", "", AGENT);
     sup.wait_ready("a", Duration::from_secs(20));
     let token = sup.token();
     // The management API (hyper's path).
@@ -242,7 +260,7 @@ fn a_client_that_half_closes_after_its_request_gets_its_whole_answer() {
 #[test]
 fn a_half_closed_client_keeps_its_place_in_the_queue_a_closed_one_leaves_it() {
     let agents = "[[agents]]\nid = \"one\"\npackage = \"pkg\"\nmax_concurrency = 1\n";
-    let sup = Supervisor::start("half-queue", "", agents, &[]);
+    let sup = start("half-queue", "", agents);
     sup.wait_ready("one", Duration::from_secs(20));
     // The direct path (a GET), then hyper's (a 70 KiB upload).
     for body in [Vec::new(), vec![b'x'; 70 * 1024]] {
@@ -361,7 +379,7 @@ fn slow_chunked_upload(port: u16, path: &str, pieces: &[&str], pause: Duration) 
 
 #[test]
 fn the_upstream_timeout_still_counts_the_workers_silence_after_a_slow_upload() {
-    let sup = Supervisor::start("slow-upload-504", "upstream_timeout = \"1s\"\n", AGENT, &[]);
+    let sup = start("slow-upload-504", "upstream_timeout = \"1s\"\n", AGENT);
     sup.wait_ready("a", Duration::from_secs(20));
     let pieces = ["{\"a\"", ": 1}"];
     // The upload takes 1.6 s, the worker answers at once: 200.

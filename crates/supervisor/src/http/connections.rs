@@ -10,21 +10,24 @@
 //!   the ALB and agents on loopback send a head in one piece).
 //! - At the cap, the connection that has waited longest for its next request
 //!   is closed to make room, whether it sent nothing, part of a head, or is an
-//!   idle keep-alive one: never one with a request in flight. A fresh
-//!   connection (the ALB opens one per health check) is the youngest, so it is
-//!   served before anyone else is evicted.
+//!   idle keep-alive one: never one with a request in flight. A connection
+//!   whose whole first head is already in its buffer when accepted (the ALB's
+//!   health check sends its head at once, and it is there when a burst of
+//!   connections makes the accept queue long) has a request in flight from
+//!   the start; any other fresh one is the youngest, evicted last.
 //! - When every connection has a request in flight, a reserve of connections
 //!   serves `/runtime/health` only, its oldest waiting one evicted likewise.
 
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Connections served for the health check only, past the cap.
@@ -74,10 +77,13 @@ struct Entry {
     head_at: AtomicU64,
     /// Whether a request was served (the first head is due from the accept).
     served: AtomicBool,
+    /// Counted in `busy` from the accept: its whole first head had arrived.
+    preloaded: AtomicBool,
     /// Whether a task waits on `wake` while requests are in flight (hyper's path).
     watched: AtomicBool,
-    /// Evicted, the pressure rose, or (watched) the last request ended.
-    wake: Notify,
+    /// Evicted, the pressure rose, or (watched) the last request ended: the
+    /// task waiting in `expired` (one at most) looks again.
+    wake: AtomicWaker,
     health_only: bool,
 }
 
@@ -149,8 +155,10 @@ impl Connections {
         t.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a new connection in, making room when at the cap.
-    pub fn admit(self: &Arc<Self>) -> Admitted {
+    /// Counts a new connection in, making room when at the cap. `preloaded`:
+    /// its first request head is whole in its buffer already (a request in
+    /// flight, never evicted).
+    pub fn admit(self: &Arc<Self>, preloaded: bool) -> Admitted {
         let open = self.open.fetch_add(1, Ordering::AcqRel) + 1;
         if open > self.limits.max_connections && !self.evict(false) {
             self.open.fetch_sub(1, Ordering::AcqRel);
@@ -159,7 +167,7 @@ impl Connections {
                 self.health_only.fetch_sub(1, Ordering::AcqRel);
                 return Admitted::Refused;
             }
-            return Admitted::HealthOnly(self.register(true));
+            return Admitted::HealthOnly(self.register(true, preloaded));
         }
         if open >= self.high_water() && !self.pressed.swap(true, Ordering::AcqRel) {
             tracing::warn!(
@@ -171,22 +179,23 @@ impl Connections {
             // Waits already under way shorten too.
             for e in self.table(false).all.values() {
                 if e.busy.load(Ordering::Acquire) == 0 {
-                    e.wake.notify_one();
+                    e.wake.wake();
                 }
             }
         }
-        Admitted::Full(self.register(false))
+        Admitted::Full(self.register(false, preloaded))
     }
 
-    fn register(self: &Arc<Self>, health_only: bool) -> Conn {
+    fn register(self: &Arc<Self>, health_only: bool, preloaded: bool) -> Conn {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(Entry {
-            busy: AtomicU32::new(0),
+            busy: AtomicU32::new(u32::from(preloaded)),
+            preloaded: AtomicBool::new(preloaded),
             since: AtomicU64::new(self.now_ms()),
             head_at: AtomicU64::new(0),
             served: AtomicBool::new(false),
             watched: AtomicBool::new(false),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
             health_only,
         });
         self.table(health_only).all.insert(id, Arc::clone(&entry));
@@ -210,7 +219,7 @@ impl Connections {
                         .compare_exchange(0, EVICTED, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 {
-                    e.wake.notify_one();
+                    e.wake.wake();
                     return true;
                 }
             }
@@ -279,6 +288,11 @@ impl Conn {
     /// and the connection is never evicted meanwhile. False: it was
     /// evicted already (close it).
     pub fn begin_request(&self) -> bool {
+        // The first request of a preloaded connection was counted at the accept.
+        if self.entry.preloaded.load(Ordering::Relaxed) {
+            self.entry.preloaded.store(false, Ordering::Relaxed);
+            return true;
+        }
         self.entry
             .busy
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
@@ -299,7 +313,7 @@ impl Conn {
                 ((b & !EVICTED) > 0).then(|| b - 1)
             });
         if before == Ok(1) && e.watched.load(Ordering::Relaxed) {
-            e.wake.notify_one();
+            e.wake.wake();
         }
     }
 
@@ -332,25 +346,25 @@ impl Conn {
     /// request past its deadline. Pending while a request is in flight
     /// (hyper's path: call `watch` first so the end of one wakes it).
     pub async fn expired(&self) {
-        loop {
-            let woken = self.entry.wake.notified();
+        let sleep = tokio::time::sleep_until(self.deadline());
+        tokio::pin!(sleep);
+        std::future::poll_fn(|cx| {
+            // Registered before the state is read: no wake is missed.
+            self.entry.wake.register(cx.waker());
             let busy = self.entry.busy.load(Ordering::Acquire);
             if busy & EVICTED != 0 {
-                return;
+                return Poll::Ready(());
             }
             if busy > 0 {
-                woken.await;
-                continue;
+                return Poll::Pending;
             }
             let deadline = self.deadline();
-            if Instant::now() >= deadline {
-                return;
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
             }
-            tokio::select! {
-                () = woken => {}
-                () = tokio::time::sleep_until(deadline) => {}
-            }
-        }
+            sleep.as_mut().poll(cx)
+        })
+        .await
     }
 
     /// `expired` will be awaited while requests are in flight.
@@ -481,15 +495,15 @@ mod tests {
     #[test]
     fn at_the_cap_the_longest_waiting_connection_makes_room_never_a_busy_one() {
         let c = conns(3);
-        let busy = full(c.admit());
+        let busy = full(c.admit(false));
         tick();
-        let partial = full(c.admit());
+        let partial = full(c.admit(false));
         partial.head_started();
         tick();
-        let fresh = full(c.admit());
+        let fresh = full(c.admit(false));
         // The oldest has a request in flight: the partial head goes.
         assert!(busy.begin_request());
-        let newest = full(c.admit());
+        let newest = full(c.admit(false));
         assert!(evicted(&partial) && !evicted(&busy) && !evicted(&fresh));
         assert!(
             !partial.begin_request(),
@@ -499,18 +513,34 @@ mod tests {
         // An idle keep-alive connection waits from its last response's end.
         tick();
         busy.end_request();
-        let _another = full(c.admit());
+        let _another = full(c.admit(false));
         assert!(evicted(&fresh) && !evicted(&busy) && !evicted(&newest));
+    }
+
+    #[test]
+    fn a_connection_accepted_with_its_whole_head_is_never_evicted_before_it_is_served() {
+        let c = conns(2);
+        let health = full(c.admit(true));
+        tick();
+        let young = full(c.admit(false));
+        let newcomer = full(c.admit(false));
+        assert!(evicted(&young) && !evicted(&health));
+        // Served, then waiting like any other (from the end of its reply).
+        assert!(health.begin_request());
+        tick();
+        health.end_request();
+        let _next = full(c.admit(false));
+        assert!(evicted(&newcomer) && !evicted(&health));
     }
 
     #[test]
     fn with_every_connection_busy_the_health_reserve_serves_evicting_its_oldest() {
         let c = conns(1);
-        let busy = full(c.admit());
+        let busy = full(c.admit(false));
         assert!(busy.begin_request());
         let mut reserve = Vec::new();
         for i in 0..HEALTH_ONLY {
-            match c.admit() {
+            match c.admit(false) {
                 Admitted::HealthOnly(h) => reserve.push(h),
                 _ => panic!("the health reserve"),
             }
@@ -519,7 +549,7 @@ mod tests {
             }
         }
         // Full: its oldest waiting one makes room.
-        let Admitted::HealthOnly(extra) = c.admit() else {
+        let Admitted::HealthOnly(extra) = c.admit(false) else {
             panic!("room made in the reserve")
         };
         assert!(evicted(&reserve[0]) && !evicted(&reserve[1]));
@@ -528,14 +558,14 @@ mod tests {
         for h in reserve.iter().chain([&extra]) {
             assert!(h.begin_request());
         }
-        assert!(matches!(c.admit(), Admitted::Refused));
+        assert!(matches!(c.admit(false), Admitted::Refused));
     }
 
     #[test]
     fn heads_are_due_within_the_header_timeout_and_sooner_under_pressure() {
         let c = conns(8);
         // The first head, from the accept, whether it began or not.
-        let first = full(c.admit());
+        let first = full(c.admit(false));
         assert_eq!(due(&first), Duration::from_secs(10));
         first.head_started();
         assert_eq!(due(&first), Duration::from_secs(10));
@@ -551,9 +581,9 @@ mod tests {
         assert_eq!(first.deadline() - head_at, Duration::from_secs(10));
         // The health reserve: short, always.
         let c = conns(1);
-        let busy = full(c.admit());
+        let busy = full(c.admit(false));
         assert!(busy.begin_request());
-        let Admitted::HealthOnly(h) = c.admit() else {
+        let Admitted::HealthOnly(h) = c.admit(false) else {
             panic!("every connection busy: the reserve")
         };
         assert_eq!(due(&h), PRESSED_HEAD_TIMEOUT);
@@ -562,14 +592,14 @@ mod tests {
     #[tokio::test]
     async fn a_wait_under_way_shortens_when_the_pressure_rises() {
         let c = conns(8);
-        let slow = Arc::new(full(c.admit()));
+        let slow = Arc::new(full(c.admit(false)));
         assert_eq!(due(&slow), Duration::from_secs(10));
         let waiting = tokio::spawn({
             let slow = Arc::clone(&slow);
             async move { slow.expired().await }
         });
         tokio::task::yield_now().await;
-        let more: Vec<_> = (0..5).map(|_| full(c.admit())).collect();
+        let more: Vec<_> = (0..5).map(|_| full(c.admit(false))).collect();
         assert!(c.pressed());
         assert_eq!(due(&slow), PRESSED_HEAD_TIMEOUT);
         // Woken to shorten its wait: it ends within the short deadline.
@@ -585,11 +615,11 @@ mod tests {
     #[test]
     fn slots_come_back() {
         let c = conns(1);
-        let first = c.admit();
+        let first = c.admit(false);
         assert_eq!(c.open(), 1);
         drop(first);
         assert_eq!(c.open(), 0);
-        assert!(matches!(c.admit(), Admitted::Full(..)));
+        assert!(matches!(c.admit(false), Admitted::Full(..)));
     }
 
     #[test]

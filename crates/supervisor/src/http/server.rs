@@ -133,6 +133,23 @@ impl http_body::Body for Ending {
     }
 }
 
+/// Whether a request head is whole in a just accepted connection's buffer
+/// (one non-blocking peek): its connection is then never evicted before it
+/// is served. The ALB's health check sends its head with the connection.
+fn whole_head_arrived(stream: &tokio::net::TcpStream) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd as _;
+    let mut buf = [0u8; 2048];
+    match recv(
+        stream.as_raw_fd(),
+        &mut buf,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(n) => buf[..n].windows(4).any(|w| w == b"\r\n\r\n"),
+        Err(_) => false,
+    }
+}
+
 /// Whether the first request of a connection handed to hyper is for an
 /// agent (a large upload, HTTP/1.0, a WebSocket), not the management API.
 fn for_an_agent(read: &[u8]) -> bool {
@@ -205,7 +222,7 @@ async fn accept_loop(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = match conns.admit() {
+                let conn = match conns.admit(whole_head_arrived(&stream)) {
                     Admitted::Full(c) | Admitted::HealthOnly(c) => Arc::new(c),
                     Admitted::Refused => continue,
                 };

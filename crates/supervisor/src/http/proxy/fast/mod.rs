@@ -98,9 +98,9 @@ impl Proxy {
             };
             let req = loop {
                 if !b.client.is_empty() {
-                    conn.head_started();
                     match wire::parse_request(&b.client, &cx, &mut b.request) {
-                        Parsed::Partial => {}
+                        // Due from its first byte (when not whole at once).
+                        Parsed::Partial => conn.head_started(),
                         Parsed::General => return Served::General(client, b.client),
                         Parsed::Refused(r) => return refuse(client, r, &mut b.reply).await,
                         Parsed::Direct(r) => break r,
