@@ -407,9 +407,16 @@ fn a_swarm_of_detached_processes_ends_with_its_agent() {
         &[
             ("PAR_AGENT_UIDS", "28500-28749"),
             ("PAR_AGENT_NPROC", "300"),
+            // As in the image: the supervisor drops root, keeping CAP_KILL.
+            ("PAR_SUPERVISOR_UID", "10780"),
         ],
     );
     sup.wait_ready("swarm", READY);
+    assert_eq!(
+        uid_of(u64::from(sup.child.id())),
+        Some(10780),
+        "dropped root"
+    );
     let d = invoke(sup.port, "swarm", "{}");
     let uid = d["uid"].as_u64().unwrap() as u32;
     // Wait until the swarm is well under way (the sleepers it made so far).
