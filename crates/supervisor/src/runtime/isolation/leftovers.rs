@@ -13,9 +13,8 @@
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
-use std::time::{Duration, Instant};
-
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use nix::libc;
 
@@ -215,9 +214,13 @@ impl crate::runtime::Runtime {
         let keep = self.running_workers(agent, worker);
         let left = reap(uid, &keep);
         if !left.is_empty() {
+            let then = if keep.is_empty() {
+                "; no worker of the agent starts under that uid until they are gone"
+            } else {
+                ""
+            };
             let msg = format!(
-                "processes of uid {uid} outlived a SIGKILL: {left:?}; \
-                 the agent will not start again until they are gone"
+                "processes {left:?} of uid {uid} outlived SIGKILL for {REAP_LIMIT:?}{then}"
             );
             tracing::warn!(agent = %agent, uid, "{msg}");
             self.logs
