@@ -45,12 +45,25 @@ pub struct Ports {
 
 impl Ports {
     /// Binds every port of the range. A port something else listens on now
-    /// is logged and tried again each time it would be allocated; running out
-    /// of file descriptors stops the binding (the rest are tried the same way).
+    /// is logged and tried again each time it would be allocated; past half
+    /// the open-files limit (or out of descriptors) the binding stops, and the
+    /// rest are bound when used.
     pub fn bind(range: PortRange) -> Self {
         let mut held = BTreeMap::new();
         let mut busy = Vec::new();
+        // Half the open-files limit at most (a range of thousands of ports
+        // must not leave the supervisor without descriptors); the rest are
+        // bound when used.
+        let budget = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(512, |(soft, _)| (soft / 2).max(64));
         for port in range.start..=range.end {
+            if held.len() as u64 >= budget {
+                tracing::warn!(
+                    held = held.len(),
+                    "half the open-files limit is held: the rest of the worker range is bound when used"
+                );
+                break;
+            }
             match listen(port) {
                 Ok(l) => {
                     held.insert(port, Slot::new(l));
@@ -90,11 +103,17 @@ impl Ports {
     /// meant for an earlier worker of the port reaches the next), or `None`
     /// when every port is in use.
     pub fn allocate(&mut self) -> Option<u16> {
+        // Ports already held first: a port is bound anew only when none is
+        // free (a range larger than what was bound at start stays bounded).
+        self.pick(true).or_else(|| self.pick(false))
+    }
+
+    fn pick(&mut self, held: bool) -> Option<u16> {
         let len = u32::from(self.range.end - self.range.start) + 1;
         for i in 0..len {
             let port =
                 self.range.start + ((u32::from(self.next - self.range.start) + i) % len) as u16;
-            if self.used.contains(&port) {
+            if self.used.contains(&port) || self.held.contains_key(&port) != held {
                 continue;
             }
             match self.held.get(&port) {
@@ -438,5 +457,27 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(accepted.peer_addr().unwrap(), fresh.local_addr().unwrap());
+    }
+
+    #[test]
+    fn holds_at_most_half_the_open_files_limit_and_hands_out_held_ports_first() {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource};
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        setrlimit(Resource::RLIMIT_NOFILE, 200, hard).unwrap();
+        let start = 30000 + fastrand::u16(..30000);
+        let mut ports = Ports::bind(PortRange {
+            start,
+            end: start + 299,
+        });
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+        let held = ports.held();
+        assert!((50..=100).contains(&held), "{held} ports held with a limit of 200");
+        for _ in 0..held {
+            assert!(ports.allocate().is_some());
+        }
+        assert_eq!(ports.held(), held, "the ports held are handed out first");
+        if ports.allocate().is_some() {
+            assert_eq!(ports.held(), held + 1, "then one more is bound");
+        }
     }
 }
