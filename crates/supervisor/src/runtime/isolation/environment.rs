@@ -27,6 +27,9 @@ const WORKER_SETTINGS: &[&str] = &[
     "PAR_INVOKE_TIMEOUT",
     "PAR_SHUTDOWN_GRACE",
     "PAR_HOST_THREADS",
+    "PAR_LIVENESS_INTERVAL",
+    "PAR_LIVENESS_TIMEOUT",
+    "PAR_LIVENESS_FAILURES",
 ];
 
 /// What building a Python environment needs (the index, TLS trust, the
