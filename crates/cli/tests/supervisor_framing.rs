@@ -11,6 +11,8 @@ mod framing_support;
 mod supervisor_support;
 
 
+use std::time::Duration;
+
 use framing_support::*;
 use supervisor_support::*;
 
@@ -207,5 +209,114 @@ fn the_agents_list_never_reflects_the_host_a_client_sent() {
         assert_eq!(r.status, 200);
         let url = r.json()["agents"][0]["url"].as_str().unwrap().to_string();
         assert_eq!(url, "/agents/a", "{host}");
+    }
+}
+
+/// A worker connection is never used again after a request whose body was
+/// not all sent, or whose reply was not all read: what is left on it would
+/// be read as the next request, or the next reply.
+#[test]
+fn a_worker_connection_left_mid_message_is_never_used_again() {
+    use std::io::{Read as _, Write as _};
+    let (sup, rec, _d) = supervisor_with_recorder("midway", "a", "", &[]);
+    let check = |tag: &str| {
+        for i in 0..5 {
+            let body = format!("after {tag} {i}");
+            let r = http(sup.port, "POST", &format!("/agents/a/next/{tag}/{i}"), &[], body.as_bytes()).unwrap();
+            let want = format!("/next/{tag}/{i} {} {}", body.len(), fnv(body.as_bytes()));
+            assert_eq!(r.status, 200, "{tag} {i}: {}", r.text());
+            assert!(r.text().ends_with(&want), "{tag} {i}: got {:?}, want {want:?}", r.text());
+        }
+    };
+    check("start");
+    // Bodies cut short: one streamed (past 64 KiB: the general path), one
+    // held whole (the direct path), one chunked.
+    for (tag, head, part) in [
+        ("streamed", "POST /agents/a/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n", vec![b'y'; 100_000]),
+        ("whole", "POST /agents/a/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", vec![b'y'; 1000]),
+        ("chunked", "POST /agents/a/cut HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", b"100\r\nyyyy".to_vec()),
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", sup.port)).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&part).unwrap();
+        drop(s);
+        check(tag);
+    }
+    // A reply left unread: the client reads its head and a little, then goes.
+    for round in 0..3 {
+        for general in [false, true] {
+            let mut c = if general { general_conn(sup.port) } else { Conn::open(sup.port).unwrap() };
+            c.write_raw(b"GET /agents/a/big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let (status, _) = c.read_head().unwrap();
+            assert_eq!(status, 200);
+            let mut some = [0u8; 1024];
+            let mut s = c.socket();
+            s.read_exact(&mut some).unwrap();
+            drop(c);
+            check(&format!("unread-{round}-{general}"));
+        }
+    }
+    // Every request that reached the worker was whole and clean but the
+    // ones cut short (each ends its own connection there).
+    let problems = rec.problems();
+    assert!(problems.iter().all(|p| p.contains("cut short")), "{problems:?}");
+    assert!(problems.len() <= 2, "{problems:?}");
+    assert!(rec.seen("/cut").is_empty(), "{:?}", rec.seen("/cut"));
+}
+
+/// The attack sent from inside an agent (its code on loopback, as any
+/// agent's can be), against another agent: refused, and the other agent's
+/// clients keep getting their own answers.
+const SMUGGLER: &str = r#"
+import os, socket, urllib.parse
+
+def handler(context):
+    u = urllib.parse.urlparse(os.environ["PAR_SUPERVISOR_URL"])
+    s = socket.create_connection((u.hostname, u.port), timeout=10)
+    s.sendall(b"POST /agents/b/invoke HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Content-Length\r\n"
+              b"Content-Length: 55\r\n\r\nPOST /invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 120\r\n\r\n")
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    return {"reply": got.decode("latin-1")}
+"#;
+
+#[test]
+fn the_smuggling_bytes_sent_from_inside_an_agent_are_refused_too() {
+    let dir = TempDir::new("smuggler");
+    let agent = |name: &str, main: &str| {
+        let root = dir.path().join(name);
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(
+            root.join("agent.yaml"),
+            format!("name: {name}\nversion: '1.0'\nentrypoint: src.main:handler\nmetadata:\n  version: 0.1.0\n"),
+        )
+        .unwrap();
+        std::fs::write(root.join("src/__init__.py"), "").unwrap();
+        std::fs::write(root.join("src/main.py"), main).unwrap();
+        format!("[[agents]]\nid = \"{name}\"\npackage = \"{}\"\n", root.display())
+    };
+    let agents = format!(
+        "{}{}",
+        agent("evil", SMUGGLER),
+        agent("b", "def handler(c):\n    return {'echo': c}\n")
+    );
+    let sup = Supervisor::start_with("smuggler", "", &agents, &[]);
+    sup.wait_ready("evil", Duration::from_secs(120));
+    sup.wait_ready("b", Duration::from_secs(120));
+    for round in 0..3 {
+        let r = http(sup.port, "POST", "/agents/evil/invoke", &[("Content-Type", "application/json")], b"{}").unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        let reply = r.json()["data"]["reply"].as_str().unwrap_or_default().to_string();
+        assert!(reply.starts_with("HTTP/1.1 400"), "round {round}: the agent got {reply:?}");
+        assert!(reply.contains("Content-Length"), "{reply}");
+        // b's own client gets b's answer to its own request.
+        let body = format!(r#"{{"text":"hi {round}"}}"#);
+        let r = http(sup.port, "POST", "/agents/b/invoke", &[("Content-Type", "application/json")], body.as_bytes()).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains(&format!("hi {round}")), "round {round}: {}", r.text());
     }
 }

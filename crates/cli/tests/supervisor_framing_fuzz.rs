@@ -47,8 +47,9 @@ impl Rng {
 /// What must come of one request.
 #[derive(Debug, Clone, PartialEq)]
 enum Want {
-    /// Passed on once, this body with this framing, answered to its sender.
-    Forward { body: Vec<u8>, chunked: bool },
+    /// Passed on once, this body with this framing, answered to its sender
+    /// (or, when `either`, refused with a 4xx).
+    Forward { body: Vec<u8>, chunked: bool, either: bool },
     /// Refused with this 4xx, nothing passed on.
     Refuse(u16),
     /// A management request (moves the connection to the general path).
@@ -197,7 +198,8 @@ fn case(rng: &mut Rng, id: String) -> Case {
         0..=2 if b.is_empty() => {}
         // Past the refusals below: the framing the proxy passes on.
         12..=19 | 0..=4 => {
-            headers.push(format!("Content-Length: {}", b.len()));
+            let zeros = if rng.chance(5) { "00" } else { "" };
+            headers.push(format!("Content-Length: {zeros}{}", b.len()));
             payload = b.clone();
         }
         5 => {
@@ -249,11 +251,43 @@ fn case(rng: &mut Rng, id: String) -> Case {
         let j = rng.below(i + 1);
         headers.swap(i, j);
     }
+    // Now and then a line no strict parser takes: folded, ended by a bare
+    // LF, a space before the colon, a control byte in a value.
+    let mut ends = vec!["\r\n"; headers.len()];
+    let mut either = false;
+    if rng.chance(6) && !headers.is_empty() {
+        let i = rng.below(headers.len());
+        match rng.below(4) {
+            0 => {
+                headers.insert(i + 1, " folded".into());
+                ends.insert(i + 1, "\r\n");
+                set(400, &mut refuse);
+            }
+            // Read as a line end by some parsers: passed on exactly, or refused.
+            1 => {
+                ends[i] = "\n";
+                either = true;
+            }
+            2 => {
+                headers.insert(i, "X-Space : 1".into());
+                ends.insert(i, "\r\n");
+                set(400, &mut refuse);
+            }
+            _ => {
+                headers.insert(i, "X-Ctl: a\u{1}b".into());
+                ends.insert(i, "\r\n");
+                set(400, &mut refuse);
+            }
+        }
+    }
+    if either && refuse.is_some() {
+        refuse = Some(0);
+    }
     let version = if http10 { "HTTP/1.0" } else { "HTTP/1.1" };
     let mut bytes = format!("{method} {target} {version}\r\n").into_bytes();
-    for h in &headers {
+    for (h, end) in headers.iter().zip(&ends) {
         bytes.extend_from_slice(h.as_bytes());
-        bytes.extend_from_slice(b"\r\n");
+        bytes.extend_from_slice(end.as_bytes());
     }
     bytes.extend_from_slice(b"\r\n");
     bytes.extend_from_slice(&payload);
@@ -262,6 +296,7 @@ fn case(rng: &mut Rng, id: String) -> Case {
         None => Want::Forward {
             body: if chunked_body || !payload.is_empty() { b } else { Vec::new() },
             chunked: chunked_body,
+            either,
         },
     };
     Case { id, method, bytes, want, last: last || refuse.is_some() }
@@ -322,6 +357,7 @@ fn run_connection(port: u16, rng: &mut Rng, cases: &[Case]) -> (Vec<String>, Vec
                     wrong.push(format!("{}: answered {} {text:?}, want {s}; sent {:?}", c.id, r.status, String::from_utf8_lossy(&c.bytes)));
                 }
             }
+            Want::Forward { either: true, .. } if (400..500).contains(&r.status) => {}
             Want::Forward { body, .. } => {
                 let target = text.split(' ').nth(2).unwrap_or_default();
                 if r.status != 200 || (c.method != "HEAD" && id_of(target) != c.id) {
@@ -358,7 +394,9 @@ fn id_of(target: &str) -> &str {
 
 fn short(w: &Want) -> String {
     match w {
-        Want::Forward { body, chunked } => format!("forward {} bytes chunked={chunked}", body.len()),
+        Want::Forward { body, chunked, either } => {
+            format!("forward {} bytes chunked={chunked} or-4xx={either}", body.len())
+        }
         other => format!("{other:?}"),
     }
 }
@@ -457,7 +495,7 @@ fn random_requests_reach_the_worker_once_with_their_own_framing_or_are_refused()
         let id = id_of(&s.target).to_string();
         *count.entry(id.clone()).or_default() += 1;
         match wants.get(&id) {
-            Some(Want::Forward { body, chunked }) => {
+            Some(Want::Forward { body, chunked, .. }) => {
                 if s.body != *body {
                     wrong.push(format!("{id}: the worker read {} bytes, {} were sent", s.body.len(), body.len()));
                 }

@@ -3,7 +3,8 @@
 //! every connection, byte for byte both ways, to a socket of this test), and
 //! the test's recorder reads each request there with a strict HTTP/1.1
 //! parser of its own, keeps it, and answers `/health` as a ready worker and
-//! anything else with `seen <n> <target> <length> <fnv>` of what it read.
+//! anything else with `seen <n> <target> <length> <fnv>` of what it read
+//! (`/big…` with 8 MiB of `x`).
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -189,6 +190,16 @@ fn serve(conn: usize, s: TcpStream, log: &Mutex<Log>, agent: &str) {
             l.seen.push(req.clone());
             (200, b)
         };
+        if req.target.starts_with("/big") {
+            // A reply larger than any socket buffer: a client that leaves
+            // in the middle leaves most of it unread on this connection.
+            let body = vec![b'x'; 8 << 20];
+            let head = format!("HTTP/1.1 200 X\r\ncontent-length: {}\r\n\r\n", body.len());
+            if w.write_all(head.as_bytes()).is_err() || w.write_all(&body).is_err() {
+                return;
+            }
+            continue;
+        }
         let head = req.method == "HEAD";
         let out = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{}",
@@ -286,6 +297,9 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> Result<Vec<u8>, String> {
     loop {
         let mut line = Vec::new();
         r.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+        if line.is_empty() {
+            return Err("a chunked body cut short".into());
+        }
         let line = String::from_utf8_lossy(&line).into_owned();
         let Some(size) = line.strip_suffix("\r\n") else {
             return Err(format!("a chunk size line {line:?}"));
