@@ -663,3 +663,70 @@ fn a_slow_build_holds_up_no_agent_whose_environment_is_sealed() {
         unsafe_free_kill(pid as i32, 9);
     }
 }
+
+/// An agent that kills every other process of its uid as soon as it sees
+/// one (the disk count runs as its uid) does not escape the disk watchdog:
+/// the count wins the race, or three failed counts in a row restart it as
+/// one over its limit.
+#[test]
+fn killing_the_disk_count_does_not_escape_the_disk_limit() {
+    needs_root!();
+    let dir = TempDir::new("disk-reaper");
+    let reaper = agent(
+        dir.path(),
+        "reaper",
+        "import os, threading\n\
+         def _reap():\n    \
+             me, parent, uid = os.getpid(), os.getppid(), str(os.getuid())\n    \
+             while True:\n        \
+                 for d in os.listdir('/proc'):\n            \
+                     if not d.isdigit() or int(d) in (me, parent):\n                continue\n            \
+                     try:\n                \
+                         with open('/proc/%s/status' % d) as f:\n                    \
+                             uids = [l.split()[1] for l in f if l.startswith('Uid:')]\n                \
+                         if uids == [uid]:\n                    os.kill(int(d), 9)\n            \
+                     except Exception:\n                pass\n\
+         threading.Thread(target=_reap, daemon=True).start()\n\
+         def handler(c):\n    \
+             with open(os.path.join(os.environ['TMPDIR'], 'blob'), 'wb') as f:\n        \
+                 f.write(b'x' * 1048576 * int(c.get('mb', 0)))\n    \
+             return {'pid': os.getpid()}\n",
+        &[],
+    );
+    let agents = format!(
+        "[[agents]]\nid = \"reaper\"\npackage = \"{}\"\ndisk_limit_mb = 8\n",
+        reaper.display()
+    );
+    let uid = SUPERVISOR_UID.to_string();
+    let sup = Supervisor::start_with(
+        "disk-reaper",
+        "",
+        &agents,
+        &[
+            ("PAR_AGENT_UIDS", "29000-29499"),
+            ("PAR_SUPERVISOR_UID", &uid),
+            ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
+        ],
+    );
+    let p = sup.wait_ready("reaper", READY);
+    let first = p["pid"].as_u64().unwrap();
+    let r = http(
+        sup.port,
+        "POST",
+        "/agents/reaper/invoke",
+        &[("Content-Type", "application/json"), ("Authorization", "")],
+        br#"{"mb": 24}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p = wait_until(Duration::from_secs(90), "the reaper restarted", || {
+        sup.process("reaper")
+            .filter(|p| p["pid"].as_u64().is_some_and(|pid| pid != first))
+    });
+    eprintln!("restarted: {}", p["last_error"]);
+    assert_eq!(p["last_error_class"], "disk_limit", "{p}");
+    let folder = sup.dir.path().join("home/agents/reaper");
+    wait_until(Duration::from_secs(30), "tmp emptied", || {
+        (!folder.join("tmp/blob").exists()).then_some(())
+    });
+}

@@ -202,6 +202,8 @@ pub fn run_install_env(args: InstallEnvArgs) -> anyhow::Result<()> {
 }
 
 pub fn run_disk_usage(args: DiskUsageArgs) -> anyhow::Result<()> {
+    // Run as the agent's uid: its processes may not trace or read this one.
+    nix::sys::prctl::set_dumpable(false)?;
     let (bytes, entries, complete) = disk_usage(&args.dir, args.max_entries);
     println!(
         "{}",

@@ -80,10 +80,12 @@ pub enum Input {
         limit_mb: u64,
     },
     /// The disk watchdog: the agent's private folder holds more than its
-    /// disk limit (every worker of the agent is restarted, its tmp cleared).
+    /// disk limit, or could not be counted (`None`: the count was stopped or
+    /// failed three times in a row); every worker of the agent is
+    /// restarted, its tmp cleared.
     OverDisk {
         worker: WorkerId,
-        used_mb: u64,
+        used_mb: Option<u64>,
         limit_mb: u64,
     },
 }

@@ -290,6 +290,8 @@ pub const DISK_SAMPLE: Duration = Duration::from_secs(5);
 /// Longest a disk count may take; one that takes longer is tried again at
 /// the next sample.
 const DISK_COUNT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Counts in a row that may fail before the agent is restarted as if over.
+const DISK_FAILED_COUNTS: u32 = 3;
 /// Entries counted per agent per sample (bounded work): past it, what was
 /// counted is the figure.
 const DISK_MAX_ENTRIES: u64 = 200_000;
@@ -305,6 +307,9 @@ pub async fn disk_watch(
     period: Duration,
 ) {
     use crate::runtime::isolation::files;
+    // Counts that failed in a row, by agent: a count the agent stops (its
+    // uid may signal it) must not hide what its folder holds.
+    let mut failed: HashMap<String, u32> = HashMap::new();
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -326,23 +331,35 @@ pub async fn disk_watch(
                 .or_insert((limit, Vec::new()));
             entry.1.push(worker);
         }
+        failed.retain(|a, _| agents.contains_key(a));
         for (agent, (limit_mb, workers)) in agents {
             let Ok(uid) = per.uid_for(&agent) else {
                 continue;
             };
             let dir = per.home.join(files::AGENTS).join(&agent);
-            let Some(used) = disk_usage(&per, uid, &dir).await else {
-                continue;
+            let used_mb = match disk_usage(&per, uid, &dir).await {
+                Some(used) => {
+                    failed.remove(&agent);
+                    if used <= limit_mb * 1024 * 1024 {
+                        continue;
+                    }
+                    Some(used.div_ceil(1024 * 1024))
+                }
+                None => {
+                    let n = failed.entry(agent.clone()).or_insert(0);
+                    *n += 1;
+                    if *n < DISK_FAILED_COUNTS {
+                        continue;
+                    }
+                    failed.remove(&agent);
+                    None
+                }
             };
-            if used <= limit_mb * 1024 * 1024 {
-                continue;
-            }
-            let used_mb = used.div_ceil(1024 * 1024);
             tracing::warn!(
                 agent,
-                used_mb,
+                ?used_mb,
                 limit_mb,
-                "an agent's folder is over its disk limit"
+                "an agent's folder is over its disk limit or cannot be counted"
             );
             files::clear_tmp_at_next_start(&agent);
             for worker in workers {
@@ -362,7 +379,7 @@ async fn disk_usage(
     uid: u32,
     dir: &std::path::Path,
 ) -> Option<u64> {
-    let mut cmd = tokio::process::Command::new(&per.program);
+    let mut cmd = per.program.command();
     cmd.arg("disk-usage")
         .arg(dir)
         .arg("--max-entries")

@@ -225,7 +225,7 @@ impl Supervisor {
     pub(super) fn over_disk(
         &mut self,
         worker: WorkerId,
-        used_mb: u64,
+        used_mb: Option<u64>,
         limit_mb: u64,
         out: &mut Out,
     ) {
@@ -237,10 +237,16 @@ impl Supervisor {
                 return;
             };
             if let Some(w) = a.replicas[i].life.worker_mut() {
-                let reason = format!(
-                    "the agent's folder holds {used_mb} MB, over its disk limit of {limit_mb} MB; \
-                     restarted by the watchdog with its tmp cleared"
-                );
+                let reason = match used_mb {
+                    Some(used) => format!(
+                        "the agent's folder holds {used} MB, over its disk limit of {limit_mb} MB; \
+                         restarted by the watchdog with its tmp cleared"
+                    ),
+                    None => format!(
+                        "the agent's folder (disk limit {limit_mb} MB) could not be counted three \
+                         times in a row; restarted by the watchdog with its tmp cleared"
+                    ),
+                };
                 w.kill_reason = Some(Failure::new("disk_limit", reason.clone()));
                 out.fx.push(Effect::Signal {
                     worker,
