@@ -317,6 +317,12 @@ impl Conn {
         }
     }
 
+    /// The connection was upgraded (a WebSocket): in flight, never evicted,
+    /// until it closes. Its slot is held by the upgraded socket's reads.
+    pub fn upgraded(&self) {
+        self.entry.busy.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// A guard that ends the request when dropped (hyper's path: the
     /// response body, dropped once written, or the request abandoned).
     pub fn request(self: &Arc<Self>) -> Option<InFlight> {

@@ -261,11 +261,17 @@ async fn accept_loop(
                         // The request is in flight (never evicted) until its
                         // response body is written or dropped.
                         let in_flight = in_svc.request();
+                        let in_svc_upgraded = Arc::clone(&in_svc);
                         async move {
                             let Some(in_flight) = in_flight else {
                                 return Ok::<_, Infallible>(too_many_connections());
                             };
                             let resp = app.serve(req, peer, health_only, client.as_ref()).await;
+                            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                                // A WebSocket: in flight until it closes (its socket,
+                                // which holds the connection's slot, goes with it).
+                                in_svc_upgraded.upgraded();
+                            }
                             Ok(resp.map(|b| Body::new(Ending { inner: b, _in_flight: in_flight })))
                         }
                     });
