@@ -52,7 +52,12 @@ pub fn spawn(
     let (program, args) = command.argv.split_first().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty worker command")
     })?;
-    let mut cmd = tokio::process::Command::new(program);
+    // Under agent uids through the binary opened at start: its folders need
+    // not be theirs to walk (see `isolation::program`).
+    let mut cmd = match isolated {
+        Some((_, per)) if per.program.path.as_os_str() == program.as_str() => per.program.command(),
+        _ => tokio::process::Command::new(program),
+    };
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -273,7 +273,7 @@ async fn installer(
     args: &[&OsStr],
 ) -> Result<Installed, Failure> {
     let per = i.per;
-    let mut cmd = tokio::process::Command::new(&per.program);
+    let mut cmd = per.program.command();
     let scratch = &who.scratch;
     cmd.arg("install-env")
         .arg("--home")

@@ -17,6 +17,7 @@ pub mod files;
 pub mod installer;
 pub mod leftovers;
 pub mod privileges;
+pub mod program;
 pub mod uids;
 
 use std::collections::HashMap;
@@ -42,8 +43,9 @@ pub enum Isolation {
 #[derive(Debug)]
 pub struct PerAgent {
     pub home: PathBuf,
-    /// The `par` binary (run as `install-env` by the installer).
-    pub program: PathBuf,
+    /// The `par` binary: the worker, and `install-env` / `disk-usage` as
+    /// the installer's or an agent's uid ([`program`]).
+    pub program: program::Program,
     pub installer: u32,
     pub nproc: u64,
     pub nofile: u64,
@@ -106,27 +108,51 @@ impl Isolation {
                 ),
             });
         }
-        let program = settings
+        let path = settings
             .worker_command
             .first()
             .map(PathBuf::from)
             .ok_or_else(|| anyhow::anyhow!("no worker program"))?;
+        // Opened before the supervisor drops root (see [`program`]).
+        let program = program::Program::open(&path).map_err(|e| {
+            anyhow::anyhow!("failed to open the worker program {}: {e}", path.display())
+        })?;
         std::fs::create_dir_all(&settings.home).map_err(|e| {
             anyhow::anyhow!("failed to create PAR_HOME {}: {e}", settings.home.display())
         })?;
-        for (what, path, read) in [
-            ("PAR_HOME", settings.home.as_path(), false),
-            ("the worker program", program.as_path(), true),
-        ] {
-            if let Some((blocker, mode)) = unreachable(path, read) {
+        // Agents must reach their own folders under PAR_HOME by path.
+        if let Some((blocker, mode)) = unreachable(&settings.home, false) {
+            anyhow::bail!(
+                "PAR_HOME {} is out of the agents' reach: {} is mode {mode:04o} (agents run \
+                 as uids {range}, each in its own folder under PAR_HOME; set PAR_HOME to a \
+                 folder others can search, e.g. the default /tmp/pixell-runtime, make {} \
+                 searchable by others, or set PAR_AGENT_UIDS=off)",
+                settings.home.display(),
+                blocker.display(),
+                blocker.display()
+            );
+        }
+        if program.by_descriptor() {
+            // Run through its descriptor: only the file's own bits matter.
+            let mode = program.mode().map_err(|e| {
+                anyhow::anyhow!("failed to read the worker program {}: {e}", path.display())
+            })?;
+            if mode & 0o001 == 0 {
                 anyhow::bail!(
-                    "{what} {} is out of the agents' reach: {} is mode {mode:04o} \
-                     (agents run as uids {range}; make it searchable by others, \
-                     or set PAR_AGENT_UIDS=off)",
-                    path.display(),
-                    blocker.display()
+                    "the worker program {} is mode {mode:04o}: agents run as uids {range} \
+                     and must be able to execute it (chmod o+x it, or set PAR_AGENT_UIDS=off)",
+                    path.display()
                 );
             }
+        } else if let Some((blocker, mode)) = unreachable(&path, true) {
+            anyhow::bail!(
+                "the worker program {} is out of the agents' reach: {} is mode {mode:04o} \
+                 (agents run as uids {range}; a program that is not an ELF binary, such \
+                 as a script, is run by its path: make it searchable by others, or set \
+                 PAR_AGENT_UIDS=off)",
+                path.display(),
+                blocker.display()
+            );
         }
         files::prepare_home(&settings.home, supervisor_uid, range.start).map_err(|e| {
             anyhow::anyhow!(

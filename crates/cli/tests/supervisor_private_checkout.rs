@@ -1,0 +1,229 @@
+//! A checkout in a private folder (root's home is 0700 on Debian, and so is
+//! `mktemp -d`): the supervisor, started as root from a copy of `par` in a
+//! 0700 folder, runs its agents under their own uids all the same (the
+//! binary is run through a descriptor opened at start, so the agents' uids
+//! never walk its folders), and a `PAR_HOME` under such a folder, which the
+//! agents must reach by path, is refused with an error naming it. Needs
+//! root, as per-agent uids do; elsewhere each test says so and passes.
+
+mod supervisor_support;
+
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use supervisor_support::*;
+
+const READY: Duration = Duration::from_secs(120);
+
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
+}
+
+macro_rules! needs_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: agents get uids of their own only under a root supervisor");
+            return;
+        }
+    };
+}
+
+/// A 0700 folder (as `mktemp -d` makes) holding a copy of the `par` under
+/// test at `checkout/target/release/par`, as a clone there would.
+fn private_checkout(tag: &str) -> (TempDir, PathBuf) {
+    let private = TempDir::new(tag);
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let bin = private.path().join("checkout/target/release/par");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_par"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (private, bin)
+}
+
+/// `par supervisor` from `bin` with `config`, output into `log`.
+fn supervisor(bin: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("supervisor")
+        .arg("--config")
+        .arg(config)
+        .env_remove("PAR_ADMIN_TOKEN")
+        .env_remove("PAR_AGENTS")
+        .env_remove("SUPERVISOR_PORT")
+        .env_remove("PAR_WORKER_PORTS")
+        .env_remove("PAR_HOME")
+        .env_remove("PAR_MODE")
+        .env_remove("PAR_SUPERVISOR_UID")
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(Stdio::from(
+            std::fs::File::options().append(true).open(log).unwrap(),
+        ));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn config(dir: &Path, home: &Path) -> PathBuf {
+    let (lo, hi) = port_block(40);
+    let echo = repo_root().join("examples/agents/echo");
+    let cfg = dir.join("sup.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[supervisor]\nport = 0\nworker_ports = \"{lo}-{hi}\"\nhome = \"{}\"\n\
+             [[agents]]\nid = \"a\"\npackage = \"{}\"\ndisk_limit_mb = 8\n",
+            home.display(),
+            echo.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// The port of the "supervisor listening" line, or the log when it exited
+/// or said nothing within `timeout`.
+fn listening_port(child: &mut std::process::Child, log: &Path, timeout: Duration) -> u16 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let port = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "supervisor listening")
+            .and_then(|v| v["port"].as_u64());
+        if let Some(port) = port {
+            return port as u16;
+        }
+        let exited = child.try_wait().unwrap();
+        if exited.is_some() || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the supervisor did not start listening ({exited:?}); log:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn status_field(pid: u64, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_supervisor_run_from_a_private_folder_starts_agents_under_their_own_uids() {
+    needs_root!();
+    let (private, bin) = private_checkout("private-checkout");
+    // Outside the private folder: the agents' own folders are under it.
+    let outside = TempDir::new("private-checkout-home");
+    let home = outside.path().join("home");
+    let log = outside.path().join("supervisor.log");
+    let cfg = config(outside.path(), &home);
+    let mode = std::fs::metadata(private.path()).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the folder the binary is in is private");
+
+    let mut child = supervisor(&bin, &cfg, &log, &[("PAR_AGENT_UIDS", "26000-26499")])
+        .spawn()
+        .unwrap();
+    let port = listening_port(&mut child, &log, Duration::from_secs(60));
+    let sup = Supervisor {
+        child,
+        port,
+        dir: outside,
+        log,
+    };
+    let status = get(port, "/supervisor/status").unwrap().json();
+    assert_eq!(
+        status["supervisor"]["isolation"],
+        "per-agent-uid",
+        "{status}\n{}",
+        sup.log_text()
+    );
+    let a = wait_until(READY, "agent a ready (or failed)", || {
+        sup.process("a")
+            .filter(|p| p["state"] == "ready" || p["state"] == "failed")
+    });
+    assert_eq!(a["state"], "ready", "{a}\nlog:\n{}", sup.log_text());
+    let pid = a["pid"].as_u64().unwrap();
+    // Real, effective, saved and filesystem uid: the agent's, not root.
+    let uids = status_field(pid, "Uid");
+    let uid: u32 = uids.split_whitespace().next().unwrap().parse().unwrap();
+    assert!((26001..=26499).contains(&uid), "worker uids: {uids}");
+    assert!(
+        uids.split_whitespace().all(|u| u == uid.to_string()),
+        "worker uids: {uids}"
+    );
+    // It runs the copy in the private folder, which its uid cannot walk to.
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, bin.canonicalize().unwrap());
+    assert_eq!(
+        std::fs::metadata(private.path()).unwrap().mode() & 0o777,
+        0o700
+    );
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap();
+    assert_eq!(
+        argv0,
+        bin.as_os_str().as_encoded_bytes(),
+        "argv[0] names the binary"
+    );
+
+    let r = http(
+        port,
+        "POST",
+        "/agents/a/invoke",
+        &[("Content-Type", "application/json")],
+        br#"{"text":"from a private checkout"}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("from a private checkout"), "{}", r.text());
+    // The disk watchdog's count (`par disk-usage` as the agent's uid, the
+    // same binary) works too: over the limit, the worker is restarted.
+    let folder = sup.dir.path().join("home/agents/a");
+    std::fs::write(folder.join("tmp/blob"), vec![1u8; 16 << 20]).unwrap();
+    let p = wait_until(
+        Duration::from_secs(60),
+        "a restarted over its disk limit",
+        || {
+            sup.process("a")
+                .filter(|p| p["state"] == "ready" && p["pid"].as_u64() != Some(pid))
+        },
+    );
+    assert_eq!(p["last_error_class"], "disk_limit", "{p}");
+    assert!(!folder.join("tmp/blob").exists(), "tmp is emptied");
+}
+
+#[test]
+fn a_par_home_under_a_private_folder_is_refused_naming_it() {
+    needs_root!();
+    let (private, bin) = private_checkout("private-home");
+    let home = private.path().join("home");
+    let log = private.path().join("supervisor.log");
+    let cfg = config(private.path(), &home);
+    let out = supervisor(&bin, &cfg, &log, &[("PAR_AGENT_UIDS", "26500-26999")])
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(out.code(), Some(1), "{text}");
+    let expected = format!(
+        "PAR_HOME {} is out of the agents' reach: {} is mode 0700",
+        home.display(),
+        private.path().display()
+    );
+    assert!(text.contains(&expected), "wanted {expected:?} in:\n{text}");
+    assert!(
+        text.contains("set PAR_HOME to a folder others can search"),
+        "{text}"
+    );
+}
