@@ -213,6 +213,21 @@ fn an_agent_flooding_its_logs_cannot_grow_the_supervisor() {
     let message = cut["message"].as_str().unwrap();
     assert!(message.ends_with(" bytes]"), "{message}");
     assert!(message.len() < 17 * 1024, "{}", message.len());
+    // A cut JSON line keeps the level it gave, on stderr too.
+    let cut_stderr = logs
+        .iter()
+        .find(|e| e["line_bytes"].as_u64().is_some() && e["stream"] == "stderr")
+        .expect("a cut line from stderr");
+    assert_eq!(
+        cut_stderr["level"],
+        "info",
+        "{}",
+        cut_stderr["message"]
+            .as_str()
+            .unwrap()
+            .get(..80)
+            .unwrap_or("")
+    );
     // `par ctl logs` reads the same route.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_par"))
         .args(["ctl", "--url"])

@@ -122,6 +122,34 @@ pub fn plain_level(line: &str, stream: &str) -> Level {
     }
 }
 
+/// The level of a line too long to parse: a JSON line's `level` (or
+/// `levelname`) when it is near the start, else as for a plain line.
+pub fn cut_level(line: &str, stream: &str) -> Level {
+    if line.starts_with('{') {
+        let head = &line.as_bytes()[..line.len().min(512)];
+        for key in [&b"\"level\""[..], b"\"levelname\""] {
+            let Some(i) = head.windows(key.len()).position(|w| w == key) else {
+                continue;
+            };
+            let rest = head[i + key.len()..].trim_ascii_start();
+            let Some(rest) = rest.strip_prefix(b":") else {
+                continue;
+            };
+            let Some(rest) = rest.trim_ascii_start().strip_prefix(b"\"") else {
+                continue;
+            };
+            let end = rest.iter().position(|&b| b == b'"').unwrap_or(0);
+            if let Some(l) = std::str::from_utf8(&rest[..end])
+                .ok()
+                .and_then(Level::parse)
+            {
+                return l;
+            }
+        }
+    }
+    plain_level(line, stream)
+}
+
 fn structured(mut top: Object, default: Level, limits: FieldLimits) -> Parsed {
     let obj = &mut top.map;
     let level = obj
@@ -409,6 +437,20 @@ mod tests {
         assert!(!f.contains_key("blob"));
         assert_eq!(f["small"], "ok");
         assert_eq!(p.fields_dropped, 2);
+    }
+
+    #[test]
+    fn a_cut_json_line_keeps_its_level() {
+        assert_eq!(
+            cut_level(r#"{"level":"ERROR","message":"x"#, "stdout"),
+            Level::Error
+        );
+        assert_eq!(
+            cut_level(r#"{"msg": "x", "levelname": "WARNING", "a"#, "stdout"),
+            Level::Warn
+        );
+        assert_eq!(cut_level(r#"{"message":"x"#, "stderr"), Level::Error);
+        assert_eq!(cut_level("WARNING: plain", "stdout"), Level::Warn);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
-use super::line::{parse_line, plain_level, FieldLimits, Level, Parsed};
+use super::line::{cut_level, parse_line, FieldLimits, Level, Parsed};
 
 /// What the rings may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,7 +249,7 @@ impl LogStore {
                     end -= 1;
                 }
                 Parsed {
-                    level: plain_level(line, stream),
+                    level: cut_level(line, stream),
                     message: format!("{}… [cut: {n} bytes]", &line[..end]),
                     fields: None,
                     fields_dropped: 0,
