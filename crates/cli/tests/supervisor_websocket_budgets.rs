@@ -2,11 +2,13 @@
 //! FastAPI echo agent of the tests (crates/cli/tests/agents/ws-echo) and a
 //! tungstenite client. A message or frame over `websocket_max_message` /
 //! `websocket_max_frame` closes the socket with 1009 to the side that sent
-//! it (1001 to the other), and 100 sockets each holding an unfinished
-//! fragmented message do not grow the supervisor past 100 MB.
+//! it (1001 to the other), a frame the protocol forbids with 1002, and 100
+//! sockets each holding an unfinished fragmented message do not grow the
+//! supervisor past 100 MB.
 
 mod supervisor_support;
 
+use std::io::Write as _;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -226,4 +228,29 @@ fn sockets_holding_unfinished_fragmented_messages_do_not_grow_the_supervisor() {
         other => panic!("{other:?}"),
     }
     echo(ws, "and on");
+}
+
+#[test]
+fn frames_the_protocol_forbids_close_with_1002() {
+    let sup = start("ws-protocol", "");
+    // A client frame without a mask (a client must mask every frame).
+    let mut ws = connect(sup.port, "/agents/ws/ws");
+    echo(&mut ws, "before");
+    ws.get_mut().write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    let frame = read_close(&mut ws).expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Protocol, "{frame:?}");
+    // Reserved bits set (no extension was negotiated).
+    let mut ws = connect(sup.port, "/agents/ws/ws");
+    ws.get_mut()
+        .write_all(&[0xc1, 0x82, 0, 0, 0, 0, b'h', b'i'])
+        .unwrap();
+    let frame = read_close(&mut ws).expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Protocol, "{frame:?}");
+    // A continuation with no message begun.
+    let mut ws = connect(sup.port, "/agents/ws/ws");
+    fragment(&mut ws, b"orphan".to_vec(), false, true);
+    let frame = read_close(&mut ws).expect("a close frame");
+    assert_eq!(frame.code, CloseCode::Protocol, "{frame:?}");
+    let mut ws = connect(sup.port, "/agents/ws/ws");
+    echo(&mut ws, "others unaffected");
 }
