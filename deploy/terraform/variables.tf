@@ -96,7 +96,7 @@ variable "par_agents" {
 }
 
 variable "admin_token" {
-  description = "PAR_ADMIN_TOKEN for the supervisor's mutating routes; empty means they are accepted from loopback only."
+  description = "PAR_ADMIN_TOKEN for the supervisor's mutating routes; empty: a token is made at each start in $PAR_HOME/run (being on loopback grants nothing)."
   type        = string
   default     = ""
   sensitive   = true

@@ -25,7 +25,9 @@ pub struct SupervisorArgs {
     /// Worker port range, e.g. `8001-8100`; ports in use are skipped.
     #[arg(long, env = "PAR_WORKER_PORTS")]
     pub worker_ports: Option<String>,
-    /// Bearer token for mutating routes and logs; without one they are loopback-only.
+    /// Bearer token for mutating routes and logs (at least 8 characters);
+    /// without one, a token is made at each start in
+    /// `$PAR_HOME/run/supervisor-<port>.token`. Being on loopback grants nothing.
     #[arg(long, env = "PAR_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// The dashboard's own port, an origin no agent is served from (8900;

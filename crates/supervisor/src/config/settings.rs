@@ -234,7 +234,8 @@ impl Settings {
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 8) {
             errors.push(
                 "supervisor.admin_token",
-                "must be at least 8 characters (or empty for loopback-only)",
+                "must be at least 8 characters (or empty: a token is made at each start, \
+                 in $PAR_HOME/run/supervisor-<port>.token)",
             );
         }
         if self.worker_ports.contains(self.port) {

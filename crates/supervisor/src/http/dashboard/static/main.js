@@ -122,12 +122,9 @@ function header() {
   $("sup-facts").textContent = model.status ? task.facts(model) : "";
   const auth = $("auth");
   const hasToken = !!api.token();
-  if (s.auth === "token") {
+  if (s.auth === "token" || s.auth === "boot-token") {
     auth.textContent = hasToken ? "admin token set" : "read-only: the admin token unlocks logs and actions";
     auth.dataset.mode = hasToken ? "admin" : "read-only";
-  } else if (s.auth === "loopback-only") {
-    auth.textContent = "no admin token configured: logs and actions from this machine only";
-    auth.dataset.mode = "loopback";
   } else {
     auth.textContent = "";
     auth.dataset.mode = "";
