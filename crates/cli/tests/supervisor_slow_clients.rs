@@ -187,6 +187,74 @@ fn twenty_thousand_partial_heads_leave_the_health_check_answering() {
     assert_eq!(st["supervisor"]["state"], "running");
 }
 
+/// `GET path` on the keep-alive connection `s`: the status (its body read).
+fn get_on(s: &mut TcpStream, path: &str) -> u16 {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).unwrap_or(0) == 0 {
+            return 0;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).unwrap();
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How long `s` stays open (reading until its end, within 20 s).
+fn time_to_close(s: &mut TcpStream) -> Duration {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let t = Instant::now();
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+    t.elapsed()
+}
+
+#[test]
+fn a_partial_head_is_closed_after_the_header_timeout_on_both_paths() {
+    let sup = start(
+        "head-timeout",
+        "client_header_timeout = \"1s\"\nkeepalive_timeout = \"30s\"\n",
+        AGENT,
+    );
+    sup.wait_ready("a", Duration::from_secs(20));
+    // The first head of a connection.
+    let mut s = TcpStream::connect(("127.0.0.1", sup.port)).unwrap();
+    s.write_all(PARTIAL.as_bytes()).unwrap();
+    let first = time_to_close(&mut s);
+    // A later head, on the direct path (after a request for an agent) and on
+    // hyper's (after one for the management API): due from its first byte,
+    // not after the keep-alive time.
+    let mut later = Vec::new();
+    for path in ["/agents/a/x", "/runtime/health"] {
+        let mut s = TcpStream::connect(("127.0.0.1", sup.port)).unwrap();
+        assert_eq!(get_on(&mut s, path), 200, "{path}");
+        // Idle longer than the header timeout: still open (the keep-alive
+        // time applies until a head begins).
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(get_on(&mut s, path), 200, "{path} after an idle while");
+        s.write_all(PARTIAL.as_bytes()).unwrap();
+        later.push(time_to_close(&mut s));
+    }
+    eprintln!("partial heads closed after {first:?} (first), {later:?} (later: direct, hyper)");
+    for t in [first].iter().chain(&later) {
+        assert!(*t < Duration::from_secs(15), "closed after {t:?}");
+    }
+}
+
 /// Sends `request`, shuts the sending side, and reads everything until the
 /// supervisor closes: the final response (after any interim ones) as
 /// status and body.

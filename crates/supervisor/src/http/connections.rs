@@ -79,6 +79,9 @@ struct Entry {
     served: AtomicBool,
     /// Counted in `busy` from the accept: its whole first head had arrived.
     preloaded: AtomicBool,
+    /// Bytes came while a request was in flight (hyper reads ahead): the
+    /// next head began before the wait for it.
+    read_ahead: AtomicBool,
     /// Whether a task waits on `wake` while requests are in flight (hyper's path).
     watched: AtomicBool,
     /// Evicted, the pressure rose, or (watched) the last request ended: the
@@ -191,6 +194,7 @@ impl Connections {
         let entry = Arc::new(Entry {
             busy: AtomicU32::new(u32::from(preloaded)),
             preloaded: AtomicBool::new(preloaded),
+            read_ahead: AtomicBool::new(false),
             since: AtomicU64::new(self.now_ms()),
             head_at: AtomicU64::new(0),
             served: AtomicBool::new(false),
@@ -279,8 +283,18 @@ impl Conn {
     /// The first byte of a head came (no-op when already known, or busy).
     pub fn head_started(&self) {
         let e = &self.entry;
-        if e.head_at.load(Ordering::Relaxed) == 0 && e.busy.load(Ordering::Relaxed) == 0 {
+        // (A preloaded connection's first head is whole already.)
+        if e.head_at.load(Ordering::Relaxed) != 0 || e.preloaded.load(Ordering::Relaxed) {
+            return;
+        }
+        if e.busy.load(Ordering::Relaxed) != 0 {
+            e.read_ahead.store(true, Ordering::Relaxed);
+        } else {
             e.head_at.store(self.conns.now_ms() + 1, Ordering::Relaxed);
+            // A watcher waiting out the keep-alive time: the head's deadline now.
+            if e.watched.load(Ordering::Relaxed) {
+                e.wake.wake();
+            }
         }
     }
 
@@ -288,24 +302,31 @@ impl Conn {
     /// and the connection is never evicted meanwhile. False: it was
     /// evicted already (close it).
     pub fn begin_request(&self) -> bool {
+        let e = &self.entry;
         // The first request of a preloaded connection was counted at the accept.
-        if self.entry.preloaded.load(Ordering::Relaxed) {
-            self.entry.preloaded.store(false, Ordering::Relaxed);
-            return true;
-        }
-        self.entry
-            .busy
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                (b & EVICTED == 0).then_some(b + 1)
-            })
-            .is_ok()
+        let begun = if e.preloaded.load(Ordering::Relaxed) {
+            e.preloaded.store(false, Ordering::Relaxed);
+            true
+        } else {
+            e.busy
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                    (b & EVICTED == 0).then_some(b + 1)
+                })
+                .is_ok()
+        };
+        // Bytes from now on (read ahead) begin the next head.
+        e.head_at.store(0, Ordering::Relaxed);
+        begun
     }
 
     /// A response is done: the connection waits for its next request.
     pub fn end_request(&self) {
         let e = &self.entry;
-        e.since.store(self.conns.now_ms(), Ordering::Release);
-        e.head_at.store(0, Ordering::Relaxed);
+        let now = self.conns.now_ms();
+        e.since.store(now, Ordering::Release);
+        let ahead = e.read_ahead.swap(false, Ordering::Relaxed);
+        e.head_at
+            .store(if ahead { now + 1 } else { 0 }, Ordering::Relaxed);
         e.served.store(true, Ordering::Relaxed);
         let before = e
             .busy
@@ -593,6 +614,30 @@ mod tests {
             panic!("every connection busy: the reserve")
         };
         assert_eq!(due(&h), PRESSED_HEAD_TIMEOUT);
+    }
+
+    #[test]
+    fn a_head_read_ahead_during_a_request_is_due_from_that_requests_end() {
+        let c = conns(8);
+        // Preloaded: its first head's bytes are no read-ahead.
+        let p = full(c.admit(true));
+        p.head_started();
+        assert!(p.begin_request());
+        p.end_request();
+        assert_eq!(
+            due(&p),
+            Duration::from_secs(75),
+            "idle: the keep-alive time"
+        );
+        // Bytes of the next head read while a request is in flight.
+        assert!(p.begin_request());
+        p.head_started();
+        p.end_request();
+        assert_eq!(
+            due(&p),
+            Duration::from_secs(10),
+            "a head begun: the header timeout"
+        );
     }
 
     #[tokio::test]

@@ -238,7 +238,6 @@ async fn accept_loop(
                         r = stream.peek(&mut probe) => if !matches!(r, Ok(n) if n > 0) { return },
                         () = conn.expired() => return,
                     }
-                    conn.head_started();
                     // Requests for agents go the direct way; the connection
                     // turns to hyper at the first request that needs it.
                     let (stream, read) = if health_only {
