@@ -111,7 +111,20 @@ pub struct Connections {
 }
 
 impl Connections {
-    pub fn new(limits: Limits) -> Arc<Self> {
+    /// With `max_connections` at most what the open-files limit leaves (more
+    /// would fail accepts with EMFILE, the health check's among them).
+    pub fn new(mut limits: Limits) -> Arc<Self> {
+        let open_files = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        let room = default_max_connections(open_files);
+        if limits.max_connections > room {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                open_files,
+                "max_connections is more than the open-files limit leaves: {room} are served"
+            );
+            limits.max_connections = room;
+        }
         Arc::new(Connections {
             limits,
             epoch: Instant::now(),
