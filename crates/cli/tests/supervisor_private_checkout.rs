@@ -123,18 +123,39 @@ fn status_field(pid: u64, field: &str) -> String {
 #[test]
 fn a_supervisor_run_from_a_private_folder_starts_agents_under_their_own_uids() {
     needs_root!();
-    let (private, bin) = private_checkout("private-checkout");
+    runs_from_a_private_folder("private-checkout", (26000, 26499), None);
+}
+
+/// With `PAR_SUPERVISOR_UID` the supervisor itself can no longer walk to
+/// its binary once it dropped root: what it starts after that (restarts,
+/// the disk count) runs from the descriptor it opened before.
+#[test]
+fn a_supervisor_that_drops_root_runs_from_a_private_folder_too() {
+    needs_root!();
+    runs_from_a_private_folder("private-checkout-drop", (25000, 25499), Some(10779));
+}
+
+/// Runs the supervisor from a copy of `par` in a 0700 folder, as root (then
+/// as `supervisor_uid`, if given), with agent `a` (the echo example) and
+/// agent uids `uids`; checks `a` runs under its own uid from that copy,
+/// answers, and is restarted over its disk limit (`par disk-usage`).
+fn runs_from_a_private_folder(tag: &str, uids: (u32, u32), supervisor_uid: Option<u32>) {
+    let (private, bin) = private_checkout(tag);
     // Outside the private folder: the agents' own folders are under it.
-    let outside = TempDir::new("private-checkout-home");
+    let outside = TempDir::new(&format!("{tag}-home"));
     let home = outside.path().join("home");
     let log = outside.path().join("supervisor.log");
     let cfg = config(outside.path(), &home);
     let mode = std::fs::metadata(private.path()).unwrap().mode() & 0o777;
     assert_eq!(mode, 0o700, "the folder the binary is in is private");
 
-    let mut child = supervisor(&bin, &cfg, &log, &[("PAR_AGENT_UIDS", "26000-26499")])
-        .spawn()
-        .unwrap();
+    let range = format!("{}-{}", uids.0, uids.1);
+    let mut env = vec![("PAR_AGENT_UIDS", range.clone())];
+    if let Some(u) = supervisor_uid {
+        env.push(("PAR_SUPERVISOR_UID", u.to_string()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut child = supervisor(&bin, &cfg, &log, &env).spawn().unwrap();
     let port = listening_port(&mut child, &log, Duration::from_secs(60));
     let sup = Supervisor {
         child,
@@ -149,6 +170,11 @@ fn a_supervisor_run_from_a_private_folder_starts_agents_under_their_own_uids() {
         "{status}\n{}",
         sup.log_text()
     );
+    if let Some(u) = supervisor_uid {
+        assert_eq!(status["supervisor"]["uid"], u, "{status}");
+        let own = status_field(u64::from(sup.child.id()), "Uid");
+        assert!(own.split_whitespace().all(|x| x == u.to_string()), "{own}");
+    }
     let a = wait_until(READY, "agent a ready (or failed)", || {
         sup.process("a")
             .filter(|p| p["state"] == "ready" || p["state"] == "failed")
@@ -156,12 +182,20 @@ fn a_supervisor_run_from_a_private_folder_starts_agents_under_their_own_uids() {
     assert_eq!(a["state"], "ready", "{a}\nlog:\n{}", sup.log_text());
     let pid = a["pid"].as_u64().unwrap();
     // Real, effective, saved and filesystem uid: the agent's, not root.
-    let uids = status_field(pid, "Uid");
-    let uid: u32 = uids.split_whitespace().next().unwrap().parse().unwrap();
-    assert!((26001..=26499).contains(&uid), "worker uids: {uids}");
+    let worker_uids = status_field(pid, "Uid");
+    let uid: u32 = worker_uids
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(
-        uids.split_whitespace().all(|u| u == uid.to_string()),
-        "worker uids: {uids}"
+        (uids.0 + 1..=uids.1).contains(&uid),
+        "worker uids: {worker_uids}"
+    );
+    assert!(
+        worker_uids.split_whitespace().all(|u| u == uid.to_string()),
+        "worker uids: {worker_uids}"
     );
     // It runs the copy in the private folder, which its uid cannot walk to.
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
@@ -169,6 +203,17 @@ fn a_supervisor_run_from_a_private_folder_starts_agents_under_their_own_uids() {
     assert_eq!(
         std::fs::metadata(private.path()).unwrap().mode() & 0o777,
         0o700
+    );
+    // The descriptor it ran from was closed by its exec: nothing the agent
+    // starts inherits the supervisor's binary.
+    let fds: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .collect();
+    assert!(
+        !fds.iter().any(|f| f.starts_with(private.path())),
+        "the worker holds {fds:?}"
     );
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap();
