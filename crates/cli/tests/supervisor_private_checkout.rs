@@ -272,3 +272,23 @@ fn a_par_home_under_a_private_folder_is_refused_naming_it() {
         "{text}"
     );
 }
+
+#[test]
+fn a_binary_the_agents_cannot_execute_is_refused_at_start_naming_it() {
+    needs_root!();
+    let (_private, bin) = private_checkout("private-noexec");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let outside = TempDir::new("private-noexec-home");
+    let log = outside.path().join("supervisor.log");
+    let cfg = config(outside.path(), &outside.path().join("home"));
+    let out = supervisor(&bin, &cfg, &log, &[("PAR_AGENT_UIDS", "26500-26999")])
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(out.code(), Some(1), "{text}");
+    let expected = format!(
+        "the worker program {} is mode 0700: agents run as uids 26500-26999 and must be able to execute it",
+        bin.display()
+    );
+    assert!(text.contains(&expected), "wanted {expected:?} in:\n{text}");
+}
