@@ -10,7 +10,6 @@
 mod framing_support;
 mod supervisor_support;
 
-
 use std::time::Duration;
 
 use framing_support::*;
@@ -31,9 +30,16 @@ fn general_conn(port: u16) -> Conn {
 /// Sends `raw`, reads one response, and whether the supervisor then closed.
 fn send_raw(c: &mut Conn, raw: &[u8]) -> (Resp, bool) {
     c.write_raw(raw).unwrap();
-    let method = std::str::from_utf8(raw).unwrap_or("").split(' ').next().unwrap_or("");
+    let method = std::str::from_utf8(raw)
+        .unwrap_or("")
+        .split(' ')
+        .next()
+        .unwrap_or("");
     let r = c.read_response(method).unwrap();
-    let closed = r.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) && closed(c);
+    let closed = r
+        .header("connection")
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+        && closed(c);
     (r, closed)
 }
 
@@ -48,7 +54,11 @@ fn the_smuggling_bytes_of_issue_25_are_refused_and_every_client_gets_its_own_ans
     let (sup, rec, _d) = supervisor_with_recorder("smuggle", "a", "", &[]);
     for path in ["direct", "general"] {
         for round in 0..3 {
-            let mut c = if path == "direct" { Conn::open(sup.port).unwrap() } else { general_conn(sup.port) };
+            let mut c = if path == "direct" {
+                Conn::open(sup.port).unwrap()
+            } else {
+                general_conn(sup.port)
+            };
             let (r, closed) = send_raw(&mut c, SMUGGLE);
             assert_eq!(r.status, 400, "{path} {round}: {}", r.text());
             assert!(r.text().contains("Content-Length"), "{}", r.text());
@@ -58,13 +68,20 @@ fn the_smuggling_bytes_of_issue_25_are_refused_and_every_client_gets_its_own_ans
             let r = http(sup.port, "POST", "/agents/a/invoke", &[], body.as_bytes()).unwrap();
             assert_eq!(r.status, 200, "{}", r.text());
             let want = format!("/invoke {} {}", body.len(), fnv(body.as_bytes()));
-            assert!(r.text().ends_with(&want), "{path} {round}: got {:?}, want {want:?}", r.text());
+            assert!(
+                r.text().ends_with(&want),
+                "{path} {round}: got {:?}, want {want:?}",
+                r.text()
+            );
         }
     }
     // Nothing of the attacker's reached the worker: only the six innocent requests.
     let seen = rec.seen("/invoke");
     assert_eq!(seen.len(), 6, "{seen:#?}");
-    assert!(seen.iter().all(|s| s.body.starts_with(br#"{"text":"hi"#)), "{seen:#?}");
+    assert!(
+        seen.iter().all(|s| s.body.starts_with(br#"{"text":"hi"#)),
+        "{seen:#?}"
+    );
     assert!(rec.problems().is_empty(), "{:?}", rec.problems());
 }
 
@@ -83,9 +100,17 @@ fn every_connection_header_naming_a_framing_header_is_refused_on_both_paths() {
     ];
     for path in ["direct", "general"] {
         for h in heads {
-            let body = if h.contains("chunked") { "5\r\nhello\r\n0\r\n\r\n" } else { "hello" };
+            let body = if h.contains("chunked") {
+                "5\r\nhello\r\n0\r\n\r\n"
+            } else {
+                "hello"
+            };
             let raw = format!("POST /agents/a/named HTTP/1.1\r\nHost: x\r\n{h}\r\n{body}");
-            let mut c = if path == "direct" { Conn::open(sup.port).unwrap() } else { general_conn(sup.port) };
+            let mut c = if path == "direct" {
+                Conn::open(sup.port).unwrap()
+            } else {
+                general_conn(sup.port)
+            };
             let (r, closed) = send_raw(&mut c, raw.as_bytes());
             assert_eq!(r.status, 400, "{path} {h:?}: {}", r.text());
             assert!(r.text().contains("Connection header names"), "{}", r.text());
@@ -99,7 +124,10 @@ fn every_connection_header_naming_a_framing_header_is_refused_on_both_paths() {
     let seen = rec.seen("/named");
     assert_eq!(seen.len(), 1, "{seen:#?}");
     assert!(seen[0].header("x-secret").is_empty());
-    assert_eq!((seen[0].framing, &seen[0].body[..]), (Framing::Length(5), &b"hello"[..]));
+    assert_eq!(
+        (seen[0].framing, &seen[0].body[..]),
+        (Framing::Length(5), &b"hello"[..])
+    );
 }
 
 #[test]
@@ -121,7 +149,11 @@ fn framing_the_proxy_cannot_pass_on_unchanged_is_refused_on_both_paths() {
     ];
     for path in ["direct", "general"] {
         for (raw, status) in cases {
-            let mut c = if path == "direct" { Conn::open(sup.port).unwrap() } else { general_conn(sup.port) };
+            let mut c = if path == "direct" {
+                Conn::open(sup.port).unwrap()
+            } else {
+                general_conn(sup.port)
+            };
             c.write_raw(raw.as_bytes()).unwrap();
             let r = c.read_response("POST").unwrap();
             assert_eq!(r.status, *status, "{path} {raw:?}: {}", r.text());
@@ -143,7 +175,10 @@ fn framing_the_proxy_cannot_pass_on_unchanged_is_refused_on_both_paths() {
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = rec.seen("/both");
     assert_eq!(seen.len(), 1);
-    assert_eq!((seen[0].framing, &seen[0].body[..]), (Framing::Chunked, &b"hello"[..]));
+    assert_eq!(
+        (seen[0].framing, &seen[0].body[..]),
+        (Framing::Chunked, &b"hello"[..])
+    );
     assert!(rec.problems().is_empty(), "{:?}", rec.problems());
 }
 
@@ -176,17 +211,45 @@ fn the_admin_token_never_reaches_an_agent_in_any_spelling_that_is_accepted() {
     let token = sup.token();
     for (i, auth) in spellings(&token).iter().enumerate() {
         // Accepted as admin...
-        let r = http(sup.port, "GET", "/supervisor/logs?process_id=par-a&limit=1", &[("Authorization", auth)], b"").unwrap();
+        let r = http(
+            sup.port,
+            "GET",
+            "/supervisor/logs?process_id=par-a&limit=1",
+            &[("Authorization", auth)],
+            b"",
+        )
+        .unwrap();
         assert_eq!(r.status, 200, "{auth:?}: {}", r.text());
         // ...and so never passed on, on either path.
-        let r = http(sup.port, "GET", &format!("/agents/a/tok/{i}/direct"), &[("Authorization", auth)], b"").unwrap();
+        let r = http(
+            sup.port,
+            "GET",
+            &format!("/agents/a/tok/{i}/direct"),
+            &[("Authorization", auth)],
+            b"",
+        )
+        .unwrap();
         assert_eq!(r.status, 200);
         let mut c = general_conn(sup.port);
-        let r = c.request("GET", &format!("/agents/a/tok/{i}/general"), &[("Authorization", auth)], b"").unwrap();
+        let r = c
+            .request(
+                "GET",
+                &format!("/agents/a/tok/{i}/general"),
+                &[("Authorization", auth)],
+                b"",
+            )
+            .unwrap();
         assert_eq!(r.status, 200);
     }
     // A user's own credentials still reach the agent.
-    let r = http(sup.port, "GET", "/agents/a/tok/user", &[("Authorization", "Bearer user-token")], b"").unwrap();
+    let r = http(
+        sup.port,
+        "GET",
+        "/agents/a/tok/user",
+        &[("Authorization", "Bearer user-token")],
+        b"",
+    )
+    .unwrap();
     assert_eq!(r.status, 200);
     let seen = rec.seen("/tok/");
     assert_eq!(seen.len(), spellings(&token).len() * 2 + 1);
@@ -204,8 +267,19 @@ fn the_admin_token_never_reaches_an_agent_in_any_spelling_that_is_accepted() {
 #[test]
 fn the_agents_list_never_reflects_the_host_a_client_sent() {
     let (sup, _rec, _d) = supervisor_with_recorder("host", "a", "", &[]);
-    for host in ["evil.example.com", "par.example.com:8443", "javascript:alert(1)"] {
-        let r = http(sup.port, "GET", "/agents", &[("Host", host), ("X-Forwarded-Proto", "https")], b"").unwrap();
+    for host in [
+        "evil.example.com",
+        "par.example.com:8443",
+        "javascript:alert(1)",
+    ] {
+        let r = http(
+            sup.port,
+            "GET",
+            "/agents",
+            &[("Host", host), ("X-Forwarded-Proto", "https")],
+            b"",
+        )
+        .unwrap();
         assert_eq!(r.status, 200);
         let url = r.json()["agents"][0]["url"].as_str().unwrap().to_string();
         assert_eq!(url, "/agents/a", "{host}");
@@ -222,19 +296,42 @@ fn a_worker_connection_left_mid_message_is_never_used_again() {
     let check = |tag: &str| {
         for i in 0..5 {
             let body = format!("after {tag} {i}");
-            let r = http(sup.port, "POST", &format!("/agents/a/next/{tag}/{i}"), &[], body.as_bytes()).unwrap();
+            let r = http(
+                sup.port,
+                "POST",
+                &format!("/agents/a/next/{tag}/{i}"),
+                &[],
+                body.as_bytes(),
+            )
+            .unwrap();
             let want = format!("/next/{tag}/{i} {} {}", body.len(), fnv(body.as_bytes()));
             assert_eq!(r.status, 200, "{tag} {i}: {}", r.text());
-            assert!(r.text().ends_with(&want), "{tag} {i}: got {:?}, want {want:?}", r.text());
+            assert!(
+                r.text().ends_with(&want),
+                "{tag} {i}: got {:?}, want {want:?}",
+                r.text()
+            );
         }
     };
     check("start");
     // Bodies cut short: one streamed (past 64 KiB: the general path), one
     // held whole (the direct path), one chunked.
     for (tag, head, part) in [
-        ("streamed", "POST /agents/a/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n", vec![b'y'; 100_000]),
-        ("whole", "POST /agents/a/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", vec![b'y'; 1000]),
-        ("chunked", "POST /agents/a/cut HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", b"100\r\nyyyy".to_vec()),
+        (
+            "streamed",
+            "POST /agents/a/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n",
+            vec![b'y'; 100_000],
+        ),
+        (
+            "whole",
+            "POST /agents/a/cut HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n",
+            vec![b'y'; 1000],
+        ),
+        (
+            "chunked",
+            "POST /agents/a/cut HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"100\r\nyyyy".to_vec(),
+        ),
     ] {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", sup.port)).unwrap();
         s.write_all(head.as_bytes()).unwrap();
@@ -245,8 +342,13 @@ fn a_worker_connection_left_mid_message_is_never_used_again() {
     // A reply left unread: the client reads its head and a little, then goes.
     for round in 0..3 {
         for general in [false, true] {
-            let mut c = if general { general_conn(sup.port) } else { Conn::open(sup.port).unwrap() };
-            c.write_raw(b"GET /agents/a/big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut c = if general {
+                general_conn(sup.port)
+            } else {
+                Conn::open(sup.port).unwrap()
+            };
+            c.write_raw(b"GET /agents/a/big HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
             let (status, _) = c.read_head().unwrap();
             assert_eq!(status, 200);
             let mut some = [0u8; 1024];
@@ -259,7 +361,10 @@ fn a_worker_connection_left_mid_message_is_never_used_again() {
     // Every request that reached the worker was whole and clean but the
     // ones cut short (each ends its own connection there).
     let problems = rec.problems();
-    assert!(problems.iter().all(|p| p.contains("cut short")), "{problems:?}");
+    assert!(
+        problems.iter().all(|p| p.contains("cut short")),
+        "{problems:?}"
+    );
     assert!(problems.len() <= 2, "{problems:?}");
     assert!(rec.seen("/cut").is_empty(), "{:?}", rec.seen("/cut"));
 }
@@ -297,7 +402,10 @@ fn the_smuggling_bytes_sent_from_inside_an_agent_are_refused_too() {
         .unwrap();
         std::fs::write(root.join("src/__init__.py"), "").unwrap();
         std::fs::write(root.join("src/main.py"), main).unwrap();
-        format!("[[agents]]\nid = \"{name}\"\npackage = \"{}\"\n", root.display())
+        format!(
+            "[[agents]]\nid = \"{name}\"\npackage = \"{}\"\n",
+            root.display()
+        )
     };
     let agents = format!(
         "{}{}",
@@ -308,15 +416,39 @@ fn the_smuggling_bytes_sent_from_inside_an_agent_are_refused_too() {
     sup.wait_ready("evil", Duration::from_secs(120));
     sup.wait_ready("b", Duration::from_secs(120));
     for round in 0..3 {
-        let r = http(sup.port, "POST", "/agents/evil/invoke", &[("Content-Type", "application/json")], b"{}").unwrap();
+        let r = http(
+            sup.port,
+            "POST",
+            "/agents/evil/invoke",
+            &[("Content-Type", "application/json")],
+            b"{}",
+        )
+        .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
-        let reply = r.json()["data"]["reply"].as_str().unwrap_or_default().to_string();
-        assert!(reply.starts_with("HTTP/1.1 400"), "round {round}: the agent got {reply:?}");
+        let reply = r.json()["data"]["reply"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            reply.starts_with("HTTP/1.1 400"),
+            "round {round}: the agent got {reply:?}"
+        );
         assert!(reply.contains("Content-Length"), "{reply}");
         // b's own client gets b's answer to its own request.
         let body = format!(r#"{{"text":"hi {round}"}}"#);
-        let r = http(sup.port, "POST", "/agents/b/invoke", &[("Content-Type", "application/json")], body.as_bytes()).unwrap();
+        let r = http(
+            sup.port,
+            "POST",
+            "/agents/b/invoke",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
-        assert!(r.text().contains(&format!("hi {round}")), "round {round}: {}", r.text());
+        assert!(
+            r.text().contains(&format!("hi {round}")),
+            "round {round}: {}",
+            r.text()
+        );
     }
 }

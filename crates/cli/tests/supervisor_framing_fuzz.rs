@@ -16,8 +16,8 @@ mod supervisor_support;
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpStream;
-use std::time::Duration;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use framing_support::*;
 use supervisor_support::*;
@@ -49,7 +49,11 @@ impl Rng {
 enum Want {
     /// Passed on once, this body with this framing, answered to its sender
     /// (or, when `either`, refused with a 4xx).
-    Forward { body: Vec<u8>, chunked: bool, either: bool },
+    Forward {
+        body: Vec<u8>,
+        chunked: bool,
+        either: bool,
+    },
     /// Refused with this 4xx, nothing passed on.
     Refuse(u16),
     /// A management request (moves the connection to the general path).
@@ -65,7 +69,8 @@ struct Case {
     last: bool,
 }
 
-const SMUGGLED: &[u8] = b"GET /agents/a/fz/SMUGGLED HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n";
+const SMUGGLED: &[u8] =
+    b"GET /agents/a/fz/SMUGGLED HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n";
 
 fn body(rng: &mut Rng) -> Vec<u8> {
     match rng.below(10) {
@@ -80,7 +85,9 @@ fn body(rng: &mut Rng) -> Vec<u8> {
         3 if rng.chance(10) => (0..70_000).map(|_| rng.next() as u8).collect(),
         _ => {
             let n = rng.below(300);
-            (0..n).map(|_| *rng.pick(b"ab\r\n0123 :;{}\"xyz\t")).collect()
+            (0..n)
+                .map(|_| *rng.pick(b"ab\r\n0123 :;{}\"xyz\t"))
+                .collect()
         }
     }
 }
@@ -90,7 +97,11 @@ fn chunked(rng: &mut Rng, body: &[u8]) -> Vec<u8> {
     let mut rest = body;
     while !rest.is_empty() {
         let n = (1 + rng.below(200)).min(rest.len());
-        let size = if rng.chance(20) { format!("{n:X}") } else { format!("{n:x}") };
+        let size = if rng.chance(20) {
+            format!("{n:X}")
+        } else {
+            format!("{n:x}")
+        };
         out.extend_from_slice(size.as_bytes());
         if rng.chance(10) {
             out.extend_from_slice(b";ext=1");
@@ -119,7 +130,11 @@ fn case(rng: &mut Rng, id: String) -> Case {
             last: false,
         };
     }
-    let method = rng.pick(&["GET", "POST", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "CONNECT", "post"]).to_string();
+    let method = rng
+        .pick(&[
+            "GET", "POST", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD", "CONNECT", "post",
+        ])
+        .to_string();
     let http10 = rng.chance(5);
     let mut target = format!("/agents/a/fz/{id}");
     if rng.chance(30) {
@@ -168,9 +183,18 @@ fn case(rng: &mut Rng, id: String) -> Case {
         let mut tokens = Vec::new();
         for _ in 0..n {
             let t = *rng.pick(&[
-                "keep-alive", "close", "X-Secret", "te", "upgrade-not", "Keep-Alive",
-                "keep-alive", "X-Secret", "Content-Length", "content-length",
-                "Transfer-Encoding", "host",
+                "keep-alive",
+                "close",
+                "X-Secret",
+                "te",
+                "upgrade-not",
+                "Keep-Alive",
+                "keep-alive",
+                "X-Secret",
+                "Content-Length",
+                "content-length",
+                "Transfer-Encoding",
+                "host",
             ]);
             match t.to_ascii_lowercase().as_str() {
                 "content-length" | "transfer-encoding" | "host" => set(400, &mut refuse),
@@ -214,11 +238,17 @@ fn case(rng: &mut Rng, id: String) -> Case {
             payload = b.clone();
         }
         7 => {
-            headers.push(format!("Content-Length: {}", rng.pick(&["+1", "0x1", "1 1", "-0", "1,1", ""])));
+            headers.push(format!(
+                "Content-Length: {}",
+                rng.pick(&["+1", "0x1", "1 1", "-0", "1,1", ""])
+            ));
             set(400, &mut refuse);
         }
         8..=10 => {
-            headers.push(format!("Transfer-Encoding: {}", rng.pick(&["chunked", "Chunked", "chunked "])));
+            headers.push(format!(
+                "Transfer-Encoding: {}",
+                rng.pick(&["chunked", "Chunked", "chunked "])
+            ));
             if http10 {
                 set(400, &mut refuse);
             }
@@ -232,7 +262,10 @@ fn case(rng: &mut Rng, id: String) -> Case {
             payload = chunked(rng, &b);
         }
         11 if rng.chance(50) => {
-            headers.push(format!("Transfer-Encoding: {}", rng.pick(&["gzip, chunked", "chunked, chunked", "identity", "gzip"])));
+            headers.push(format!(
+                "Transfer-Encoding: {}",
+                rng.pick(&["gzip, chunked", "chunked, chunked", "identity", "gzip"])
+            ));
             set(400, &mut refuse);
             payload = chunked(rng, &b);
         }
@@ -244,7 +277,11 @@ fn case(rng: &mut Rng, id: String) -> Case {
         }
     }
     if method == "CONNECT" {
-        refuse = Some(if refuse.is_some_and(|p| p != 405) { 0 } else { 405 });
+        refuse = Some(if refuse.is_some_and(|p| p != 405) {
+            0
+        } else {
+            405
+        });
     }
     // Shuffle the header lines.
     for i in (1..headers.len()).rev() {
@@ -294,12 +331,22 @@ fn case(rng: &mut Rng, id: String) -> Case {
     let want = match refuse {
         Some(s) => Want::Refuse(s),
         None => Want::Forward {
-            body: if chunked_body || !payload.is_empty() { b } else { Vec::new() },
+            body: if chunked_body || !payload.is_empty() {
+                b
+            } else {
+                Vec::new()
+            },
             chunked: chunked_body,
             either,
         },
     };
-    Case { id, method, bytes, want, last: last || refuse.is_some() }
+    Case {
+        id,
+        method,
+        bytes,
+        want,
+        last: last || refuse.is_some(),
+    }
 }
 
 /// The outcome of one connection's requests: the ids answered 200 by the
@@ -315,14 +362,18 @@ fn run_connection(port: u16, rng: &mut Rng, cases: &[Case]) -> (Vec<String>, Vec
         }
     }
     let socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     socket.set_nodelay(true).unwrap();
     // Written in pieces cut at random bytes, on a thread (a pipelined
     // stream can be larger than what the socket buffers).
     let mut w = socket.try_clone().unwrap();
     let mut conn = BufReader::new(socket);
     let sent = stream.clone();
-    let cuts: Vec<usize> = (0..rng.below(6)).map(|_| rng.below(stream.len() + 1)).collect();
+    let cuts: Vec<usize> = (0..rng.below(6))
+        .map(|_| rng.below(stream.len() + 1))
+        .collect();
     let writer = std::thread::spawn(move || {
         let mut cuts = cuts;
         cuts.push(0);
@@ -340,7 +391,11 @@ fn run_connection(port: u16, rng: &mut Rng, cases: &[Case]) -> (Vec<String>, Vec
         let r = match read_response(&mut conn, &c.method) {
             Ok(r) => r,
             Err(e) => {
-                wrong.push(format!("{}: no response ({e}); want {:?}", c.id, short(&c.want)));
+                wrong.push(format!(
+                    "{}: no response ({e}); want {:?}",
+                    c.id,
+                    short(&c.want)
+                ));
                 break;
             }
         };
@@ -352,20 +407,37 @@ fn run_connection(port: u16, rng: &mut Rng, cases: &[Case]) -> (Vec<String>, Vec
                 }
             }
             Want::Refuse(s) => {
-                let fits = if *s == 0 { (400..500).contains(&r.status) } else { r.status == *s };
+                let fits = if *s == 0 {
+                    (400..500).contains(&r.status)
+                } else {
+                    r.status == *s
+                };
                 if !fits {
-                    wrong.push(format!("{}: answered {} {text:?}, want {s}; sent {:?}", c.id, r.status, String::from_utf8_lossy(&c.bytes)));
+                    wrong.push(format!(
+                        "{}: answered {} {text:?}, want {s}; sent {:?}",
+                        c.id,
+                        r.status,
+                        String::from_utf8_lossy(&c.bytes)
+                    ));
                 }
             }
             Want::Forward { either: true, .. } if (400..500).contains(&r.status) => {}
             Want::Forward { body, .. } => {
                 let target = text.split(' ').nth(2).unwrap_or_default();
                 if r.status != 200 || (c.method != "HEAD" && id_of(target) != c.id) {
-                    wrong.push(format!("{}: answered {} {text:?}; sent {:?}", c.id, r.status, String::from_utf8_lossy(&c.bytes[..c.bytes.len().min(600)])));
+                    wrong.push(format!(
+                        "{}: answered {} {text:?}; sent {:?}",
+                        c.id,
+                        r.status,
+                        String::from_utf8_lossy(&c.bytes[..c.bytes.len().min(600)])
+                    ));
                 } else if c.method != "HEAD" {
                     let tail = format!("{} {}", body.len(), fnv(body));
                     if !text.ends_with(&tail) {
-                        wrong.push(format!("{}: the worker read another body: {text:?}, want {tail}", c.id));
+                        wrong.push(format!(
+                            "{}: the worker read another body: {text:?}, want {tail}",
+                            c.id
+                        ));
                     }
                 }
                 if r.status == 200 {
@@ -381,7 +453,10 @@ fn run_connection(port: u16, rng: &mut Rng, cases: &[Case]) -> (Vec<String>, Vec
     let _ = writer.join();
     if !wrong.is_empty() {
         let shown = &sent[..sent.len().min(3000)];
-        wrong.push(format!("  (that connection sent {:?})", String::from_utf8_lossy(shown)));
+        wrong.push(format!(
+            "  (that connection sent {:?})",
+            String::from_utf8_lossy(shown)
+        ));
     }
     (answered, wrong)
 }
@@ -394,8 +469,15 @@ fn id_of(target: &str) -> &str {
 
 fn short(w: &Want) -> String {
     match w {
-        Want::Forward { body, chunked, either } => {
-            format!("forward {} bytes chunked={chunked} or-4xx={either}", body.len())
+        Want::Forward {
+            body,
+            chunked,
+            either,
+        } => {
+            format!(
+                "forward {} bytes chunked={chunked} or-4xx={either}",
+                body.len()
+            )
         }
         other => format!("{other:?}"),
     }
@@ -407,9 +489,16 @@ fn read_response(r: &mut BufReader<TcpStream>, method: &str) -> std::io::Result<
     loop {
         let mut line = String::new();
         if r.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
         }
-        let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad(format!("status line {line:?}")))?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad(format!("status line {line:?}")))?;
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
@@ -418,7 +507,9 @@ fn read_response(r: &mut BufReader<TcpStream>, method: &str) -> std::io::Result<
             if h.is_empty() {
                 break;
             }
-            let (k, v) = h.split_once(':').ok_or_else(|| bad(format!("header {h:?}")))?;
+            let (k, v) = h
+                .split_once(':')
+                .ok_or_else(|| bad(format!("header {h:?}")))?;
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
         if (100..200).contains(&status) {
@@ -435,16 +526,29 @@ fn read_response(r: &mut BufReader<TcpStream>, method: &str) -> std::io::Result<
         } else {
             r.read_to_end(&mut body)?;
         }
-        return Ok(Resp { status, headers, body });
+        return Ok(Resp {
+            status,
+            headers,
+            body,
+        });
     }
 }
 
 #[test]
 fn random_requests_reach_the_worker_once_with_their_own_framing_or_are_refused() {
-    let total: usize = std::env::var("PAR_FUZZ_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    let seed: u64 = std::env::var("PAR_FUZZ_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let total: usize = std::env::var("PAR_FUZZ_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let seed: u64 = std::env::var("PAR_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     eprintln!("fuzz: {total} requests, PAR_FUZZ_SEED={seed}");
     let (sup, rec, _d) = supervisor_with_recorder("fuzz", "a", "", &[]);
     const THREADS: u64 = 4;
@@ -485,7 +589,8 @@ fn random_requests_reach_the_worker_once_with_their_own_framing_or_are_refused()
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut wrong: Vec<String> = results.iter().flat_map(|r| r.1.clone()).collect();
-    let answered: std::collections::HashSet<String> = results.iter().flat_map(|r| r.0.clone()).collect();
+    let answered: std::collections::HashSet<String> =
+        results.iter().flat_map(|r| r.0.clone()).collect();
     let sent: usize = results.iter().map(|r| r.2).sum();
     // What the worker received: each id at most once, only ids answered
     // 200, with the framing and body sent.
@@ -497,7 +602,11 @@ fn random_requests_reach_the_worker_once_with_their_own_framing_or_are_refused()
         match wants.get(&id) {
             Some(Want::Forward { body, chunked, .. }) => {
                 if s.body != *body {
-                    wrong.push(format!("{id}: the worker read {} bytes, {} were sent", s.body.len(), body.len()));
+                    wrong.push(format!(
+                        "{id}: the worker read {} bytes, {} were sent",
+                        s.body.len(),
+                        body.len()
+                    ));
                 }
                 let framing_ok = match s.framing {
                     Framing::Chunked => *chunked,
@@ -505,10 +614,15 @@ fn random_requests_reach_the_worker_once_with_their_own_framing_or_are_refused()
                     Framing::None => !*chunked && body.is_empty(),
                 };
                 if !framing_ok {
-                    wrong.push(format!("{id}: framing {:?} at the worker, chunked={chunked} sent", s.framing));
+                    wrong.push(format!(
+                        "{id}: framing {:?} at the worker, chunked={chunked} sent",
+                        s.framing
+                    ));
                 }
                 if !answered.contains(&id) {
-                    wrong.push(format!("{id}: reached the worker but its sender got no 200"));
+                    wrong.push(format!(
+                        "{id}: reached the worker but its sender got no 200"
+                    ));
                 }
             }
             other => wrong.push(format!("{id} reached the worker: {s:?}; want {other:?}")),
@@ -523,11 +637,21 @@ fn random_requests_reach_the_worker_once_with_their_own_framing_or_are_refused()
         wrong.push(format!("the worker read a malformed request: {p}"));
     }
     let forwarded = count.len();
-    eprintln!("fuzz: {sent} requests sent, {forwarded} reached the worker, {} differences (seed {seed})", wrong.len());
+    eprintln!(
+        "fuzz: {sent} requests sent, {forwarded} reached the worker, {} differences (seed {seed})",
+        wrong.len()
+    );
     for w in wrong.iter().take(12) {
         eprintln!("  {w}");
     }
-    assert!(wrong.is_empty(), "{} framing differences; replay with PAR_FUZZ_SEED={seed}", wrong.len());
-    assert!(forwarded > sent / 3, "too few requests were served to mean anything: {forwarded} of {sent}");
+    assert!(
+        wrong.is_empty(),
+        "{} framing differences; replay with PAR_FUZZ_SEED={seed}",
+        wrong.len()
+    );
+    assert!(
+        forwarded > sent / 3,
+        "too few requests were served to mean anything: {forwarded} of {sent}"
+    );
     drop(sup);
 }

@@ -134,14 +134,22 @@ impl Recorder {
 }
 
 /// A supervisor whose agent `agent` is the relay to a new recorder.
-pub fn supervisor_with_recorder(tag: &str, agent: &str, extra: &str, env: &[(&str, &str)]) -> (Supervisor, Recorder, TempDir) {
+pub fn supervisor_with_recorder(
+    tag: &str,
+    agent: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (Supervisor, Recorder, TempDir) {
     let rec = Recorder::start(agent);
     let dir = TempDir::new(&format!("{tag}-relay"));
     let relay = dir.path().join("relay.py");
     std::fs::write(&relay, RELAY).unwrap();
     let sup = Supervisor::start_with(
         tag,
-        &format!("worker_command = [\"python3\", \"{}\"]\n{extra}", relay.display()),
+        &format!(
+            "worker_command = [\"python3\", \"{}\"]\n{extra}",
+            relay.display()
+        ),
         &format!(
             "[[agents]]\nid = \"{agent}\"\npackage = \"pkg\"\nenv_vars = {{ RELAY_TO = \"{}\" }}\n",
             rec.port
@@ -151,7 +159,11 @@ pub fn supervisor_with_recorder(tag: &str, agent: &str, extra: &str, env: &[(&st
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while sup.process(agent).is_none_or(|p| p["state"] != "ready") {
         if std::time::Instant::now() > deadline {
-            panic!("agent {agent} not ready; problems {:?}; log:\n{}", rec.problems(), sup.log_text());
+            panic!(
+                "agent {agent} not ready; problems {:?}; log:\n{}",
+                rec.problems(),
+                sup.log_text()
+            );
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -174,19 +186,28 @@ fn serve(conn: usize, s: TcpStream, log: &Mutex<Log>, agent: &str) {
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(problem) => {
-                log.lock().unwrap().problems.push(format!("conn {conn}: {problem}"));
+                log.lock()
+                    .unwrap()
+                    .problems
+                    .push(format!("conn {conn}: {problem}"));
                 return;
             }
         };
         let (status, body) = if req.target == "/health" {
-            let b = format!(r#"{{"status":"ready","agent_id":"{agent}","package_id":"relay@1.0.0"}}"#);
+            let b =
+                format!(r#"{{"status":"ready","agent_id":"{agent}","package_id":"relay@1.0.0"}}"#);
             (200, b)
         } else if req.target == "/meta" {
             (404, "{}".to_string())
         } else {
             let mut l = log.lock().unwrap();
             let n = l.seen.len();
-            let b = format!("seen {n} {} {} {}", req.target, req.body.len(), fnv(&req.body));
+            let b = format!(
+                "seen {n} {} {} {}",
+                req.target,
+                req.body.len(),
+                fnv(&req.body)
+            );
             l.seen.push(req.clone());
             (200, b)
         };
@@ -220,14 +241,24 @@ fn read_request(r: &mut BufReader<TcpStream>, conn: usize) -> Result<Option<Seen
         let mut line = Vec::new();
         let n = r.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
         if n == 0 {
-            return if lines.is_empty() { Ok(None) } else { Err("the connection ended inside a head".into()) };
+            return if lines.is_empty() {
+                Ok(None)
+            } else {
+                Err("the connection ended inside a head".into())
+            };
         }
         if !line.ends_with(b"\r\n") {
-            return Err(format!("a line without CRLF: {:?}", String::from_utf8_lossy(&line)));
+            return Err(format!(
+                "a line without CRLF: {:?}",
+                String::from_utf8_lossy(&line)
+            ));
         }
         line.truncate(line.len() - 2);
         if line.contains(&b'\r') || line.contains(&b'\n') {
-            return Err(format!("a bare CR or LF inside {:?}", String::from_utf8_lossy(&line)));
+            return Err(format!(
+                "a bare CR or LF inside {:?}",
+                String::from_utf8_lossy(&line)
+            ));
         }
         if line.is_empty() {
             break;
@@ -247,18 +278,28 @@ fn read_request(r: &mut BufReader<TcpStream>, conn: usize) -> Result<Option<Seen
         let Some((k, v)) = l.split_once(':') else {
             return Err(format!("a header line without a colon {l:?}"));
         };
-        if k.is_empty() || k.bytes().any(|b| !(b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))) {
+        if k.is_empty()
+            || k.bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)))
+        {
             return Err(format!("a header name {k:?}"));
         }
         headers.push((k.to_string(), v.trim_matches([' ', '\t']).to_string()));
     }
     let get = |n: &str| -> Vec<&str> {
-        headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str()).collect()
+        headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+            .collect()
     };
     let lengths = get("content-length");
     let codings = get("transfer-encoding");
     if !get("connection").is_empty() {
-        return Err(format!("a Connection header reached the worker: {:?}", get("connection")));
+        return Err(format!(
+            "a Connection header reached the worker: {:?}",
+            get("connection")
+        ));
     }
     if lengths.len() > 1 {
         return Err(format!("{} Content-Length headers", lengths.len()));
@@ -277,7 +318,8 @@ fn read_request(r: &mut BufReader<TcpStream>, conn: usize) -> Result<Option<Seen
     } else if let Some(l) = lengths.first() {
         let n: u64 = l.parse().map_err(|_| format!("Content-Length {l:?}"))?;
         let mut body = vec![0; n as usize];
-        r.read_exact(&mut body).map_err(|e| format!("a body cut short: {e}"))?;
+        r.read_exact(&mut body)
+            .map_err(|e| format!("a body cut short: {e}"))?;
         (Framing::Length(n), body)
     } else {
         (Framing::None, Vec::new())
@@ -321,7 +363,8 @@ fn read_chunked(r: &mut BufReader<TcpStream>) -> Result<Vec<u8>, String> {
         }
         let at = body.len();
         body.resize(at + size + 2, 0);
-        r.read_exact(&mut body[at..]).map_err(|e| format!("a chunk cut short: {e}"))?;
+        r.read_exact(&mut body[at..])
+            .map_err(|e| format!("a chunk cut short: {e}"))?;
         if &body[at + size..] != b"\r\n" {
             return Err("a chunk longer than its size".into());
         }

@@ -132,7 +132,9 @@ impl HeadRules {
             return Err(Refusal::bad("more than one Host header"));
         }
         if self.length_invalid {
-            return Err(Refusal::bad("the Content-Length header is not a decimal length"));
+            return Err(Refusal::bad(
+                "the Content-Length header is not a decimal length",
+            ));
         }
         if self.length_conflict {
             return Err(Refusal::bad("Content-Length headers with different values"));

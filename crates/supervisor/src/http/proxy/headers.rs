@@ -49,8 +49,11 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Named by `Connection`, still never removed: what delimits the message
 /// and names its target (`framing`).
-static NEVER_BY_CONNECTION: [HeaderName; 3] =
-    [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::HOST];
+static NEVER_BY_CONNECTION: [HeaderName; 3] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::HOST,
+];
 
 /// Removes every `Authorization` value that is the admin credential.
 pub fn drop_credential(headers: &mut HeaderMap, admin: &crate::http::api::auth::AdminCredential) {

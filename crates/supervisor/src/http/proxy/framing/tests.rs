@@ -19,10 +19,18 @@ fn check(method: &str, version: Version, headers: &[(&str, &str)]) -> Result<Bod
 fn framing_headers_cannot_be_removed_by_connection() {
     let v11 = Version::HTTP_11;
     for named in ["Content-Length", "transfer-encoding", "keep-alive, HOST"] {
-        let h = [("host", "x"), ("connection", named), ("content-length", "1")];
+        let h = [
+            ("host", "x"),
+            ("connection", named),
+            ("content-length", "1"),
+        ];
         assert_eq!(check("POST", v11, &h), Err(400), "{named}");
     }
-    let h = [("host", "x"), ("connection", "keep-alive, x-secret"), ("content-length", "1")];
+    let h = [
+        ("host", "x"),
+        ("connection", "keep-alive, x-secret"),
+        ("content-length", "1"),
+    ];
     assert_eq!(check("POST", v11, &h), Ok(BodyFraming::Length(1)));
 }
 
@@ -37,15 +45,50 @@ fn each_head_gets_one_clear_answer() {
         ("GET", v11, &[], Err(400)),
         ("GET", v10, &[], Ok(None)),
         ("GET", v11, &[host, ("host", "y")], Err(400)),
-        ("POST", v11, &[host, ("content-length", "12")], Ok(Length(12))),
-        ("POST", v11, &[host, ("content-length", "1"), ("content-length", "1")], Ok(Length(1))),
-        ("POST", v11, &[host, ("content-length", "1"), ("content-length", "2")], Err(400)),
+        (
+            "POST",
+            v11,
+            &[host, ("content-length", "12")],
+            Ok(Length(12)),
+        ),
+        (
+            "POST",
+            v11,
+            &[host, ("content-length", "1"), ("content-length", "1")],
+            Ok(Length(1)),
+        ),
+        (
+            "POST",
+            v11,
+            &[host, ("content-length", "1"), ("content-length", "2")],
+            Err(400),
+        ),
         ("POST", v11, &[host, ("content-length", "1, 1")], Err(400)),
         ("POST", v11, &[host, ("content-length", "+1")], Err(400)),
-        ("POST", v11, &[host, ("transfer-encoding", "chunked")], Ok(Chunked)),
-        ("POST", v11, &[host, ("transfer-encoding", "Chunked")], Ok(Chunked)),
-        ("POST", v11, &[host, ("transfer-encoding", "gzip, chunked")], Err(400)),
-        ("POST", v11, &[host, ("transfer-encoding", "chunked, identity")], Err(400)),
+        (
+            "POST",
+            v11,
+            &[host, ("transfer-encoding", "chunked")],
+            Ok(Chunked),
+        ),
+        (
+            "POST",
+            v11,
+            &[host, ("transfer-encoding", "Chunked")],
+            Ok(Chunked),
+        ),
+        (
+            "POST",
+            v11,
+            &[host, ("transfer-encoding", "gzip, chunked")],
+            Err(400),
+        ),
+        (
+            "POST",
+            v11,
+            &[host, ("transfer-encoding", "chunked, identity")],
+            Err(400),
+        ),
         ("POST", v10, &[("transfer-encoding", "chunked")], Err(400)),
         ("POST", v11, &[host, ("expect", "100-continue")], Ok(None)),
         ("POST", v11, &[host, ("expect", "999-bogus")], Err(417)),
@@ -55,7 +98,11 @@ fn each_head_gets_one_clear_answer() {
         ("GET", Version::HTTP_2, &[("expect", "x")], Err(417)),
     ];
     for (method, version, headers, want) in cases {
-        assert_eq!(&check(method, *version, headers), want, "{method} {version:?} {headers:?}");
+        assert_eq!(
+            &check(method, *version, headers),
+            want,
+            "{method} {version:?} {headers:?}"
+        );
     }
 }
 
@@ -63,8 +110,18 @@ fn each_head_gets_one_clear_answer() {
 fn lengths_are_plain_decimals() {
     assert_eq!(parse_length(b" 42 "), Some(42));
     assert_eq!(parse_length(b"0"), Some(0));
-    assert_eq!(parse_length(b"9999999999999999999"), Some(9_999_999_999_999_999_999));
-    for bad in [&b""[..], b"-1", b"1 2", b"0x10", b"99999999999999999999", b"1,1"] {
+    assert_eq!(
+        parse_length(b"9999999999999999999"),
+        Some(9_999_999_999_999_999_999)
+    );
+    for bad in [
+        &b""[..],
+        b"-1",
+        b"1 2",
+        b"0x10",
+        b"99999999999999999999",
+        b"1,1",
+    ] {
         assert_eq!(parse_length(bad), None, "{bad:?}");
     }
 }

@@ -57,7 +57,12 @@ fn a_request_id_is_made_and_the_admin_token_dropped() {
     let query = "GET /agents/a?x=1 HTTP/1.1\r\nhost: x\r\n\r\n";
     assert!(direct(query, &cx).1.starts_with("GET /?x=1 HTTP/1.1\r\n"));
     // Every spelling the admin check accepts is dropped.
-    for spelling in ["bearer root", "Bearer  root", "BEARER\troot", "Bearer root  "] {
+    for spelling in [
+        "bearer root",
+        "Bearer  root",
+        "BEARER\troot",
+        "Bearer root  ",
+    ] {
         let raw = format!("GET /agents/a HTTP/1.1\r\nhost: x\r\nAuthorization: {spelling}\r\n\r\n");
         let head = direct(&raw, &cx).1;
         assert!(!head.contains("root"), "{spelling:?}: {head}");
@@ -123,16 +128,25 @@ fn a_head_whose_framing_would_change_is_refused_not_passed_on() {
         Parsed::Refused(r) => r.message,
         other => panic!("{other:?}"),
     };
-    assert!(refused("GET /agents/a HTTP/1.1\r\nHost: x\r\nConnection: Content-Length\r\n\r\n")
-        .contains("Content-Length"));
+    assert!(
+        refused("GET /agents/a HTTP/1.1\r\nHost: x\r\nConnection: Content-Length\r\n\r\n")
+            .contains("Content-Length")
+    );
 }
 
 #[test]
 fn a_length_given_twice_alike_is_passed_on_once() {
-    let raw = "POST /agents/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nhi";
+    let raw =
+        "POST /agents/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nhi";
     let (r, head) = direct(raw, &cx());
     assert_eq!(r.body_len, 2);
-    assert_eq!(head.to_ascii_lowercase().matches("content-length: 2\r\n").count(), 1, "{head}");
+    assert_eq!(
+        head.to_ascii_lowercase()
+            .matches("content-length: 2\r\n")
+            .count(),
+        1,
+        "{head}"
+    );
 }
 
 fn reply(raw: &str, head: bool, close: bool) -> (ParsedResponse, Option<Response>, String) {
@@ -186,7 +200,10 @@ fn a_response_head_is_rewritten_for_the_client() {
         false,
     );
     assert_eq!(r.unwrap().framing, Framing::Length(2));
-    assert!(out.contains("content-length: 2\r\n") && !out.contains("x-a"), "{out}");
+    assert!(
+        out.contains("content-length: 2\r\n") && !out.contains("x-a"),
+        "{out}"
+    );
     // A length beside chunked framing is not the body's: the client never sees it.
     let (_, r, out) = reply(
         "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
