@@ -7,6 +7,8 @@
 //! (`/big…` with 8 MiB of `x`).
 #![allow(dead_code)]
 
+pub mod random;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
