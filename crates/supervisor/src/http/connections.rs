@@ -68,6 +68,8 @@ pub enum Admitted {
 
 /// What the table knows of one open connection.
 struct Entry {
+    /// Counts the wakes: a wait recomputes its deadline only after one.
+    woken: AtomicU32,
     /// Requests in flight (HTTP/2 can have several), or `EVICTED`.
     busy: AtomicU32,
     /// When it began waiting for its next request (the accept, or the end
@@ -88,6 +90,14 @@ struct Entry {
     /// task waiting in `expired` (one at most) looks again.
     wake: AtomicWaker,
     health_only: bool,
+}
+
+impl Entry {
+    /// Has the task waiting in `expired` look again.
+    fn wake(&self) {
+        self.woken.fetch_add(1, Ordering::AcqRel);
+        self.wake.wake();
+    }
 }
 
 #[derive(Default)]
@@ -195,7 +205,7 @@ impl Connections {
             // Waits already under way shorten too.
             for e in self.table(false).all.values() {
                 if e.busy.load(Ordering::Acquire) == 0 {
-                    e.wake.wake();
+                    e.wake();
                 }
             }
         }
@@ -205,6 +215,7 @@ impl Connections {
     fn register(self: &Arc<Self>, health_only: bool, preloaded: bool) -> Conn {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let entry = Arc::new(Entry {
+            woken: AtomicU32::new(0),
             busy: AtomicU32::new(u32::from(preloaded)),
             preloaded: AtomicBool::new(preloaded),
             read_ahead: AtomicBool::new(false),
@@ -236,7 +247,7 @@ impl Connections {
                         .compare_exchange(0, EVICTED, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 {
-                    e.wake.wake();
+                    e.wake();
                     return true;
                 }
             }
@@ -306,7 +317,7 @@ impl Conn {
             e.head_at.store(self.conns.now_ms() + 1, Ordering::Relaxed);
             // A watcher waiting out the keep-alive time: the head's deadline now.
             if e.watched.load(Ordering::Relaxed) {
-                e.wake.wake();
+                e.wake();
             }
         }
     }
@@ -347,7 +358,7 @@ impl Conn {
                 ((b & !EVICTED) > 0).then(|| b - 1)
             });
         if before == Ok(1) && e.watched.load(Ordering::Relaxed) {
-            e.wake.wake();
+            e.wake();
         }
     }
 
@@ -386,23 +397,41 @@ impl Conn {
     /// request past its deadline. Pending while a request is in flight
     /// (hyper's path: call `watch` first so the end of one wakes it).
     pub async fn expired(&self) {
+        let e = &self.entry;
+        let mut seen = e.woken.load(Ordering::Acquire);
         let sleep = tokio::time::sleep_until(self.deadline());
         tokio::pin!(sleep);
         std::future::poll_fn(|cx| {
             // Registered before the state is read: no wake is missed.
-            self.entry.wake.register(cx.waker());
-            let busy = self.entry.busy.load(Ordering::Acquire);
+            e.wake.register(cx.waker());
+            let busy = e.busy.load(Ordering::Acquire);
             if busy & EVICTED != 0 {
                 return Poll::Ready(());
             }
             if busy > 0 {
                 return Poll::Pending;
             }
-            let deadline = self.deadline();
-            if sleep.deadline() != deadline {
-                sleep.as_mut().reset(deadline);
+            // The deadline moves only with a wake (pressure, a request's
+            // end, a head's start).
+            let woken = e.woken.load(Ordering::Acquire);
+            if woken != seen {
+                seen = woken;
+                let deadline = self.deadline();
+                if sleep.deadline() != deadline {
+                    sleep.as_mut().reset(deadline);
+                }
             }
-            sleep.as_mut().poll(cx)
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Due: unless the deadline moved later meanwhile (the pressure
+            // fell), which wakes no one.
+            let deadline = self.deadline();
+            if deadline > sleep.deadline() {
+                sleep.as_mut().reset(deadline);
+                return sleep.as_mut().poll(cx);
+            }
+            Poll::Ready(())
         })
         .await
     }
