@@ -14,7 +14,7 @@ mod webdriver_support;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use supervisor_support::*;
 use webdriver_support::{admin_port, Browser};
 
@@ -64,7 +64,10 @@ fn logs_of_victim(sup: &Supervisor) -> usize {
 
 #[test]
 fn an_agent_page_cannot_read_or_use_the_dashboards_credential() {
-    let sup = start("origin-browser", "26600-26699");
+    let sup = start(
+        "origin-browser",
+        supervisor_support::uid_ranges::DASHBOARD_BROWSER,
+    );
     let admin = admin_port(&sup).expect("an admin port");
     assert_ne!(admin, sup.port);
     let victim = sup.process("victim").unwrap();
@@ -215,7 +218,10 @@ fn assert_hardened(r: &Resp, what: &str) {
 
 #[test]
 fn the_admin_port_serves_the_dashboard_and_never_an_agent() {
-    let sup = start("origin-http", "26700-26799");
+    let sup = start(
+        "origin-http",
+        supervisor_support::uid_ranges::DASHBOARD_HTTP,
+    );
     let admin = admin_port(&sup).expect("an admin port");
     let main_origin = format!("http://127.0.0.1:{}", sup.port);
     let admin_host = format!("127.0.0.1:{admin}");

@@ -609,6 +609,9 @@ impl Supervisor {
             .env("SUPERVISOR_PORT", port.to_string())
             // A free admin port: these run side by side (the image's is 8900).
             .env("PAR_ADMIN_PORT", "0")
+            // Agent uids no other test uses (the table in
+            // supervisor_support::uid_ranges): a stop ends every process of a uid.
+            .env("PAR_AGENT_UIDS", "30250-30999")
             .env("PAR_HOME", par_home)
             .env("UV_CACHE_DIR", par_home.join("uv-cache"))
             .env_remove("PAR_CONFIG");

@@ -92,7 +92,11 @@ fn a_blocked_event_loop_is_restarted_and_a_busy_one_is_not() {
         blocker.display(),
         busy.display()
     );
-    let uids = if is_root() { "25000-25999" } else { "off" };
+    let uids = if is_root() {
+        supervisor_support::uid_ranges::LIVENESS
+    } else {
+        "off"
+    };
     let sup = Supervisor::start_with("liveness", "", &agents, &[("PAR_AGENT_UIDS", uids)]);
     let b = sup.wait_ready("blocker", READY);
     let first = b["pid"].as_u64().unwrap();

@@ -187,7 +187,7 @@ fn an_agent_binding_the_worker_range_takes_no_port_and_restarts_wakes_and_rollou
         &agents,
         &[
             ("PAR_WORKER_PORTS", &range),
-            ("PAR_AGENT_UIDS", "24000-24999"),
+            ("PAR_AGENT_UIDS", supervisor_support::uid_ranges::PORTS),
             ("PAR_SUPERVISOR_UID", "10779"),
             ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
         ],

@@ -123,7 +123,7 @@ fn status_field(pid: u64, field: &str) -> String {
 #[test]
 fn a_supervisor_run_from_a_private_folder_starts_agents_under_their_own_uids() {
     needs_root!();
-    runs_from_a_private_folder("private-checkout", (26000, 26499), None);
+    runs_from_a_private_folder("private-checkout", uid_ranges::PRIVATE_CHECKOUT, None);
 }
 
 /// With `PAR_SUPERVISOR_UID` the supervisor itself can no longer walk to
@@ -132,7 +132,11 @@ fn a_supervisor_run_from_a_private_folder_starts_agents_under_their_own_uids() {
 #[test]
 fn a_supervisor_that_drops_root_runs_from_a_private_folder_too() {
     needs_root!();
-    runs_from_a_private_folder("private-checkout-drop", (25000, 25499), Some(10779));
+    runs_from_a_private_folder(
+        "private-checkout-drop",
+        uid_ranges::PRIVATE_CHECKOUT_DROP,
+        Some(10779),
+    );
 }
 
 /// Runs the supervisor from a copy of `par` in a 0700 folder, as root (then
@@ -256,9 +260,14 @@ fn a_par_home_under_a_private_folder_is_refused_naming_it() {
     let home = private.path().join("home");
     let log = private.path().join("supervisor.log");
     let cfg = config(private.path(), &home);
-    let out = supervisor(&bin, &cfg, &log, &[("PAR_AGENT_UIDS", "26500-26999")])
-        .status()
-        .unwrap();
+    let out = supervisor(
+        &bin,
+        &cfg,
+        &log,
+        &[("PAR_AGENT_UIDS", uid_ranges::PRIVATE_CHECKOUT_REFUSED)],
+    )
+    .status()
+    .unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(out.code(), Some(1), "{text}");
     let expected = format!(
@@ -281,14 +290,20 @@ fn a_binary_the_agents_cannot_execute_is_refused_at_start_naming_it() {
     let outside = TempDir::new("private-noexec-home");
     let log = outside.path().join("supervisor.log");
     let cfg = config(outside.path(), &outside.path().join("home"));
-    let out = supervisor(&bin, &cfg, &log, &[("PAR_AGENT_UIDS", "26500-26999")])
-        .status()
-        .unwrap();
+    let out = supervisor(
+        &bin,
+        &cfg,
+        &log,
+        &[("PAR_AGENT_UIDS", uid_ranges::PRIVATE_CHECKOUT_REFUSED)],
+    )
+    .status()
+    .unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(out.code(), Some(1), "{text}");
     let expected = format!(
-        "the worker program {} is mode 0700: agents run as uids 26500-26999 and must be able to execute it",
-        bin.display()
+        "the worker program {} is mode 0700: agents run as uids {} and must be able to execute it",
+        bin.display(),
+        uid_ranges::PRIVATE_CHECKOUT_REFUSED
     );
     assert!(text.contains(&expected), "wanted {expected:?} in:\n{text}");
 }

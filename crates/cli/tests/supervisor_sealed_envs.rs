@@ -22,9 +22,9 @@ use supervisor_support::*;
 
 const READY: Duration = Duration::from_secs(120);
 /// Each test its own range: the build uid is ended between builds.
-const UIDS: &str = "26000-26499";
+const UIDS: &str = supervisor_support::uid_ranges::SEALED_HOSTILE_BUILD;
 const BUILDER: u32 = 26000;
-const UIDS_2: &str = "26500-26999";
+const UIDS_2: &str = supervisor_support::uid_ranges::SEALED_FAILED_BUILD;
 const BUILDER_2: u32 = 26500;
 const SUPERVISOR_UID: u32 = 10778;
 
@@ -534,7 +534,10 @@ fn an_agent_over_its_disk_limit_is_restarted_with_its_tmp_cleared() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "27000-27499"),
+            (
+                "PAR_AGENT_UIDS",
+                supervisor_support::uid_ranges::SEALED_DISK,
+            ),
             ("PAR_SUPERVISOR_UID", &uid),
             ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
         ],
@@ -620,7 +623,10 @@ fn a_slow_build_holds_up_no_agent_whose_environment_is_sealed() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "27500-27999"),
+            (
+                "PAR_AGENT_UIDS",
+                supervisor_support::uid_ranges::SEALED_SLOW_BUILD,
+            ),
             ("PAR_SUPERVISOR_UID", &uid),
             ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
         ],
@@ -703,7 +709,10 @@ fn killing_the_disk_count_does_not_escape_the_disk_limit() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "29000-29499"),
+            (
+                "PAR_AGENT_UIDS",
+                supervisor_support::uid_ranges::SEALED_DISK_REAPER,
+            ),
             ("PAR_SUPERVISOR_UID", &uid),
             ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
         ],

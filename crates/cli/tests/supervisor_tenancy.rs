@@ -23,7 +23,7 @@ use serde_json::Value;
 use supervisor_support::*;
 
 const READY: Duration = Duration::from_secs(120);
-// Each test's uids are its own (28000-28999, no other test's): a reap here
+// Each test's uids are its own (supervisor_support::uid_ranges): a reap here
 // kills every process of an agent's uid.
 /// How long a detached process may outlive its agent's stop or DELETE.
 const GONE: Duration = Duration::from_secs(2);
@@ -187,7 +187,10 @@ fn the_supervisors_secrets_reach_no_agent_and_the_task_role_only_the_one_that_as
          [[agents]]\nid = \"role\"\npackage = \"{0}\"\ntask_role = true\n",
         pkg.display()
     );
-    let mut env: Vec<(&str, &str)> = vec![("PAR_AGENT_UIDS", "28000-28249")];
+    let mut env: Vec<(&str, &str)> = vec![(
+        "PAR_AGENT_UIDS",
+        supervisor_support::uid_ranges::TENANCY_ENV,
+    )];
     env.extend_from_slice(SECRETS);
     env.extend_from_slice(ROLE);
     let sup = Supervisor::start_with("tenancy-env", "", &agents, &env);
@@ -313,7 +316,10 @@ fn a_detached_process_ends_with_its_agent_and_never_meets_the_next() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "28250-28499"),
+            (
+                "PAR_AGENT_UIDS",
+                supervisor_support::uid_ranges::TENANCY_DETACHED,
+            ),
             ("PAR_PACKAGE_ROOTS", &roots),
         ],
     );
@@ -405,7 +411,10 @@ fn a_swarm_of_detached_processes_ends_with_its_agent() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "28500-28749"),
+            (
+                "PAR_AGENT_UIDS",
+                supervisor_support::uid_ranges::TENANCY_SWARM,
+            ),
             ("PAR_AGENT_NPROC", "300"),
             // As in the image: the supervisor drops root, keeping CAP_KILL.
             ("PAR_SUPERVISOR_UID", "10780"),
@@ -452,7 +461,10 @@ fn a_rollout_leaves_nothing_of_the_version_it_rolled_away_from() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "28750-28999"),
+            (
+                "PAR_AGENT_UIDS",
+                supervisor_support::uid_ranges::TENANCY_ROLLOUT,
+            ),
             ("PAR_PACKAGE_ROOTS", &roots),
         ],
     );

@@ -131,7 +131,10 @@ fn a_hostile_agent_cannot_reach_another_agents_secrets_processes_or_files() {
         "uids-hostile",
         "",
         &agents,
-        &[("PAR_AGENT_UIDS", "21000-21999")],
+        &[(
+            "PAR_AGENT_UIDS",
+            supervisor_support::uid_ranges::UIDS_OWN_AGENT,
+        )],
     );
     let v = sup.wait_ready("victim", READY);
     let h = sup.wait_ready("hostile", READY);
@@ -277,7 +280,10 @@ fn a_fork_bomb_stops_at_its_agents_process_limit() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "22000-22999"),
+            (
+                "PAR_AGENT_UIDS",
+                supervisor_support::uid_ranges::UIDS_HOSTILE,
+            ),
             ("PAR_AGENT_NPROC", "100"),
         ],
     );
@@ -366,7 +372,10 @@ fn a_supervisor_that_dropped_root_restarts_rolls_out_logs_and_watches_memory() {
         "",
         &agents,
         &[
-            ("PAR_AGENT_UIDS", "23000-23999"),
+            (
+                "PAR_AGENT_UIDS",
+                supervisor_support::uid_ranges::UIDS_INSTALLER,
+            ),
             ("PAR_SUPERVISOR_UID", "10777"),
             ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
         ],

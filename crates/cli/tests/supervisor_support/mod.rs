@@ -564,3 +564,32 @@ pub fn example_agents_toml() -> String {
         &format!("package = \"{}/examples/agents/", repo_root().display()),
     )
 }
+
+/// `PAR_AGENT_UIDS` of every test that runs agents under uids of their own,
+/// all in this one table. Two tests running at once must never share a uid: a
+/// stop ends every process of its agent's uid, and a build every process of
+/// the build uid (a range's first), so a shared uid would end the other
+/// test's agents. Each range is a test's (or a file's) alone.
+pub mod uid_ranges {
+    pub const UIDS_OWN_AGENT: &str = "21000-21999";
+    pub const UIDS_HOSTILE: &str = "22000-22999";
+    pub const UIDS_INSTALLER: &str = "23000-23999";
+    pub const PORTS: &str = "24000-24999";
+    pub const LIVENESS: &str = "25000-25499";
+    pub const PRIVATE_CHECKOUT: (u32, u32) = (25500, 25749);
+    pub const PRIVATE_CHECKOUT_DROP: (u32, u32) = (25750, 25999);
+    pub const SEALED_HOSTILE_BUILD: &str = "26000-26499";
+    pub const SEALED_FAILED_BUILD: &str = "26500-26999";
+    pub const SEALED_DISK: &str = "27000-27499";
+    pub const SEALED_SLOW_BUILD: &str = "27500-27999";
+    pub const TENANCY_ENV: &str = "28000-28249";
+    pub const TENANCY_DETACHED: &str = "28250-28499";
+    pub const TENANCY_SWARM: &str = "28500-28749";
+    pub const TENANCY_ROLLOUT: &str = "28750-28999";
+    pub const SEALED_DISK_REAPER: &str = "29000-29499";
+    pub const DASHBOARD_BROWSER: &str = "29500-29749";
+    pub const DASHBOARD_HTTP: &str = "29750-29999";
+    /// The private checkout test's refusals (no agent starts).
+    pub const PRIVATE_CHECKOUT_REFUSED: &str = "30000-30249";
+    // 30250-30999: deploy.rs (the image's environment; it has no use of this module).
+}
