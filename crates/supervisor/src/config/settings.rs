@@ -254,7 +254,10 @@ impl Settings {
             ("supervisor.upstream_timeout", self.upstream_timeout),
             ("supervisor.stream_idle_timeout", self.stream_idle_timeout),
             ("supervisor.startup_timeout", self.startup_timeout),
-            ("supervisor.client_header_timeout", self.client_header_timeout),
+            (
+                "supervisor.client_header_timeout",
+                self.client_header_timeout,
+            ),
             ("supervisor.keepalive_timeout", self.keepalive_timeout),
         ] {
             if d.is_zero() {

@@ -471,7 +471,10 @@ mod tests {
         });
         setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
         let held = ports.held();
-        assert!((50..=100).contains(&held), "{held} ports held with a limit of 200");
+        assert!(
+            (50..=100).contains(&held),
+            "{held} ports held with a limit of 200"
+        );
         for _ in 0..held {
             assert!(ports.allocate().is_some());
         }

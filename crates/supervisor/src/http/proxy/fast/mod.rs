@@ -441,7 +441,11 @@ impl Proxy {
 /// moment first so the close does not reset the reply away.
 async fn refuse(mut client: TcpStream, r: super::framing::Refusal, out: &mut Vec<u8>) -> Served {
     let (parts, body) = r.into_api_error().into_response_body().into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     out.clear();
     wire::write_reply(out, &parts, &body, false, true);
     if client.write_all(out).await.is_ok() && client.shutdown().await.is_ok() {
