@@ -117,7 +117,8 @@ pub fn case(rng: &mut Rng, id: String) -> Case {
     let http10 = rng.chance(5);
     let mut target = format!("/agents/a/fz/{id}");
     if rng.chance(30) {
-        target.push_str(*rng.pick(&["?q=1", "?a=%20&b=/agents/b", "?", "/x/y?z"]));
+        let query: &&str = rng.pick(&["?q=1", "?a=%20&b=/agents/b", "?", "/x/y?z"]);
+        target.push_str(query);
     }
     let mut refuse: Option<u16> = None;
     let set = |r: u16, refuse: &mut Option<u16>| {

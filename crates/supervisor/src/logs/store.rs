@@ -346,10 +346,7 @@ impl LogStore {
     /// Applies the bounds after an entry was added to `process_id`'s ring.
     fn evict(&self, rings: &mut Rings, process_id: &str) {
         let l = &self.limits;
-        loop {
-            let Some(ring) = rings.by_process.get(process_id) else {
-                break;
-            };
+        while let Some(ring) = rings.by_process.get(process_id) {
             let over_bytes = ring.bytes > l.bytes_per_process && ring.entries.len() > 1;
             if ring.entries.len() <= l.lines_per_process && !over_bytes {
                 break;

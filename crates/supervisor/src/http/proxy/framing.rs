@@ -72,17 +72,15 @@ impl HeadRules {
         // Only a few names matter here; most lines stop at the length check.
         match name.len() {
             4 if name.eq_ignore_ascii_case(b"host") => self.hosts += 1,
-            6 if name.eq_ignore_ascii_case(b"expect") => {
-                if !value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
-                    self.expect_other = true;
-                }
+            6 if name.eq_ignore_ascii_case(b"expect")
+                && !value.trim_ascii().eq_ignore_ascii_case(b"100-continue") =>
+            {
+                self.expect_other = true;
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
-                if self.connection_names.is_none() {
-                    self.connection_names = NEVER_BY_CONNECTION
-                        .into_iter()
-                        .find(|n| has_token(value, n));
-                }
+            10 if name.eq_ignore_ascii_case(b"connection") && self.connection_names.is_none() => {
+                self.connection_names = NEVER_BY_CONNECTION
+                    .into_iter()
+                    .find(|n| has_token(value, n));
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 self.lengths += 1;

@@ -95,7 +95,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, grpc: bool) {
         .filter_map(|n| HeaderName::from_bytes(n.trim_ascii()).ok())
         .collect();
     for name in named {
-        if !(grpc && name == header::TE) && !NEVER_BY_CONNECTION.contains(&name) {
+        if !(NEVER_BY_CONNECTION.contains(&name) || grpc && name == header::TE) {
             headers.remove(name);
         }
     }

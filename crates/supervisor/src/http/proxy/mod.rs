@@ -164,6 +164,7 @@ impl Proxy {
         self.send(req, &agent_id, pq, None, peer, true, None).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         req: Request<Guarded>,

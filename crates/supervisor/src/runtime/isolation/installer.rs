@@ -295,8 +295,8 @@ async fn installer(
     cmd.env_clear()
         .envs(inherit.filter(std::env::vars_os()))
         .env("PATH", &per.path)
-        .env("HOME", &scratch)
-        .env("TMPDIR", &scratch)
+        .env("HOME", scratch)
+        .env("TMPDIR", scratch)
         .env("XDG_CACHE_HOME", scratch.join("cache"))
         .env("XDG_CONFIG_HOME", scratch.join("config"))
         // Its own, whatever the supervisor was given, and new for each

@@ -40,7 +40,13 @@ fn each_head_gets_one_clear_answer() {
     let v11 = Version::HTTP_11;
     let v10 = Version::HTTP_10;
     let host = ("host", "x");
-    let cases: &[(&str, Version, &[(&str, &str)], Result<BodyFraming, u16>)] = &[
+    type Case<'a> = (
+        &'a str,
+        Version,
+        &'a [(&'a str, &'a str)],
+        Result<BodyFraming, u16>,
+    );
+    let cases: &[Case] = &[
         ("GET", v11, &[host], Ok(None)),
         ("GET", v11, &[], Err(400)),
         ("GET", v10, &[], Ok(None)),
