@@ -64,9 +64,17 @@ pub fn free_port() -> u16 {
 }
 
 /// A base for a block of `n` worker ports (random, so parallel tests rarely meet;
-/// the supervisor skips ports in use anyway).
+/// the supervisor skips ports in use anyway), below the kernel's ephemeral
+/// range: the outgoing connections of tests running at once (one holds 20,000)
+/// take their local ports from there, and a worker port one of them holds
+/// while the supervisor starts is one it cannot reserve.
 pub fn port_block(n: u16) -> (u16, u16) {
-    let base = 20000 + (fastrand_u64() % 35000) as u16;
+    let ephemeral_lo = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|lo| *lo > 20000 + 2 * n)
+        .unwrap_or(32768);
+    let base = 20000 + (fastrand_u64() % u64::from(ephemeral_lo - 20000 - n)) as u16;
     (base, base + n - 1)
 }
 
