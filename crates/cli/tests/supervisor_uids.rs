@@ -19,54 +19,6 @@ use supervisor_support::*;
 
 const READY: Duration = Duration::from_secs(120);
 
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
-}
-
-macro_rules! needs_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: agents get uids of their own only under a root supervisor");
-            return;
-        }
-    };
-}
-
-/// A stdlib Python agent `dir/name` whose `src/main.py` is `main`, with
-/// extra files (path, contents).
-fn agent(dir: &Path, name: &str, main: &str, extra: &[(&str, &str)]) -> PathBuf {
-    let root = dir.join(name);
-    std::fs::create_dir_all(root.join("src")).unwrap();
-    std::fs::write(
-        root.join("agent.yaml"),
-        format!("name: {name}\nversion: '1.0'\nentrypoint: src.main:handler\nmetadata:\n  version: 0.1.0\n"),
-    )
-    .unwrap();
-    std::fs::write(root.join("src/__init__.py"), "").unwrap();
-    std::fs::write(root.join("src/main.py"), main).unwrap();
-    for (path, text) in extra {
-        let p = root.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    root
-}
-
-fn invoke(port: u16, agent: &str, body: &str) -> Resp {
-    http(
-        port,
-        "POST",
-        &format!("/agents/{agent}/invoke"),
-        &[("Content-Type", "application/json"), ("Authorization", "")],
-        body.as_bytes(),
-    )
-    .unwrap()
-}
-
 /// `Uid:` (real) and `CapEff:`/`CapBnd:`/`NoNewPrivs:` of a process.
 fn proc_status(pid: u64, field: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod agents;
+#[allow(unused_imports)] // not every test uses these
+pub use agents::*;
+
 pub fn fake_worker() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../supervisor/tests/fake_worker.py")
