@@ -28,53 +28,8 @@ const UIDS_2: &str = supervisor_support::uid_ranges::SEALED_FAILED_BUILD;
 const BUILDER_2: u32 = 26500;
 const SUPERVISOR_UID: u32 = 10778;
 
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
-}
-
-macro_rules! needs_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: environments are sealed only under a root supervisor");
-            return;
-        }
-    };
-}
-
-/// A stdlib Python agent `dir/name` whose `src/main.py` is `main`, with
-/// extra files (path, contents).
-fn agent(dir: &Path, name: &str, main: &str, extra: &[(&str, &str)]) -> PathBuf {
-    let root = dir.join(name);
-    std::fs::create_dir_all(root.join("src")).unwrap();
-    std::fs::write(
-        root.join("agent.yaml"),
-        format!("name: {name}\nversion: '1.0'\nentrypoint: src.main:handler\nmetadata:\n  version: 0.1.0\n"),
-    )
-    .unwrap();
-    std::fs::write(root.join("src/__init__.py"), "").unwrap();
-    std::fs::write(root.join("src/main.py"), main).unwrap();
-    for (path, text) in extra {
-        let p = root.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    root
-}
-
-fn invoke(port: u16, agent: &str) -> Resp {
-    http(
-        port,
-        "POST",
-        &format!("/agents/{agent}/invoke"),
-        &[("Content-Type", "application/json"), ("Authorization", "")],
-        b"{}",
-    )
-    .unwrap()
-}
+/// Why the tests skip when not run as root.
+const NOT_ROOT: &str = "environments are sealed only under a root supervisor";
 
 /// A wheel of `tinydep` (VALUE = 42) at `path`, made with the stdlib.
 fn tiny_wheel(path: &Path) {
@@ -240,7 +195,7 @@ fn env_of(python: &str) -> PathBuf {
 
 #[test]
 fn a_build_step_cannot_change_another_environment() {
-    needs_root!();
+    needs_root!(NOT_ROOT);
     let dir = TempDir::new("sealed-envs");
     let victim = agent(
         dir.path(),
@@ -298,7 +253,7 @@ fn a_build_step_cannot_change_another_environment() {
         ],
     );
     let v = sup.wait_ready("victim", READY);
-    let r = invoke(sup.port, "victim");
+    let r = invoke(sup.port, "victim", "{}");
     assert_eq!(r.status, 200, "{}", r.text());
     let data = r.json()["data"].clone();
     assert_eq!(data["value"], 42, "{data}");
@@ -334,7 +289,7 @@ fn a_build_step_cannot_change_another_environment() {
     );
     let r = sup.spawn_wait(&body);
     assert_eq!(r.status, 201, "{}\n{}", r.text(), sup.log_text());
-    let r = invoke(sup.port, "hostile");
+    let r = invoke(sup.port, "hostile", "{}");
     assert_eq!(r.status, 200, "{}", r.text());
     let data = r.json()["data"].clone();
     let hostile_env = env_of(data["python"].as_str().unwrap());
@@ -395,7 +350,7 @@ fn a_build_step_cannot_change_another_environment() {
         sup.process("victim")
             .filter(|p| p["state"] == "ready" && p["pid"].as_u64() != Some(pid))
     });
-    let r = invoke(sup.port, "victim");
+    let r = invoke(sup.port, "victim", "{}");
     let data = r.json()["data"].clone();
     assert_eq!(data["value"], 42, "{data}");
     assert_eq!(data["pwned"], serde_json::Value::Null, "{data}");
@@ -435,7 +390,7 @@ fn a_build_step_cannot_change_another_environment() {
         ],
     );
     sup.wait_ready("victim", READY);
-    let r = invoke(sup.port, "victim");
+    let r = invoke(sup.port, "victim", "{}");
     let data = r.json()["data"].clone();
     assert_eq!(data["value"], 42, "{data}");
     assert_eq!(data["pwned"], serde_json::Value::Null, "{data}");
@@ -446,7 +401,7 @@ fn a_build_step_cannot_change_another_environment() {
 
 #[test]
 fn a_requirement_that_cannot_be_built_is_named_in_the_error_and_leaves_nothing() {
-    needs_root!();
+    needs_root!(NOT_ROOT);
     let dir = TempDir::new("sealed-broken");
     let broken = agent(
         dir.path(),
@@ -508,7 +463,7 @@ fn a_requirement_that_cannot_be_built_is_named_in_the_error_and_leaves_nothing()
 /// its status and its log.
 #[test]
 fn an_agent_over_its_disk_limit_is_restarted_with_its_tmp_cleared() {
-    needs_root!();
+    needs_root!(NOT_ROOT);
     let dir = TempDir::new("disk-budget");
     let hog = agent(
         dir.path(),
@@ -591,7 +546,7 @@ fn an_agent_over_its_disk_limit_is_restarted_with_its_tmp_cleared() {
 /// same requirements starts while the build still runs. Needs PyPI (`six`).
 #[test]
 fn a_slow_build_holds_up_no_agent_whose_environment_is_sealed() {
-    needs_root!();
+    needs_root!(NOT_ROOT);
     const BUILDER_3: u32 = 27500;
     let dir = TempDir::new("sealed-slow");
     let main = "import six\ndef handler(c):\n    return {'six': six.__version__}\n";
@@ -676,7 +631,7 @@ fn a_slow_build_holds_up_no_agent_whose_environment_is_sealed() {
 /// one over its limit.
 #[test]
 fn killing_the_disk_count_does_not_escape_the_disk_limit() {
-    needs_root!();
+    needs_root!(NOT_ROOT);
     let dir = TempDir::new("disk-reaper");
     let reaper = agent(
         dir.path(),
