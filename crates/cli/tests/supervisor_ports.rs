@@ -8,46 +8,12 @@
 
 mod supervisor_support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 use supervisor_support::*;
 
 const READY: Duration = Duration::from_secs(120);
-
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
-}
-
-/// A stdlib Python agent `dir/name` whose `src/main.py` is `main`.
-fn agent(dir: &Path, name: &str, main: &str) -> PathBuf {
-    let root = dir.join(name);
-    std::fs::create_dir_all(root.join("src")).unwrap();
-    std::fs::write(
-        root.join("agent.yaml"),
-        format!("name: {name}\nversion: '1.0'\nentrypoint: src.main:handler\nmetadata:\n  version: 0.1.0\n"),
-    )
-    .unwrap();
-    std::fs::write(root.join("src/__init__.py"), "").unwrap();
-    std::fs::write(root.join("src/main.py"), main).unwrap();
-    root
-}
-
-fn invoke(port: u16, agent: &str, body: &str) -> Resp {
-    http(
-        port,
-        "POST",
-        &format!("/agents/{agent}/invoke"),
-        &[("Content-Type", "application/json"), ("Authorization", "")],
-        body.as_bytes(),
-    )
-    .unwrap()
-}
 
 /// Told the range, binds every port of it every way it knows, again and
 /// again from a thread of its own (a port freed for a moment is taken), and
@@ -150,26 +116,26 @@ fn worker_port(p: &Value) -> u16 {
 
 #[test]
 fn an_agent_binding_the_worker_range_takes_no_port_and_restarts_wakes_and_rollouts_work() {
-    if !is_root() {
-        eprintln!("skipped: agents get uids of their own only under a root supervisor");
-        return;
-    }
+    needs_root!();
     let dir = TempDir::new("ports-sniper");
-    let sniper = agent(dir.path(), "sniper", SNIPER);
+    let sniper = agent(dir.path(), "sniper", SNIPER, &[]);
     let v1 = agent(
         dir.path(),
         "victim",
         "import os\ndef handler(c):\n    return {'v': 1, 'pid': os.getpid()}\n",
+        &[],
     );
     let v2 = agent(
         dir.path(),
         "victim2",
         "import os\ndef handler(c):\n    return {'v': 2, 'pid': os.getpid()}\n",
+        &[],
     );
     let sleepy = agent(
         dir.path(),
         "sleepy",
         "def handler(c):\n    return {'awake': True}\n",
+        &[],
     );
     let (lo, hi) = port_block(12);
     let agents = format!(
