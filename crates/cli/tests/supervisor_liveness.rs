@@ -7,45 +7,12 @@
 
 mod supervisor_support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 use supervisor_support::*;
 
 const READY: Duration = Duration::from_secs(120);
-
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
-}
-
-/// A stdlib Python agent `dir/name` whose `src/main.py` is `main`.
-fn agent(dir: &Path, name: &str, main: &str) -> PathBuf {
-    let root = dir.join(name);
-    std::fs::create_dir_all(root.join("src")).unwrap();
-    std::fs::write(
-        root.join("agent.yaml"),
-        format!("name: {name}\nversion: '1.0'\nentrypoint: src.main:handler\nmetadata:\n  version: 0.1.0\n"),
-    )
-    .unwrap();
-    std::fs::write(root.join("src/__init__.py"), "").unwrap();
-    std::fs::write(root.join("src/main.py"), main).unwrap();
-    root
-}
-
-fn invoke(port: u16, agent: &str, body: &str) -> std::io::Result<Resp> {
-    http(
-        port,
-        "POST",
-        &format!("/agents/{agent}/invoke"),
-        &[("Content-Type", "application/json"), ("Authorization", "")],
-        body.as_bytes(),
-    )
-}
 
 /// Spins in its coroutine when asked: the event loop never runs again.
 const BLOCKER: &str = r#"
@@ -78,8 +45,8 @@ const QUICK: &str = "env_vars = { PAR_LIVENESS_INTERVAL = \"200ms\", PAR_LIVENES
 #[test]
 fn a_blocked_event_loop_is_restarted_and_a_busy_one_is_not() {
     let dir = TempDir::new("liveness");
-    let blocker = agent(dir.path(), "blocker", BLOCKER);
-    let busy = agent(dir.path(), "busy", BUSY);
+    let blocker = agent(dir.path(), "blocker", BLOCKER, &[]);
+    let busy = agent(dir.path(), "busy", BUSY, &[]);
     std::fs::write(
         busy.join("agent.yaml"),
         "name: busy\nversion: '1.0'\nentrypoint: src.main:handler\nmetadata:\n  version: 0.1.0\n  \
@@ -105,7 +72,7 @@ fn a_blocked_event_loop_is_restarted_and_a_busy_one_is_not() {
     // Busy for 3 s, three times the budget of a blocked loop: awaiting in a
     // coroutine, and sleeping in a thread of the sync pool.
     let port = sup.port;
-    let waiting = std::thread::spawn(move || invoke(port, "busy", r#"{"seconds":3}"#));
+    let waiting = std::thread::spawn(move || try_invoke(port, "busy", r#"{"seconds":3}"#));
     let napping = std::thread::spawn(move || {
         http(
             port,
@@ -118,7 +85,7 @@ fn a_blocked_event_loop_is_restarted_and_a_busy_one_is_not() {
 
     // The blocker spins: its worker's /health still answers, its pings do not.
     let spun = std::time::Instant::now();
-    let spinning = std::thread::spawn(move || invoke(port, "blocker", r#"{"spin":true}"#));
+    let spinning = std::thread::spawn(move || try_invoke(port, "blocker", r#"{"spin":true}"#));
     let p = wait_until(Duration::from_secs(60), "the blocker restarted", || {
         sup.process("blocker")
             .filter(|p| p["restarts"].as_u64() >= Some(1))
@@ -135,7 +102,7 @@ fn a_blocked_event_loop_is_restarted_and_a_busy_one_is_not() {
         sup.process("blocker")
             .filter(|p| p["state"] == "ready" && p["pid"].as_u64() != Some(first))
     });
-    let r = invoke(sup.port, "blocker", "{}").unwrap();
+    let r = try_invoke(sup.port, "blocker", "{}").unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let _: Value = p;
 
