@@ -6,7 +6,6 @@
 
 mod supervisor_support;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -15,27 +14,6 @@ use supervisor_support::*;
 const READY: Duration = Duration::from_secs(120);
 /// The supervisor's resident memory must stay below this.
 const RSS_LIMIT_KB: u64 = 100 * 1024;
-
-/// A stdlib Python agent in `dir/name` whose `src/main.py` is `main`.
-fn agent(dir: &Path, name: &str, main: &str) -> PathBuf {
-    let root = dir.join(name);
-    std::fs::create_dir_all(root.join("src")).unwrap();
-    std::fs::write(
-        root.join("agent.yaml"),
-        format!("name: {name}\nversion: '1.0'\nentrypoint: src.main:handler\nmetadata:\n  version: 0.1.0\n"),
-    )
-    .unwrap();
-    std::fs::write(root.join("src/__init__.py"), "").unwrap();
-    std::fs::write(root.join("src/main.py"), main).unwrap();
-    root
-}
-
-fn agent_toml(id: &str, package: &Path) -> String {
-    format!(
-        "[[agents]]\nid = \"{id}\"\npackage = \"{}\"\n",
-        package.display()
-    )
-}
 
 /// Prints, on stdout and on stderr at once, JSON lines of 16,000 bytes with
 /// ~1,400 keys each and every tenth one of 40,000 bytes, as fast as it can
@@ -93,16 +71,6 @@ fn invoke(port: u16, agent: &str, body: &str) -> Resp {
     .unwrap()
 }
 
-/// `VmRSS` of a process, in kB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
@@ -121,11 +89,12 @@ fn flood_seconds() -> f64 {
 /// highest RSS seen (kB) and the lines the agent printed.
 fn flood_and_watch(tag: &str, supervisor_toml: &str) -> (u64, u64, u64, Supervisor) {
     let dir = TempDir::new(tag);
-    let noisy = agent(dir.path(), "noisy", FLOODER);
+    let noisy = agent(dir.path(), "noisy", FLOODER, &[]);
     let calm = agent(
         dir.path(),
         "calm",
         "def handler(c):\n    return {'calm': c.get('n')}\n",
+        &[],
     );
     let agents = format!(
         "{}{}",
