@@ -5,45 +5,12 @@
 
 mod supervisor_support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 use supervisor_support::*;
 
 const READY: Duration = Duration::from_secs(120);
-
-/// A stdlib Python agent in `dir/name` whose `src/main.py` is `main`.
-fn agent(dir: &Path, name: &str, main: &str) -> PathBuf {
-    let root = dir.join(name);
-    std::fs::create_dir_all(root.join("src")).unwrap();
-    std::fs::write(
-        root.join("agent.yaml"),
-        format!("name: {name}\nversion: '1.0'\nentrypoint: src.main:handler\nmetadata:\n  version: 0.1.0\n"),
-    )
-    .unwrap();
-    std::fs::write(root.join("src/__init__.py"), "").unwrap();
-    std::fs::write(root.join("src/main.py"), main).unwrap();
-    root
-}
-
-fn agent_toml(id: &str, package: &Path) -> String {
-    format!(
-        "[[agents]]\nid = \"{id}\"\npackage = \"{}\"\n",
-        package.display()
-    )
-}
-
-fn invoke(port: u16, agent: &str, body: &str) -> Resp {
-    http(
-        port,
-        "POST",
-        &format!("/agents/{agent}/invoke"),
-        &[("Content-Type", "application/json"), ("Authorization", "")],
-        body.as_bytes(),
-    )
-    .unwrap()
-}
 
 /// Calls the management API from inside the agent, as agent code can.
 const INTRUDER: &str = r#"
@@ -71,11 +38,12 @@ def handler(context):
 #[test]
 fn agent_code_cannot_drive_the_management_api() {
     let dir = TempDir::new("intruder");
-    let evil = agent(dir.path(), "intruder", INTRUDER);
+    let evil = agent(dir.path(), "intruder", INTRUDER, &[]);
     let b = agent(
         dir.path(),
         "bee",
         "def handler(c):\n    return {'b': True}\n",
+        &[],
     );
     let agents = format!("{}{}", agent_toml("evil", &evil), agent_toml("b", &b));
     let sup = Supervisor::start_with("intruder", "", &agents, &[]);
@@ -118,6 +86,7 @@ fn a_secret_in_a_failure_message_stays_behind_the_token() {
         dir.path(),
         "leaky",
         &format!("raise RuntimeError('bad key OPENAI_API_KEY={SECRET}')\n"),
+        &[],
     );
     let agents = agent_toml("leaky", &leaky);
     let sup = Supervisor::start_with("secret", "", &agents, &[]);
@@ -161,7 +130,7 @@ fn a_secret_in_a_failure_message_stays_behind_the_token() {
 #[test]
 fn an_exit_at_import_is_a_package_failure_not_a_restart_loop() {
     let dir = TempDir::new("exit0");
-    let quits = agent(dir.path(), "quits", "import os\nos._exit(0)\n");
+    let quits = agent(dir.path(), "quits", "import os\nos._exit(0)\n", &[]);
     let sup = Supervisor::start_with("exit0", "", &agent_toml("q", &quits), &[]);
     let p = wait_until(READY, "q failed", || {
         sup.process("q").filter(|p| p["state"] == "failed")
@@ -178,8 +147,7 @@ fn numbers_json_cannot_hold_are_refused_both_ways() {
     let echo = agent(
         dir.path(),
         "echoes",
-        "def handler(c):\n    if c.get('make') == 'inf':\n        return {'x': float('inf')}\n    return c\n",
-    );
+        "def handler(c):\n    if c.get('make') == 'inf':\n        return {'x': float('inf')}\n    return c\n", &[]);
     let sup = Supervisor::start_with("json", "", &agent_toml("e", &echo), &[]);
     sup.wait_ready("e", READY);
     let r = invoke(sup.port, "e", r#"{"a":1e999999}"#);
@@ -198,7 +166,7 @@ fn numbers_json_cannot_hold_are_refused_both_ways() {
 #[test]
 fn a_clean_stop_never_looks_like_a_failure() {
     let dir = TempDir::new("stops");
-    let calm = agent(dir.path(), "calm", "def handler(c):\n    return c\n");
+    let calm = agent(dir.path(), "calm", "def handler(c):\n    return c\n", &[]);
     let sup = Supervisor::start_with("stops", "", &agent_toml("s", &calm), &[]);
     for round in 0..5 {
         sup.wait_ready("s", READY);
