@@ -15,7 +15,6 @@ mod supervisor_support;
 
 use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -28,59 +27,9 @@ const READY: Duration = Duration::from_secs(120);
 /// How long a detached process may outlive its agent's stop or DELETE.
 const GONE: Duration = Duration::from_secs(2);
 
-fn is_root() -> bool {
-    nix_uid() == 0
-}
-
-fn nix_uid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-macro_rules! needs_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: agents get uids of their own only under a root supervisor");
-            return;
-        }
-    };
-}
-
-/// A stdlib Python agent `dir/name` whose `src/main.py` is `main`, with
-/// extra files (path, contents).
-fn agent(dir: &Path, name: &str, version: &str, main: &str, extra: &[(&str, &str)]) -> PathBuf {
-    let root = dir.join(format!("{name}-{version}"));
-    std::fs::create_dir_all(root.join("src")).unwrap();
-    std::fs::write(
-        root.join("agent.yaml"),
-        format!(
-            "name: {name}\nversion: '{version}'\nentrypoint: src.main:handler\nmetadata:\n  version: '{version}'\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(root.join("src/__init__.py"), "").unwrap();
-    std::fs::write(root.join("src/main.py"), main).unwrap();
-    for (path, text) in extra {
-        std::fs::write(root.join(path), text).unwrap();
-    }
-    root
-}
-
+/// The `data` of an invoke answered 200.
 fn invoke(port: u16, agent: &str, body: &str) -> Value {
-    let r = http(
-        port,
-        "POST",
-        &format!("/agents/{agent}/invoke"),
-        &[("Content-Type", "application/json"), ("Authorization", "")],
-        body.as_bytes(),
-    )
-    .unwrap();
+    let r = supervisor_support::invoke(port, agent, body);
     assert_eq!(r.status, 200, "invoke {agent}: {}", r.text());
     r.json()["data"].clone()
 }
@@ -175,7 +124,7 @@ fn allowed(name: &str, own: &[&str]) -> bool {
 fn the_supervisors_secrets_reach_no_agent_and_the_task_role_only_the_one_that_asks() {
     needs_root!();
     let dir = TempDir::new("tenancy-env");
-    let pkg = agent(
+    let pkg = versioned_agent(
         dir.path(),
         "envdump",
         "1.0",
@@ -290,22 +239,11 @@ fn wait_gone(pid: u64, what: &str) {
     );
 }
 
-fn admin(sup: &Supervisor, method: &str, path: &str, body: &str) -> Resp {
-    http(
-        sup.port,
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .unwrap()
-}
-
 #[test]
 fn a_detached_process_ends_with_its_agent_and_never_meets_the_next() {
     needs_root!();
     let dir = TempDir::new("tenancy-linger");
-    let pkg = agent(dir.path(), "linger", "1.0", LINGER, &[]);
+    let pkg = versioned_agent(dir.path(), "linger", "1.0", LINGER, &[]);
     let roots = dir.path().display().to_string();
     let agents = format!(
         "[[agents]]\nid = \"linger\"\npackage = \"{}\"\nenv_vars = {{ SECRET = \"first-tenant\" }}\n",
@@ -401,7 +339,7 @@ def handler(c):\n\
 fn a_swarm_of_detached_processes_ends_with_its_agent() {
     needs_root!();
     let dir = TempDir::new("tenancy-swarm");
-    let pkg = agent(dir.path(), "swarm", "1.0", SWARM, &[]);
+    let pkg = versioned_agent(dir.path(), "swarm", "1.0", SWARM, &[]);
     let agents = format!(
         "[[agents]]\nid = \"swarm\"\npackage = \"{}\"\n",
         pkg.display()
@@ -449,8 +387,8 @@ fn a_swarm_of_detached_processes_ends_with_its_agent() {
 fn a_rollout_leaves_nothing_of_the_version_it_rolled_away_from() {
     needs_root!();
     let dir = TempDir::new("tenancy-rollout");
-    let v1 = agent(dir.path(), "linger", "1.0", LINGER, &[]);
-    let v2 = agent(dir.path(), "linger", "2.0", LINGER, &[]);
+    let v1 = versioned_agent(dir.path(), "linger", "1.0", LINGER, &[]);
+    let v2 = versioned_agent(dir.path(), "linger", "2.0", LINGER, &[]);
     let roots = dir.path().display().to_string();
     let agents = format!(
         "[[agents]]\nid = \"roll\"\npackage = \"{}\"\nreplicas = 2\n",
