@@ -15,29 +15,7 @@ const READY: Duration = Duration::from_secs(120);
 
 /// A stdlib Python agent `dir/name-version` answering `{}`.
 fn agent(dir: &Path, name: &str, version: &str) -> PathBuf {
-    let root = dir.join(format!("{name}-{version}"));
-    std::fs::create_dir_all(root.join("src")).unwrap();
-    std::fs::write(
-        root.join("agent.yaml"),
-        format!(
-            "name: {name}\nversion: '{version}'\nentrypoint: src.main:handler\nmetadata:\n  version: '{version}'\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(root.join("src/__init__.py"), "").unwrap();
-    std::fs::write(root.join("src/main.py"), "def handler(c):\n    return {}\n").unwrap();
-    root
-}
-
-fn admin(sup: &Supervisor, method: &str, path: &str, body: &str) -> Resp {
-    http(
-        sup.port,
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .unwrap()
+    versioned_agent(dir, name, version, "def handler(c):\n    return {}\n", &[])
 }
 
 const RULE: &str = "may not begin with \"par-\"";
