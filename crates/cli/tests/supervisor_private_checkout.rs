@@ -18,23 +18,6 @@ use supervisor_support::*;
 
 const READY: Duration = Duration::from_secs(120);
 
-fn is_root() -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"))
-}
-
-macro_rules! needs_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: agents get uids of their own only under a root supervisor");
-            return;
-        }
-    };
-}
-
 /// A 0700 folder (as `mktemp -d` makes) holding a copy of the `par` under
 /// test at `checkout/target/release/par`, as a clone there would.
 fn private_checkout(tag: &str) -> (TempDir, PathBuf) {
