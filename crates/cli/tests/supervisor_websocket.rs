@@ -7,7 +7,6 @@
 mod supervisor_support;
 
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use supervisor_support::*;
@@ -22,33 +21,8 @@ const READY: Duration = Duration::from_secs(600);
 /// Longest wait for any one WebSocket read: a hang fails the test.
 const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn par_home() -> PathBuf {
-    let home = std::env::var_os("PAR_TEST_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("par-home"));
-    std::fs::create_dir_all(&home).unwrap();
-    home
-}
-
 fn start(tag: &str, supervisor_toml: &str) -> Supervisor {
-    let agent = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/agents/ws-echo");
-    let agents = format!(
-        "[[agents]]\nid = \"ws\"\npackage = \"{}\"\n",
-        agent.display()
-    );
-    let home = par_home();
-    let sup = Supervisor::start_with(
-        tag,
-        supervisor_toml,
-        &agents,
-        &[("PAR_HOME", home.to_str().unwrap())],
-    );
-    let p = wait_until(READY, "agent ws ready or failed", || {
-        sup.process("ws")
-            .filter(|p| p["state"] == "ready" || p["state"] == "failed")
-    });
-    assert_eq!(p["state"], "ready", "{p}\n{}", sup.log_text());
-    sup
+    start_ws_echo(tag, supervisor_toml, READY)
 }
 
 type Ws = WebSocket<TcpStream>;

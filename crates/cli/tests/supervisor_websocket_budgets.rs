@@ -10,7 +10,6 @@ mod supervisor_support;
 
 use std::io::Write as _;
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use supervisor_support::*;
@@ -25,33 +24,8 @@ const READY: Duration = Duration::from_secs(600);
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const RSS_LIMIT_KB: u64 = 100 * 1024;
 
-fn par_home() -> PathBuf {
-    let home = std::env::var_os("PAR_TEST_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("par-home"));
-    std::fs::create_dir_all(&home).unwrap();
-    home
-}
-
 fn start(tag: &str, supervisor_toml: &str) -> Supervisor {
-    let agent = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/agents/ws-echo");
-    let agents = format!(
-        "[[agents]]\nid = \"ws\"\npackage = \"{}\"\n",
-        agent.display()
-    );
-    let home = par_home();
-    let sup = Supervisor::start_with(
-        tag,
-        supervisor_toml,
-        &agents,
-        &[("PAR_HOME", home.to_str().unwrap())],
-    );
-    let p = wait_until(READY, "agent ws ready or failed", || {
-        sup.process("ws")
-            .filter(|p| p["state"] == "ready" || p["state"] == "failed")
-    });
-    assert_eq!(p["state"], "ready", "{p}\n{}", sup.log_text());
-    sup
+    start_ws_echo(tag, supervisor_toml, READY)
 }
 
 type Ws = WebSocket<TcpStream>;
@@ -89,15 +63,6 @@ fn fragment(ws: &mut Ws, payload: Vec<u8>, first: bool, last: bool) {
     ws.write(Message::Frame(Frame::message(payload, op, last)))
         .unwrap();
     ws.flush().unwrap();
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 fn echo(ws: &mut Ws, text: &str) {
