@@ -260,26 +260,6 @@ fn a_fork_bomb_stops_at_its_agents_process_limit() {
     assert_eq!(get(sup.port, "/supervisor/status").unwrap().status, 200);
 }
 
-/// A wheel built by hand (no index needed): `tinydep` with `VALUE = 42`.
-fn tiny_wheel(path: &Path) {
-    let script = r#"
-import sys, zipfile
-with zipfile.ZipFile(sys.argv[1], "w") as z:
-    z.writestr("tinydep/__init__.py", "VALUE = 42\n")
-    z.writestr("tinydep-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinydep\nVersion: 0.1\n")
-    z.writestr("tinydep-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: par-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
-    z.writestr("tinydep-0.1.dist-info/RECORD", "tinydep/__init__.py,,\ntinydep-0.1.dist-info/METADATA,,\ntinydep-0.1.dist-info/WHEEL,,\ntinydep-0.1.dist-info/RECORD,,\n")
-"#;
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let ok = std::process::Command::new("python3")
-        .args(["-c", script])
-        .arg(path)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "building the test wheel");
-}
-
 #[test]
 fn a_supervisor_that_dropped_root_restarts_rolls_out_logs_and_watches_memory() {
     needs_root!();

@@ -76,6 +76,27 @@ pub fn versioned_agent(
     )
 }
 
+/// A wheel of `tinydep` (VALUE = 42) at `path`, made with the stdlib (no
+/// index needed).
+pub fn tiny_wheel(path: &Path) {
+    let script = r#"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.writestr("tinydep/__init__.py", "VALUE = 42\n")
+    z.writestr("tinydep-0.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinydep\nVersion: 0.1\n")
+    z.writestr("tinydep-0.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: par-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    z.writestr("tinydep-0.1.dist-info/RECORD", "tinydep/__init__.py,,\ntinydep-0.1.dist-info/METADATA,,\ntinydep-0.1.dist-info/WHEEL,,\ntinydep-0.1.dist-info/RECORD,,\n")
+"#;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let ok = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "building the test wheel");
+}
+
 /// An `[[agents]]` entry of `package`.
 pub fn agent_toml(id: &str, package: &Path) -> String {
     format!(
