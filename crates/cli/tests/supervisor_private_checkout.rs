@@ -11,9 +11,8 @@ mod supervisor_support;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::Value;
 use supervisor_support::*;
 
 const READY: Duration = Duration::from_secs(120);
@@ -70,28 +69,15 @@ fn config(dir: &Path, home: &Path) -> PathBuf {
     cfg
 }
 
-/// The port of the "supervisor listening" line, or the log when it exited
-/// or said nothing within `timeout`.
+/// The port of the "supervisor listening" line; panics with the log when it
+/// exited or said nothing within `timeout`.
 fn listening_port(child: &mut std::process::Child, log: &Path, timeout: Duration) -> u16 {
-    let deadline = Instant::now() + timeout;
-    loop {
+    supervisor_support::listening_port(child, log, timeout).unwrap_or_else(|why| {
+        let _ = child.kill();
+        let _ = child.wait();
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let port = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["message"] == "supervisor listening")
-            .and_then(|v| v["port"].as_u64());
-        if let Some(port) = port {
-            return port as u16;
-        }
-        let exited = child.try_wait().unwrap();
-        if exited.is_some() || Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the supervisor did not start listening ({exited:?}); log:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        panic!("the supervisor did not start listening ({why}); log:\n{text}");
+    })
 }
 
 fn status_field(pid: u64, field: &str) -> String {
@@ -236,6 +222,21 @@ fn runs_from_a_private_folder(tag: &str, uids: (u32, u32), supervisor_uid: Optio
     assert!(!folder.join("tmp/blob").exists(), "tmp is emptied");
 }
 
+/// Runs the supervisor until it refuses to start (exit code 1); its log.
+fn refused(bin: &Path, cfg: &Path, log: &Path) -> String {
+    let out = supervisor(
+        bin,
+        cfg,
+        log,
+        &[("PAR_AGENT_UIDS", uid_ranges::PRIVATE_CHECKOUT_REFUSED)],
+    )
+    .status()
+    .unwrap();
+    let text = std::fs::read_to_string(log).unwrap();
+    assert_eq!(out.code(), Some(1), "{text}");
+    text
+}
+
 #[test]
 fn a_par_home_under_a_private_folder_is_refused_naming_it() {
     needs_root!();
@@ -243,16 +244,7 @@ fn a_par_home_under_a_private_folder_is_refused_naming_it() {
     let home = private.path().join("home");
     let log = private.path().join("supervisor.log");
     let cfg = config(private.path(), &home);
-    let out = supervisor(
-        &bin,
-        &cfg,
-        &log,
-        &[("PAR_AGENT_UIDS", uid_ranges::PRIVATE_CHECKOUT_REFUSED)],
-    )
-    .status()
-    .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(out.code(), Some(1), "{text}");
+    let text = refused(&bin, &cfg, &log);
     let expected = format!(
         "PAR_HOME {} is out of the agents' reach: {} is mode 0700",
         home.display(),
@@ -273,16 +265,7 @@ fn a_binary_the_agents_cannot_execute_is_refused_at_start_naming_it() {
     let outside = TempDir::new("private-noexec-home");
     let log = outside.path().join("supervisor.log");
     let cfg = config(outside.path(), &outside.path().join("home"));
-    let out = supervisor(
-        &bin,
-        &cfg,
-        &log,
-        &[("PAR_AGENT_UIDS", uid_ranges::PRIVATE_CHECKOUT_REFUSED)],
-    )
-    .status()
-    .unwrap();
-    let text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(out.code(), Some(1), "{text}");
+    let text = refused(&bin, &cfg, &log);
     let expected = format!(
         "the worker program {} is mode 0700: agents run as uids {} and must be able to execute it",
         bin.display(),

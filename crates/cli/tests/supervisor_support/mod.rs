@@ -302,7 +302,7 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
 
 /// The port of the supervisor's "supervisor listening" log line, or why
 /// there is none (it exited, or said nothing within `timeout`).
-fn listening_port(child: &mut Child, log: &Path, timeout: Duration) -> Result<u16, String> {
+pub fn listening_port(child: &mut Child, log: &Path, timeout: Duration) -> Result<u16, String> {
     let deadline = Instant::now() + timeout;
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
