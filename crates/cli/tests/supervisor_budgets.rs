@@ -60,17 +60,6 @@ def handler(context):
     return {"flooding": seconds}
 "#;
 
-fn invoke(port: u16, agent: &str, body: &str) -> Resp {
-    http(
-        port,
-        "POST",
-        &format!("/agents/{agent}/invoke"),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .unwrap()
-}
-
 fn metric(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
@@ -107,7 +96,7 @@ fn flood_and_watch(tag: &str, supervisor_toml: &str) -> (u64, u64, u64, Supervis
     let pid = sup.child.id();
     let before = rss_kb(pid);
     let seconds = flood_seconds();
-    let r = invoke(sup.port, "noisy", &format!("{{\"seconds\": {seconds}}}"));
+    let r = invoke_as_admin(sup.port, "noisy", &format!("{{\"seconds\": {seconds}}}"));
     assert_eq!(r.status, 200, "{}", r.text());
     let started = Instant::now();
     let mut peak = before;
@@ -122,12 +111,12 @@ fn flood_and_watch(tag: &str, supervisor_toml: &str) -> (u64, u64, u64, Supervis
             started.elapsed()
         );
         n += 1;
-        let r = invoke(sup.port, "calm", &format!("{{\"n\": {n}}}"));
+        let r = invoke_as_admin(sup.port, "calm", &format!("{{\"n\": {n}}}"));
         assert_eq!(r.status, 200, "calm agent during the flood: {}", r.text());
         assert_eq!(r.json()["data"]["calm"], n, "{}", r.text());
         let r = get(sup.port, "/supervisor/status").unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
-        let r = invoke(sup.port, "noisy", "{\"count\": true}");
+        let r = invoke_as_admin(sup.port, "noisy", "{\"count\": true}");
         assert_eq!(r.status, 200, "{}", r.text());
         let c = r.json()["data"].clone();
         if c["done"] == 2 {

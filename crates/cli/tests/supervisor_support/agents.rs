@@ -122,6 +122,22 @@ pub fn invoke(port: u16, agent: &str, body: &str) -> Resp {
     try_invoke(port, agent, body).unwrap()
 }
 
+/// POSTs `body` to `/agents/{agent}/invoke` with the admin token.
+pub fn try_invoke_as_admin(port: u16, agent: &str, body: &str) -> std::io::Result<Resp> {
+    http(
+        port,
+        "POST",
+        &format!("/agents/{agent}/invoke"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    )
+}
+
+/// [`try_invoke_as_admin`], which must get an answer.
+pub fn invoke_as_admin(port: u16, agent: &str, body: &str) -> Resp {
+    try_invoke_as_admin(port, agent, body).unwrap()
+}
+
 /// A JSON request to the supervisor's `path` with its admin token.
 pub fn admin(sup: &Supervisor, method: &str, path: &str, body: &str) -> Resp {
     http(
