@@ -61,17 +61,6 @@ fn start_examples(tag: &str) -> Supervisor {
     sup
 }
 
-fn invoke(port: u16, agent: &str, body: &str) -> Resp {
-    http(
-        port,
-        "POST",
-        &format!("/agents/{agent}/invoke"),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-    .unwrap()
-}
-
 /// A copy of the echo example with another version, as a new package to roll out.
 fn echo_v2(dir: &std::path::Path) -> String {
     let src = repo_root().join("examples/agents/echo");
@@ -124,7 +113,7 @@ fn ctl_lists_reads_logs_and_controls_agents() {
 
     // Logs: a line the agent prints is there at its level, not above it.
     let marker = format!("ctl-log-line-{}", std::process::id());
-    let r = invoke(
+    let r = invoke_as_admin(
         port,
         "c",
         &format!(r#"{{"action":"log","message":"{marker}"}}"#),
@@ -223,7 +212,7 @@ fn ctl_lists_reads_logs_and_controls_agents() {
         out(&o)
     );
     assert_eq!(sup.process("a").unwrap()["package_id"], "echo@0.2.0");
-    assert_eq!(invoke(port, "a", r#"{"x":1}"#).status, 200);
+    assert_eq!(invoke_as_admin(port, "a", r#"{"x":1}"#).status, 200);
     let broken = sup.dir.path().join("broken");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(
@@ -252,7 +241,7 @@ fn ctl_lists_reads_logs_and_controls_agents() {
 
     // top: frames with the agents and request rates.
     for _ in 0..5 {
-        invoke(port, "b", "{}");
+        invoke_as_admin(port, "b", "{}");
     }
     let o = ctl(port, &home, &["top", "-n", "2", "--interval", "300ms"]);
     expect(&o, 0, "top -n 2");
@@ -285,7 +274,7 @@ fn ctl_logs_follow_ends_cleanly_on_sigint() {
     rx.recv_timeout(Duration::from_secs(30))
         .expect("a backlog line");
     let marker = format!("followed-{}", std::process::id());
-    invoke(
+    invoke_as_admin(
         sup.port,
         "c",
         &format!(r#"{{"action":"log","message":"{marker}"}}"#),
