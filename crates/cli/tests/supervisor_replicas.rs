@@ -37,16 +37,6 @@ fn wait_ready_replicas(sup: &Supervisor, id: &str, n: u64, timeout: Duration) ->
     })
 }
 
-fn invoke(port: u16, agent: &str, body: &str) -> std::io::Result<Resp> {
-    http(
-        port,
-        "POST",
-        &format!("/agents/{agent}/invoke"),
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
-}
-
 #[test]
 fn two_replicas_share_the_load_and_one_killed_fails_only_its_own_requests() {
     let agents = agent_toml("r", &example("flaky"), "replicas = 2");
@@ -63,7 +53,8 @@ fn two_replicas_share_the_load_and_one_killed_fails_only_its_own_requests() {
             let (served, port) = (Arc::clone(&served), sup.port);
             std::thread::spawn(move || {
                 for _ in 0..25 {
-                    let r = invoke(port, "r", r#"{"action":"sleep","seconds":0.02}"#).unwrap();
+                    let r = try_invoke_as_admin(port, "r", r#"{"action":"sleep","seconds":0.02}"#)
+                        .unwrap();
                     assert_eq!(r.status, 200, "{}", r.text());
                     let by = r
                         .header("x-par-process")
@@ -102,7 +93,8 @@ fn two_replicas_share_the_load_and_one_killed_fails_only_its_own_requests() {
             );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let r = invoke(port, "r", r#"{"action":"sleep","seconds":0.02}"#).unwrap();
+                    let r = try_invoke_as_admin(port, "r", r#"{"action":"sleep","seconds":0.02}"#)
+                        .unwrap();
                     if r.status == 200 {
                         ok.fetch_add(1, Ordering::Relaxed);
                     } else {
@@ -151,7 +143,8 @@ fn one_in_flight_per_replica_and_a_queue_of_two() {
             let (done, port) = (Arc::clone(&done), sup.port);
             std::thread::sleep(Duration::from_millis(150));
             std::thread::spawn(move || {
-                let r = invoke(port, "q", r#"{"action":"sleep","seconds":2}"#).unwrap();
+                let r =
+                    try_invoke_as_admin(port, "q", r#"{"action":"sleep","seconds":2}"#).unwrap();
                 let retry = r.header("retry-after").map(str::to_string);
                 done.lock()
                     .unwrap()
@@ -182,7 +175,10 @@ fn an_idle_agent_scales_to_zero_and_wakes_for_requests() {
     let p = wait_until(READY, "z seen ready", || {
         let p = sup.process("z")?;
         if p["state"] == "idle" {
-            assert_eq!(invoke(sup.port, "z", "{}").unwrap().status, 200);
+            assert_eq!(
+                try_invoke_as_admin(sup.port, "z", "{}").unwrap().status,
+                200
+            );
             return sup.process("z").filter(|p| p["state"] == "ready");
         }
         (p["state"] == "ready").then_some(p)
@@ -217,7 +213,9 @@ fn an_idle_agent_scales_to_zero_and_wakes_for_requests() {
     let threads: Vec<_> = (0..20)
         .map(|i| {
             let port = sup.port;
-            std::thread::spawn(move || invoke(port, "z", &format!(r#"{{"n":{i}}}"#)).unwrap())
+            std::thread::spawn(move || {
+                try_invoke_as_admin(port, "z", &format!(r#"{{"n":{i}}}"#)).unwrap()
+            })
         })
         .collect();
     for (i, t) in threads.into_iter().enumerate() {
@@ -254,7 +252,7 @@ fn a_wake_that_fails_answers_the_held_requests_at_once() {
     let threads: Vec<_> = (0..5)
         .map(|_| {
             let port = sup.port;
-            std::thread::spawn(move || invoke(port, "b", "{}").unwrap())
+            std::thread::spawn(move || try_invoke_as_admin(port, "b", "{}").unwrap())
         })
         .collect();
     for t in threads {
@@ -280,7 +278,8 @@ fn the_autoscaler_adds_replicas_under_load_and_removes_them_after() {
             let (stop, port) = (Arc::clone(&stop), sup.port);
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let r = invoke(port, "s", r#"{"action":"sleep","seconds":0.5}"#).unwrap();
+                    let r = try_invoke_as_admin(port, "s", r#"{"action":"sleep","seconds":0.5}"#)
+                        .unwrap();
                     assert_eq!(r.status, 200, "{}", r.text());
                 }
             })
