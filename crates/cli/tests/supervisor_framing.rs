@@ -392,25 +392,11 @@ def handler(context):
 #[test]
 fn the_smuggling_bytes_sent_from_inside_an_agent_are_refused_too() {
     let dir = TempDir::new("smuggler");
-    let agent = |name: &str, main: &str| {
-        let root = dir.path().join(name);
-        std::fs::create_dir_all(root.join("src")).unwrap();
-        std::fs::write(
-            root.join("agent.yaml"),
-            format!("name: {name}\nversion: '1.0'\nentrypoint: src.main:handler\nmetadata:\n  version: 0.1.0\n"),
-        )
-        .unwrap();
-        std::fs::write(root.join("src/__init__.py"), "").unwrap();
-        std::fs::write(root.join("src/main.py"), main).unwrap();
-        format!(
-            "[[agents]]\nid = \"{name}\"\npackage = \"{}\"\n",
-            root.display()
-        )
-    };
+    let entry = |name: &str, main: &str| agent_toml(name, &agent(dir.path(), name, main, &[]));
     let agents = format!(
         "{}{}",
-        agent("evil", SMUGGLER),
-        agent("b", "def handler(c):\n    return {'echo': c}\n")
+        entry("evil", SMUGGLER),
+        entry("b", "def handler(c):\n    return {'echo': c}\n")
     );
     let sup = Supervisor::start_with("smuggler", "", &agents, &[]);
     sup.wait_ready("evil", Duration::from_secs(120));
