@@ -438,6 +438,35 @@ fn a_requirement_that_cannot_be_built_is_named_in_the_error_and_leaves_nothing()
     assert!(processes_of(BUILDER_2).is_empty());
 }
 
+/// A supervisor `tag` dropped to its own uid, running the package `pkg`
+/// from `dir` as `id` with a disk limit of 8 MB, agents under `uids`; and
+/// the agent's status once ready.
+fn disk_limited(
+    tag: &str,
+    dir: &TempDir,
+    id: &str,
+    pkg: &Path,
+    uids: &str,
+) -> (Supervisor, serde_json::Value) {
+    let agents = format!(
+        "[[agents]]\nid = \"{id}\"\npackage = \"{}\"\ndisk_limit_mb = 8\n",
+        pkg.display()
+    );
+    let uid = SUPERVISOR_UID.to_string();
+    let sup = Supervisor::start_with(
+        tag,
+        "",
+        &agents,
+        &[
+            ("PAR_AGENT_UIDS", uids),
+            ("PAR_SUPERVISOR_UID", &uid),
+            ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
+        ],
+    );
+    let p = sup.wait_ready(id, READY);
+    (sup, p)
+}
+
 /// An agent that writes past its disk limit into its TMPDIR is restarted by
 /// the disk watchdog with its tmp emptied (its HOME kept), the reason in
 /// its status and its log.
@@ -459,36 +488,17 @@ fn an_agent_over_its_disk_limit_is_restarted_with_its_tmp_cleared() {
              return {'pid': os.getpid()}\n",
         &[],
     );
-    let agents = format!(
-        "[[agents]]\nid = \"hog\"\npackage = \"{}\"\ndisk_limit_mb = 8\n",
-        hog.display()
-    );
-    let uid = SUPERVISOR_UID.to_string();
-    let sup = Supervisor::start_with(
+    let (sup, p) = disk_limited(
         "disk-budget",
-        "",
-        &agents,
-        &[
-            (
-                "PAR_AGENT_UIDS",
-                supervisor_support::uid_ranges::SEALED_DISK,
-            ),
-            ("PAR_SUPERVISOR_UID", &uid),
-            ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
-        ],
+        &dir,
+        "hog",
+        &hog,
+        supervisor_support::uid_ranges::SEALED_DISK,
     );
-    let p = sup.wait_ready("hog", READY);
     assert_eq!(p["limits"]["disk_limit_mb"], 8, "{p}");
     let first = p["pid"].as_u64().unwrap();
     let folder = sup.dir.path().join("home/agents/hog");
-    let r = http(
-        sup.port,
-        "POST",
-        "/agents/hog/invoke",
-        &[("Content-Type", "application/json"), ("Authorization", "")],
-        br#"{"mb": 24}"#,
-    )
-    .unwrap();
+    let r = invoke(sup.port, "hog", r#"{"mb": 24}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     // Written into a folder it then closed to itself (mode 000): counted all
     // the same.
@@ -510,14 +520,7 @@ fn an_agent_over_its_disk_limit_is_restarted_with_its_tmp_cleared() {
         .text();
     assert!(logs.contains("over its disk limit"), "{logs}");
     // Back under its limit, it serves.
-    let r = http(
-        sup.port,
-        "POST",
-        "/agents/hog/invoke",
-        &[("Content-Type", "application/json"), ("Authorization", "")],
-        br#"{"mb": 1}"#,
-    )
-    .unwrap();
+    let r = invoke(sup.port, "hog", r#"{"mb": 1}"#);
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
@@ -634,34 +637,15 @@ fn killing_the_disk_count_does_not_escape_the_disk_limit() {
              return {'pid': os.getpid()}\n",
         &[],
     );
-    let agents = format!(
-        "[[agents]]\nid = \"reaper\"\npackage = \"{}\"\ndisk_limit_mb = 8\n",
-        reaper.display()
-    );
-    let uid = SUPERVISOR_UID.to_string();
-    let sup = Supervisor::start_with(
+    let (sup, p) = disk_limited(
         "disk-reaper",
-        "",
-        &agents,
-        &[
-            (
-                "PAR_AGENT_UIDS",
-                supervisor_support::uid_ranges::SEALED_DISK_REAPER,
-            ),
-            ("PAR_SUPERVISOR_UID", &uid),
-            ("PAR_PACKAGE_ROOTS", dir.path().to_str().unwrap()),
-        ],
+        &dir,
+        "reaper",
+        &reaper,
+        supervisor_support::uid_ranges::SEALED_DISK_REAPER,
     );
-    let p = sup.wait_ready("reaper", READY);
     let first = p["pid"].as_u64().unwrap();
-    let r = http(
-        sup.port,
-        "POST",
-        "/agents/reaper/invoke",
-        &[("Content-Type", "application/json"), ("Authorization", "")],
-        br#"{"mb": 24}"#,
-    )
-    .unwrap();
+    let r = invoke(sup.port, "reaper", r#"{"mb": 24}"#);
     assert_eq!(r.status, 200, "{}", r.text());
     let p = wait_until(Duration::from_secs(90), "the reaper restarted", || {
         sup.process("reaper")
