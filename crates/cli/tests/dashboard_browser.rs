@@ -222,15 +222,7 @@ fn dashboard_in_a_real_browser() {
     assert_eq!(process(&sup, "c")["state"], "ready");
 
     // The token, entered once: logs stream, and a line c prints appears.
-    browser.click("#token-button");
-    browser.type_into("#token-input", TOKEN);
-    browser.click("#token-save");
-    browser.wait_js(
-        SHORT,
-        "admin mode",
-        "return document.getElementById('auth').dataset.mode === 'admin';",
-        json!([]),
-    );
+    browser.enter_token(TOKEN, SHORT);
     assert_eq!(
         browser.js(
             "return sessionStorage.getItem('par-admin-token')",

@@ -84,15 +84,7 @@ fn an_agent_page_cannot_read_or_use_the_dashboards_credential() {
         "return !!document.querySelector('#agents tbody tr[data-agent=\"victim\"]');",
         json!([]),
     );
-    browser.click("#token-button");
-    browser.type_into("#token-input", TOKEN);
-    browser.click("#token-save");
-    browser.wait_js(
-        SHORT,
-        "admin mode",
-        "return document.getElementById('auth').dataset.mode === 'admin';",
-        json!([]),
-    );
+    browser.enter_token(TOKEN, SHORT);
 
     // Then, in the same tab (the same storage as the dashboard had), an agent's page.
     browser.goto(&format!(

@@ -222,6 +222,20 @@ impl Browser {
         );
     }
 
+    /// Enters the admin `token` in the dashboard's token box and waits up to
+    /// `timeout` for the page to be in admin mode.
+    pub fn enter_token(&self, token: &str, timeout: Duration) {
+        self.click("#token-button");
+        self.type_into("#token-input", token);
+        self.click("#token-save");
+        self.wait_js(
+            timeout,
+            "admin mode",
+            "return document.getElementById('auth').dataset.mode === 'admin';",
+            json!([]),
+        );
+    }
+
     /// The address each frame (the first element matching each selector)
     /// holds, read from inside it by the driver, whatever its origin: a
     /// frame the browser refused to load holds its error page.
