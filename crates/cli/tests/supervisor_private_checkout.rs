@@ -54,7 +54,17 @@ fn supervisor(bin: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Co
 
 fn config(dir: &Path, home: &Path) -> PathBuf {
     let (lo, hi) = port_block(40);
-    let echo = repo_root().join("examples/agents/echo");
+    // A copy beside the config: the repository itself may be in a private
+    // folder too (a clone under `mktemp -d`), which a supervisor that
+    // dropped root cannot read.
+    let echo = dir.join("echo");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(repo_root().join("examples/agents/echo"))
+        .arg(&echo)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp -r examples/agents/echo");
     let cfg = dir.join("sup.toml");
     std::fs::write(
         &cfg,
