@@ -283,3 +283,42 @@ fn a_binary_the_agents_cannot_execute_is_refused_at_start_naming_it() {
     );
     assert!(text.contains(&expected), "wanted {expected:?} in:\n{text}");
 }
+
+/// A package in a folder the supervisor (after it dropped root) cannot read
+/// fails at once, naming the package and the uid, instead of a restart loop.
+#[test]
+fn a_package_the_supervisor_cannot_read_fails_naming_it() {
+    needs_root!();
+    let private = TempDir::new("unreadable-package");
+    let echo = private.path().join("echo");
+    let copied = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(repo_root().join("examples/agents/echo"))
+        .arg(&echo)
+        .status()
+        .unwrap();
+    assert!(copied.success(), "cp -r examples/agents/echo");
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let agents = format!("[[agents]]\nid = \"a\"\npackage = \"{}\"\n", echo.display());
+    let sup = Supervisor::start_with(
+        "unreadable-package",
+        "",
+        &agents,
+        &[
+            ("PAR_AGENT_UIDS", uid_ranges::UNREADABLE_PACKAGE),
+            ("PAR_SUPERVISOR_UID", "10779"),
+        ],
+    );
+    let p = wait_until(Duration::from_secs(60), "agent a failed", || {
+        sup.process("a").filter(|p| p["state"] == "failed")
+    });
+    let expected = format!(
+        "the package {} cannot be read by the supervisor (uid 10779)",
+        echo.display()
+    );
+    assert!(
+        p["last_error"].as_str().unwrap_or("").contains(&expected),
+        "wanted {expected:?} in {p}"
+    );
+    assert_eq!(p["restarts"], 0, "{p}");
+}

@@ -604,4 +604,5 @@ pub mod uid_ranges {
     /// The private checkout test's refusals (no agent starts).
     pub const PRIVATE_CHECKOUT_REFUSED: &str = "30000-30249";
     // 30250-30999: deploy.rs (the image's environment; it has no use of this module).
+    pub const UNREADABLE_PACKAGE: &str = "31000-31249";
 }

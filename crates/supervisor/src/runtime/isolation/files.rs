@@ -331,12 +331,25 @@ pub fn stage(home: &Path, source: &Path, name: &str, uid: u32) -> Result<Staged,
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let path = dir.join(format!("{name}.apkg"));
     let _ = fs::remove_file(&tmp);
-    let written = if source.is_dir() {
+    // A package the supervisor cannot read stays so until someone changes
+    // it or its folder: the agent fails, naming it, instead of retrying.
+    let unreadable = |e: &io::Error| {
+        StageError::Package(format!(
+            "the package {} cannot be read by the supervisor (uid {}): {e}",
+            source.display(),
+            nix::unistd::geteuid()
+        ))
+    };
+    let meta = fs::metadata(source).map_err(|e| unreadable(&e))?;
+    let written = if meta.is_dir() {
         par_package::pack(source, &tmp)
             .map(|_| ())
             .map_err(|e| StageError::Package(par_telemetry::error_chain(&e)))
     } else {
         fs::copy(source, &tmp).map(|_| ()).map_err(|e| {
+            if e.kind() == io::ErrorKind::PermissionDenied && fs::File::open(source).is_err() {
+                return unreadable(&e);
+            }
             StageError::Io(format!(
                 "copy {} to {}: {e}",
                 source.display(),
