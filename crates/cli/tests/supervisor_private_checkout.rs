@@ -52,11 +52,8 @@ fn supervisor(bin: &Path, config: &Path, log: &Path, env: &[(&str, &str)]) -> Co
     cmd
 }
 
-fn config(dir: &Path, home: &Path) -> PathBuf {
-    let (lo, hi) = port_block(40);
-    // A copy beside the config: the repository itself may be in a private
-    // folder too (a clone under `mktemp -d`), which a supervisor that
-    // dropped root cannot read.
+/// A copy of the echo example in `dir/echo`.
+fn copy_of_echo(dir: &Path) -> PathBuf {
     let echo = dir.join("echo");
     let copied = std::process::Command::new("cp")
         .arg("-r")
@@ -65,6 +62,15 @@ fn config(dir: &Path, home: &Path) -> PathBuf {
         .status()
         .unwrap();
     assert!(copied.success(), "cp -r examples/agents/echo");
+    echo
+}
+
+fn config(dir: &Path, home: &Path) -> PathBuf {
+    let (lo, hi) = port_block(40);
+    // A copy beside the config: the repository itself may be in a private
+    // folder too (a clone under `mktemp -d`), which a supervisor that
+    // dropped root cannot read.
+    let echo = copy_of_echo(dir);
     let cfg = dir.join("sup.toml");
     std::fs::write(
         &cfg,
@@ -290,14 +296,7 @@ fn a_binary_the_agents_cannot_execute_is_refused_at_start_naming_it() {
 fn a_package_the_supervisor_cannot_read_fails_naming_it() {
     needs_root!();
     let private = TempDir::new("unreadable-package");
-    let echo = private.path().join("echo");
-    let copied = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(repo_root().join("examples/agents/echo"))
-        .arg(&echo)
-        .status()
-        .unwrap();
-    assert!(copied.success(), "cp -r examples/agents/echo");
+    let echo = copy_of_echo(private.path());
     std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let agents = format!("[[agents]]\nid = \"a\"\npackage = \"{}\"\n", echo.display());
     let sup = Supervisor::start_with(

@@ -200,25 +200,10 @@ impl Supervisor {
         limit_mb: u64,
         out: &mut Out,
     ) {
-        let Some(agent) = self.owners.get(&worker).cloned() else {
-            return;
-        };
-        self.with_agent(&agent, out, |_, a, out| {
-            let Some(At::Replica(i)) = locate(a, worker) else {
-                return;
-            };
-            if let Some(w) = a.replicas[i].life.worker_mut() {
-                let reason = format!(
-                    "memory {rss_mb} MB stayed over the limit of {limit_mb} MB; restarted by the watchdog"
-                );
-                w.kill_reason = Some(Failure::new("memory_limit", reason.clone()));
-                out.fx.push(Effect::Signal {
-                    worker,
-                    signal: Signal::Kill,
-                });
-                out.log(&a.id, Level::Warn, reason);
-            }
-        });
+        let reason = format!(
+            "memory {rss_mb} MB stayed over the limit of {limit_mb} MB; restarted by the watchdog"
+        );
+        self.watchdog_kill(worker, "memory_limit", reason, out);
     }
 
     /// The disk watchdog's restart: like the memory one, with its reason.
@@ -229,6 +214,22 @@ impl Supervisor {
         limit_mb: u64,
         out: &mut Out,
     ) {
+        let reason = match used_mb {
+            Some(used) => format!(
+                "the agent's folder holds {used} MB, over its disk limit of {limit_mb} MB; \
+                 restarted by the watchdog with its tmp cleared"
+            ),
+            None => format!(
+                "the agent's folder (disk limit {limit_mb} MB) could not be counted three \
+                 times in a row; restarted by the watchdog with its tmp cleared"
+            ),
+        };
+        self.watchdog_kill(worker, "disk_limit", reason, out);
+    }
+
+    /// Kills a running replica's worker for a watchdog, recording the class
+    /// and reason its failure is reported with.
+    fn watchdog_kill(&mut self, worker: WorkerId, class: &str, reason: String, out: &mut Out) {
         let Some(agent) = self.owners.get(&worker).cloned() else {
             return;
         };
@@ -237,17 +238,7 @@ impl Supervisor {
                 return;
             };
             if let Some(w) = a.replicas[i].life.worker_mut() {
-                let reason = match used_mb {
-                    Some(used) => format!(
-                        "the agent's folder holds {used} MB, over its disk limit of {limit_mb} MB; \
-                         restarted by the watchdog with its tmp cleared"
-                    ),
-                    None => format!(
-                        "the agent's folder (disk limit {limit_mb} MB) could not be counted three \
-                         times in a row; restarted by the watchdog with its tmp cleared"
-                    ),
-                };
-                w.kill_reason = Some(Failure::new("disk_limit", reason.clone()));
+                w.kill_reason = Some(Failure::new(class, reason.clone()));
                 out.fx.push(Effect::Signal {
                     worker,
                     signal: Signal::Kill,
