@@ -101,16 +101,29 @@ impl Dispatcher {
         }
     }
 
+    /// The load of each sampled agent; expired sessions end first.
     fn load_samples(&self) -> Vec<Input> {
+        let now = std::time::Instant::now();
         self.sampled
             .iter()
             .filter_map(|a| {
                 let pool = self.pools.get(a)?;
+                let mut with_sessions = Vec::new();
+                if let Some(settings) = pool.session_settings() {
+                    pool.sessions.sweep(&settings, &pool.metrics.sessions, now);
+                    with_sessions = self
+                        .upstreams
+                        .values()
+                        .filter(|u| *u.agent_id == *a.as_str() && u.sessions.get() > 0)
+                        .map(|u| u.worker)
+                        .collect();
+                }
                 Some(Input::Load {
                     agent: a.clone(),
                     in_flight: pool.in_flight.load(std::sync::atomic::Ordering::Acquire),
                     queued: pool.queued.load(std::sync::atomic::Ordering::Acquire),
                     idle_for: pool.idle_for(),
+                    with_sessions,
                 })
             })
             .collect()
@@ -166,12 +179,14 @@ impl Dispatcher {
                 worker,
                 settle,
                 limit,
+                sessions,
             } => {
-                let in_flight = self
-                    .upstreams
-                    .get(&worker)
-                    .map(|u| Arc::clone(&u.in_flight));
-                self.runtime.drain(worker, in_flight, settle, limit);
+                let up = self.upstreams.get(&worker);
+                let in_flight = up.map(|u| Arc::clone(&u.in_flight));
+                let bound = up
+                    .filter(|_| !sessions.is_zero())
+                    .map(|u| (Arc::clone(&u.sessions), sessions));
+                self.runtime.drain(worker, in_flight, settle, limit, bound);
             }
             Effect::Fetch {
                 agent,
@@ -189,7 +204,9 @@ impl Dispatcher {
             Effect::Forget { agent } => {
                 self.metrics.forget(agent.as_str());
                 self.logs.forget(agent.as_str());
-                self.pools.remove(&agent);
+                if let Some(pool) = self.pools.remove(&agent) {
+                    pool.sessions.clear();
+                }
             }
             Effect::Metric(m) => match m {
                 MetricEvent::Autoscaled { agent, .. } => {
@@ -242,6 +259,7 @@ impl Dispatcher {
                 queue_timeout: entry.queue_timeout,
                 wakes: entry.wakes,
             };
+            pool.track_sessions(entry.sessions);
             let route = match entry.route {
                 Route::Ready(ups) => {
                     let ups: Vec<_> = ups
@@ -252,9 +270,15 @@ impl Dispatcher {
                     if ups.is_empty() {
                         continue;
                     }
+                    let draining: Vec<_> = entry
+                        .draining
+                        .iter()
+                        .filter_map(|u| self.upstreams.get(&u.worker).cloned())
+                        .collect();
                     TableRoute::Ready {
                         pool,
                         upstreams: ups.into(),
+                        draining: draining.into(),
                     }
                 }
                 Route::Waking(state) => {
@@ -278,15 +302,15 @@ impl Dispatcher {
         }
         self.routes.publish(table);
         let mut views = self.core.views(clock);
-        let in_flight = |w: u64| {
+        let live = |w: u64| {
             self.upstreams
                 .get(&WorkerId(w))
-                .map_or(0, |u| u.in_flight.get())
+                .map_or((0, 0), |u| (u.in_flight.get(), u.sessions.get()))
         };
         for v in &mut views {
-            v.in_flight = v.worker.map_or(0, in_flight);
+            (v.in_flight, v.sessions) = v.worker.map_or((0, 0), live);
             for d in &mut v.draining {
-                d.in_flight = in_flight(d.worker);
+                (d.in_flight, d.sessions) = live(d.worker);
             }
         }
         self.snapshot.send_replace(Arc::new(views));
@@ -298,6 +322,7 @@ impl Dispatcher {
             {
                 a.in_flight = pool.in_flight.load(std::sync::atomic::Ordering::Acquire);
                 a.queued = pool.queued.load(std::sync::atomic::Ordering::Acquire);
+                a.sessions = pool.sessions.live();
             }
         }
         self.agents_view.send_replace(Arc::new(agents));

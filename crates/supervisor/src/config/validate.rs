@@ -165,6 +165,19 @@ fn validate_scaling(spec: &AgentSpec, f: &dyn Fn(&str) -> String, errors: &mut V
     if spec.scale_down_window < std::time::Duration::from_millis(100) {
         errors.push(f("scale_down_window"), "must be at least 100ms");
     }
+    let day = std::time::Duration::from_secs(24 * 3600);
+    for (name, d) in [
+        ("session_idle_timeout", spec.session_idle_timeout),
+        ("session_max_lifetime", spec.session_max_lifetime),
+        ("session_drain_timeout", spec.session_drain_timeout),
+    ] {
+        if d < std::time::Duration::from_millis(100) || d > day {
+            errors.push(f(name), "must be at least 100ms and at most 24h");
+        }
+    }
+    if spec.max_sessions == 0 || spec.max_sessions > 1_000_000 {
+        errors.push(f("max_sessions"), "must be at least 1 and at most 1000000");
+    }
 }
 
 /// Checks a remote location: `s3://bucket/key`, `https://host/...`, or

@@ -27,6 +27,8 @@ type Slot = Arc<Mutex<Option<Incoming>>>;
 pub struct Guarded {
     inner: Option<Incoming>,
     left: Slot,
+    /// Frames read ahead (`prefetch`), passed on first.
+    ahead: std::collections::VecDeque<Result<Frame<Bytes>, hyper::Error>>,
 }
 
 /// Where an unread body ends up.
@@ -38,9 +40,56 @@ pub fn guard(body: Incoming) -> (Guarded, Leftover) {
         Guarded {
             inner: Some(body),
             left: Arc::clone(&left),
+            ahead: Default::default(),
         },
         Leftover(left),
     )
+}
+
+impl Guarded {
+    /// Reads the whole body when it is at most `max` bytes and comes within
+    /// `time`, and returns it; it is still passed on whole. None (a longer,
+    /// slower or failed body): what was read is passed on, then the rest.
+    pub async fn prefetch(&mut self, max: usize, time: Duration) -> Option<Bytes> {
+        let mut read = 0usize;
+        let whole = tokio::time::timeout(time, async {
+            loop {
+                let Some(inner) = self.inner.as_mut() else {
+                    return true;
+                };
+                match inner.frame().await {
+                    None => {
+                        self.inner = None;
+                        return true;
+                    }
+                    Some(Ok(f)) => {
+                        read += f.data_ref().map_or(0, Bytes::len);
+                        let data = f.is_data();
+                        self.ahead.push_back(Ok(f));
+                        if read > max || !data {
+                            return false;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        self.ahead.push_back(Err(e));
+                        return false;
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !whole {
+            return None;
+        }
+        let mut out = bytes::BytesMut::with_capacity(read);
+        for f in self.ahead.iter().flatten() {
+            if let Some(d) = f.data_ref() {
+                out.extend_from_slice(d);
+            }
+        }
+        Some(out.freeze())
+    }
 }
 
 impl http_body::Body for Guarded {
@@ -51,6 +100,9 @@ impl http_body::Body for Guarded {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        if let Some(f) = self.ahead.pop_front() {
+            return Poll::Ready(Some(f));
+        }
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -62,13 +114,27 @@ impl http_body::Body for Guarded {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.ahead.is_empty() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
+        let ahead: u64 = self
+            .ahead
+            .iter()
+            .flatten()
+            .filter_map(|f| f.data_ref())
+            .map(|d| d.len() as u64)
+            .sum();
+        let rest = self
+            .inner
             .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint());
+        let mut h = SizeHint::new();
+        h.set_lower(rest.lower() + ahead);
+        if let Some(u) = rest.upper() {
+            h.set_upper(u + ahead);
+        }
+        h
     }
 }
 

@@ -36,7 +36,35 @@ pub struct AgentMetrics {
     /// WebSocket messages relayed client → agent and agent → client.
     pub websocket_messages_in: AtomicU64,
     pub websocket_messages_out: AtomicU64,
+    /// What happened to its sessions.
+    pub sessions: crate::http::sessions::Counters,
 }
+
+type SessionCounter = fn(&crate::http::sessions::Counters) -> &AtomicU64;
+
+/// The session counters with one series per agent.
+const SESSION_COUNTERS: [(&str, &str, SessionCounter); 4] = [
+    (
+        "par_agent_sessions_started_total",
+        "Sessions bound to a process for the first time.",
+        |s| &s.started,
+    ),
+    (
+        "par_agent_sessions_expired_total",
+        "Session bindings ended by session_idle_timeout or session_max_lifetime.",
+        |s| &s.expired,
+    ),
+    (
+        "par_agent_sessions_evicted_total",
+        "Session bindings dropped, least recently used first, to stay within max_sessions.",
+        |s| &s.evicted,
+    ),
+    (
+        "par_agent_sessions_rebound_total",
+        "Sessions moved to another process because theirs was gone (x-par-session-rebound).",
+        |s| &s.rebound,
+    ),
+];
 
 /// Upper bounds of the wake-latency buckets, in seconds.
 pub const WAKE_BUCKETS: [f64; 8] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
@@ -115,6 +143,8 @@ pub struct Gauges<'a> {
     pub rss_bytes: Option<u64>,
     pub cpu_percent: Option<f64>,
     pub in_flight: usize,
+    /// Sessions bound to it.
+    pub sessions: usize,
 }
 
 /// The whole page: supervisor, per-agent counters, per-process gauges.
@@ -211,6 +241,31 @@ fn scaling(t: &mut Text, agents: &[(&str, Arc<AgentMetrics>)], views: &[crate::m
             "par_agent_queue_rejected_total",
             &[("agent_id", id)],
             n(&m.rejected),
+        );
+    }
+    for (name, help, get) in SESSION_COUNTERS {
+        t.family(name, Kind::Counter, help);
+        for (id, m) in agents {
+            t.sample(name, &[("agent_id", id)], n(get(&m.sessions)));
+        }
+    }
+    t.family(
+        "par_agent_sessions_lost_total",
+        Kind::Counter,
+        "Sessions whose process was gone when their next request came: it exited \
+         (crash, restart, stop), or it was stopped when its drain time for sessions ran out.",
+    );
+    for (id, m) in agents {
+        let s = &m.sessions;
+        t.sample(
+            "par_agent_sessions_lost_total",
+            &[("agent_id", id), ("reason", "process_exited")],
+            n(&s.lost_exited),
+        );
+        t.sample(
+            "par_agent_sessions_lost_total",
+            &[("agent_id", id), ("reason", "drain_timeout")],
+            n(&s.lost_drained),
         );
     }
     t.family(
@@ -355,6 +410,14 @@ fn process_gauges(t: &mut Text, processes: &[Gauges<'_>]) {
         t.sample("par_agent_in_flight", &labels(g), g.in_flight);
     }
     t.family(
+        "par_agent_sessions",
+        Kind::Gauge,
+        "Sessions bound to the process (tracked agents).",
+    );
+    for g in processes {
+        t.sample("par_agent_sessions", &labels(g), g.sessions);
+    }
+    t.family(
         "par_agent_rss_bytes",
         Kind::Gauge,
         "Resident memory of the worker's process group.",
@@ -393,6 +456,7 @@ mod tests {
             rss_bytes: Some(10),
             cpu_percent: None,
             in_flight: 0,
+            sessions: 3,
         };
         let text = render(&[("a", m)], &[], &[g], Duration::from_secs(1), 0);
         assert!(text.contains("par_agent_requests_total{agent_id=\"a\",class=\"2xx\"} 1"));

@@ -12,4 +12,5 @@ pub mod proxy;
 pub mod rewind;
 pub mod route_table;
 pub mod server;
+pub mod sessions;
 pub mod upgrade;

@@ -13,7 +13,8 @@ use http::HeaderValue;
 use tokio::sync::{watch, Semaphore};
 
 use super::metrics::AgentMetrics;
-use crate::model::{State, WorkerId};
+use super::sessions::Sessions;
+use crate::model::{SessionSettings, State, WorkerId};
 use crate::runtime::drain::InFlight;
 
 /// One ready worker as the proxy sees it.
@@ -28,6 +29,8 @@ pub struct Upstream {
     pub worker: WorkerId,
     /// Requests and streams in flight (a drain waits for none).
     pub in_flight: Arc<InFlight>,
+    /// Sessions bound to it (a drain that keeps sessions waits for none).
+    pub sessions: Arc<InFlight>,
     pub metrics: Arc<AgentMetrics>,
 }
 
@@ -49,8 +52,15 @@ impl Upstream {
             authority,
             worker,
             in_flight: Arc::default(),
+            sessions: Arc::default(),
             metrics,
         }
+    }
+
+    /// Whether it was stopped with sessions still bound (its drain for
+    /// them ran out of time).
+    pub fn drained_for_sessions(&self) -> bool {
+        self.sessions.abandoned()
     }
 }
 
@@ -94,6 +104,10 @@ pub struct Pool {
     /// Milliseconds since `epoch` when a request last ended (or started).
     last_active_ms: AtomicU64,
     epoch: Instant,
+    /// Its conversations and the processes they are bound to.
+    pub sessions: Sessions,
+    /// How they are kept; `None`: not tracked.
+    session_settings: RwLock<Option<SessionSettings>>,
 }
 
 impl Pool {
@@ -109,7 +123,30 @@ impl Pool {
             queued: AtomicUsize::new(0),
             last_active_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            sessions: Sessions::default(),
+            session_settings: RwLock::new(None),
         }
+    }
+
+    /// How the agent's sessions are kept; `None` when they are not tracked.
+    pub fn session_settings(&self) -> Option<SessionSettings> {
+        *self
+            .session_settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tracks sessions with `settings` from now on, or stops (`None`:
+    /// every binding goes).
+    pub fn track_sessions(&self, settings: Option<SessionSettings>) {
+        let mut s = self
+            .session_settings
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if s.is_some() && settings.is_none() {
+            self.sessions.clear();
+        }
+        *s = settings;
     }
 
     pub fn admission(&self) -> Admission {
@@ -170,9 +207,10 @@ impl Pool {
         self.last_active_ms.store(ms, Ordering::Release);
     }
 
-    /// How long no request has run (zero while one does).
+    /// How long no request has run (zero while one does, or while a
+    /// session is live: a conversation waiting on its user is not idle).
     pub fn idle_for(&self) -> Duration {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
+        if self.in_flight.load(Ordering::Acquire) > 0 || self.sessions.live() > 0 {
             return Duration::ZERO;
         }
         let last = Duration::from_millis(self.last_active_ms.load(Ordering::Acquire));
@@ -186,6 +224,10 @@ pub enum Route {
     Ready {
         pool: Arc<Pool>,
         upstreams: Arc<[Arc<Upstream>]>,
+        /// Workers kept only for the sessions bound to them (the old
+        /// version after a rollout, a replica scaled away): no new session
+        /// or request without one goes there.
+        draining: Arc<[Arc<Upstream>]>,
     },
     /// Scaled to zero, or starting after a wake: requests wait for it.
     Waking { pool: Arc<Pool>, state: State },

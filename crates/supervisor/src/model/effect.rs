@@ -29,6 +29,9 @@ pub enum Effect {
         worker: WorkerId,
         settle: Duration,
         limit: Duration,
+        /// Then, at most this long, until no session is bound to it (zero:
+        /// sessions are not waited for).
+        sessions: Duration,
     },
     /// Fetch a remote package; answered by `Input::Fetched`.
     Fetch {

@@ -70,8 +70,11 @@ pub enum Input {
         agent: AgentId,
         in_flight: usize,
         queued: usize,
-        /// Time since the last request ended (zero while one runs).
+        /// Time since the last request ended (zero while one runs, or
+        /// while a session is live).
         idle_for: Duration,
+        /// Workers with sessions bound to them: scaled away last.
+        with_sessions: Vec<WorkerId>,
     },
     /// The RSS watchdog: the worker's group stayed over its memory limit.
     OverMemory {

@@ -21,7 +21,7 @@ pub use event::{
 pub use id::{AgentId, FetchId, WaiterId, WorkerId};
 pub use lifecycle::State;
 pub use report::{ReconcileFailure, ReconcileReport};
-pub use spec::{AgentSpec, RestartPolicy};
+pub use spec::{AgentSpec, RestartPolicy, SessionMode, SessionSettings};
 pub use view::{
     AgentView, AutoscaleView, DrainingView, Enforcement, Limits, PackageRecord, ProcessView,
     RolloutStatus, RolloutView,

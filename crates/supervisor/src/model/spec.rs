@@ -156,6 +156,87 @@ pub struct AgentSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub idle_timeout: Option<Duration>,
+    /// Conversations pinned to the process that holds them (`auto`: for an
+    /// agent serving HTTP of its own or running more than one replica).
+    #[serde(default, skip_serializing_if = "SessionMode::is_auto")]
+    pub sessions: SessionMode,
+    /// A session's binding ends after this long without a request.
+    #[serde(
+        default = "default_session_idle_timeout",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_session_idle_timeout"
+    )]
+    pub session_idle_timeout: Duration,
+    /// ... and this long after it began, whatever its use.
+    #[serde(
+        default = "default_session_max_lifetime",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_session_max_lifetime"
+    )]
+    pub session_max_lifetime: Duration,
+    /// Longest a process kept only for its sessions (an old version after a
+    /// rollout, a replica scaled away) waits for them to end.
+    #[serde(
+        default = "default_session_drain_timeout",
+        with = "humantime_serde",
+        skip_serializing_if = "is_default_session_drain_timeout"
+    )]
+    pub session_drain_timeout: Duration,
+    /// Bindings kept per agent; beyond it the least recently used goes.
+    #[serde(
+        default = "default_max_sessions",
+        skip_serializing_if = "is_default_max_sessions"
+    )]
+    pub max_sessions: u32,
+}
+
+/// Whether an agent's conversations are pinned to their process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionMode {
+    #[default]
+    Auto,
+    Off,
+}
+
+impl SessionMode {
+    fn is_auto(&self) -> bool {
+        *self == SessionMode::Auto
+    }
+}
+
+/// How an agent's sessions are kept, when they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionSettings {
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub drain_timeout: Duration,
+    pub max_sessions: usize,
+}
+
+fn default_session_idle_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn is_default_session_idle_timeout(d: &Duration) -> bool {
+    *d == default_session_idle_timeout()
+}
+fn default_session_max_lifetime() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn is_default_session_max_lifetime(d: &Duration) -> bool {
+    *d == default_session_max_lifetime()
+}
+fn default_session_drain_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn is_default_session_drain_timeout(d: &Duration) -> bool {
+    *d == default_session_drain_timeout()
+}
+fn default_max_sessions() -> u32 {
+    10_000
+}
+fn is_default_max_sessions(n: &u32) -> bool {
+    *n == default_max_sessions()
 }
 
 fn is_false(b: &bool) -> bool {
@@ -220,6 +301,21 @@ impl AgentSpec {
             max_queue: default_max_queue(),
             queue_timeout: default_queue_timeout(),
             idle_timeout: None,
+            sessions: SessionMode::Auto,
+            session_idle_timeout: default_session_idle_timeout(),
+            session_max_lifetime: default_session_max_lifetime(),
+            session_drain_timeout: default_session_drain_timeout(),
+            max_sessions: default_max_sessions(),
+        }
+    }
+
+    /// How its sessions are kept, whether or not they are tracked.
+    pub fn session_settings(&self) -> SessionSettings {
+        SessionSettings {
+            idle_timeout: self.session_idle_timeout,
+            max_lifetime: self.session_max_lifetime,
+            drain_timeout: self.session_drain_timeout,
+            max_sessions: self.max_sessions as usize,
         }
     }
 

@@ -68,6 +68,8 @@ pub struct ProcessView {
     /// Requests in flight on this process (filled in from the routing table).
     #[serde(skip)]
     pub in_flight: usize,
+    /// Sessions bound to this process (filled in from the routing table).
+    pub sessions: usize,
     pub origin: Origin,
     /// The local file the worker loads (a download for remote packages).
     pub package_file: Option<String>,
@@ -91,6 +93,10 @@ pub struct AgentView {
     /// (filled in from the routing table).
     pub in_flight: usize,
     pub queued: usize,
+    /// Whether its conversations are pinned to their process, and how many
+    /// are live (filled in from the routing table).
+    pub sessions_tracked: bool,
+    pub sessions: usize,
     pub autoscale: Option<AutoscaleView>,
     #[serde(serialize_with = "ser_opt_duration")]
     pub idle_timeout: Option<std::time::Duration>,
@@ -169,6 +175,8 @@ pub struct DrainingView {
     pub pid: u32,
     pub port: u16,
     pub in_flight: usize,
+    /// Sessions still bound to it: it stops when they end.
+    pub sessions: usize,
     pub term_sent: bool,
     #[serde(skip)]
     pub worker: u64,

@@ -2,7 +2,7 @@
 //! not polled: the proxy counts each request and stream, and the last one to
 //! finish wakes whoever drains the worker.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -11,6 +11,8 @@ use tokio::sync::Notify;
 pub struct InFlight {
     count: AtomicUsize,
     idle: Notify,
+    /// A drain gave up waiting with some still there.
+    abandoned: AtomicBool,
 }
 
 impl InFlight {
@@ -26,6 +28,15 @@ impl InFlight {
         if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
         }
+    }
+
+    /// Marks that a drain gave up on what is left.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+    }
+
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Acquire)
     }
 
     /// Waits until nothing is in flight, at most `limit`; returns what is

@@ -317,14 +317,25 @@ impl Runtime {
         in_flight: Option<Arc<InFlight>>,
         settle: Duration,
         limit: Duration,
+        sessions: Option<(Arc<InFlight>, Duration)>,
     ) {
         let control = self.control.clone();
         tokio::spawn(async move {
             tokio::time::sleep(settle).await;
-            let left = match in_flight {
+            let mut left = match &in_flight {
                 Some(f) => f.drained(limit.saturating_sub(settle)).await,
                 None => 0,
             };
+            // Kept for its sessions: until the last ends (the requests they
+            // send meanwhile are counted in flight), or the time is up.
+            if let Some((bound, keep)) = sessions {
+                if bound.drained(keep).await > 0 {
+                    bound.abandon();
+                }
+                if let Some(f) = &in_flight {
+                    left = f.drained(limit).await;
+                }
+            }
             control.send(Input::Drained {
                 worker,
                 in_flight: left,

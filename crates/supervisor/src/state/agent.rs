@@ -296,6 +296,8 @@ pub struct Agent {
     pub waiters: Vec<(WaiterId, Wait)>,
     /// Load samples for the autoscaler.
     pub load: super::load::Load,
+    /// Workers with sessions bound to them, as last sampled.
+    pub with_sessions: Vec<WorkerId>,
 }
 
 impl Agent {
@@ -322,7 +324,39 @@ impl Agent {
             previous_package: None,
             waiters: Vec::new(),
             load: Default::default(),
+            with_sessions: Vec::new(),
         }
+    }
+
+    /// Whether its conversations are pinned to their process: `sessions =
+    /// "auto"` and it can have more than one (replicas, autoscale), or it
+    /// serves HTTP of its own (an A2A server, REST routes, an ASGI app),
+    /// where a rollout moves them.
+    pub fn tracks_sessions(&self) -> bool {
+        if self.spec.sessions == crate::model::SessionMode::Off {
+            return false;
+        }
+        if self.spec.ceiling() > 1 {
+            return true;
+        }
+        let serves_http = |w: &Worker| {
+            w.meta
+                .as_ref()
+                .and_then(|m| m.get("surfaces"))
+                .is_some_and(|s| {
+                    let has = |name: &str| match s {
+                        Value::Array(a) => a.iter().any(|x| x.as_str() == Some(name)),
+                        Value::Object(o) => o.contains_key(name),
+                        _ => false,
+                    };
+                    has("a2a") || has("rest")
+                })
+        };
+        self.replicas
+            .iter()
+            .filter_map(|r| r.life.worker())
+            .chain(self.retiring.iter())
+            .any(serves_http)
     }
 
     /// Scaled to zero: its one replica is idle.

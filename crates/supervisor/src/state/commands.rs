@@ -84,7 +84,12 @@ impl Supervisor {
             r.epoch += 1;
             let (state, has_worker) = (r.state(), r.life.worker().is_some());
             if let Life::Stopping(_, then) = &mut r.life {
+                // A replica scaled away may be waiting for its sessions: not now.
+                let kept_for_sessions = *then == AfterStop::Drop;
                 *then = after;
+                if kept_for_sessions {
+                    self.terminate(a, i, after, out);
+                }
             } else if has_worker {
                 self.begin_stop(a, i, after, out);
             } else if state != State::Stopped {
@@ -289,6 +294,29 @@ impl Supervisor {
     /// Graceful stop: no more requests routed to it, in-flight ones finish
     /// (up to half the stop grace), then SIGTERM.
     pub(super) fn begin_stop(&mut self, a: &mut Agent, i: usize, after: AfterStop, out: &mut Out) {
+        self.stop_after_drain(a, i, after, Duration::ZERO, out);
+    }
+
+    /// Graceful stop of a replica no longer wanted (scaled down): it keeps
+    /// serving the sessions bound to it until they end, at most the agent's
+    /// `session_drain_timeout`.
+    pub(super) fn begin_stop_keeping_sessions(&mut self, a: &mut Agent, i: usize, out: &mut Out) {
+        let keep = if a.tracks_sessions() {
+            a.spec.session_drain_timeout
+        } else {
+            Duration::ZERO
+        };
+        self.stop_after_drain(a, i, AfterStop::Drop, keep, out);
+    }
+
+    fn stop_after_drain(
+        &mut self,
+        a: &mut Agent,
+        i: usize,
+        after: AfterStop,
+        sessions: Duration,
+        out: &mut Out,
+    ) {
         let r = &mut a.replicas[i];
         let Some(w) = r.life.worker().cloned() else {
             return;
@@ -297,6 +325,7 @@ impl Supervisor {
             worker: w.id,
             settle: Duration::ZERO,
             limit: self.cfg.stop_grace / 2,
+            sessions,
         });
         set_life(&a.id, r, Life::Stopping(w, after), "stopping", out);
     }

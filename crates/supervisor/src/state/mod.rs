@@ -138,7 +138,9 @@ impl Supervisor {
                 in_flight,
                 queued,
                 idle_for,
+                with_sessions,
             } => self.with_agent(&agent, &mut out, |s, a, out| {
+                a.with_sessions = with_sessions;
                 s.load(a, in_flight, queued, idle_for, out)
             }),
             Input::OverMemory {

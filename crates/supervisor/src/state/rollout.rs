@@ -306,10 +306,16 @@ impl Supervisor {
     /// its in-flight requests and streams are done, or the drain time is up, it stops.
     fn retire(&mut self, a: &mut Agent, w: crate::state::agent::Worker, out: &mut Out) {
         out.fx.push(Effect::StopProbe { worker: w.id });
+        let sessions = if a.tracks_sessions() {
+            a.spec.session_drain_timeout
+        } else {
+            Duration::ZERO
+        };
         out.fx.push(Effect::Drain {
             worker: w.id,
             settle: Duration::from_millis(100),
             limit: self.cfg.drain_timeout,
+            sessions,
         });
         a.retiring.push(w);
     }

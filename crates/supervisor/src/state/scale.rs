@@ -95,14 +95,22 @@ impl Supervisor {
             let i = a.replicas.len() - 1;
             self.start_replica(a, i, out);
         }
-        let mut i = a.replicas.len();
-        while a.replicas.iter().filter(|r| !dropping(r)).count() > n && i > 1 {
-            i -= 1;
-            if dropping(&a.replicas[i]) {
-                continue;
-            }
+        // The highest indices go first, those with sessions bound last.
+        while a.replicas.iter().filter(|r| !dropping(r)).count() > n {
+            let has_sessions = |r: &Replica| {
+                r.life
+                    .worker()
+                    .is_some_and(|w| a.with_sessions.contains(&w.id))
+            };
+            let Some(i) = (1..a.replicas.len())
+                .rev()
+                .filter(|&i| !dropping(&a.replicas[i]))
+                .min_by_key(|&i| has_sessions(&a.replicas[i]))
+            else {
+                break;
+            };
             if a.replicas[i].life.worker().is_some() {
-                self.begin_stop(a, i, AfterStop::Drop, out);
+                self.begin_stop_keeping_sessions(a, i, out);
             } else {
                 a.replicas[i].epoch += 1;
                 a.replicas.remove(i);

@@ -7,7 +7,7 @@ use super::Supervisor;
 use crate::model::spec::redacted;
 use crate::model::{
     AgentId, AgentView, AutoscaleView, Clock, DrainingView, ProcessView, RolloutStatus,
-    RolloutView, State, WorkerId,
+    RolloutView, SessionSettings, State, WorkerId,
 };
 
 /// One ready worker as the proxy needs it.
@@ -43,8 +43,12 @@ pub struct RouteEntry {
     pub queue_timeout: std::time::Duration,
     /// Scales to zero and wakes on a request.
     pub wakes: bool,
-    /// Its load is sampled (it autoscales or idles).
+    /// Its load is sampled (it autoscales, idles or keeps sessions).
     pub sampled: bool,
+    /// How its sessions are kept, when they are tracked.
+    pub sessions: Option<SessionSettings>,
+    /// Workers kept only for the sessions bound to them (tracked agents).
+    pub draining: Vec<Upstream>,
 }
 
 impl Supervisor {
@@ -67,14 +71,19 @@ impl Supervisor {
     pub fn routes(&self, clock: Clock) -> Vec<RouteEntry> {
         self.agents
             .values()
-            .map(|a| RouteEntry {
-                agent: a.id.clone(),
-                route: route(a, clock),
-                max_concurrency: a.spec.max_concurrency,
-                max_queue: a.spec.max_queue,
-                queue_timeout: a.spec.queue_timeout,
-                wakes: a.spec.idle_timeout.is_some(),
-                sampled: a.spec.idle_timeout.is_some() || a.spec.autoscaled(),
+            .map(|a| {
+                let tracked = a.tracks_sessions();
+                RouteEntry {
+                    agent: a.id.clone(),
+                    route: route(a, clock),
+                    max_concurrency: a.spec.max_concurrency,
+                    max_queue: a.spec.max_queue,
+                    queue_timeout: a.spec.queue_timeout,
+                    wakes: a.spec.idle_timeout.is_some(),
+                    sampled: a.spec.idle_timeout.is_some() || a.spec.autoscaled() || tracked,
+                    sessions: tracked.then(|| a.spec.session_settings()),
+                    draining: if tracked { draining(a) } else { Vec::new() },
+                }
             })
             .collect()
     }
@@ -145,6 +154,7 @@ impl Supervisor {
             limits: limits::limits(&a.spec, shares, &self.cfg.budget),
             meta: w.and_then(|w| w.meta.clone()),
             in_flight: 0,
+            sessions: 0,
             origin: a.origin,
             package_file: a
                 .package
@@ -161,6 +171,7 @@ impl Supervisor {
                     pid: w.pid.unwrap_or(0),
                     port: w.port.unwrap_or(0),
                     in_flight: 0,
+                    sessions: 0,
                     term_sent: w.term_sent,
                     worker: w.id.0,
                 })
@@ -198,6 +209,8 @@ fn agent_view(a: &Agent) -> AgentView {
         ready_replicas: ready,
         in_flight: 0,
         queued: 0,
+        sessions_tracked: a.tracks_sessions(),
+        sessions: 0,
         autoscale: a.spec.autoscaled().then(|| AutoscaleView {
             min_replicas: a.spec.floor(),
             max_replicas: a.spec.ceiling(),
@@ -222,6 +235,32 @@ fn add_agent(shares: &mut Shares, a: &Agent) {
     if n > 0 {
         shares.add(&a.spec, n as u32);
     }
+}
+
+/// Workers on their way out that still serve their sessions: the old
+/// version's after a rollout, replicas scaled away, until SIGTERM.
+fn draining(a: &Agent) -> Vec<Upstream> {
+    let retiring = a.retiring.iter().map(|w| (w, None));
+    let stopping = a.replicas.iter().filter_map(|r| match &r.life {
+        Life::Stopping(w, super::agent::AfterStop::Drop) => Some((w, Some(r.index))),
+        _ => None,
+    });
+    retiring
+        .chain(stopping)
+        .filter(|(w, _)| !w.term_sent)
+        .filter_map(|(w, index)| {
+            let port = w.port?;
+            let process_id = match index {
+                Some(i) => a.id.process_id(i),
+                None => a.id.process_id(0),
+            };
+            Some(Upstream {
+                worker: w.id,
+                port,
+                process_id,
+            })
+        })
+        .collect()
 }
 
 fn route(a: &Agent, clock: Clock) -> Route {

@@ -45,8 +45,13 @@ fn processes_json(st: &super::ApiState, admin: bool, live: &Live) -> Vec<Value> 
         .iter()
         .map(|p| {
             let mut p = p.clone();
-            if let Some(n) = p.worker.and_then(|w| live.by_worker.get(&w)) {
-                p.in_flight = *n;
+            if let Some(&(n, s)) = p.worker.and_then(|w| live.by_worker.get(&w)) {
+                (p.in_flight, p.sessions) = (n, s);
+            }
+            for d in &mut p.draining {
+                if let Some(&(n, s)) = live.by_worker.get(&d.worker) {
+                    (d.in_flight, d.sessions) = (n, s);
+                }
             }
             if let Some(at) = p.restart_at {
                 let left = at.duration_since(now).unwrap_or_default();
@@ -77,8 +82,10 @@ fn processes_json(st: &super::ApiState, admin: bool, live: &Live) -> Vec<Value> 
 /// Requests in flight per worker, and in flight and queued per agent, as of
 /// now (the views published by the state machine are as of its last change).
 struct Live {
-    by_worker: std::collections::HashMap<u64, usize>,
-    by_agent: std::collections::HashMap<Arc<str>, (usize, usize)>,
+    /// In flight and sessions bound.
+    by_worker: std::collections::HashMap<u64, (usize, usize)>,
+    /// In flight, queued and live sessions.
+    by_agent: std::collections::HashMap<Arc<str>, (usize, usize, usize)>,
 }
 
 impl Live {
@@ -90,9 +97,14 @@ impl Live {
         };
         for (agent, route) in st.routes.snapshot().iter() {
             let pool = match route {
-                Route::Ready { pool, upstreams } => {
-                    for u in upstreams.iter() {
-                        live.by_worker.insert(u.worker.0, u.in_flight.get());
+                Route::Ready {
+                    pool,
+                    upstreams,
+                    draining,
+                } => {
+                    for u in upstreams.iter().chain(draining.iter()) {
+                        live.by_worker
+                            .insert(u.worker.0, (u.in_flight.get(), u.sessions.get()));
                     }
                     pool
                 }
@@ -100,8 +112,10 @@ impl Live {
                 Route::NotReady { .. } => continue,
             };
             let n = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Acquire);
-            live.by_agent
-                .insert(Arc::clone(agent), (n(&pool.in_flight), n(&pool.queued)));
+            live.by_agent.insert(
+                Arc::clone(agent),
+                (n(&pool.in_flight), n(&pool.queued), pool.sessions.live()),
+            );
         }
         live
     }
@@ -109,8 +123,8 @@ impl Live {
     fn agents(&self, views: &[crate::model::AgentView]) -> Vec<crate::model::AgentView> {
         let mut views = views.to_vec();
         for v in &mut views {
-            if let Some(&(in_flight, queued)) = self.by_agent.get(v.agent_id.as_str()) {
-                (v.in_flight, v.queued) = (in_flight, queued);
+            if let Some(&(in_flight, queued, sessions)) = self.by_agent.get(v.agent_id.as_str()) {
+                (v.in_flight, v.queued, v.sessions) = (in_flight, queued, sessions);
             }
         }
         views
@@ -274,8 +288,12 @@ pub async fn metrics(axum::extract::State(st): St) -> Response {
             cpu_percent: u.as_ref().map(|u| u.cpu_percent),
             in_flight: p
                 .worker
-                .and_then(|w| live.by_worker.get(&w).copied())
+                .and_then(|w| live.by_worker.get(&w).map(|l| l.0))
                 .unwrap_or(p.in_flight),
+            sessions: p
+                .worker
+                .and_then(|w| live.by_worker.get(&w).map(|l| l.1))
+                .unwrap_or(p.sessions),
         })
         .collect();
     let views = live.agents(&st.control.agents());

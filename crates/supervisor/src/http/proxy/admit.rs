@@ -20,6 +20,56 @@ pub(super) struct Admitted {
     pub pool: Arc<Pool>,
     pub upstream: Arc<Upstream>,
     pub slot: Option<OwnedSemaphorePermit>,
+    /// The session it belongs to (agents whose sessions are tracked).
+    pub session: Option<Box<str>>,
+    /// Its session's process was gone: it starts over on this one.
+    pub rebound: bool,
+}
+
+/// What a request says about its session (`sessions::key`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SessionHint {
+    #[default]
+    None,
+    Key(Box<str>),
+    /// An answer to something the agent asked in a session it named then.
+    Interaction(Box<str>),
+}
+
+/// The worker for a request: the session's when it has one its agent
+/// tracks, else the least loaded ready one.
+fn choose(
+    pool: &Pool,
+    upstreams: &[Arc<Upstream>],
+    draining: &[Arc<Upstream>],
+    avoid: &[WorkerId],
+    hint: &SessionHint,
+) -> Option<(Arc<Upstream>, Option<Box<str>>, bool)> {
+    let settings = match hint {
+        SessionHint::None => None,
+        _ => pool.session_settings(),
+    };
+    let Some(settings) = settings else {
+        return pick(upstreams, avoid).map(|u| (u, None, false));
+    };
+    let key = match hint {
+        SessionHint::Key(k) => k.clone(),
+        SessionHint::Interaction(id) => match pool.sessions.session_of(id) {
+            Some(k) => k,
+            None => return pick(upstreams, avoid).map(|u| (u, None, false)),
+        },
+        SessionHint::None => return None,
+    };
+    let placed = pool.sessions.place(
+        &key,
+        upstreams,
+        draining,
+        avoid,
+        &settings,
+        &pool.metrics.sessions,
+        Instant::now(),
+    )?;
+    Some((placed.upstream, Some(key), placed.rebound))
 }
 
 /// A place in the agent's queue, given back when dropped.
@@ -37,10 +87,11 @@ impl Proxy {
         &self,
         agent_id: &str,
         avoid: &[WorkerId],
+        hint: &SessionHint,
     ) -> Result<Admitted, ApiError> {
-        match self.admit_now(agent_id, avoid) {
+        match self.admit_now(agent_id, avoid, hint) {
             Some(a) => Ok(a),
-            None => self.admit_slowly(agent_id, avoid).await,
+            None => self.admit_slowly(agent_id, avoid, hint).await,
         }
     }
 
@@ -51,39 +102,57 @@ impl Proxy {
         &self,
         agent_id: &str,
         avoid: &[WorkerId],
+        hint: &SessionHint,
         gone: impl std::future::Future<Output = ()>,
     ) -> Option<Result<Admitted, ApiError>> {
-        if let Some(a) = self.admit_now(agent_id, avoid) {
+        if let Some(a) = self.admit_now(agent_id, avoid, hint) {
             return Some(Ok(a));
         }
         tokio::select! {
             biased;
-            a = self.admit_slowly(agent_id, avoid) => Some(a),
+            a = self.admit_slowly(agent_id, avoid, hint) => Some(a),
             () = gone => None,
         }
     }
 
     /// The common case, without waiting: the agent is ready and a slot is
     /// free (or it has no limit). None: the request must wait (`admit_slowly`).
-    fn admit_now(&self, agent_id: &str, avoid: &[WorkerId]) -> Option<Admitted> {
-        let Some(Route::Ready { pool, upstreams }) = self.routes.get(agent_id) else {
+    fn admit_now(
+        &self,
+        agent_id: &str,
+        avoid: &[WorkerId],
+        hint: &SessionHint,
+    ) -> Option<Admitted> {
+        let Some(Route::Ready {
+            pool,
+            upstreams,
+            draining,
+        }) = self.routes.get(agent_id)
+        else {
             return None;
         };
         let slot = match pool.admission().max_concurrency {
             None => None,
             Some(_) => Some(Arc::clone(pool.slots()).try_acquire_owned().ok()?),
         };
-        let upstream = pick(&upstreams, avoid)?;
+        let (upstream, session, rebound) = choose(&pool, &upstreams, &draining, avoid, hint)?;
         Some(Admitted {
             pool,
             upstream,
             slot,
+            session,
+            rebound,
         })
     }
 
     /// Waits for a slot, a wake or a route change, in the agent's queue;
     /// dropped (its client gone), it leaves the queue.
-    async fn admit_slowly(&self, agent_id: &str, avoid: &[WorkerId]) -> Result<Admitted, ApiError> {
+    async fn admit_slowly(
+        &self,
+        agent_id: &str,
+        avoid: &[WorkerId],
+        hint: &SessionHint,
+    ) -> Result<Admitted, ApiError> {
         let mut rx = self.routes.subscribe();
         let mut queued: Option<(Queued, Instant)> = None;
         let mut woken_at: Option<Instant> = None;
@@ -137,7 +206,11 @@ impl Proxy {
                         ));
                     }
                 }
-                Some(Route::Ready { upstreams, .. }) => {
+                Some(Route::Ready {
+                    upstreams,
+                    draining,
+                    ..
+                }) => {
                     let slot = if admission.max_concurrency.is_some() {
                         tokio::select! {
                             p = Arc::clone(pool.slots()).acquire_owned() => p.ok(),
@@ -149,8 +222,8 @@ impl Proxy {
                     } else {
                         None
                     };
-                    match pick(&upstreams, avoid) {
-                        Some(up) => {
+                    match choose(&pool, &upstreams, &draining, avoid, hint) {
+                        Some((up, session, rebound)) => {
                             if let Some(t) = woken_at {
                                 pool.metrics.observe_wake(t.elapsed());
                             }
@@ -158,6 +231,8 @@ impl Proxy {
                                 pool,
                                 upstream: up,
                                 slot,
+                                session,
+                                rebound,
                             });
                         }
                         // Every ready worker failed this request: wait for the table to change.

@@ -69,10 +69,18 @@ pub(super) struct Tracked {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     last: Instant,
     lease: Option<Lease<Replayable>>,
+    /// The request's session, and the interaction ids its reply names.
+    session: Option<(Box<str>, crate::http::sessions::key::Interactions)>,
     _guard: InFlight,
 }
 
 impl Tracked {
+    /// Remembers the interaction ids the reply names as asked in `session`.
+    pub(super) fn in_session(mut self, session: Option<Box<str>>) -> Self {
+        self.session = session.map(|k| (k, Default::default()));
+        self
+    }
+
     pub(super) fn new(
         inner: Incoming,
         idle: Duration,
@@ -85,6 +93,7 @@ impl Tracked {
             sleep: None,
             last: Instant::now(),
             lease,
+            session: None,
             _guard: guard,
         }
     }
@@ -118,6 +127,12 @@ impl http_body::Body for Tracked {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.last = Instant::now();
+                if let (Some((key, found)), Some(d)) = (this.session.as_mut(), frame.data_ref()) {
+                    found.feed(d);
+                    for id in found.take() {
+                        this._guard.pool.sessions.remember_interaction(key, &id);
+                    }
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),

@@ -30,8 +30,10 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::error::ApiError;
 use super::leftover::Guarded;
 use super::route_table::RouteTable;
+use super::sessions::key;
 use crate::control::Control;
 use crate::model::WorkerId;
+use admit::SessionHint;
 use body::{InFlight, Replayable, Silence, Tracked, Unsent};
 use conns::Lease;
 use futures_util::FutureExt as _;
@@ -129,7 +131,8 @@ impl Proxy {
         if super::upgrade::is_websocket(&req) {
             let mut req = req;
             self.drop_admin_token(req.headers_mut());
-            let admitted = match self.admit(&agent_id, &[]).await {
+            let hint = header_hint(req.headers());
+            let admitted = match self.admit(&agent_id, &[], &hint).await {
                 Ok(a) => a,
                 Err(e) => return with_request_id(e.into_response_body(), req.headers()),
             };
@@ -176,7 +179,8 @@ impl Proxy {
         client: Option<&ClientSocket>,
     ) -> Response<Body> {
         let started = Instant::now();
-        let (mut parts, body) = req.into_parts();
+        let (mut parts, mut body) = req.into_parts();
+        let hint = self.session_hint(agent_id, &parts, &mut body).await;
         // Whether the client may be sent an interim response (see `gone`).
         let http11 = parts.version == http::Version::HTTP_11;
         let request_id = match parts.headers.get(&X_REQUEST_ID) {
@@ -219,7 +223,7 @@ impl Proxy {
             };
             // Nobody reads the reply made when the client left.
             let admitted = self
-                .admit_unless_gone(agent_id, &avoid, gone)
+                .admit_unless_gone(agent_id, &avoid, &hint, gone)
                 .await
                 .unwrap_or_else(|| {
                     Err(ApiError::unavailable(
@@ -233,6 +237,7 @@ impl Proxy {
                 Err(e) => break with_request_id(e.into_response_body(), &parts.headers),
             };
             let upstream = Arc::clone(&admitted.upstream);
+            let (session, rebound) = (admitted.session, admitted.rebound);
             let mut req = Request::new(body.body());
             *req.method_mut() = parts.method.clone();
             *req.version_mut() = parts.version;
@@ -267,10 +272,12 @@ impl Proxy {
                     }
                     rp.headers
                         .insert(X_PAR_PROCESS.clone(), upstream.process_id.clone());
+                    session_headers(&mut rp.headers, session.as_deref(), rebound);
                     upstream
                         .metrics
                         .observe(rp.status.as_u16(), started.elapsed());
-                    let rb = Tracked::new(rb, self.opts.idle_timeout, lease, guard);
+                    let rb =
+                        Tracked::new(rb, self.opts.idle_timeout, lease, guard).in_session(session);
                     break Response::from_parts(rp, Body::new(rb));
                 }
                 Ok(Err(_)) if body.client_failed() => {
@@ -466,6 +473,69 @@ impl Proxy {
         tokio::time::timeout(Duration::from_millis(250), rx.wait_for(|t| !serves(t)))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+}
+
+impl Proxy {
+    /// What a request says of its session: its `x-par-session-id`, else
+    /// (for an agent whose sessions are tracked) its JSON body's, read
+    /// ahead when its length is known and at most `key::MAX_BODY`.
+    async fn session_hint(
+        &self,
+        agent_id: &str,
+        parts: &http::request::Parts,
+        body: &mut Guarded,
+    ) -> SessionHint {
+        let hint = header_hint(&parts.headers);
+        if hint != SessionHint::None || parts.method == Method::GET || parts.method == Method::HEAD
+        {
+            return hint;
+        }
+        let small = http_body::Body::size_hint(body)
+            .exact()
+            .is_some_and(|n| n > 0 && n <= key::MAX_BODY as u64);
+        let tracked = || match self.routes.get(agent_id) {
+            Some(super::route_table::Route::Ready { pool, .. }) => {
+                pool.session_settings().is_some()
+            }
+            _ => false,
+        };
+        if !small || !tracked() {
+            return SessionHint::None;
+        }
+        let Some(bytes) = body.prefetch(key::MAX_BODY, BODY_READ_AHEAD).await else {
+            return SessionHint::None;
+        };
+        let found = key::from_body(&bytes);
+        match (found.session, found.interaction) {
+            (Some(k), _) => SessionHint::Key(k.into()),
+            (None, Some(i)) => SessionHint::Interaction(i.into()),
+            (None, None) => SessionHint::None,
+        }
+    }
+}
+
+/// Longest wait for a small body read ahead for its session key.
+const BODY_READ_AHEAD: Duration = Duration::from_secs(60);
+
+/// The session a request's `x-par-session-id` names (when valid).
+fn header_hint(headers: &http::HeaderMap) -> SessionHint {
+    headers
+        .get(key::HEADER)
+        .and_then(|v| key::valid(v.as_bytes()))
+        .map_or(SessionHint::None, |k| SessionHint::Key(k.into()))
+}
+
+/// `x-par-session-id` (and `x-par-session-rebound`) on a response: the
+/// supervisor's alone, whatever the worker sent.
+fn session_headers(headers: &mut http::HeaderMap, session: Option<&str>, rebound: bool) {
+    headers.remove(key::HEADER);
+    headers.remove(key::REBOUND_HEADER);
+    if let Some(v) = session.and_then(|k| HeaderValue::from_str(k).ok()) {
+        headers.insert(key::HEADER, v);
+        if rebound {
+            headers.insert(key::REBOUND_HEADER, HeaderValue::from_static("1"));
+        }
     }
 }
 

@@ -37,6 +37,7 @@ fn load(h: &mut H, agent: &str, in_flight: usize, idle_ms: u64) -> Vec<Effect> {
         in_flight,
         queued: 0,
         idle_for: Duration::from_millis(idle_ms),
+        with_sessions: Vec::new(),
     })
 }
 

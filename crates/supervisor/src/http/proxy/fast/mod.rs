@@ -28,12 +28,14 @@ use tokio::sync::watch;
 
 pub(super) use upstream::Sockets;
 
+use super::admit::SessionHint;
 use super::body::InFlight;
 use super::gone::{client_left, Input};
 use super::headers::X_REQUEST_ID;
 use super::{Proxy, TryFailed, TRIES};
 use crate::http::connections::Conn;
-use crate::http::route_table::Upstream;
+use crate::http::route_table::{Pool, Upstream};
+use crate::http::sessions::key::{self, Interactions};
 use wire::{Chunks, Framing, Method, Parsed, ParsedResponse, Reply};
 
 /// Longest wait for the body of a request held whole (at most 64 KiB) once
@@ -59,6 +61,11 @@ struct Buffers {
     /// To the client: the rewritten head and the first body bytes.
     reply: Vec<u8>,
     agent: String,
+    /// What the request says of its session.
+    session: SessionHint,
+    /// Interaction ids in the reply of a request with a session: remembered
+    /// as asked in it.
+    interactions: Option<(Arc<Pool>, Box<str>, Interactions)>,
     /// Whether the client's input ended during this request.
     input: Input,
 }
@@ -88,6 +95,8 @@ impl Proxy {
             response: Vec::new(),
             reply: Vec::new(),
             agent: String::new(),
+            session: SessionHint::None,
+            interactions: None,
             input: Input::Open,
         };
         loop {
@@ -140,6 +149,7 @@ impl Proxy {
             // The target was checked as a URI, so the id is ASCII.
             b.agent
                 .push_str(std::str::from_utf8(&b.client[req.agent_id.clone()]).unwrap_or_default());
+            b.session = session_hint(&b.client, &req, whole);
             b.client.drain(..whole);
             let close = req.close || *stop.borrow();
             let next = self.exchange(&mut client, &req, close, &mut b).await;
@@ -166,7 +176,10 @@ impl Proxy {
         let mut avoid = Vec::new();
         let (next, status) = loop {
             let gone = client_left(client, &mut b.client, &mut b.input, false);
-            let admitted = match self.admit_unless_gone(&b.agent, &avoid, gone).await {
+            let admitted = match self
+                .admit_unless_gone(&b.agent, &avoid, &b.session, gone)
+                .await
+            {
                 None => return Next::Close,
                 Some(Ok(a)) => a,
                 Some(Err(e)) => {
@@ -176,12 +189,18 @@ impl Proxy {
                 }
             };
             let upstream = Arc::clone(&admitted.upstream);
+            b.interactions = admitted
+                .session
+                .clone()
+                .map(|k| (Arc::clone(&admitted.pool), k, Interactions::default()));
             let guard = InFlight::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
             let reply = Reply {
                 request_id: &req.request_id,
                 process_id: &upstream.process_id,
                 head_request,
                 close,
+                session: admitted.session.as_deref(),
+                rebound: admitted.rebound,
             };
             let sent = self.send_direct(&upstream, client, idempotent, &reply, b);
             let resp = match tokio::time::timeout(self.opts.header_timeout, sent).await {
@@ -211,6 +230,7 @@ impl Proxy {
             upstream.metrics.observe(head.status, started.elapsed());
             let next = self.pass_body(client, socket, &head, &upstream, b).await;
             drop(guard);
+            b.interactions = None;
             break (next, head.status);
         };
         if self.opts.access_log {
@@ -354,6 +374,12 @@ impl Proxy {
             };
             extra |= take < avail.len();
             let data = &b.response[start..start + take];
+            if let Some((pool, key, found)) = b.interactions.as_mut() {
+                found.feed(data);
+                for id in found.take() {
+                    pool.sessions.remember_interaction(key, &id);
+                }
+            }
             let written = if first {
                 b.reply.extend_from_slice(data);
                 client.write_all(&b.reply).await
@@ -462,6 +488,25 @@ async fn refuse(mut client: TcpStream, r: super::framing::Refusal, out: &mut Vec
         .await;
     }
     Served::Done
+}
+
+/// The session a request names: its `x-par-session-id`, else its body's
+/// (`sessions::key`). `buf[..whole]` is the request, head and body.
+fn session_hint(buf: &[u8], req: &wire::Request, whole: usize) -> SessionHint {
+    if let Some(r) = &req.session {
+        if let Some(k) = key::valid(&buf[r.clone()]) {
+            return SessionHint::Key(k.into());
+        }
+    }
+    if req.body_len == 0 || req.method != Method::Other {
+        return SessionHint::None;
+    }
+    let found = key::from_body(&buf[req.head_len..whole]);
+    match (found.session, found.interaction) {
+        (Some(k), _) => SessionHint::Key(k.into()),
+        (None, Some(i)) => SessionHint::Interaction(i.into()),
+        (None, None) => SessionHint::None,
+    }
 }
 
 /// Why a try ended without a response.

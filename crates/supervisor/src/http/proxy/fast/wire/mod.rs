@@ -58,6 +58,8 @@ pub(super) struct Request {
     pub close: bool,
     /// `x-request-id`, the client's or made here.
     pub request_id: HeaderValue,
+    /// Where the first `x-par-session-id` value is in the client's buffer.
+    pub session: Option<std::ops::Range<usize>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +129,7 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
     let mut general = false;
     let (mut request_id, mut proto) = (None, false);
     let mut forwarded_for: Option<&[u8]> = None;
+    let mut session = None;
     for h in req.headers.iter() {
         let name = h.name;
         rules.header(name.as_bytes(), h.value);
@@ -150,6 +153,10 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
             proto = true;
         } else if name.eq_ignore_ascii_case("x-forwarded-for") && forwarded_for.is_none() {
             forwarded_for = Some(h.value);
+        } else if name.eq_ignore_ascii_case(crate::http::sessions::key::HEADER) && session.is_none()
+        {
+            let at = h.value.as_ptr() as usize - buf.as_ptr() as usize;
+            session = Some(at..at + h.value.len());
         }
     }
     let body_len = match rules.finish(method.as_bytes(), true) {
@@ -230,6 +237,7 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
         method,
         close,
         request_id,
+        session,
     })
 }
 
@@ -267,6 +275,9 @@ pub(super) struct Reply<'a> {
     pub head_request: bool,
     /// The client's connection ends after this reply.
     pub close: bool,
+    /// The request's session (tracked agents), and whether it had to move.
+    pub session: Option<&'a str>,
+    pub rebound: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -365,6 +376,8 @@ pub(super) fn parse_response(
             || (chunked && name.eq_ignore_ascii_case("content-length"))
             || (!connection.is_empty() && named_by_connection(connection, name))
             || name.eq_ignore_ascii_case("x-par-process")
+            || name.eq_ignore_ascii_case(crate::http::sessions::key::HEADER)
+            || name.eq_ignore_ascii_case(crate::http::sessions::key::REBOUND_HEADER)
         {
             continue;
         }
@@ -374,6 +387,20 @@ pub(super) fn parse_response(
         push_header(out, b"x-request-id", reply.request_id.as_bytes());
     }
     push_header(out, b"x-par-process", reply.process_id.as_bytes());
+    if let Some(key) = reply.session {
+        push_header(
+            out,
+            crate::http::sessions::key::HEADER.as_bytes(),
+            key.as_bytes(),
+        );
+        if reply.rebound {
+            push_header(
+                out,
+                crate::http::sessions::key::REBOUND_HEADER.as_bytes(),
+                b"1",
+            );
+        }
+    }
     if reply.close || framing == Framing::Close {
         out.extend_from_slice(b"connection: close\r\n");
     }

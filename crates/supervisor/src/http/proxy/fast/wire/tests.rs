@@ -159,6 +159,8 @@ fn reply(raw: &str, head: bool, close: bool) -> (ParsedResponse, Option<Response
         process_id: &process,
         head_request: head,
         close,
+        session: None,
+        rebound: false,
     };
     let (mut out, mut resp) = (Vec::new(), None);
     let p = parse_response(raw.as_bytes(), &r, &mut out, &mut resp);

@@ -1,0 +1,252 @@
+//! A request's session key, first found of:
+//! 1. the `x-par-session-id` header;
+//! 2. in a JSON body of at most [`MAX_BODY`] bytes: `params.sessionId` (A2A
+//!    JSON-RPC `message/send`, `message/stream`, `respond`) or a top-level
+//!    `sessionId` (the `/respond` route);
+//! 3. for an answer that carries only `clarificationId`, `selectionId`,
+//!    `planId` or `permissionId`: the session the agent's own events named
+//!    next to that id (recorded from its replies by [`Interactions`]).
+//!
+//! Every key is checked before use: 1 to [`super::MAX_KEY`] visible ASCII
+//! characters (it is echoed in a response header); anything else routes as
+//! if there were no key. A body is only parsed when it names one of the
+//! fields, so a request without one costs a byte search.
+
+use serde::Deserialize;
+
+/// The header any client may send its session key in.
+pub const HEADER: &str = "x-par-session-id";
+/// On a response whose session had to move to another process.
+pub const REBOUND_HEADER: &str = "x-par-session-rebound";
+/// Largest body searched for a key; larger ones route without one.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The ids an agent's answers are matched by, as its events name them.
+const INTERACTION_FIELDS: [&str; 4] = ["clarificationId", "selectionId", "planId", "permissionId"];
+
+/// A usable key: 1..=MAX_KEY bytes of visible ASCII.
+pub fn valid(key: &[u8]) -> Option<&str> {
+    if key.is_empty() || key.len() > super::MAX_KEY || !key.iter().all(|b| (0x21..0x7f).contains(b))
+    {
+        return None;
+    }
+    std::str::from_utf8(key).ok()
+}
+
+/// What a body says about its session.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FromBody {
+    pub session: Option<String>,
+    /// An interaction id answered, when no session is named.
+    pub interaction: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    #[serde(default)]
+    params: Option<Fields>,
+    #[serde(flatten)]
+    top: Fields,
+}
+
+#[derive(Deserialize, Default)]
+struct Fields {
+    #[serde(rename = "sessionId", default)]
+    session_id: Option<serde_json::Value>,
+    #[serde(rename = "clarificationId", default)]
+    clarification_id: Option<serde_json::Value>,
+    #[serde(rename = "selectionId", default)]
+    selection_id: Option<serde_json::Value>,
+    #[serde(rename = "planId", default)]
+    plan_id: Option<serde_json::Value>,
+    #[serde(rename = "permissionId", default)]
+    permission_id: Option<serde_json::Value>,
+}
+
+impl Fields {
+    fn session(&self) -> Option<String> {
+        string_key(self.session_id.as_ref())
+    }
+
+    fn interaction(&self) -> Option<String> {
+        [
+            &self.clarification_id,
+            &self.selection_id,
+            &self.plan_id,
+            &self.permission_id,
+        ]
+        .into_iter()
+        .find_map(|v| string_key(v.as_ref()))
+    }
+}
+
+fn string_key(v: Option<&serde_json::Value>) -> Option<String> {
+    let s = v?.as_str()?;
+    valid(s.as_bytes()).map(str::to_owned)
+}
+
+/// The session a request body names, if it is JSON that names one.
+pub fn from_body(body: &[u8]) -> FromBody {
+    if body.len() > MAX_BODY || memchr::memmem::find(body, b"Id\"").is_none() {
+        return FromBody::default();
+    }
+    let Ok(parsed) = serde_json::from_slice::<Body>(body) else {
+        return FromBody::default();
+    };
+    let params = parsed.params.unwrap_or_default();
+    let session = params.session().or_else(|| parsed.top.session());
+    let interaction = if session.is_none() {
+        params.interaction().or_else(|| parsed.top.interaction())
+    } else {
+        None
+    };
+    FromBody {
+        session,
+        interaction,
+    }
+}
+
+/// Finds interaction ids in a reply as it streams by (SSE events or one
+/// JSON document), across the boundaries of its chunks.
+#[derive(Debug, Default)]
+pub struct Interactions {
+    /// The end of the previous chunk, where a field may have been cut.
+    tail: Vec<u8>,
+    found: Vec<String>,
+}
+
+/// Bytes kept from one chunk to the next: a field name, its value and the
+/// separator between them.
+const TAIL: usize = super::MAX_KEY + 32;
+
+impl Interactions {
+    /// Reads the next bytes of the reply.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.tail.is_empty() {
+            self.scan(bytes, 0);
+            let keep = bytes.len().min(TAIL);
+            self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
+            return;
+        }
+        let joined_from = self.tail.len();
+        let mut joined = std::mem::take(&mut self.tail);
+        joined.extend_from_slice(bytes);
+        // Only fields that end in the new bytes (the rest were seen).
+        self.scan(&joined, joined_from);
+        let keep = joined.len().min(TAIL);
+        self.tail = joined[joined.len() - keep..].to_vec();
+    }
+
+    /// The ids seen so far, taken.
+    pub fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.found)
+    }
+
+    fn scan(&mut self, buf: &[u8], new_from: usize) {
+        if memchr::memmem::find(buf, b"Id\"").is_none() {
+            return;
+        }
+        for field in INTERACTION_FIELDS {
+            let needle = format!("\"{field}\"");
+            for at in memchr::memmem::find_iter(buf, needle.as_bytes()) {
+                if let Some((id, end)) = value_after(&buf[at + needle.len()..]) {
+                    // Seen whole in an earlier chunk already.
+                    if at + needle.len() + end <= new_from {
+                        continue;
+                    }
+                    if !self.found.iter().any(|f| f == id) && self.found.len() < 64 {
+                        self.found.push(id.to_owned());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `: "value"` after a field name (JSON whitespace allowed, no escapes in
+/// the value): the value and the offset just past its closing quote.
+fn value_after(b: &[u8]) -> Option<(&str, usize)> {
+    let mut i = 0;
+    while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+        i += 1;
+    }
+    if b.get(i) != Some(&b':') {
+        return None;
+    }
+    i += 1;
+    while b.get(i).is_some_and(|c| c.is_ascii_whitespace()) {
+        i += 1;
+    }
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let start = i + 1;
+    let len = memchr::memchr(b'"', b.get(start..)?)?;
+    let value = &b[start..start + len];
+    if value.contains(&b'\\') {
+        return None;
+    }
+    Some((valid(value)?, start + len + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_visible_ascii_and_bounded() {
+        assert_eq!(valid(b"abc-123"), Some("abc-123"));
+        assert_eq!(valid(b""), None);
+        assert_eq!(valid(b"a b"), None);
+        assert_eq!(valid(b"a\r\nx-evil: 1"), None);
+        assert_eq!(valid("é".as_bytes()), None);
+        assert_eq!(valid(&[b'a'; 256]).map(str::len), Some(256));
+        assert_eq!(valid(&[b'a'; 257]), None);
+    }
+
+    #[test]
+    fn bodies_name_their_session() {
+        let b = br#"{"jsonrpc":"2.0","id":1,"method":"message/send","params":{"sessionId":"s1","message":{"parts":[]}}}"#;
+        assert_eq!(from_body(b).session.as_deref(), Some("s1"));
+        let b = br#"{"sessionId":"s2","clarificationId":"c"}"#;
+        assert_eq!(from_body(b).session.as_deref(), Some("s2"));
+        let b = br#"{"method":"respond","params":{"clarificationId":"c9","answers":{}}}"#;
+        assert_eq!(
+            from_body(b),
+            FromBody {
+                session: None,
+                interaction: Some("c9".into())
+            }
+        );
+        // Not JSON, no field, a key that is not a string, a hostile key.
+        assert_eq!(from_body(b"sessionId"), FromBody::default());
+        assert_eq!(from_body(br#"{"a":1}"#), FromBody::default());
+        assert_eq!(
+            from_body(br#"{"params":{"sessionId":7}}"#),
+            FromBody::default()
+        );
+        assert_eq!(
+            from_body(br#"{"params":{"sessionId":"a\r\nb"}}"#),
+            FromBody::default()
+        );
+        let big = format!(r#"{{"sessionId":"s","pad":"{}"}}"#, "x".repeat(MAX_BODY));
+        assert_eq!(from_body(big.as_bytes()), FromBody::default());
+    }
+
+    #[test]
+    fn interactions_are_found_across_chunks() {
+        let event = br#"data: {"state":"input-required","sessionId":"s1","clarificationId":"clar-42","questions":[]}"#;
+        for cut in 0..event.len() {
+            let mut i = Interactions::default();
+            i.feed(&event[..cut]);
+            i.feed(&event[cut..]);
+            assert_eq!(i.take(), vec!["clar-42".to_string()], "cut at {cut}");
+        }
+        let mut i = Interactions::default();
+        i.feed(br#"{"planId": "p1"} {"selectionId":"s\"x"}"#);
+        assert_eq!(i.take(), vec!["p1".to_string()]);
+    }
+}
