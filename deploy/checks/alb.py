@@ -1,6 +1,6 @@
 """nginx on 127.0.0.1 standing in for the Application Load Balancer: round
 robin over the registered targets, target health checks, registration and
-deregistration with draining.
+deregistration with draining, and the target group's stickiness (lb_cookie).
 
 Open-source nginx has only passive health checks (max_fails), which react to
 failed requests rather than probe. The ALB probes: so does this one, with a
@@ -10,20 +10,37 @@ graceful `nginx -s reload`) after the target group's healthy/unhealthy
 thresholds. nginx itself neither retries another target nor marks one down
 (`proxy_next_upstream off`, `max_fails=0`), as the ALB does not retry.
 
-Every answer carries `X-Alb-Generation` (the configuration that routed it)
-and `X-Alb-Target`, so a caller can tell which requests were routed after a
-target left rotation.
+Stickiness, as the ALB's `lb_cookie` (Terraform `stickiness` on the target
+group, variables alb_stickiness / alb_stickiness_duration): a request without
+a valid `AWSALB` cookie is balanced round robin and its answer sets
+`AWSALB=<opaque id of the target>; Max-Age=<duration>; Path=/`; a request
+whose cookie names a target in rotation goes to that target, and its answer
+renews the cookie; a cookie naming a target out of rotation (unhealthy,
+draining, gone) or nothing known is ignored: the request is balanced and
+re-cookied. Open-source nginx has no `sticky` directive: a `map` of the
+cookie to one upstream per target in rotation (else the round-robin
+upstream) picks the upstream, and a `map` of `$upstream_addr` to the
+target's id writes the cookie. (The ALB writes `Expires=` now + duration;
+nginx cannot compute a date in a header, and `Max-Age` means the same to a
+cookie jar. The ALB's `AWSALBCORS` twin, for cross-origin browsers, is left
+out.)
+
+Every answer carries `X-Alb-Generation` (the configuration that routed it),
+`X-Alb-Target` and `X-Alb-Routed` (`cookie` when the stickiness cookie chose
+the target, `balanced` otherwise), so a caller can tell which requests were
+routed after a target left rotation, and how.
 """
 
 from __future__ import annotations
 
 import http.client
 import re
+import secrets
 import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -31,10 +48,42 @@ from podman_host import REPO, run, say
 from task import request, wait_until
 
 TERRAFORM_ALB = REPO / "deploy" / "terraform" / "alb.tf"
+TERRAFORM_VARIABLES = REPO / "deploy" / "terraform" / "variables.tf"
+COOKIE = "AWSALB"
+
+
+def variable_default(name: str) -> str:
+    """The default of `variable "name"` in variables.tf, as written."""
+    text = TERRAFORM_VARIABLES.read_text()
+    m = re.search(rf'^variable\s+"{name}"\s*{{(.*?)^}}', text, re.M | re.S)
+    d = m and re.search(r"^\s*default\s*=\s*(\S+)", m[1], re.M)
+    if not d:
+        raise SystemExit(f"{TERRAFORM_VARIABLES}: no variable {name} with a default")
+    return d[1]
+
+
+def stickiness_settings(text: str) -> tuple[bool, int]:
+    """(enabled, cookie_duration) of the target group's `stickiness` block,
+    with `var.X` resolved to the variable's default."""
+    m = re.search(r"^\s*stickiness\s*{(.*?)}", text, re.M | re.S)
+    if not m:
+        return False, 0
+    block = m[1]
+
+    def value(key: str) -> str:
+        v = re.search(rf"^\s*{key}\s*=\s*(\S+)", block, re.M)
+        if not v:
+            raise SystemExit(f"{TERRAFORM_ALB}: stickiness without {key}")
+        return variable_default(v[1][4:]) if v[1].startswith("var.") else v[1]
+
+    if value("type") != '"lb_cookie"':
+        raise SystemExit(f"{TERRAFORM_ALB}: the stand-in knows stickiness type lb_cookie only")
+    return value("enabled") == "true", int(value("cookie_duration"))
 
 
 def target_group_settings() -> dict[str, int]:
-    """health_check and deregistration_delay of the Terraform target group."""
+    """health_check, deregistration_delay and stickiness of the Terraform
+    target group (variables at their defaults)."""
     text = TERRAFORM_ALB.read_text()
     out = {}
     for key in ("interval", "timeout", "healthy_threshold", "unhealthy_threshold", "deregistration_delay"):
@@ -43,6 +92,7 @@ def target_group_settings() -> dict[str, int]:
             raise SystemExit(f"{TERRAFORM_ALB}: no {key} = N")
         out[key] = int(m[1])
     out["path"] = re.search(r'^\s*path\s*=\s*"([^"]+)"', text, re.M)[1]
+    out["stickiness"], out["cookie_duration"] = stickiness_settings(text)
     return out
 
 
@@ -53,6 +103,8 @@ class Target:
     ok_streak: int = 0
     fail_streak: int = 0
     marked_down_generation: int | None = None
+    # The AWSALB value naming this target: opaque, new at each registration.
+    cookie: str = field(default_factory=lambda: secrets.token_hex(16))
 
 
 def free_port() -> int:
@@ -100,11 +152,26 @@ class Alb:
     def in_rotation(self) -> list[tuple[str, Target]]:
         return [(n, t) for n, t in self.targets.items() if t.state == "healthy"]
 
+    @property
+    def sticky(self) -> bool:
+        return bool(self.settings.get("stickiness"))
+
     def write_config(self) -> None:
         w = self.work
-        servers = [f"server 127.0.0.1:{t.port} max_fails=0;  # {n}" for n, t in self.in_rotation()]
+        rotation = self.in_rotation()
+        servers = [f"server 127.0.0.1:{t.port} max_fails=0;  # {n}" for n, t in rotation]
         # An ALB with no healthy target answers 503; an empty upstream is not valid nginx.
         servers = servers or ["server 127.0.0.1:9 down;"]
+        # Stickiness: one upstream per target in rotation, chosen by its cookie;
+        # `proxy_pass http://$alb_upstream` finds these names among the upstreams.
+        sticky_upstreams, by_cookie, cookie_of = [], [], []
+        if self.sticky:
+            for n, t in rotation:
+                sticky_upstreams.append(f"upstream target_{n} {{ server 127.0.0.1:{t.port} max_fails=0; }}")
+                by_cookie.append(f'"{t.cookie}" target_{n};')
+                cookie_of.append(
+                    f'"127.0.0.1:{t.port}" "{COOKIE}={t.cookie}; Max-Age={self.settings["cookie_duration"]}; Path=/";')
+        nl = "\n        "
         self.conf.write_text(f"""\
 # ALB stand-in for deploy/checks/ecs-rehearsal, generation {self.generation}.
 worker_processes 1;
@@ -121,15 +188,31 @@ http {{
     upstream tasks {{
         {chr(10).join("        " + s for s in servers).strip()}
     }}
+    {chr(10).join("    " + u for u in sticky_upstreams).strip()}
+    # lb_cookie stickiness ({"on, " + str(self.settings.get("cookie_duration")) + " s" if self.sticky else "off"}).
+    map $cookie_{COOKIE} $alb_upstream {{
+        default tasks;
+        {nl.join(by_cookie)}
+    }}
+    map $alb_upstream $alb_routed {{
+        tasks balanced;
+        default cookie;
+    }}
+    map $upstream_addr $alb_set_cookie {{
+        default "";
+        {nl.join(cookie_of)}
+    }}
     server {{
         listen 127.0.0.1:{self.port};
         location / {{
-            proxy_pass http://tasks;
+            proxy_pass http://$alb_upstream;
             proxy_next_upstream off;
             proxy_connect_timeout {self.settings['timeout']}s;
             proxy_read_timeout 60s;
             add_header X-Alb-Generation {self.generation} always;
             add_header X-Alb-Target $upstream_addr always;
+            add_header X-Alb-Routed $alb_routed always;
+            add_header Set-Cookie $alb_set_cookie always;
         }}
     }}
 }}
@@ -211,12 +294,13 @@ http {{
                             t.marked_down_generation = self.reload(f"{name} unhealthy")
 
 
-def http_headers(url: str, timeout: float = 5) -> tuple[int, bytes, dict[str, str]]:
-    """GET with a new connection; (status, body, headers); status 0 without an answer."""
+def http_headers(url: str, timeout: float = 5, cookie: str = "") -> tuple[int, bytes, dict[str, str]]:
+    """GET with a new connection (and a Cookie header if given); (status, body,
+    headers); status 0 without an answer."""
     u = urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
     try:
-        conn.request("GET", u.path or "/")
+        conn.request("GET", u.path or "/", headers={"Cookie": cookie} if cookie else {})
         r = conn.getresponse()
         return r.status, r.read(), dict(r.getheaders())
     except OSError:

@@ -60,6 +60,18 @@ resource "aws_lb_target_group" "runtime" {
   vpc_id               = var.vpc_id
   deregistration_delay = 30
 
+  # Conversations stay on one task: the ALB answers a client's first request
+  # with its `AWSALB` cookie naming the task it chose, and sends the client's
+  # later requests carrying that cookie to the same task while it is healthy.
+  # The duration is the supervisor's session_idle_timeout (default 15m), so a
+  # conversation idle for longer may move, as it would inside a task.
+  # deploy/README.md, "Conversations across tasks", says which clients keep it.
+  stickiness {
+    type            = "lb_cookie"
+    cookie_duration = var.alb_stickiness_duration
+    enabled         = var.alb_stickiness
+  }
+
   health_check {
     path                = "/runtime/health"
     port                = tostring(var.container_port)

@@ -83,6 +83,23 @@ variable "alb_deletion_protection" {
   default     = true
 }
 
+variable "alb_stickiness" {
+  description = "ALB stickiness (lb_cookie, cookie AWSALB) on the tasks' target group: a client that keeps the cookie stays on one task, so a conversation an agent keeps in process memory is not split across tasks. false: plain round robin."
+  type        = bool
+  default     = true
+}
+
+variable "alb_stickiness_duration" {
+  description = "Seconds the AWSALB cookie binds a client to its task (lb_cookie cookie_duration, 1-604800); the default 900 is the supervisor's default session_idle_timeout (15m)."
+  type        = number
+  default     = 900
+
+  validation {
+    condition     = var.alb_stickiness_duration >= 1 && var.alb_stickiness_duration <= 604800
+    error_message = "alb_stickiness_duration must be 1-604800 seconds (the ALB's lb_cookie range)."
+  }
+}
+
 variable "packages_bucket" {
   description = "S3 bucket holding the APKG packages; the task role may read it (s3:// package sources). Empty means no S3 access."
   type        = string
