@@ -34,7 +34,8 @@ BASE_URL is the agent's A2A URL, e.g. http://127.0.0.1:PORT/agents/ID.
 Options: --header k:v (repeatable) on every request; --session-header sends
 `x-par-session-id: <sessionId>` on each session's requests; --timeout seconds.
 Exit status 0 when the figures were gathered (whatever they are), 2 on a usage
-error; a request that fails is counted in `errors` with its message.
+error; a request that fails is counted in `error_count` (the first 10 messages
+in `errors`).
 """
 
 import argparse
@@ -90,6 +91,11 @@ def client_for(args, session_id):
     return c
 
 
+def errors_of(errors):
+    """`error_count` and the first 10 messages as `errors`."""
+    return {"error_count": len(errors), "errors": errors[:10]}
+
+
 def final_result(events):
     """The data of the completed `message` event, or None."""
     for e in events:
@@ -140,7 +146,7 @@ async def run_turns(args):
             {"sessionId": r["sessionId"], "pids": r["pids"], "history": r["history"]}
             for r in results
         ],
-        "errors": [e for r in results for e in r["errors"]],
+        **errors_of([e for r in results for e in r["errors"]]),
     }
 
 
@@ -224,8 +230,10 @@ async def run_answer(args, state):
         "asked_pids": sorted({p["askedPid"] for p in pending if p.get("askedPid") is not None}),
         "answered_pids": sorted({r["answeredPid"] for r in done if r["answeredPid"] is not None}),
         "per_clarification": done,
-        "errors": state.get("errors", [])
-        + [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, dict)],
+        **errors_of(
+            state.get("errors", [])
+            + [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, dict)]
+        ),
     }
 
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod agents;
+pub mod sessions;
 #[allow(unused_imports)] // not every test uses these
 pub use agents::*;
 
