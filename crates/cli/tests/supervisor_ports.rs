@@ -101,7 +101,7 @@ fn busy_at_start(sup: &Supervisor) -> Vec<u16> {
                 .is_some_and(|m| m.starts_with("worker ports already in use"))
         })
         .flat_map(|v| {
-            let list = v["ports"].as_str().unwrap_or("").to_string();
+            let list = v["fields"]["ports"].as_str().unwrap_or("").to_string();
             list.trim_matches(|c| c == '[' || c == ']')
                 .split(',')
                 .filter_map(|p| p.trim().parse::<u16>().ok())

@@ -215,7 +215,7 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
             Err(e) => Err(e),
         };
     }
-    par_telemetry::logging::init();
+    par_telemetry::logging::init("supervisor");
     let s = settings(&args)?;
     // The port first (it may be below 1024), then the uids: both while the
     // process may still be root and has a single thread.

@@ -177,7 +177,7 @@ pub fn run_worker(args: WorkerArgs) -> anyhow::Result<()> {
 
 /// Exit 0 with the JSON answer, 78 when the package is at fault, 1 else.
 pub fn run_install_env(args: InstallEnvArgs) -> anyhow::Result<()> {
-    par_telemetry::logging::init();
+    par_telemetry::logging::init("worker");
     let mut stdin = std::io::stdin().lock();
     let step = match (&args.into, args.plan) {
         (Some(dir), _) => crate::loader::InstallStep::Into(dir),
@@ -280,7 +280,7 @@ fn default_agent_id(package: &Path) -> String {
 
 /// Runs the worker and exits with its code (78 for a package that cannot load).
 fn run(settings: Settings) -> anyhow::Result<()> {
-    par_telemetry::logging::init();
+    par_telemetry::logging::init("worker");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

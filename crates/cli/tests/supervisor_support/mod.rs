@@ -311,7 +311,7 @@ pub fn listening_port(child: &mut Child, log: &Path, timeout: Duration) -> Resul
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .find(|v| v["message"] == "supervisor listening")
-            .and_then(|v| v["port"].as_u64());
+            .and_then(|v| v["fields"]["port"].as_u64());
         if let Some(port) = port {
             return Ok(port as u16);
         }
@@ -361,6 +361,18 @@ impl Supervisor {
         agents: &str,
         env: &[(&str, &str)],
     ) -> Supervisor {
+        Self::start_logging(tag, supervisor_toml, agents, env, false)
+    }
+
+    /// [`Supervisor::start_with`], with its stderr in `supervisor.stderr`
+    /// beside the log (its stdout alone) when `split_stderr`.
+    pub fn start_logging(
+        tag: &str,
+        supervisor_toml: &str,
+        agents: &str,
+        env: &[(&str, &str)],
+        split_stderr: bool,
+    ) -> Supervisor {
         let dir = TempDir::new(tag);
         std::fs::create_dir_all(dir.path().join("pkg")).unwrap();
         let (lo, hi) = port_block(40);
@@ -390,9 +402,11 @@ impl Supervisor {
             // (supervisor_uids.rs); fake workers have no packages to stage.
             .env("PAR_AGENT_UIDS", "off")
             .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::from(
-                std::fs::File::options().append(true).open(&log).unwrap(),
-            ));
+            .stderr(Stdio::from(if split_stderr {
+                std::fs::File::create(dir.path().join("supervisor.stderr")).unwrap()
+            } else {
+                std::fs::File::options().append(true).open(&log).unwrap()
+            }));
         for (k, v) in env {
             cmd.env(k, v);
         }

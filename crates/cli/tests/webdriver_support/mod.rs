@@ -22,7 +22,7 @@ pub fn admin_port(sup: &Supervisor) -> Option<u16> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["message"] == "supervisor listening")
         .unwrap_or_else(|| panic!("no listening line; log:\n{}", sup.log_text()));
-    line["admin_port"].as_u64().map(|p| p as u16)
+    line["fields"]["admin_port"].as_u64().map(|p| p as u16)
 }
 
 /// A program on PATH or at one of the usual Debian places.

@@ -102,6 +102,8 @@ mod tests {
         assert!(got[2].fields.is_none());
         assert_eq!(got[3].message, "last");
         let json = serde_json::to_value(&*got[0]).unwrap();
-        assert_eq!(json["line_bytes"], max * 2 + 5);
+        assert_eq!(json["fields"]["line_bytes"], max * 2 + 5);
+        assert_eq!(json["source"], "agent");
+        assert_eq!(json["stream"], "stdout");
     }
 }

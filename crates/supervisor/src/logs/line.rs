@@ -19,6 +19,17 @@ pub enum Level {
 }
 
 impl Level {
+    /// The one spelling of a level in logs and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Level> {
         Some(match s.to_ascii_lowercase().as_str() {
             "trace" => Level::Trace,
@@ -61,14 +72,22 @@ pub struct Parsed {
 }
 
 /// Keys with a meaning of their own in a structured line.
-const KNOWN: [&str; 6] = [
+const KNOWN: [&str; 9] = [
     "level",
     "levelname",
     "message",
     "msg",
     "timestamp",
     "fields",
+    "source",
+    "agent_id",
+    "process_id",
 ];
+
+/// Keys of PAR's own log schema that the supervisor sets itself on a line it
+/// re-emits: dropped from a line in that schema (a worker's own events), an
+/// ordinary field of any other line.
+const SCHEMA_IDS: [&str; 3] = ["source", "agent_id", "process_id"];
 
 /// Parses a line: a JSON object (tracing-subscriber's or a Python logger's)
 /// gives level, message and fields; anything else is the message itself, at
@@ -157,6 +176,11 @@ fn structured(mut top: Object, default: Level, limits: FieldLimits) -> Parsed {
         .or_else(|| obj.remove("levelname"))
         .and_then(|v| v.as_str().and_then(Level::parse))
         .unwrap_or(default);
+    if matches!(obj.get("fields"), Some(Value::Object(_))) {
+        for k in SCHEMA_IDS {
+            obj.remove(k);
+        }
+    }
     let (mut fields, mut dropped) = match obj.remove("fields") {
         Some(Value::Object(f)) => (f, top.nested_dropped),
         _ => (Map::new(), 0),
@@ -390,6 +414,27 @@ mod tests {
             "stdout",
         );
         assert_eq!((p.level, p.message.as_str()), (Level::Error, "boom"));
+    }
+
+    #[test]
+    fn a_line_in_the_par_schema_keeps_its_fields_and_not_its_ids() {
+        let p = parse(
+            r#"{"timestamp":"2025-01-01T00:00:00.000Z","level":"info","source":"worker","agent_id":"echo","process_id":null,"message":"worker listening","fields":{"addr":"127.0.0.1:9000","target":"par_worker::worker"}}"#,
+            "stdout",
+        );
+        assert_eq!(
+            (p.level, p.message.as_str()),
+            (Level::Info, "worker listening")
+        );
+        let f = p.fields.unwrap();
+        assert_eq!(f.keys().collect::<Vec<_>>(), ["addr", "target"]);
+        // Without `fields`, the same keys are the agent's own.
+        let p = parse(r#"{"msg":"x","agent_id":"other","source":"db"}"#, "stdout");
+        let f = p.fields.unwrap();
+        assert_eq!(
+            (&f["agent_id"], &f["source"]),
+            (&Value::from("other"), &Value::from("db"))
+        );
     }
 
     #[test]

@@ -53,36 +53,85 @@ const ENTRY_OVERHEAD: usize = 192;
 /// What one field costs besides its text (map node, key, value).
 const FIELD_OVERHEAD: usize = 80;
 
-/// One captured line.
-#[derive(Debug, Clone, Serialize)]
+/// One captured line. On stdout and in the API it is one
+/// [`par_telemetry::logging::Line`]: `source` `agent` (`supervisor` for the
+/// supervisor's own events about the agent, kept for the API and not
+/// re-emitted), with `seq` and `stream`; the fields the bounds took away are
+/// told in `fields` as `line_bytes` (the length of a cut line as printed) and
+/// `fields_dropped`.
+#[derive(Debug, Clone)]
 pub struct LogEntry {
     pub seq: u64,
-    #[serde(serialize_with = "ser_time")]
     pub timestamp: SystemTime,
     pub level: Level,
     pub process_id: String,
     pub agent_id: String,
     pub stream: &'static str,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<Map<String, Value>>,
     /// The length of the line as printed, when it was cut.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub line_bytes: Option<usize>,
     /// Fields dropped or cut to keep the entry within bounds.
-    #[serde(skip_serializing_if = "is_zero")]
     pub fields_dropped: usize,
     /// Estimated bytes in memory.
-    #[serde(skip)]
     cost: usize,
 }
 
-fn is_zero(n: &usize) -> bool {
-    *n == 0
+impl LogEntry {
+    /// `agent` for a line a worker printed, `supervisor` for the
+    /// supervisor's own event about the agent.
+    pub fn source(&self) -> &'static str {
+        if self.stream == "supervisor" {
+            "supervisor"
+        } else {
+            "agent"
+        }
+    }
 }
 
-fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(&humantime::format_rfc3339_millis(*t))
+impl Serialize for LogEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let timestamp = par_telemetry::logging::timestamp(self.timestamp);
+        par_telemetry::logging::Line {
+            timestamp: &timestamp,
+            level: self.level.as_str(),
+            source: self.source(),
+            agent_id: Some(&self.agent_id),
+            process_id: Some(&self.process_id),
+            message: &self.message,
+            fields: EntryFields(self),
+            seq: Some(self.seq),
+            stream: Some(self.stream),
+        }
+        .serialize(s)
+    }
+}
+
+/// An entry's fields with what the bounds did to the line.
+struct EntryFields<'a>(&'a LogEntry);
+
+impl Serialize for EntryFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let e = self.0;
+        let ours = |k: &str| {
+            (k == "line_bytes" && e.line_bytes.is_some())
+                || (k == "fields_dropped" && e.fields_dropped > 0)
+        };
+        let mut m = s.serialize_map(None)?;
+        for (k, v) in e.fields.iter().flatten() {
+            if !ours(k) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        if let Some(n) = e.line_bytes {
+            m.serialize_entry("line_bytes", &n)?;
+        }
+        if e.fields_dropped > 0 {
+            m.serialize_entry("fields_dropped", &e.fields_dropped)?;
+        }
+        m.end()
+    }
 }
 
 /// Bytes a value holds, roughly as the allocator sees them.
@@ -514,6 +563,47 @@ mod tests {
         );
         let later = SystemTime::now() + std::time::Duration::from_secs(60);
         assert!(store.last_errors_since("par-a", 5, later).is_empty());
+    }
+
+    #[test]
+    fn an_entry_is_a_line_of_the_one_schema() {
+        let store = LogStore::new(limits(10), false);
+        store.push(
+            "a",
+            "par-a",
+            "stderr",
+            r#"{"levelname":"WARNING","msg":"slow","ms":3}"#,
+        );
+        store.push("a", "par-a", "stdout", "plain");
+        store.record("a", Level::Info, "started".into(), None);
+        let got: Vec<Value> = store
+            .query(&Filter::default())
+            .iter()
+            .map(|e| serde_json::to_value(&**e).unwrap())
+            .collect();
+        let mut want: Vec<&str> = par_telemetry::logging::REQUIRED_KEYS.to_vec();
+        want.extend(["seq", "stream"]);
+        want.sort_unstable();
+        for v in &got {
+            let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, want, "{v}");
+            assert!(v["fields"].is_object(), "{v}");
+            assert_eq!(
+                (&v["agent_id"], &v["process_id"]),
+                (&Value::from("a"), &Value::from("par-a"))
+            );
+        }
+        assert_eq!(
+            (&got[0]["level"], &got[0]["source"]),
+            (&Value::from("warn"), &Value::from("agent"))
+        );
+        assert_eq!(got[0]["fields"]["ms"], 3);
+        assert_eq!(got[1]["fields"], serde_json::json!({}));
+        assert_eq!(
+            (&got[2]["source"], &got[2]["stream"]),
+            (&Value::from("supervisor"), &Value::from("supervisor"))
+        );
     }
 
     /// A 16 KiB JSON line of 1,424 keys, as a hostile agent prints it.

@@ -450,10 +450,20 @@ fn readable(line: &str) -> Option<String> {
     let Ok(serde_json::Value::Object(v)) = serde_json::from_str::<serde_json::Value>(line) else {
         return Some(line.to_string());
     };
-    let level = v.get("level").and_then(|l| l.as_str()).unwrap_or("INFO");
+    let level = v
+        .get("level")
+        .and_then(|l| l.as_str())
+        .unwrap_or("info")
+        .to_ascii_uppercase();
     let message = v.get("message").and_then(|m| m.as_str()).unwrap_or("");
     let message = message.strip_prefix("deps: ").unwrap_or(message);
-    Some(match v.get("error").and_then(|e| e.as_str()) {
+    // The log schema keeps `error` in `fields`.
+    let error = v
+        .get("fields")
+        .and_then(|f| f.get("error"))
+        .or_else(|| v.get("error"))
+        .and_then(|e| e.as_str());
+    Some(match error {
         Some(e) if level == "ERROR" => format!("ERROR {e}"),
         Some(e) => format!("{level} {message}: {e}"),
         None => format!("{level} {message}"),
@@ -509,6 +519,21 @@ mod tests {
         assert!(why.starts_with("installing dependencies failed"), "{why}");
         assert!(why.contains("nope-zzz was not found"), "{why}");
         assert!(!why.contains("starting"), "{why}");
+    }
+
+    #[test]
+    fn the_error_is_found_in_a_line_of_the_log_schema() {
+        let stdout = concat!(
+            r#"{"timestamp":"2025-01-01T00:00:00.000Z","level":"info","source":"worker","agent_id":null,"process_id":null,"message":"deps: uv pip install: starting","fields":{}}"#,
+            "\n",
+            r#"{"timestamp":"2025-01-01T00:00:01.000Z","level":"error","source":"worker","agent_id":null,"process_id":null,"message":"the environment could not be prepared","fields":{"error":"installing dependencies failed: nope-zzz was not found"}}"#,
+            "\n"
+        );
+        let why = tail_of(stdout);
+        assert_eq!(
+            why,
+            "installing dependencies failed: nope-zzz was not found"
+        );
     }
 
     #[test]

@@ -8,6 +8,11 @@ import { h, clock, time } from "./format.js";
 const MAX_LINES = 2000;
 const BACKLOG = 300;
 
+/** Whether a log entry has fields to show (`fields` is always an object, often empty). */
+function hasFields(e) {
+  return !!e.fields && typeof e.fields === "object" && Object.keys(e.fields).length > 0;
+}
+
 export class LogView {
   constructor(onNeedToken) {
     this.onNeedToken = onNeedToken;
@@ -138,9 +143,9 @@ export class LogView {
       h("span", { class: "log-level" }, e.level || ""),
       h("span", { class: "log-stream" }, e.stream || ""),
       h("span", { class: "log-msg" }, e.message || ""),
-      e.fields ? h("span", { class: "log-fields" }, " " + JSON.stringify(e.fields)) : null,
+      hasFields(e) ? h("span", { class: "log-fields" }, " " + JSON.stringify(e.fields)) : null,
     );
-    line.dataset.text = ((e.message || "") + " " + (e.fields ? JSON.stringify(e.fields) : "")).toLowerCase();
+    line.dataset.text = ((e.message || "") + " " + (hasFields(e) ? JSON.stringify(e.fields) : "")).toLowerCase();
     if (this.query && !line.dataset.text.includes(this.query)) line.hidden = true;
     const atBottom = this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 40;
     this.list.append(line);
