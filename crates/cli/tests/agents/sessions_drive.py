@@ -16,7 +16,9 @@ BASE_URL is the agent's A2A URL, e.g. http://127.0.0.1:PORT/agents/ID.
   no history to see; turns 2..T are counted: `turns_total` = S x (T-1) (100 by
   default), `turns_with_history` = those whose reply remembered exactly the
   session's earlier turns, in order. `sessions_on_one_pid` = sessions whose
-  turns were all answered by one process.
+  turns were all answered by one process. With --agent-session turn 1 sends
+  no sessionId: the sdk mints one (in every SSE event of its answer) and the
+  later turns send that one (what `A2AClient.send_message` callers do).
 - `clarify`: C sessions (--clarifications, default 20) each send "clarify"
   (message/stream; the agent asks a plan-mode clarification), then answer it
   with `respond`: A2AClient.respond (params with sessionId), or with
@@ -60,6 +62,7 @@ def parse_args(argv):
     p.add_argument("--clarifications", type=int, default=20)
     p.add_argument("--respond-without-session", action="store_true")
     p.add_argument("--session-header", action="store_true")
+    p.add_argument("--agent-session", action="store_true")
     p.add_argument("--pause", action="store_true")
     p.add_argument("--header", action="append", default=[], metavar="K:V")
     p.add_argument("--timeout", type=float, default=60.0)
@@ -105,7 +108,9 @@ def final_result(events):
 
 
 async def one_session(args, n):
-    sid = str(uuid.uuid4())
+    # --agent-session: turn 1 carries no sessionId; the agent (the sdk) mints
+    # one, and the later turns carry the one its events named.
+    sid = None if args.agent_session else str(uuid.uuid4())
     client = client_for(args, sid)
     sent, pids, ok, errors = [], [], [], []
     try:
@@ -116,6 +121,10 @@ async def one_session(args, n):
                 data = final_result(events)
                 if data is None:
                     raise RuntimeError(f"no result in {[e.raw for e in events]}")
+                if sid is None:
+                    sid = data.get("sessionId")
+                    if args.session_header and sid:
+                        client._client.headers["x-par-session-id"] = sid
                 pids.append(data.get("pid"))
                 if t > 0:
                     ok.append(data.get("remembered") == sent and data.get("sessionId") == sid)
