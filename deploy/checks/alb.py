@@ -20,10 +20,11 @@ draining, gone) or nothing known is ignored: the request is balanced and
 re-cookied. Open-source nginx has no `sticky` directive: a `map` of the
 cookie to one upstream per target in rotation (else the round-robin
 upstream) picks the upstream, and a `map` of `$upstream_addr` to the
-target's id writes the cookie. (The ALB writes `Expires=` now + duration;
-nginx cannot compute a date in a header, and `Max-Age` means the same to a
-cookie jar. The ALB's `AWSALBCORS` twin, for cross-origin browsers, is left
-out.)
+target's id writes the cookie. (The ALB's cookie is encrypted and carries
+an `Expires=` date, the duration being checked by the ALB; nginx cannot
+write a date into a header, so the stand-in states the duration as
+`Max-Age`, renewed on every answer. The ALB's `AWSALBCORS` twin, for
+cross-origin browsers, is left out.)
 
 Every answer carries `X-Alb-Generation` (the configuration that routed it),
 `X-Alb-Target` and `X-Alb-Routed` (`cookie` when the stickiness cookie chose
