@@ -2,12 +2,15 @@
 each conversation's turns in its own process memory, keyed by the A2A
 `sessionId`, as plan-mode state and in-memory chat histories are kept.
 
-Every answer (`message/send` and `message/stream` on `POST /`) says which
-process served it and what that process remembers of the session:
-`{"host", "pid", "session", "turn", "seen"}`, where `turn` is the turn
-number the caller says this is (the message text) and `seen` the turns of
-this session this process served before. A conversation split across
-processes shows up as `seen` falling short of `turn - 1`.
+Every `message/stream` on `POST /` (what A2AClient's send_message and
+stream_message send) is answered with a result saying which process served
+it and what that process remembers of the session: `{"host", "pid",
+"session", "turn", "seen"}`, where `turn` is the turn number the caller says
+this is (the message text) and `seen` the turns of this session this process
+served before. A conversation split across processes shows up as `seen`
+falling short of `turn - 1`. (`message/send` on pixell-sdk 0.5.4's
+AgentServer answers `{"sessionId"}` only: the handler's events are not
+returned.)
 """
 
 import os
