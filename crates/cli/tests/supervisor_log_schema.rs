@@ -193,6 +193,9 @@ fn every_line_of_a_supervisor_run_has_the_one_schema() {
         text.lines().count(),
         bad.join("\n")
     );
+    // Its stderr (which the container's log driver sends along too) has
+    // nothing outside the schema either: nothing at all in a run like this.
+    assert_eq!(stderr, "", "the supervisor wrote to stderr");
     eprintln!(
         "{} lines checked ({} of the supervisor, {} of agents)",
         lines.len(),
