@@ -108,16 +108,10 @@ impl Dispatcher {
             .iter()
             .filter_map(|a| {
                 let pool = self.pools.get(a)?;
-                let mut with_sessions = Vec::new();
                 if let Some(settings) = pool.session_settings() {
                     pool.sessions.sweep(&settings, &pool.metrics.sessions, now);
-                    with_sessions = self
-                        .upstreams
-                        .values()
-                        .filter(|u| *u.agent_id == *a.as_str() && u.sessions.get() > 0)
-                        .map(|u| u.worker)
-                        .collect();
                 }
+                let with_sessions = self.with_sessions(a);
                 Some(Input::Load {
                     agent: a.clone(),
                     in_flight: pool.in_flight.load(std::sync::atomic::Ordering::Acquire),
@@ -129,19 +123,41 @@ impl Dispatcher {
             .collect()
     }
 
-    fn input(&mut self, msg: Message) -> Option<Input> {
+    /// The agent's workers with sessions bound to them.
+    fn with_sessions(&self, agent: &AgentId) -> Vec<WorkerId> {
+        self.upstreams
+            .values()
+            .filter(|u| *u.agent_id == *agent.as_str() && u.sessions.get() > 0)
+            .map(|u| u.worker)
+            .collect()
+    }
+
+    fn input(&mut self, msg: Message) -> Vec<Input> {
         match msg {
-            Message::Input(i) => Some(i),
+            Message::Input(i) => vec![i],
             Message::Command { command, reply } => {
+                // A new spec may scale the agent down: which of its workers
+                // hold sessions is told first, as of now.
+                let told = match &command {
+                    crate::model::Command::Put { agent, .. } => Some(Input::Sessions {
+                        agent: agent.clone(),
+                        with_sessions: self.with_sessions(agent),
+                    }),
+                    _ => None,
+                };
                 self.next_waiter += 1;
                 let waiter = WaiterId(self.next_waiter);
                 self.waiters.insert(waiter, reply);
-                Some(Input::Command { command, waiter })
+                told.into_iter()
+                    .chain([Input::Command { command, waiter }])
+                    .collect()
             }
-            Message::Prepared { worker, prepared } => {
-                let event = self.runtime.start_prepared(worker, prepared)?;
-                Some(Input::Worker { worker, event })
-            }
+            Message::Prepared { worker, prepared } => self
+                .runtime
+                .start_prepared(worker, prepared)
+                .map(|event| Input::Worker { worker, event })
+                .into_iter()
+                .collect(),
         }
     }
 

@@ -99,6 +99,9 @@ pub struct LogRecord {
 pub enum PutOutcome {
     Created,
     Rolling,
+    /// Only the size or the routing settings changed: applied to the
+    /// running processes (replicas added or drained), no rollout.
+    Scaled,
     Unchanged,
     /// A later spec replaced the rollout before it ended.
     Superseded,
@@ -109,6 +112,7 @@ impl PutOutcome {
         match self {
             PutOutcome::Created => "created",
             PutOutcome::Rolling => "rolling",
+            PutOutcome::Scaled => "scaled",
             PutOutcome::Unchanged => "unchanged",
             PutOutcome::Superseded => "superseded",
         }

@@ -76,6 +76,12 @@ pub enum Input {
         /// Workers with sessions bound to them: scaled away last.
         with_sessions: Vec<WorkerId>,
     },
+    /// The workers of an agent with sessions bound to them, as of now (told
+    /// before a new spec, which may scale it down, is applied).
+    Sessions {
+        agent: AgentId,
+        with_sessions: Vec<WorkerId>,
+    },
     /// The RSS watchdog: the worker's group stayed over its memory limit.
     OverMemory {
         worker: WorkerId,

@@ -409,6 +409,31 @@ pub fn redacted(package: &str) -> String {
 
 /// The fields that make a deployment: two specs equal here run the same
 /// thing (`package_id` is informational and ignored).
+/// Whether `b` differs from `a` only in how many processes run and how
+/// requests reach them (replicas, autoscale, admission, idling, sessions):
+/// applied to the running processes, no new generation.
+pub fn only_scaling(a: &AgentSpec, b: &AgentSpec) -> bool {
+    let strip = |s: &AgentSpec| AgentSpec {
+        package_id: None,
+        replicas: 1,
+        min_replicas: None,
+        max_replicas: None,
+        target_concurrency: None,
+        scale_down_window: Duration::ZERO,
+        max_concurrency: None,
+        max_queue: 0,
+        queue_timeout: Duration::ZERO,
+        idle_timeout: None,
+        sessions: SessionMode::Auto,
+        session_idle_timeout: Duration::ZERO,
+        session_max_lifetime: Duration::ZERO,
+        session_drain_timeout: Duration::ZERO,
+        max_sessions: 0,
+        ..s.clone()
+    };
+    strip(a) == strip(b)
+}
+
 pub fn same_deployment(a: &AgentSpec, b: &AgentSpec) -> bool {
     let strip = |s: &AgentSpec| AgentSpec {
         package_id: None,

@@ -143,6 +143,14 @@ impl Supervisor {
                 a.with_sessions = with_sessions;
                 s.load(a, in_flight, queued, idle_for, out)
             }),
+            Input::Sessions {
+                agent,
+                with_sessions,
+            } => {
+                if let Some(a) = self.agents.get_mut(&agent) {
+                    a.with_sessions = with_sessions;
+                }
+            }
             Input::OverMemory {
                 worker,
                 rss_mb,

@@ -11,7 +11,7 @@ use super::agent::{
 };
 use super::restart::fetched_message;
 use super::{set_life, Out, Supervisor};
-use crate::model::spec::{redacted, same_deployment};
+use crate::model::spec::{only_scaling, redacted, same_deployment};
 use crate::model::{
     AgentSpec, Effect, FetchFailure, FetchId, Level, PackageRecord, PutOutcome, Resolved, Signal,
     State, WorkerEvent,
@@ -22,6 +22,11 @@ impl Supervisor {
     pub(super) fn roll(&mut self, a: &mut Agent, spec: AgentSpec, out: &mut Out) -> PutOutcome {
         if same_deployment(a.heading_for(), &spec) && a.goal != Goal::Remove {
             return PutOutcome::Unchanged;
+        }
+        let settled = a.rollout.as_ref().is_none_or(|r| !r.in_progress());
+        if settled && a.goal == Goal::Run && a.serving() && only_scaling(&a.spec, &spec) {
+            self.rescale(a, spec, out);
+            return PutOutcome::Scaled;
         }
         self.cancel_rollout(a, "superseded by a newer spec", out);
         let serving = a.serving();
@@ -78,6 +83,28 @@ impl Supervisor {
         a.rollout = Some(rollout);
         self.replace_in_place(a, spec, out);
         PutOutcome::Rolling
+    }
+
+    /// A new size or routing settings for the running processes: replicas
+    /// are added or drained (those without sessions first), nothing restarts.
+    fn rescale(&mut self, a: &mut Agent, spec: AgentSpec, out: &mut Out) {
+        let from = a.replicas.len() as u32;
+        a.spec = spec;
+        let n = if a.spec.autoscaled() {
+            from.clamp(a.spec.floor(), a.spec.ceiling())
+        } else {
+            a.spec.floor()
+        };
+        if n != from {
+            out.log(
+                &a.id,
+                Level::Info,
+                format!("scaled: {from} -> {n} replicas (spec changed)"),
+            );
+        }
+        if !a.is_idle() {
+            self.scale_to(a, n, out);
+        }
     }
 
     /// Nothing serves: the new spec replaces the old one; a running worker is

@@ -282,7 +282,7 @@ async fn rollout(
     let status = match outcome {
         PutOutcome::Created => StatusCode::CREATED,
         PutOutcome::Rolling => StatusCode::ACCEPTED,
-        PutOutcome::Unchanged => StatusCode::OK,
+        PutOutcome::Unchanged | PutOutcome::Scaled => StatusCode::OK,
         PutOutcome::Superseded => StatusCode::CONFLICT,
     };
     let mut j = view_json(&view);

@@ -69,15 +69,15 @@ pub(super) struct Tracked {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     last: Instant,
     lease: Option<Lease<Replayable>>,
-    /// The request's session, and the interaction ids its reply names.
-    session: Option<(Box<str>, crate::http::sessions::key::Interactions)>,
+    /// What of the reply is watched for sessions.
+    watch: Option<crate::http::sessions::Watch>,
     _guard: InFlight,
 }
 
 impl Tracked {
-    /// Remembers the interaction ids the reply names as asked in `session`.
-    pub(super) fn in_session(mut self, session: Option<Box<str>>) -> Self {
-        self.session = session.map(|k| (k, Default::default()));
+    /// Watches the reply for sessions (`sessions::Watch`).
+    pub(super) fn watched(mut self, watch: Option<crate::http::sessions::Watch>) -> Self {
+        self.watch = watch;
         self
     }
 
@@ -93,7 +93,7 @@ impl Tracked {
             sleep: None,
             last: Instant::now(),
             lease,
-            session: None,
+            watch: None,
             _guard: guard,
         }
     }
@@ -127,11 +127,8 @@ impl http_body::Body for Tracked {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.last = Instant::now();
-                if let (Some((key, found)), Some(d)) = (this.session.as_mut(), frame.data_ref()) {
-                    found.feed(d);
-                    for id in found.take() {
-                        this._guard.pool.sessions.remember_interaction(key, &id);
-                    }
+                if let (Some(w), Some(d)) = (this.watch.as_mut(), frame.data_ref()) {
+                    w.feed(d);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -237,6 +237,10 @@ impl Proxy {
                 Err(e) => break with_request_id(e.into_response_body(), &parts.headers),
             };
             let upstream = Arc::clone(&admitted.upstream);
+            let watch = fast::watch(
+                &admitted,
+                !matches!(parts.method, Method::GET | Method::HEAD),
+            );
             let (session, rebound) = (admitted.session, admitted.rebound);
             let mut req = Request::new(body.body());
             *req.method_mut() = parts.method.clone();
@@ -276,8 +280,7 @@ impl Proxy {
                     upstream
                         .metrics
                         .observe(rp.status.as_u16(), started.elapsed());
-                    let rb =
-                        Tracked::new(rb, self.opts.idle_timeout, lease, guard).in_session(session);
+                    let rb = Tracked::new(rb, self.opts.idle_timeout, lease, guard).watched(watch);
                     break Response::from_parts(rp, Body::new(rb));
                 }
                 Ok(Err(_)) if body.client_failed() => {

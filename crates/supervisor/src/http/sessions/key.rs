@@ -113,6 +113,10 @@ pub struct Interactions {
     /// The end of the previous chunk, where a field may have been cut.
     tail: Vec<u8>,
     found: Vec<String>,
+    /// Also look for the first `sessionId` (a session the agent made up
+    /// for a request that named none).
+    learn_session: bool,
+    session: Option<String>,
 }
 
 /// Bytes kept from one chunk to the next: a field name, its value and the
@@ -120,6 +124,19 @@ pub struct Interactions {
 const TAIL: usize = super::MAX_KEY + 32;
 
 impl Interactions {
+    /// A scan that also finds the session the reply names.
+    pub fn learning_session() -> Self {
+        Interactions {
+            learn_session: true,
+            ..Default::default()
+        }
+    }
+
+    /// The session the reply named, once (`learning_session`).
+    pub fn take_session(&mut self) -> Option<String> {
+        self.session.take()
+    }
+
     /// Reads the next bytes of the reply.
     pub fn feed(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
@@ -148,6 +165,15 @@ impl Interactions {
     fn scan(&mut self, buf: &[u8], new_from: usize) {
         if memchr::memmem::find(buf, b"Id\"").is_none() {
             return;
+        }
+        if self.learn_session {
+            let needle = b"\"sessionId\"";
+            if let Some(at) = memchr::memmem::find(buf, needle) {
+                if let Some((id, _)) = value_after(&buf[at + needle.len()..]) {
+                    self.session = Some(id.to_owned());
+                    self.learn_session = false;
+                }
+            }
         }
         for field in INTERACTION_FIELDS {
             let needle = format!("\"{field}\"");
@@ -248,5 +274,12 @@ mod tests {
         let mut i = Interactions::default();
         i.feed(br#"{"planId": "p1"} {"selectionId":"s\"x"}"#);
         assert_eq!(i.take(), vec!["p1".to_string()]);
+        // The session an agent made up, learnt once.
+        let mut i = Interactions::learning_session();
+        i.feed(b"event: status-update\ndata: {\"state\":\"working\",\"sessio");
+        i.feed(b"nId\":\"made-up\"}\n\ndata: {\"sessionId\":\"other\",\"clarificationId\":\"c1\"}");
+        assert_eq!(i.take_session().as_deref(), Some("made-up"));
+        assert_eq!(i.take(), vec!["c1".to_string()]);
+        assert_eq!(i.take_session(), None);
     }
 }

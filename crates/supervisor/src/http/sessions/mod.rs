@@ -237,6 +237,30 @@ impl Sessions {
             .count()
     }
 
+    /// A session an agent made up for a request that named none, bound to
+    /// the worker that made it (unless the key is bound already).
+    pub fn adopt(
+        &self,
+        key: &str,
+        upstream: &Arc<Upstream>,
+        settings: &SessionSettings,
+        counters: &Counters,
+        now: Instant,
+    ) {
+        let mut t = self.lock();
+        if t.bindings.contains_key(key) {
+            return;
+        }
+        counters.started.fetch_add(1, Ordering::Relaxed);
+        t.bind(key, Arc::clone(upstream), now);
+        while t.bindings.len() > settings.max_sessions {
+            if !t.evict_oldest() {
+                break;
+            }
+            counters.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Interaction ids remembered (bounded by the bindings).
     pub fn interactions(&self) -> usize {
         self.lock().interactions.len()
@@ -299,6 +323,60 @@ impl Table {
         };
         let key = key.clone();
         self.unbind(&key)
+    }
+}
+
+/// Watches a reply of an agent whose sessions are tracked: the interaction
+/// ids it names are remembered as asked in the request's session, and a
+/// session the agent made up (the request named none) is bound to the
+/// worker that made it.
+pub struct Watch {
+    pool: Arc<crate::http::route_table::Pool>,
+    upstream: Arc<Upstream>,
+    key: Option<Box<str>>,
+    scan: key::Interactions,
+}
+
+impl Watch {
+    /// For a request of `session`, or (None) one that named no session.
+    pub fn new(
+        pool: Arc<crate::http::route_table::Pool>,
+        upstream: Arc<Upstream>,
+        session: Option<Box<str>>,
+    ) -> Self {
+        let scan = if session.is_some() {
+            key::Interactions::default()
+        } else {
+            key::Interactions::learning_session()
+        };
+        Watch {
+            pool,
+            upstream,
+            key: session,
+            scan,
+        }
+    }
+
+    /// The reply's next bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.scan.feed(bytes);
+        if let Some(made) = self.scan.take_session() {
+            if let Some(settings) = self.pool.session_settings() {
+                self.pool.sessions.adopt(
+                    &made,
+                    &self.upstream,
+                    &settings,
+                    &self.pool.metrics.sessions,
+                    Instant::now(),
+                );
+                self.key = Some(made.into());
+            }
+        }
+        if let Some(key) = &self.key {
+            for id in self.scan.take() {
+                self.pool.sessions.remember_interaction(key, &id);
+            }
+        }
     }
 }
 

@@ -34,8 +34,9 @@ use super::gone::{client_left, Input};
 use super::headers::X_REQUEST_ID;
 use super::{Proxy, TryFailed, TRIES};
 use crate::http::connections::Conn;
-use crate::http::route_table::{Pool, Upstream};
-use crate::http::sessions::key::{self, Interactions};
+use crate::http::route_table::Upstream;
+use crate::http::sessions::key;
+use crate::http::sessions::Watch;
 use wire::{Chunks, Framing, Method, Parsed, ParsedResponse, Reply};
 
 /// Longest wait for the body of a request held whole (at most 64 KiB) once
@@ -65,7 +66,7 @@ struct Buffers {
     session: SessionHint,
     /// Interaction ids in the reply of a request with a session: remembered
     /// as asked in it.
-    interactions: Option<(Arc<Pool>, Box<str>, Interactions)>,
+    watch: Option<Watch>,
     /// Whether the client's input ended during this request.
     input: Input,
 }
@@ -96,7 +97,7 @@ impl Proxy {
             reply: Vec::new(),
             agent: String::new(),
             session: SessionHint::None,
-            interactions: None,
+            watch: None,
             input: Input::Open,
         };
         loop {
@@ -189,10 +190,7 @@ impl Proxy {
                 }
             };
             let upstream = Arc::clone(&admitted.upstream);
-            b.interactions = admitted
-                .session
-                .clone()
-                .map(|k| (Arc::clone(&admitted.pool), k, Interactions::default()));
+            b.watch = watch(&admitted, req.method == Method::Other);
             let guard = InFlight::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
             let reply = Reply {
                 request_id: &req.request_id,
@@ -230,7 +228,7 @@ impl Proxy {
             upstream.metrics.observe(head.status, started.elapsed());
             let next = self.pass_body(client, socket, &head, &upstream, b).await;
             drop(guard);
-            b.interactions = None;
+            b.watch = None;
             break (next, head.status);
         };
         if self.opts.access_log {
@@ -374,11 +372,8 @@ impl Proxy {
             };
             extra |= take < avail.len();
             let data = &b.response[start..start + take];
-            if let Some((pool, key, found)) = b.interactions.as_mut() {
-                found.feed(data);
-                for id in found.take() {
-                    pool.sessions.remember_interaction(key, &id);
-                }
+            if let Some(w) = b.watch.as_mut() {
+                w.feed(data);
             }
             let written = if first {
                 b.reply.extend_from_slice(data);
@@ -507,6 +502,21 @@ fn session_hint(buf: &[u8], req: &wire::Request, whole: usize) -> SessionHint {
         (None, Some(i)) => SessionHint::Interaction(i.into()),
         (None, None) => SessionHint::None,
     }
+}
+
+/// What of a reply to watch for sessions: a request of a session (the
+/// interaction ids it names), or a request that named none but may start
+/// one (`unsafe_method`: not a GET) to an agent whose sessions are tracked.
+pub(super) fn watch(admitted: &super::admit::Admitted, unsafe_method: bool) -> Option<Watch> {
+    let starts =
+        admitted.session.is_none() && unsafe_method && admitted.pool.session_settings().is_some();
+    (admitted.session.is_some() || starts).then(|| {
+        Watch::new(
+            Arc::clone(&admitted.pool),
+            Arc::clone(&admitted.upstream),
+            admitted.session.clone(),
+        )
+    })
 }
 
 /// Why a try ended without a response.
