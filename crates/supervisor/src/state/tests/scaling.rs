@@ -291,3 +291,119 @@ fn process_ids_never_clash_between_agents() {
         }))
     ));
 }
+
+fn entry(h: &H, agent: &str) -> crate::state::view::RouteEntry {
+    h.s.routes(h.clock)
+        .into_iter()
+        .find(|r| r.agent.as_str() == agent)
+        .unwrap()
+}
+
+#[test]
+fn a_lower_replica_count_is_applied_in_place_and_spares_the_replica_with_sessions() {
+    let mut h = H::new();
+    let (_, fx) = h.spawn_spec(with("s", |s| s.replicas = 3), false);
+    let ws = ready_all(&mut h, &fx);
+    assert!(entry(&h, "s").sessions.is_some(), "3 replicas: tracked");
+    // The highest replica holds a session, the middle one none.
+    h.input(Input::Sessions {
+        agent: id("s"),
+        with_sessions: vec![ws[2]],
+    });
+    let (_, fx) = put(&mut h, with("s", |s| s.replicas = 2), false);
+    assert!(
+        !has(&fx, |e| matches!(e, Effect::Spawn(_))),
+        "no rollout: {fx:?}"
+    );
+    let drains: Vec<_> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Drain {
+                worker, sessions, ..
+            } => Some((*worker, *sessions)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(drains, vec![(ws[1], Duration::from_secs(15 * 60))]);
+    // Until SIGTERM it still serves the sessions bound to it.
+    let e = entry(&h, "s");
+    assert_eq!(
+        e.draining.iter().map(|u| u.worker).collect::<Vec<_>>(),
+        vec![ws[1]]
+    );
+    assert!(matches!(e.route, Route::Ready(u) if u.len() == 2));
+    let fx = h.input(Input::Drained {
+        worker: ws[1],
+        in_flight: 0,
+    });
+    assert_eq!(signals(&fx, ws[1]), vec![Signal::Term]);
+    assert!(entry(&h, "s").draining.is_empty());
+}
+
+#[test]
+fn a_rollout_keeps_the_old_workers_for_their_sessions_unless_they_are_off() {
+    for (mode, kept) in [
+        (crate::model::SessionMode::Auto, Duration::from_secs(60)),
+        (crate::model::SessionMode::Off, Duration::ZERO),
+    ] {
+        let mut h = H::new();
+        let spec = with("r", |s| {
+            s.replicas = 2;
+            s.sessions = mode;
+            s.session_drain_timeout = Duration::from_secs(60);
+        });
+        let (_, fx) = h.spawn_spec(spec.clone(), false);
+        let old = ready_all(&mut h, &fx);
+        let mut next = spec;
+        next.package = "/pkgs/r-v2".into();
+        let (_, fx) = put(&mut h, next, false);
+        let new: Vec<_> = fx
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Spawn(l) => Some(l.worker),
+                _ => None,
+            })
+            .collect();
+        let mut switched = Vec::new();
+        for (i, w) in new.iter().enumerate() {
+            h.ev(
+                *w,
+                WorkerEvent::Spawned {
+                    pid: 300 + i as u32,
+                    port: 9300 + i as u16,
+                },
+            );
+            switched.extend(h.ev(*w, ready()));
+        }
+        // The old workers drain, waiting for their sessions as long as the spec says.
+        for w in &old {
+            assert!(has(&switched, |e| matches!(
+                e,
+                Effect::Drain { worker, sessions, .. } if worker == w && *sessions == kept
+            )));
+        }
+        let e = entry(&h, "r");
+        assert!(matches!(&e.route, Route::Ready(u) if u.iter().all(|x| new.contains(&x.worker))));
+        let mut draining: Vec<_> = e.draining.iter().map(|u| u.worker).collect();
+        draining.sort();
+        if mode == crate::model::SessionMode::Auto {
+            assert_eq!(draining, old, "they still serve their sessions");
+        } else {
+            assert!(e.sessions.is_none() && draining.is_empty());
+        }
+    }
+}
+
+#[test]
+fn a_live_session_keeps_an_idle_agent_up_through_its_load() {
+    // The proxy reports idle_for = 0 while a session lives; the state
+    // machine only ever sees that, so a sample with 0 does not idle it.
+    let mut h = H::new();
+    let spec = with("i", |s| s.idle_timeout = Some(Duration::from_secs(1)));
+    let (_, fx) = h.spawn_spec(spec, false);
+    ready_all(&mut h, &fx);
+    let fx = load(&mut h, "i", 0, 0);
+    assert!(!has(&fx, |e| matches!(e, Effect::Drain { .. })));
+    let fx = load(&mut h, "i", 0, 1_000);
+    assert!(has(&fx, |e| matches!(e, Effect::Drain { .. })));
+}
