@@ -81,7 +81,7 @@ function rolloutCard(p, serverNow) {
     );
   }
   if (draining.length) {
-    parts.push(h("p", { class: "sub" }, "Draining: " + draining.map((d) => `pid ${text(d.pid)} port ${text(d.port)}${isNum(d.in_flight) ? ` (${d.in_flight} in flight)` : ""}`).join("; ")));
+    parts.push(h("p", { class: "sub" }, "Draining: " + draining.map((d) => `pid ${text(d.pid)} port ${text(d.port)}${isNum(d.in_flight) ? ` (${d.in_flight} in flight)` : ""}${d.sessions ? `, ${d.sessions} session${d.sessions === 1 ? "" : "s"} kept` : ""}`).join("; ")));
   }
   return card("Rollout", "rollout", ...parts);
 }
@@ -208,6 +208,7 @@ export class Detail {
           ["Ready", ago(serverNow, p.ready_at)],
           ["Restarts", text(p.restarts)],
           ["In flight", text(p.resources && p.resources.in_flight)],
+          ["Sessions", isNum(p.sessions) ? text(p.sessions) : null],
           ["Threads / processes", `${text(p.resources && p.resources.threads)} / ${text(p.resources && p.resources.processes)}`],
         ]),
       ),

@@ -73,7 +73,7 @@ export function render(tbody, model, onSelect) {
     const replicas = Array.isArray(p.replicas) ? p.replicas : null;
     const cells = [
       h("td", { "data-field": "agent" }, h("strong", {}, id), meta.display_name ? h("span", { class: "sub" }, meta.display_name) : null),
-      h("td", { "data-field": "process" }, text(p.process_id), replicas ? h("span", { class: "sub" }, "×" + replicas.length) : null),
+      h("td", { "data-field": "process" }, text(p.process_id), replicas ? h("span", { class: "sub" }, "×" + replicas.length) : null, p.sessions ? h("span", { class: "sub", "data-field": "sessions" }, `${p.sessions} session${p.sessions === 1 ? "" : "s"}`) : null),
       h("td", { "data-field": "state" }, stateCell(p, serverNow)),
       h("td", { "data-field": "package", title: text(p.package_path) }, text(packageOf(p))),
       h("td", { class: "num", "data-field": "port" }, text(p.port)),
