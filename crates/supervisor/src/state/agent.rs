@@ -7,8 +7,7 @@ use std::time::{Instant, SystemTime};
 use serde_json::Value;
 
 use crate::model::{
-    AgentId, AgentSpec, ExitInfo, FetchId, Origin, PackageRecord, Resolved, State, WaiterId,
-    WorkerId,
+    AgentId, AgentSpec, FetchId, Origin, PackageRecord, Resolved, State, WaiterId, WorkerId,
 };
 
 /// What the operator wants of the agent.
@@ -185,46 +184,7 @@ impl Life {
     }
 }
 
-/// One worker slot of an agent (`par-{id}` for index 0, `par-{id}-{n}` for others).
-#[derive(Debug, Clone)]
-pub struct Replica {
-    pub index: u32,
-    pub life: Life,
-    pub since: SystemTime,
-    /// Restarts over the replica's life.
-    pub restarts: u32,
-    /// Transient failures in a row (reset after a stable run).
-    pub failures: u32,
-    /// Bumped to invalidate pending timers.
-    pub epoch: u64,
-    pub probe_failures: u32,
-    pub last_error: Option<Failure>,
-    pub last_exit: Option<ExitInfo>,
-}
-
-impl Replica {
-    pub fn new(index: u32, wall: SystemTime) -> Self {
-        Replica {
-            index,
-            life: Life::Pending,
-            since: wall,
-            restarts: 0,
-            failures: 0,
-            epoch: 0,
-            probe_failures: 0,
-            last_error: None,
-            last_exit: None,
-        }
-    }
-
-    pub fn state(&self) -> State {
-        self.life.state()
-    }
-
-    pub fn worker_id(&self) -> Option<WorkerId> {
-        self.life.worker().map(|w| w.id)
-    }
-}
+pub use super::lifecycle::Replica;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RolloutState {
@@ -354,28 +314,28 @@ impl Agent {
         };
         self.replicas
             .iter()
-            .filter_map(|r| r.life.worker())
+            .filter_map(|r| r.worker())
             .chain(self.retiring.iter())
             .any(serves_http)
     }
 
     /// Scaled to zero: its one replica is idle.
     pub fn is_idle(&self) -> bool {
-        self.replicas.iter().all(|r| matches!(r.life, Life::Idle))
+        self.replicas.iter().all(|r| matches!(r.life(), Life::Idle))
     }
 
     /// Whether any worker process of the agent may still run.
     pub fn has_workers(&self) -> bool {
-        self.replicas.iter().any(|r| r.life.worker().is_some())
+        self.replicas.iter().any(|r| r.worker().is_some())
             || self
                 .rollout
                 .as_ref()
-                .is_some_and(|r| r.replicas.iter().any(|x| x.life.worker().is_some()))
+                .is_some_and(|r| r.replicas.iter().any(|x| x.worker().is_some()))
             || !self.retiring.is_empty()
     }
 
     pub fn serving(&self) -> bool {
-        self.goal == Goal::Run && self.replicas.iter().any(|r| r.life.serving())
+        self.goal == Goal::Run && self.replicas.iter().any(|r| r.life().serving())
     }
 
     /// The state the agent shows as a whole: its first replica's.

@@ -82,8 +82,8 @@ impl Supervisor {
         for i in 0..a.replicas.len() {
             let r = &mut a.replicas[i];
             r.epoch += 1;
-            let (state, has_worker) = (r.state(), r.life.worker().is_some());
-            if let Life::Stopping(_, then) = &mut r.life {
+            let (state, has_worker) = (r.state(), r.worker().is_some());
+            if let Some(then) = r.after_stop_mut() {
                 // A replica scaled away may be waiting for its sessions: not now.
                 let kept_for_sessions = *then == AfterStop::Drop;
                 *then = after;
@@ -111,8 +111,8 @@ impl Supervisor {
                 let r = &mut a.replicas[i];
                 r.failures = 0;
                 r.epoch += 1;
-                let (state, has_worker) = (r.state(), r.life.worker().is_some());
-                if let Life::Stopping(_, then) = &mut r.life {
+                let (state, has_worker) = (r.state(), r.worker().is_some());
+                if let Some(then) = r.after_stop_mut() {
                     *then = AfterStop::Start { count: true };
                 } else if has_worker {
                     s.begin_stop(a, i, AfterStop::Start { count: true }, out);
@@ -220,7 +220,7 @@ impl Supervisor {
                     let r = &mut a.replicas[i];
                     r.epoch += 1;
                     let state = r.state();
-                    if r.life.worker().is_some() {
+                    if r.worker().is_some() {
                         s.terminate(a, i, AfterStop::Rest, out);
                     } else if !lifecycle::settled(state) || state == State::Idle {
                         set_life(&a.id, r, Life::Stopped, "supervisor shutting down", out);
@@ -318,7 +318,7 @@ impl Supervisor {
         out: &mut Out,
     ) {
         let r = &mut a.replicas[i];
-        let Some(w) = r.life.worker().cloned() else {
+        let Some(w) = r.worker().cloned() else {
             return;
         };
         out.fx.push(Effect::Drain {
@@ -333,13 +333,14 @@ impl Supervisor {
     /// SIGTERM to the replica's worker now, SIGKILL after the stop grace.
     pub(super) fn terminate(&mut self, a: &mut Agent, i: usize, after: AfterStop, out: &mut Out) {
         let r = &mut a.replicas[i];
-        if !matches!(r.life, Life::Stopping(..)) {
-            let Some(w) = r.life.worker().cloned() else {
+        if !matches!(r.life(), Life::Stopping(..)) {
+            let Some(w) = r.worker().cloned() else {
                 return;
             };
             set_life(&a.id, r, Life::Stopping(w, after), "stopping", out);
         }
-        if let Life::Stopping(w, _) = &mut r.life {
+        let stopping = matches!(r.life(), Life::Stopping(..));
+        if let Some(w) = r.worker_mut().filter(|_| stopping) {
             self.sigterm_then_kill(w, out);
         }
     }
@@ -369,7 +370,7 @@ impl Supervisor {
     /// Drops the agent; its remaining waiters get its last view.
     pub(super) fn forget(&mut self, mut a: Agent, out: &mut Out) {
         if let Some(r) = a.rollout.take() {
-            for w in r.replicas.iter().filter_map(|x| x.life.worker()) {
+            for w in r.replicas.iter().filter_map(|x| x.worker()) {
                 self.release(w.id, out);
             }
         }
@@ -424,7 +425,7 @@ impl Supervisor {
                 .rollout
                 .as_ref()
                 .is_some_and(|r| r.in_progress() && !r.blue_green);
-        let stopped = !a.replicas.iter().any(|r| r.life.worker().is_some());
+        let stopped = !a.replicas.iter().any(|r| r.worker().is_some());
         let rolling = a
             .rollout
             .as_ref()

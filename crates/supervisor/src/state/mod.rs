@@ -29,11 +29,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use crate::model::{
-    AgentId, Clock, Command, CommandError, Effect, Input, Level, LogRecord, Reply, State, Timer,
-    WaiterId, WorkerId,
+    AgentId, Clock, Command, CommandError, Effect, Input, Level, LogRecord, Reply, Timer, WaiterId,
+    WorkerId,
 };
 
-use agent::{Agent, Goal, Life, Replica};
+use agent::{Agent, Goal, Life};
+pub(crate) use lifecycle::set_life;
 pub use limits::Budget;
 pub use view::{Route, RouteEntry, Upstream};
 
@@ -224,7 +225,9 @@ impl Supervisor {
                     return;
                 };
                 let r = &a.replicas[i];
-                if r.epoch == epoch && matches!(r.life, Life::Backoff { .. }) && a.goal == Goal::Run
+                if r.epoch == epoch
+                    && matches!(r.life(), Life::Backoff { .. })
+                    && a.goal == Goal::Run
                 {
                     s.start_replica(a, i, out);
                 }
@@ -289,53 +292,4 @@ impl Supervisor {
         self.owners.remove(&worker);
         out.fx.push(Effect::Release { worker });
     }
-}
-
-/// Moves a replica to `life` if the table allows it. A refused move is a bug:
-/// logged, a panic in debug builds, and never applied (a worker it would have
-/// carried is killed, so no process is left unaccounted for).
-pub(crate) fn set_life(
-    agent: &AgentId,
-    r: &mut Replica,
-    life: Life,
-    why: impl Into<String>,
-    out: &mut Out,
-) -> bool {
-    let (from, to) = (r.state(), life.state());
-    let why = why.into();
-    if from != to && !lifecycle::allowed(from, to) {
-        out.log(
-            agent,
-            Level::Error,
-            format!("refused transition {from} -> {to} (not in the table): {why}"),
-        );
-        debug_assert!(
-            false,
-            "transition {from:?} -> {to:?} is not in the table ({why})"
-        );
-        if let Some(w) = life.worker() {
-            if r.worker_id() != Some(w.id) {
-                out.fx.push(Effect::Signal {
-                    worker: w.id,
-                    signal: crate::model::Signal::Kill,
-                });
-                out.fx.push(Effect::Release { worker: w.id });
-            }
-        }
-        return false;
-    }
-    r.life = life;
-    r.since = out.clock.wall;
-    let level = match to {
-        State::Failed | State::Crashed => Level::Error,
-        State::Unhealthy | State::Backoff => Level::Warn,
-        _ => Level::Info,
-    };
-    out.fx.push(Effect::Log(LogRecord {
-        agent: agent.clone(),
-        level,
-        message: format!("{from} -> {to}: {why}"),
-        transition: Some((from, to)),
-    }));
-    true
 }

@@ -16,14 +16,14 @@ impl Supervisor {
         errors: Vec<String>,
         out: &mut Out,
     ) {
-        let Some(w) = a.replicas[i].life.worker().cloned() else {
+        let Some(w) = a.replicas[i].worker().cloned() else {
             return;
         };
         self.release(w.id, out);
         let r = &mut a.replicas[i];
         r.last_exit = Some(exit.clone());
         let what = exit.describe();
-        let after = match r.life {
+        let after = match *r.life() {
             Life::Stopping(_, after) => Some(after),
             _ => None,
         };

@@ -117,8 +117,8 @@ impl Supervisor {
             let r = &mut a.replicas[i];
             r.failures = 0;
             r.epoch += 1;
-            let (state, has_worker) = (r.state(), r.life.worker().is_some());
-            if let Life::Stopping(_, then) = &mut r.life {
+            let (state, has_worker) = (r.state(), r.worker().is_some());
+            if let Some(then) = r.after_stop_mut() {
                 *then = AfterStop::Start { count: false };
             } else if has_worker {
                 self.begin_stop(a, i, AfterStop::Start { count: false }, out);
@@ -152,7 +152,13 @@ impl Supervisor {
         for index in indices {
             let w = self.launch(&a.id, &spec, &package, index, out);
             let mut new = Replica::new(index, out.clock.wall);
-            new.life = Life::Starting(w);
+            set_life(
+                &a.id,
+                &mut new,
+                Life::Starting(w),
+                "rollout: new worker",
+                out,
+            );
             replicas.push(new);
         }
         if let Some(ro) = a.rollout.as_mut() {
@@ -201,7 +207,7 @@ impl Supervisor {
         let r = &mut ro.replicas[i];
         match event {
             WorkerEvent::Spawned { pid, port } => {
-                if let Some(w) = r.life.worker_mut() {
+                if let Some(w) = r.worker_mut() {
                     w.pid = Some(pid);
                     w.port = Some(port);
                 }
@@ -218,21 +224,21 @@ impl Supervisor {
                 self.rollout_failed(a, Failure::new(class, reason), retryable, out);
             }
             WorkerEvent::Ready(h) => {
-                if let Life::Starting(w) = &mut r.life {
+                let starting = r.state() == State::Starting;
+                if let Some(w) = r.worker_mut().filter(|_| starting) {
                     w.ready_at = Some(out.clock.wall);
                     w.package_id = h.package_id;
                     w.meta = h.meta;
                     w.health_error = None;
                     let w = w.clone();
-                    r.life = Life::Ready(w);
-                    r.since = out.clock.wall;
+                    set_life(&a.id, r, Life::Ready(w), "rollout: new worker ready", out);
                 }
                 if ro.replicas.iter().all(|x| x.state() == State::Ready) {
                     self.switch(a, out);
                 }
             }
             WorkerEvent::HealthError(msg) => {
-                if let Some(w) = r.life.worker_mut() {
+                if let Some(w) = r.worker_mut() {
                     w.health_error = Some(msg.clone());
                 }
                 out.log(
@@ -242,7 +248,7 @@ impl Supervisor {
                 );
             }
             WorkerEvent::StartupTimeout => {
-                if let Some(w) = r.life.worker_mut() {
+                if let Some(w) = r.worker_mut() {
                     let secs = self.cfg.startup_timeout.as_secs();
                     w.kill_reason = Some(Failure::new(
                         "startup_timeout",
@@ -257,7 +263,7 @@ impl Supervisor {
             // Liveness starts to matter once it serves.
             WorkerEvent::Probe { .. } => {}
             WorkerEvent::Exited { exit, errors } => {
-                let w = r.life.worker().cloned();
+                let w = r.worker().cloned();
                 self.rollout_exited(a, w, &exit, errors, out);
             }
         }
@@ -309,8 +315,8 @@ impl Supervisor {
         a.package = ro.package.clone();
         let new = std::mem::take(&mut ro.replicas);
         let old = std::mem::replace(&mut a.replicas, new);
-        let to = describe_all(a.replicas.iter().filter_map(|r| r.life.worker()));
-        let from = describe_all(old.iter().filter_map(|r| r.life.worker()));
+        let to = describe_all(a.replicas.iter().filter_map(|r| r.worker()));
+        let from = describe_all(old.iter().filter_map(|r| r.worker()));
         let from = if from.is_empty() {
             String::new()
         } else {
@@ -323,7 +329,7 @@ impl Supervisor {
             format!("rolled out to {to}{from} in {} ms", took.as_millis()),
         );
         for r in old {
-            if let Some(w) = r.life.worker().cloned() {
+            if let Some(w) = r.worker().cloned() {
                 self.retire(a, w, out);
             }
         }
@@ -379,7 +385,7 @@ impl Supervisor {
             .replicas
             .iter()
             .enumerate()
-            .any(|(j, r)| j != i && r.life.serving());
+            .any(|(j, r)| j != i && r.life().serving());
         if !ongoing || others_serve || self.shutdown {
             return false;
         }
@@ -393,7 +399,7 @@ impl Supervisor {
         );
         let old = std::mem::take(&mut a.replicas);
         for r in &old {
-            if let Some(w) = r.life.worker().cloned() {
+            if let Some(w) = r.worker().cloned() {
                 self.retire(a, w, out);
             }
         }
@@ -414,7 +420,7 @@ impl Supervisor {
                 self.start_replica(a, j, out);
             }
         }
-        let who = describe_all(a.replicas.iter().filter_map(|r| r.life.worker()));
+        let who = describe_all(a.replicas.iter().filter_map(|r| r.worker()));
         let who = if who.is_empty() {
             "the rollout's new version takes over".to_string()
         } else {
@@ -437,7 +443,7 @@ impl Supervisor {
         let abandoned: Vec<_> = ro
             .replicas
             .drain(..)
-            .filter_map(|r| r.life.worker().map(|w| w.id))
+            .filter_map(|r| r.worker().map(|w| w.id))
             .collect();
         ro.state = RolloutState::Failed { failure, retryable };
         ro.finished_at = Some(out.clock.wall);
@@ -466,7 +472,7 @@ impl Supervisor {
 
     /// Keeps `current_package` / `previous_package` up to date with what serves.
     pub(super) fn record_package(&self, a: &mut Agent, out: &mut Out) {
-        let Some(w) = a.replicas.iter().find_map(|r| match &r.life {
+        let Some(w) = a.replicas.iter().find_map(|r| match r.life() {
             Life::Ready(w) => Some(w),
             _ => None,
         }) else {

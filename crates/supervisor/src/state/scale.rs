@@ -35,7 +35,9 @@ impl Supervisor {
         }
         let now = out.clock.now;
         if let Some(idle) = a.spec.idle_timeout {
-            if in_flight == 0 && queued == 0 && idle_for >= idle && !a.is_idle() {
+            // A failed agent keeps showing its failure until it is restarted.
+            let failed = a.state() == State::Failed;
+            if in_flight == 0 && queued == 0 && idle_for >= idle && !a.is_idle() && !failed {
                 return self.go_idle(a, idle_for, out);
             }
         }
@@ -97,11 +99,8 @@ impl Supervisor {
         }
         // The highest indices go first, those with sessions bound last.
         while a.replicas.iter().filter(|r| !dropping(r)).count() > n {
-            let has_sessions = |r: &Replica| {
-                r.life
-                    .worker()
-                    .is_some_and(|w| a.with_sessions.contains(&w.id))
-            };
+            let has_sessions =
+                |r: &Replica| r.worker().is_some_and(|w| a.with_sessions.contains(&w.id));
             let Some(i) = (1..a.replicas.len())
                 .rev()
                 .filter(|&i| !dropping(&a.replicas[i]))
@@ -109,7 +108,7 @@ impl Supervisor {
             else {
                 break;
             };
-            if a.replicas[i].life.worker().is_some() {
+            if a.replicas[i].worker().is_some() {
                 self.begin_stop_keeping_sessions(a, i, out);
             } else {
                 a.replicas[i].epoch += 1;
@@ -147,7 +146,7 @@ impl Supervisor {
         );
         a.load = Load::default();
         for i in (1..a.replicas.len()).rev() {
-            if a.replicas[i].life.worker().is_some() {
+            if a.replicas[i].worker().is_some() {
                 self.begin_stop(a, i, AfterStop::Drop, out);
             } else {
                 a.replicas.remove(i);
@@ -155,9 +154,9 @@ impl Supervisor {
         }
         let r = &mut a.replicas[0];
         r.epoch += 1;
-        if r.life.worker().is_some() {
+        if r.worker().is_some() {
             self.begin_stop(a, 0, AfterStop::Idle, out);
-        } else if !matches!(r.life, Life::Idle) {
+        } else if !matches!(r.life(), Life::Idle) {
             if matches!(r.state(), State::Backoff | State::Crashed | State::Fetching) {
                 set_life(&a.id, r, Life::Stopped, "scaling to zero", out);
             }
@@ -183,7 +182,7 @@ impl Supervisor {
 }
 
 fn dropping(r: &Replica) -> bool {
-    matches!(r.life, Life::Stopping(_, AfterStop::Drop))
+    matches!(r.life(), Life::Stopping(_, AfterStop::Drop))
 }
 
 #[cfg(test)]

@@ -106,7 +106,7 @@ impl Supervisor {
     }
 
     fn view_with(&self, a: &Agent, r: &Replica, shares: &Shares, clock: Clock) -> ProcessView {
-        let w = r.life.worker();
+        let w = r.worker();
         ProcessView {
             process_id: a.id.process_id(r.index),
             agent_id: a.id.to_string(),
@@ -132,22 +132,22 @@ impl Supervisor {
             last_error: r.last_error.as_ref().map(|f| f.message.clone()),
             last_error_class: r.last_error.as_ref().map(|f| f.class.clone()),
             last_exit: r.last_exit.clone(),
-            state_since: r.since,
+            state_since: r.since(),
             started_at: w.map(|w| w.started_at),
             ready_at: w.and_then(|w| w.ready_at),
-            next_restart_in_seconds: match r.life {
+            next_restart_in_seconds: match r.life() {
                 Life::Backoff { until } => {
                     Some(until.saturating_duration_since(clock.now).as_secs_f64())
                 }
                 _ => None,
             },
-            restart_at: match r.life {
+            restart_at: match r.life() {
                 Life::Backoff { until } => {
                     Some(clock.wall + until.saturating_duration_since(clock.now))
                 }
                 _ => None,
             },
-            stable_at: match &r.life {
+            stable_at: match r.life() {
                 Life::Ready(w) | Life::Unhealthy(w) => Some(w.started_at + a.spec.stable_period()),
                 _ => None,
             },
@@ -189,7 +189,7 @@ fn agent_view(a: &Agent) -> AgentView {
     let dropping = a
         .replicas
         .iter()
-        .filter(|r| matches!(r.life, Life::Stopping(_, super::agent::AfterStop::Drop)))
+        .filter(|r| matches!(r.life(), Life::Stopping(_, super::agent::AfterStop::Drop)))
         .count() as u32;
     let idle = a.is_idle();
     AgentView {
@@ -241,7 +241,7 @@ fn add_agent(shares: &mut Shares, a: &Agent) {
 /// version's after a rollout, replicas scaled away, until SIGTERM.
 fn draining(a: &Agent) -> Vec<Upstream> {
     let retiring = a.retiring.iter().map(|w| (w, None));
-    let stopping = a.replicas.iter().filter_map(|r| match &r.life {
+    let stopping = a.replicas.iter().filter_map(|r| match r.life() {
         Life::Stopping(w, super::agent::AfterStop::Drop) => Some((w, Some(r.index))),
         _ => None,
     });
@@ -267,7 +267,7 @@ fn route(a: &Agent, clock: Clock) -> Route {
     let ready: Vec<_> = a
         .replicas
         .iter()
-        .filter_map(|r| match &r.life {
+        .filter_map(|r| match r.life() {
             Life::Ready(w) => w.port.map(|port| Upstream {
                 worker: w.id,
                 port,
@@ -290,7 +290,7 @@ fn route(a: &Agent, clock: Clock) -> Route {
     }
     Route::NotReady {
         state,
-        retry_after_secs: match (&first.life, state) {
+        retry_after_secs: match (first.life(), state) {
             (Life::Backoff { until }, _) => {
                 until.saturating_duration_since(clock.now).as_secs().max(1) as u32
             }
@@ -313,7 +313,7 @@ fn rollout_view(r: &Rollout) -> RolloutView {
         RolloutState::RolledOut => (RolloutStatus::RolledOut, None, None),
         RolloutState::Failed { failure, .. } => (RolloutStatus::RolloutFailed, None, Some(failure)),
     };
-    let next = r.replicas.first().and_then(|x| x.life.worker());
+    let next = r.replicas.first().and_then(|x| x.worker());
     RolloutView {
         state,
         phase,

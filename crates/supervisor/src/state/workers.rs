@@ -52,7 +52,7 @@ impl Supervisor {
     fn replica_event(&mut self, a: &mut Agent, i: usize, event: WorkerEvent, out: &mut Out) {
         match event {
             WorkerEvent::Spawned { pid, port } => {
-                if let Some(w) = a.replicas[i].life.worker_mut() {
+                if let Some(w) = a.replicas[i].worker_mut() {
                     w.pid = Some(pid);
                     w.port = Some(port);
                 }
@@ -66,7 +66,7 @@ impl Supervisor {
             WorkerEvent::Ready(h) => self.replica_ready(a, i, h, out),
             WorkerEvent::HealthError(msg) => {
                 let r = &mut a.replicas[i];
-                if let Some(w) = r.life.worker_mut() {
+                if let Some(w) = r.worker_mut() {
                     w.health_error = Some(msg.clone());
                 }
                 r.last_error = Some(Failure::new("health_error", msg.clone()));
@@ -74,7 +74,7 @@ impl Supervisor {
             }
             WorkerEvent::StartupTimeout => {
                 let secs = self.cfg.startup_timeout.as_secs();
-                if let Some(w) = a.replicas[i].life.worker_mut() {
+                if let Some(w) = a.replicas[i].worker_mut() {
                     let reason = format!("not ready within {secs} s");
                     w.kill_reason = Some(Failure::new("startup_timeout", reason));
                     out.fx.push(Effect::Signal {
@@ -98,7 +98,7 @@ impl Supervisor {
         kind: SpawnFailure,
         out: &mut Out,
     ) {
-        if let Some(w) = a.replicas[i].life.worker() {
+        if let Some(w) = a.replicas[i].worker() {
             let id = w.id;
             self.release(id, out);
         }
@@ -119,7 +119,10 @@ impl Supervisor {
 
     fn replica_ready(&mut self, a: &mut Agent, i: usize, h: Health, out: &mut Out) {
         let r = &mut a.replicas[i];
-        let Life::Starting(w) = &mut r.life else {
+        if r.state() != State::Starting {
+            return;
+        }
+        let Some(w) = r.worker_mut() else {
             return;
         };
         w.ready_at = Some(out.clock.wall);
@@ -146,7 +149,7 @@ impl Supervisor {
         let limit = self.cfg.probe_failures;
         let r = &mut a.replicas[i];
         r.probe_failures = failures;
-        match (&r.life, ok) {
+        match (r.life(), ok) {
             (Life::Unhealthy(w), true) => {
                 let w = w.clone();
                 set_life(&a.id, r, Life::Ready(w), "liveness probe passed", out);
@@ -159,7 +162,7 @@ impl Supervisor {
             _ => {}
         }
         if !ok && failures >= limit && r.state() == State::Unhealthy {
-            if let Some(w) = r.life.worker_mut() {
+            if let Some(w) = r.worker_mut() {
                 let why = format!("{failures} liveness probes failed in a row");
                 w.kill_reason = Some(Failure::new("liveness_probe_failed", why));
             }
@@ -173,7 +176,7 @@ impl Supervisor {
         };
         self.with_agent(&agent, out, |s, a, out| match locate(a, worker) {
             Some(At::Replica(i)) if a.replicas[i].state() == State::Stopping => {
-                let after = match a.replicas[i].life {
+                let after = match *a.replicas[i].life() {
                     Life::Stopping(_, after) => after,
                     _ => AfterStop::Rest,
                 };
@@ -237,7 +240,7 @@ impl Supervisor {
             let Some(At::Replica(i)) = locate(a, worker) else {
                 return;
             };
-            if let Some(w) = a.replicas[i].life.worker_mut() {
+            if let Some(w) = a.replicas[i].worker_mut() {
                 w.kill_reason = Some(Failure::new(class, reason.clone()));
                 out.fx.push(Effect::Signal {
                     worker,

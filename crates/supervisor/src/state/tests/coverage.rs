@@ -38,8 +38,7 @@ fn an_illegal_move_is_refused_loudly() {
     );
 }
 
-/// Every allowed transition is taken by at least one scenario above (the
-/// ones scale to zero will add are listed apart until then).
+/// Every allowed transition is taken by at least one scenario below.
 #[test]
 fn the_scenarios_cover_every_allowed_transition() {
     let scenarios: &[fn(&mut H)] = &[
@@ -50,6 +49,7 @@ fn the_scenarios_cover_every_allowed_transition() {
         limits_policies_and_restarts,
         remote_specs_replaced,
         failed_fetch_then_shutdown,
+        scaled_to_zero_and_woken,
     ];
     let mut seen = HashSet::new();
     for s in scenarios {
@@ -57,17 +57,9 @@ fn the_scenarios_cover_every_allowed_transition() {
         s(&mut h);
         seen.extend(h.seen);
     }
-    // Reached only by scaling to zero and waking, which come with replicas.
-    let later = [
-        (State::Pending, State::Idle),
-        (State::Stopping, State::Idle),
-        (State::Idle, State::Starting),
-        (State::Idle, State::Fetching),
-        (State::Idle, State::Stopped),
-    ];
     let missing: Vec<_> = ALLOWED_TRANSITIONS
         .iter()
-        .filter(|t| !seen.contains(t) && !later.contains(t))
+        .filter(|t| !seen.contains(t))
         .collect();
     assert!(
         missing.is_empty(),
@@ -304,4 +296,61 @@ fn failed_fetch_then_shutdown(h: &mut H) {
     h.cmd(Command::Shutdown {
         grace: Duration::from_secs(1),
     });
+}
+
+fn scaled_to_zero_and_woken(h: &mut H) {
+    let idles = |mut spec: AgentSpec| {
+        spec.idle_timeout = Some(Duration::from_secs(1));
+        spec
+    };
+    let idle_load = |h: &mut H, agent: &str| {
+        h.input(Input::Load {
+            agent: id(agent),
+            in_flight: 0,
+            queued: 0,
+            idle_for: Duration::from_secs(2),
+            with_sessions: Vec::new(),
+        })
+    };
+    // A ready worker drains and stops, then a request wakes it.
+    let (_, fx) = h.spawn_spec(idles(local("i")), false);
+    let w = spawned(&fx).unwrap();
+    h.ev(w, ready());
+    idle_load(h, "i");
+    h.input(Input::Drained {
+        worker: w,
+        in_flight: 0,
+    });
+    h.exits(w, Some(0), None, 5.0);
+    assert_eq!(h.state("i"), State::Idle);
+    h.input(Input::Wake { agent: id("i") });
+    assert_eq!(h.state("i"), State::Starting);
+    // Crashed and waiting to restart: idle through `stopped`; then stopped.
+    let (_, fx) = h.spawn_spec(idles(local("b")), false);
+    h.exits(spawned(&fx).unwrap(), Some(1), None, 1.0);
+    assert_eq!(h.state("b"), State::Backoff);
+    idle_load(h, "b");
+    assert_eq!(h.state("b"), State::Idle);
+    h.cmd(Command::Stop { agent: id("b") });
+    assert_eq!(h.state("b"), State::Stopped);
+    // A remote spec replaced while idle is fetched first.
+    let (_, fx) = h.spawn_spec(idles(remote("r")), false);
+    let fx = h.input(Input::Fetched {
+        agent: id("r"),
+        fetch: fetch_of(&fx).unwrap(),
+        result: Ok(resolved()),
+    });
+    let w = spawned(&fx).unwrap();
+    h.ev(w, ready());
+    idle_load(h, "r");
+    h.input(Input::Drained {
+        worker: w,
+        in_flight: 0,
+    });
+    h.exits(w, Some(0), None, 5.0);
+    assert_eq!(h.state("r"), State::Idle);
+    let mut spec = idles(remote("r"));
+    spec.package.push_str("?v=2");
+    put(h, spec, false);
+    assert_eq!(h.state("r"), State::Fetching);
 }

@@ -407,3 +407,24 @@ fn a_live_session_keeps_an_idle_agent_up_through_its_load() {
     let fx = load(&mut h, "i", 0, 1_000);
     assert!(has(&fx, |e| matches!(e, Effect::Drain { .. })));
 }
+
+#[test]
+fn an_idle_timeout_scales_a_crashed_agent_to_zero_but_leaves_a_failed_one_failed() {
+    let mut h = H::new();
+    let spec = with("c", |s| s.idle_timeout = Some(Duration::from_secs(1)));
+    let (_, fx) = h.spawn_spec(spec, false);
+    h.exits(spawned(&fx).unwrap(), Some(1), None, 1.0);
+    assert_eq!(h.state("c"), State::Backoff);
+    load(&mut h, "c", 0, 2_000);
+    assert_eq!(h.state("c"), State::Idle);
+    // Woken, it starts afresh.
+    let fx = h.input(Input::Wake { agent: id("c") });
+    assert!(spawned(&fx).is_some());
+
+    let spec = with("f", |s| s.idle_timeout = Some(Duration::from_secs(1)));
+    let (_, fx) = h.spawn_spec(spec, false);
+    h.exits(spawned(&fx).unwrap(), Some(78), None, 0.1);
+    assert_eq!(h.state("f"), State::Failed);
+    assert!(load(&mut h, "f", 0, 2_000).is_empty());
+    assert_eq!(h.state("f"), State::Failed);
+}
