@@ -1,4 +1,5 @@
-# ECS: the cluster, the task definition (one container: `par supervisor` on port 80)
+# ECS: the cluster, the task definition (one container: `par supervisor` on port 80,
+# and with otel_collector the AWS Distro for OpenTelemetry collector beside it)
 # and the service behind the ALB.
 
 locals {
@@ -14,6 +15,89 @@ locals {
   admin_environment  = var.admin_token == "" ? [] : [{ name = "PAR_ADMIN_TOKEN", value = var.admin_token }]
 
   task_subnets = length(var.private_subnet_ids) > 0 ? var.private_subnet_ids : var.public_subnet_ids
+
+  # Tracing (var.otel_collector): the supervisor exports its spans and its
+  # workers' over OTLP/HTTP to the sidecar on the task's loopback, and passes
+  # the same OTEL_* variables on to the agents (service name = agent id).
+  collector_name = "otel-collector"
+  otel_environment = var.otel_collector ? [
+    { name = "OTEL_EXPORTER_OTLP_ENDPOINT", value = "http://127.0.0.1:4318" },
+    { name = "OTEL_EXPORTER_OTLP_PROTOCOL", value = "http/protobuf" },
+    { name = "OTEL_TRACES_SAMPLER", value = "parentbased_traceidratio" },
+    { name = "OTEL_TRACES_SAMPLER_ARG", value = tostring(var.otel_sampling_ratio) },
+  ] : []
+
+  runtime_container = {
+    name      = var.name
+    image     = local.image
+    essential = true
+    # With the collector: the rest of the task's CPU, reserved for the supervisor
+    # and its agents (a container without a cpu share would get the minimum
+    # share against the collector's under contention).
+    cpu          = var.otel_collector ? var.task_cpu - var.otel_collector_cpu : null
+    portMappings = [{ name = "http", containerPort = var.container_port, hostPort = var.container_port, protocol = "tcp", appProtocol = "http" }]
+    environment  = concat(local.base_environment, local.agents_environment, local.admin_environment, local.otel_environment)
+    # START, not HEALTHY: the supervisor's exporter drops (and counts) spans
+    # while nothing listens, and a collector that never turns healthy must not
+    # keep the agents from serving.
+    dependsOn = var.otel_collector ? [{ containerName = local.collector_name, condition = "START" }] : null
+    healthCheck = {
+      command     = ["CMD", "python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${var.container_port}/runtime/health', timeout=4)"]
+      interval    = 15
+      timeout     = 5
+      retries     = 3
+      startPeriod = 60
+    }
+    stopTimeout     = 30
+    linuxParameters = { initProcessEnabled = true }
+    ulimits         = [{ name = "nofile", softLimit = 65536, hardLimit = 65536 }]
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.runtime.name
+        awslogs-region        = var.aws_region
+        awslogs-stream-prefix = "ecs"
+      }
+    }
+  }
+
+  # Not essential: a collector that crashes is restarted in place (restartPolicy)
+  # and never stops the task; spans sent meanwhile are dropped by the exporters.
+  collector_container = var.otel_collector ? [{
+    name              = local.collector_name
+    image             = var.otel_collector_image
+    essential         = false
+    cpu               = var.otel_collector_cpu
+    memory            = var.otel_collector_memory
+    memoryReservation = 64
+    environment = [{
+      name = "AOT_CONFIG_CONTENT"
+      value = templatefile("${path.module}/otel-collector.yaml.tftpl", {
+        region            = var.aws_region
+        metrics_namespace = var.name
+        metrics_log_group = one(aws_cloudwatch_log_group.otel_metrics[*].name)
+      })
+    }]
+    # The image's /healthcheck asks the health_check extension on 127.0.0.1:13133.
+    healthCheck = {
+      command     = ["CMD", "/healthcheck"]
+      interval    = 15
+      timeout     = 5
+      retries     = 3
+      startPeriod = 10
+    }
+    restartPolicy          = { enabled = true, restartAttemptPeriod = 60 }
+    readonlyRootFilesystem = true
+    stopTimeout            = 10
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = one(aws_cloudwatch_log_group.otel_collector[*].name)
+        awslogs-region        = var.aws_region
+        awslogs-stream-prefix = "otel"
+      }
+    }
+  }] : []
 }
 
 resource "aws_ecs_cluster" "runtime" {
@@ -40,31 +124,14 @@ resource "aws_ecs_task_definition" "runtime" {
     operating_system_family = "LINUX"
   }
 
-  container_definitions = jsonencode([{
-    name         = var.name
-    image        = local.image
-    essential    = true
-    portMappings = [{ name = "http", containerPort = var.container_port, hostPort = var.container_port, protocol = "tcp", appProtocol = "http" }]
-    environment  = concat(local.base_environment, local.agents_environment, local.admin_environment)
-    healthCheck = {
-      command     = ["CMD", "python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:${var.container_port}/runtime/health', timeout=4)"]
-      interval    = 15
-      timeout     = 5
-      retries     = 3
-      startPeriod = 60
+  container_definitions = jsonencode(concat([local.runtime_container], local.collector_container))
+
+  lifecycle {
+    precondition {
+      condition     = !var.otel_collector || (var.otel_collector_cpu < var.task_cpu && var.otel_collector_memory < var.task_memory)
+      error_message = "The collector sidecar's otel_collector_cpu and otel_collector_memory must leave room in task_cpu and task_memory for the supervisor and its agents."
     }
-    stopTimeout     = 30
-    linuxParameters = { initProcessEnabled = true }
-    ulimits         = [{ name = "nofile", softLimit = 65536, hardLimit = 65536 }]
-    logConfiguration = {
-      logDriver = "awslogs"
-      options = {
-        awslogs-group         = aws_cloudwatch_log_group.runtime.name
-        awslogs-region        = var.aws_region
-        awslogs-stream-prefix = "ecs"
-      }
-    }
-  }])
+  }
 }
 
 resource "aws_security_group" "tasks" {

@@ -161,6 +161,51 @@ variable "health_check_grace_seconds" {
   default     = 120
 }
 
+variable "otel_collector" {
+  description = "Run the AWS Distro for OpenTelemetry collector as a sidecar: it takes OTLP on 127.0.0.1:4318 (HTTP) and 4317 (gRPC) from the supervisor, its workers and the agents (OTEL_EXPORTER_OTLP_ENDPOINT is set for them), sends traces to AWS X-Ray and OTLP metrics to CloudWatch (EMF); the task role gets the X-Ray and log-group permissions it needs. false: no sidecar, no tracing endpoint."
+  type        = bool
+  default     = false
+}
+
+variable "otel_collector_image" {
+  description = "Image of the collector sidecar (the public AWS Distro for OpenTelemetry collector, pinned; its /healthcheck binary is the container health check)."
+  type        = string
+  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.49.0"
+}
+
+variable "otel_collector_cpu" {
+  description = "CPU units reserved for the collector sidecar out of task_cpu (the supervisor and its agents share the rest)."
+  type        = number
+  default     = 128
+
+  validation {
+    condition     = var.otel_collector_cpu >= 0
+    error_message = "otel_collector_cpu must be 0 or more (below task_cpu: checked on the task definition)."
+  }
+}
+
+variable "otel_collector_memory" {
+  description = "MiB of memory the collector sidecar may use (its hard limit; 64 MiB of it reserved) out of task_memory."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = var.otel_collector_memory >= 64
+    error_message = "otel_collector_memory must be at least 64 MiB (below task_memory: checked on the task definition)."
+  }
+}
+
+variable "otel_sampling_ratio" {
+  description = "Share of new traces sampled when the collector is on (OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG): 1 = every request; an incoming traceparent's sampled flag is followed either way."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.otel_sampling_ratio >= 0 && var.otel_sampling_ratio <= 1
+    error_message = "otel_sampling_ratio must be between 0 and 1."
+  }
+}
+
 variable "tags" {
   description = "Tags on every resource."
   type        = map(string)
