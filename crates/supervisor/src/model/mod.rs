@@ -4,6 +4,7 @@
 
 pub mod effect;
 pub mod event;
+pub mod failure;
 pub mod id;
 pub mod lifecycle;
 pub mod report;
@@ -18,11 +19,12 @@ pub use event::{
     Clock, Command, ExitInfo, FetchFailure, Health, Input, Origin, Resolved, SpawnFailure, Timer,
     WorkerEvent,
 };
+pub use failure::FailureClass;
 pub use id::{AgentId, FetchId, WaiterId, WorkerId};
 pub use lifecycle::State;
 pub use report::{ReconcileFailure, ReconcileReport};
 pub use spec::{AgentSpec, RestartPolicy, SessionMode, SessionSettings};
 pub use view::{
-    AgentView, AutoscaleView, DrainingView, Enforcement, Limits, PackageRecord, ProcessView,
-    RolloutStatus, RolloutView,
+    AgentView, AutoscaleView, DrainingView, Enforcement, LimitSource, Limits, PackageRecord,
+    ProcessView, RolloutPhase, RolloutStatus, RolloutStrategy, RolloutView,
 };

@@ -3,10 +3,11 @@
 
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::event::{ExitInfo, Origin};
+use super::failure::FailureClass;
 use super::lifecycle::State;
 use super::spec::RestartPolicy;
 
@@ -46,7 +47,7 @@ pub struct ProcessView {
     pub last_error: Option<String>,
     /// What kind of failure `last_error` is, in words that quote no agent
     /// output (`package_failure`, `exited 3`, `killed by signal SIGKILL`, ...).
-    pub last_error_class: Option<String>,
+    pub last_error_class: Option<FailureClass>,
     pub last_exit: Option<ExitInfo>,
     #[serde(serialize_with = "ser_time")]
     pub state_since: SystemTime,
@@ -141,20 +142,47 @@ pub enum RolloutStatus {
     RolloutFailed,
 }
 
+/// Where a rollout in progress is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutPhase {
+    Fetching,
+    Starting,
+}
+
+/// How a rollout replaces the running version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutStrategy {
+    /// New workers next to the serving ones; the route switches once they are ready.
+    BlueGreen,
+    /// Nothing was serving: the spec was replaced in place.
+    InPlace,
+}
+
+/// Where a limit comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitSource {
+    /// The spec's own.
+    Explicit,
+    /// A share of the supervisor's budget.
+    FairShare,
+}
+
 /// A rollout as status shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RolloutView {
     pub state: RolloutStatus,
     /// While rolling: `fetching` or `starting`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub phase: Option<&'static str>,
+    pub phase: Option<RolloutPhase>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// What kind of failure `reason` is, quoting no agent output.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason_class: Option<String>,
-    /// `blue-green` (next to a serving worker) or `in-place` (nothing was serving).
-    pub strategy: &'static str,
+    pub reason_class: Option<FailureClass>,
+    pub strategy: RolloutStrategy,
     pub to_package: String,
     pub to_sha256: Option<String>,
     #[serde(serialize_with = "ser_time")]
@@ -196,13 +224,12 @@ pub enum Enforcement {
 #[derive(Debug, Clone, Serialize)]
 pub struct Limits {
     pub memory_limit_mb: Option<u64>,
-    /// `explicit` (the spec's) or `fair-share`.
-    pub memory_limit_source: &'static str,
+    pub memory_limit_source: LimitSource,
     pub memory_enforcement: Enforcement,
     /// The agent's private folder's budget (the disk watchdog's, under
     /// per-agent uids).
     pub disk_limit_mb: Option<u64>,
     pub cpu_limit: Option<f64>,
-    pub cpu_limit_source: &'static str,
+    pub cpu_limit_source: LimitSource,
     pub cpu_enforcement: Enforcement,
 }

@@ -7,7 +7,8 @@ use std::time::{Instant, SystemTime};
 use serde_json::Value;
 
 use crate::model::{
-    AgentId, AgentSpec, FetchId, Origin, PackageRecord, Resolved, State, WaiterId, WorkerId,
+    AgentId, AgentSpec, FailureClass, FetchId, Origin, PackageRecord, Resolved, State, WaiterId,
+    WorkerId,
 };
 
 /// What the operator wants of the agent.
@@ -50,14 +51,14 @@ impl Package {
 /// the full message (which may quote the agent's own output).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
-    pub class: String,
+    pub class: FailureClass,
     pub message: String,
 }
 
 impl Failure {
-    pub fn new(class: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(class: FailureClass, message: impl Into<String>) -> Self {
         Failure {
-            class: class.into(),
+            class,
             message: message.into(),
         }
     }

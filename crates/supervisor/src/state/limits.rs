@@ -2,7 +2,7 @@
 //! per-agent limit, else a fair share of what the explicit ones leave; and how
 //! each limit is enforced.
 
-use crate::model::{AgentSpec, Enforcement, Limits, State};
+use crate::model::{AgentSpec, Enforcement, LimitSource, Limits, State};
 
 /// What the task may use (detected by the runtime at start).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,7 +45,7 @@ pub fn counts(state: State) -> bool {
 /// One worker's limits for `spec`, given the totals of all workers.
 pub fn limits(spec: &AgentSpec, shares: &Shares, budget: &Budget) -> Limits {
     let (memory_limit_mb, memory_limit_source) = match spec.memory_limit_mb {
-        Some(m) => (m, "explicit"),
+        Some(m) => (m, LimitSource::Explicit),
         None => {
             let left = budget
                 .memory_mb
@@ -53,17 +53,17 @@ pub fn limits(spec: &AgentSpec, shares: &Shares, budget: &Budget) -> Limits {
                 .saturating_sub(shares.mem_explicit_mb);
             (
                 (left / u64::from(shares.mem_shared.max(1))).max(16),
-                "fair-share",
+                LimitSource::FairShare,
             )
         }
     };
     let (cpu_limit, cpu_limit_source) = match spec.cpu_limit {
-        Some(c) => (c, "explicit"),
+        Some(c) => (c, LimitSource::Explicit),
         None => {
             let left = (budget.cpus - shares.cpu_explicit).max(0.05);
             (
                 (left / f64::from(shares.cpu_shared.max(1))).max(0.05),
-                "fair-share",
+                LimitSource::FairShare,
             )
         }
     };
@@ -117,14 +117,14 @@ mod tests {
         let la = limits(&a, &s, &BUDGET);
         assert_eq!(
             (la.memory_limit_mb, la.memory_limit_source),
-            (Some(512), "explicit")
+            (Some(512), LimitSource::Explicit)
         );
         assert_eq!(la.memory_enforcement, Enforcement::Watchdog);
         let lb = limits(&b, &s, &BUDGET);
         // (1088 - 64 - 512) / 2
         assert_eq!(
             (lb.memory_limit_mb, lb.memory_limit_source),
-            (Some(256), "fair-share")
+            (Some(256), LimitSource::FairShare)
         );
         assert_eq!(lb.cpu_limit, Some(0.5));
         assert_eq!(lb.memory_enforcement, Enforcement::Advisory);

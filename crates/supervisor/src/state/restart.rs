@@ -5,7 +5,7 @@
 
 use super::agent::{AfterStop, Agent, Failure, Goal, Life, Package};
 use super::{set_life, Out, Supervisor};
-use crate::model::{ExitInfo, FetchFailure, Level, Resolved, State, Timer};
+use crate::model::{ExitInfo, FailureClass, FetchFailure, Level, Resolved, State, Timer};
 
 impl Supervisor {
     pub(super) fn exited(
@@ -93,7 +93,10 @@ impl Supervisor {
     ) {
         let failed = !exit.success() || kill_reason.is_some();
         let mut failure = kill_reason.unwrap_or_else(|| {
-            Failure::new(exit_class(exit), format!("worker {}", exit.describe()))
+            Failure::new(
+                FailureClass::of_exit(exit),
+                format!("worker {}", exit.describe()),
+            )
         });
         let r = &mut a.replicas[i];
         if failed {
@@ -120,7 +123,7 @@ impl Supervisor {
                     "gave up after {} restarts in a row; last: {}",
                     r.failures, failure.message
                 );
-                r.last_error = Some(Failure::new("gave_up", msg.clone()));
+                r.last_error = Some(Failure::new(FailureClass::GaveUp, msg.clone()));
                 set_life(&a.id, r, Life::Failed, msg, out);
                 return;
             }
@@ -175,7 +178,10 @@ impl Supervisor {
             }
             Err(f) => {
                 a.package = Package::Unresolved;
-                let failure = Failure::new("fetch_failed", format!("fetch failed: {}", f.message));
+                let failure = Failure::new(
+                    FailureClass::FetchFailed,
+                    format!("fetch failed: {}", f.message),
+                );
                 for i in waiting {
                     a.replicas[i].last_error = Some(failure.clone());
                     if f.transient && a.goal == Goal::Run {
@@ -241,7 +247,7 @@ fn package_failure(
     let code = par_contract::exit::PACKAGE_FAILURE;
     let msg = format!("package failure (exit {code}): {reason}");
     let r = &mut a.replicas[i];
-    r.last_error = Some(Failure::new("package_failure", msg.clone()));
+    r.last_error = Some(Failure::new(FailureClass::PackageFailure, msg.clone()));
     // Through `crashed` unless the worker never got past starting.
     if r.state() != State::Starting {
         let what = r
@@ -251,17 +257,6 @@ fn package_failure(
         set_life(&a.id, r, Life::Crashed, what, out);
     }
     set_life(&a.id, r, Life::Failed, msg, out);
-}
-
-/// The class of an exit that anyone may see: `exited 3`, `killed by signal SIGKILL`.
-pub(super) fn exit_class(exit: &ExitInfo) -> String {
-    match (exit.code, exit.signal) {
-        // The worker's liveness check through the agent host gave up.
-        (Some(par_contract::exit::UNRESPONSIVE), _) => "agent_unresponsive".into(),
-        (Some(c), _) => format!("exited {c}"),
-        (None, Some(s)) => format!("killed by signal {}", crate::model::event::signal_name(s)),
-        _ => "exited".into(),
-    }
 }
 
 pub(super) fn fetched_message(package: &str, r: &Resolved) -> String {

@@ -13,8 +13,8 @@ use super::restart::fetched_message;
 use super::{set_life, Out, Supervisor};
 use crate::model::spec::{only_scaling, redacted, same_deployment};
 use crate::model::{
-    AgentSpec, Effect, FetchFailure, FetchId, Level, PackageRecord, PutOutcome, Resolved, Signal,
-    State, WorkerEvent,
+    AgentSpec, Effect, FailureClass, FetchFailure, FetchId, Level, PackageRecord, PutOutcome,
+    Resolved, Signal, State, WorkerEvent,
 };
 
 impl Supervisor {
@@ -189,7 +189,10 @@ impl Supervisor {
                 self.start_next(a, out);
             }
             Err(f) => {
-                let reason = Failure::new("fetch_failed", format!("fetch failed: {}", f.message));
+                let reason = Failure::new(
+                    FailureClass::FetchFailed,
+                    format!("fetch failed: {}", f.message),
+                );
                 self.rollout_failed(a, reason, f.transient, out);
             }
         }
@@ -217,9 +220,9 @@ impl Supervisor {
             WorkerEvent::SpawnFailed { reason, kind } => {
                 let retryable = kind == crate::model::SpawnFailure::NoPort;
                 let class = if retryable {
-                    "no_free_port"
+                    FailureClass::NoFreePort
                 } else {
-                    "spawn_failed"
+                    FailureClass::SpawnFailed
                 };
                 self.rollout_failed(a, Failure::new(class, reason), retryable, out);
             }
@@ -251,7 +254,7 @@ impl Supervisor {
                 if let Some(w) = r.worker_mut() {
                     let secs = self.cfg.startup_timeout.as_secs();
                     w.kill_reason = Some(Failure::new(
-                        "startup_timeout",
+                        FailureClass::StartupTimeout,
                         format!("not ready within {secs} s"),
                     ));
                     out.fx.push(Effect::Signal {
@@ -285,8 +288,8 @@ impl Supervisor {
         let retryable = !exit.is_package_failure() && kill.is_none();
         let class = match (&kill, exit.is_package_failure()) {
             (Some(k), _) => k.class.clone(),
-            (None, true) => "package_failure".to_string(),
-            (None, false) => super::restart::exit_class(exit),
+            (None, true) => FailureClass::PackageFailure,
+            (None, false) => FailureClass::of_exit(exit),
         };
         let mut reason = match (&kill, exit.is_package_failure()) {
             (Some(k), _) => k.message.clone(),
@@ -465,7 +468,7 @@ impl Supervisor {
     /// Stops a rollout in progress (its new workers are killed).
     pub(super) fn cancel_rollout(&mut self, a: &mut Agent, why: &str, out: &mut Out) {
         if a.rollout.as_ref().is_some_and(|r| r.in_progress()) {
-            let failure = Failure::new("cancelled", format!("cancelled: {why}"));
+            let failure = Failure::new(FailureClass::Cancelled, format!("cancelled: {why}"));
             self.rollout_failed(a, failure, false, out);
         }
     }
@@ -514,7 +517,7 @@ pub(super) fn settle_in_place(a: &mut Agent, out: &mut Out) {
             failure: r
                 .last_error
                 .clone()
-                .unwrap_or_else(|| Failure::new("failed", "the agent failed")),
+                .unwrap_or_else(|| Failure::new(FailureClass::Failed, "the agent failed")),
             retryable: false,
         };
         ro.finished_at = Some(out.clock.wall);

@@ -6,8 +6,8 @@ use super::limits::{self, Shares};
 use super::Supervisor;
 use crate::model::spec::redacted;
 use crate::model::{
-    AgentId, AgentView, AutoscaleView, Clock, DrainingView, ProcessView, RolloutStatus,
-    RolloutView, SessionSettings, State, WorkerId,
+    AgentId, AgentView, AutoscaleView, Clock, DrainingView, ProcessView, RolloutPhase,
+    RolloutStatus, RolloutStrategy, RolloutView, SessionSettings, State, WorkerId,
 };
 
 /// One ready worker as the proxy needs it.
@@ -302,14 +302,14 @@ fn route(a: &Agent, clock: Clock) -> Route {
             .last_error
             .as_ref()
             .filter(|_| state == State::Failed)
-            .map(|f| f.class.clone()),
+            .map(|f| f.class.to_string()),
     }
 }
 
 fn rollout_view(r: &Rollout) -> RolloutView {
     let (state, phase, failure) = match &r.state {
-        RolloutState::Fetching => (RolloutStatus::Rolling, Some("fetching"), None),
-        RolloutState::Starting => (RolloutStatus::Rolling, Some("starting"), None),
+        RolloutState::Fetching => (RolloutStatus::Rolling, Some(RolloutPhase::Fetching), None),
+        RolloutState::Starting => (RolloutStatus::Rolling, Some(RolloutPhase::Starting), None),
         RolloutState::RolledOut => (RolloutStatus::RolledOut, None, None),
         RolloutState::Failed { failure, .. } => (RolloutStatus::RolloutFailed, None, Some(failure)),
     };
@@ -320,9 +320,9 @@ fn rollout_view(r: &Rollout) -> RolloutView {
         reason: failure.map(|f| f.message.clone()),
         reason_class: failure.map(|f| f.class.clone()),
         strategy: if r.blue_green {
-            "blue-green"
+            RolloutStrategy::BlueGreen
         } else {
-            "in-place"
+            RolloutStrategy::InPlace
         },
         to_package: redacted(&r.spec.package),
         to_sha256: r

@@ -4,7 +4,9 @@
 
 use super::agent::{AfterStop, Agent, Failure, Life};
 use super::{set_life, Out, Supervisor};
-use crate::model::{Effect, Health, Level, Signal, SpawnFailure, State, WorkerEvent, WorkerId};
+use crate::model::{
+    Effect, FailureClass, Health, Level, Signal, SpawnFailure, State, WorkerEvent, WorkerId,
+};
 
 /// Where a worker sits in its agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,14 +71,14 @@ impl Supervisor {
                 if let Some(w) = r.worker_mut() {
                     w.health_error = Some(msg.clone());
                 }
-                r.last_error = Some(Failure::new("health_error", msg.clone()));
+                r.last_error = Some(Failure::new(FailureClass::HealthError, msg.clone()));
                 out.log(&a.id, Level::Warn, format!("worker health: {msg}"));
             }
             WorkerEvent::StartupTimeout => {
                 let secs = self.cfg.startup_timeout.as_secs();
                 if let Some(w) = a.replicas[i].worker_mut() {
                     let reason = format!("not ready within {secs} s");
-                    w.kill_reason = Some(Failure::new("startup_timeout", reason));
+                    w.kill_reason = Some(Failure::new(FailureClass::StartupTimeout, reason));
                     out.fx.push(Effect::Signal {
                         worker: w.id,
                         signal: Signal::Kill,
@@ -105,13 +107,13 @@ impl Supervisor {
         let r = &mut a.replicas[i];
         match kind {
             SpawnFailure::NoPort => {
-                r.last_error = Some(Failure::new("no_free_port", reason.clone()));
+                r.last_error = Some(Failure::new(FailureClass::NoFreePort, reason.clone()));
                 if set_life(&a.id, r, Life::Crashed, reason, out) {
                     self.schedule_restart(a, i, out);
                 }
             }
             SpawnFailure::Exec => {
-                r.last_error = Some(Failure::new("spawn_failed", reason.clone()));
+                r.last_error = Some(Failure::new(FailureClass::SpawnFailed, reason.clone()));
                 set_life(&a.id, r, Life::Failed, reason, out);
             }
         }
@@ -164,7 +166,7 @@ impl Supervisor {
         if !ok && failures >= limit && r.state() == State::Unhealthy {
             if let Some(w) = r.worker_mut() {
                 let why = format!("{failures} liveness probes failed in a row");
-                w.kill_reason = Some(Failure::new("liveness_probe_failed", why));
+                w.kill_reason = Some(Failure::new(FailureClass::LivenessProbeFailed, why));
             }
             self.terminate(a, i, AfterStop::Decide, out);
         }
@@ -206,7 +208,7 @@ impl Supervisor {
         let reason = format!(
             "memory {rss_mb} MB stayed over the limit of {limit_mb} MB; restarted by the watchdog"
         );
-        self.watchdog_kill(worker, "memory_limit", reason, out);
+        self.watchdog_kill(worker, FailureClass::MemoryLimit, reason, out);
     }
 
     /// The disk watchdog's restart: like the memory one, with its reason.
@@ -227,12 +229,18 @@ impl Supervisor {
                  times in a row; restarted by the watchdog with its tmp cleared"
             ),
         };
-        self.watchdog_kill(worker, "disk_limit", reason, out);
+        self.watchdog_kill(worker, FailureClass::DiskLimit, reason, out);
     }
 
     /// Kills a running replica's worker for a watchdog, recording the class
     /// and reason its failure is reported with.
-    fn watchdog_kill(&mut self, worker: WorkerId, class: &str, reason: String, out: &mut Out) {
+    fn watchdog_kill(
+        &mut self,
+        worker: WorkerId,
+        class: FailureClass,
+        reason: String,
+        out: &mut Out,
+    ) {
         let Some(agent) = self.owners.get(&worker).cloned() else {
             return;
         };
@@ -241,7 +249,7 @@ impl Supervisor {
                 return;
             };
             if let Some(w) = a.replicas[i].worker_mut() {
-                w.kill_reason = Some(Failure::new(class, reason.clone()));
+                w.kill_reason = Some(Failure::new(class.clone(), reason.clone()));
                 out.fx.push(Effect::Signal {
                     worker,
                     signal: Signal::Kill,

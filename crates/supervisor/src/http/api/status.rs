@@ -208,9 +208,9 @@ pub async fn health(axum::extract::State(st): St, headers: HeaderMap) -> Respons
         .filter(|p| p.replica == 0)
         .map(|p| {
             let error = if admin {
-                &p.last_error
+                p.last_error.clone()
             } else {
-                &p.last_error_class
+                p.last_error_class.as_ref().map(ToString::to_string)
             };
             (
                 p.agent_id.clone(),

@@ -19,7 +19,10 @@ fn a_crash_restarts_after_the_first_delay() {
         v.last_error
     );
     assert_eq!(
-        v.last_error_class.as_deref(),
+        v.last_error_class
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
         Some("killed by signal SIGKILL")
     );
     let d = restart_delay(&fx, h.clock.now).unwrap();
@@ -207,7 +210,13 @@ fn an_agent_whose_event_loop_stopped_answering_is_restarted_as_unresponsive() {
     let fx = h.exits(w, Some(par_contract::exit::UNRESPONSIVE), None, 60.0);
     let v = h.view("a");
     assert_eq!(v.state, State::Backoff);
-    assert_eq!(v.last_error_class.as_deref(), Some("agent_unresponsive"));
+    assert_eq!(
+        v.last_error_class
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("agent_unresponsive")
+    );
     assert!(
         restart_delay(&fx, h.clock.now).is_some(),
         "restarted as after a crash"

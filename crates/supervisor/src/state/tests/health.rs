@@ -50,7 +50,11 @@ fn liveness_failures_make_it_unhealthy_then_restart_it() {
     assert_eq!(h.state("a"), State::Backoff);
     assert!(restart_delay(&fx, h.clock.now).is_some());
     assert_eq!(
-        h.view("a").last_error_class.as_deref(),
+        h.view("a")
+            .last_error_class
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
         Some("liveness_probe_failed")
     );
 }
@@ -79,7 +83,13 @@ fn the_memory_watchdog_restarts_with_its_reason() {
     assert_eq!(signals(&fx, w), [Signal::Kill]);
     h.exits(w, None, Some(9), 40.0);
     let v = h.view("a");
-    assert_eq!(v.last_error_class.as_deref(), Some("memory_limit"));
+    assert_eq!(
+        v.last_error_class
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("memory_limit")
+    );
     assert!(v
         .last_error
         .unwrap()

@@ -140,7 +140,7 @@ fn limits_are_explicit_or_a_fair_share() {
     let (a, b) = (h.view("a").limits, h.view("b").limits);
     assert_eq!(
         (a.memory_limit_mb, a.memory_limit_source),
-        (Some(1024), "explicit")
+        (Some(1024), crate::model::LimitSource::Explicit)
     );
     assert_eq!(b.memory_limit_mb, Some((4096 - 64 - 1024) / 2));
     assert_eq!(b.cpu_limit, Some(2.0 / 3.0));

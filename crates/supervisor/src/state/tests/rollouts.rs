@@ -132,7 +132,7 @@ fn nothing_serving_means_the_spec_is_replaced_in_place() {
     assert_eq!(launch.unwrap().package, "/pkgs/a-v2");
     assert!(h.seen.contains(&(State::Backoff, State::Stopped)));
     let r = h.view("a").rollout.unwrap();
-    assert_eq!(r.strategy, "in-place");
+    assert_eq!(r.strategy, crate::model::RolloutStrategy::InPlace);
 }
 
 #[test]
@@ -186,7 +186,10 @@ fn a_remote_rollout_fetches_then_starts_next_to_the_old_worker() {
     let old = h.ready("a");
     let (_, fx) = put(&mut h, remote("a"), false);
     assert!(spawned(&fx).is_none());
-    assert_eq!(h.view("a").rollout.unwrap().phase, Some("fetching"));
+    assert_eq!(
+        h.view("a").rollout.unwrap().phase,
+        Some(crate::model::RolloutPhase::Fetching)
+    );
     let f = fetch_of(&fx).unwrap();
     let fx = h.input(Input::Fetched {
         agent: id("a"),

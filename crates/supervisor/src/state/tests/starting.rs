@@ -92,7 +92,11 @@ fn a_lasting_fetch_failure_fails_the_agent() {
     });
     assert_eq!(h.state("r"), State::Failed);
     assert_eq!(
-        h.view("r").last_error_class.as_deref(),
+        h.view("r")
+            .last_error_class
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
         Some("fetch_failed")
     );
 }
@@ -142,7 +146,11 @@ fn no_free_port_backs_off_instead_of_failing() {
     ));
     assert_eq!(h.state("a"), State::Backoff);
     assert_eq!(
-        h.view("a").last_error_class.as_deref(),
+        h.view("a")
+            .last_error_class
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
         Some("no_free_port")
     );
     let fx = h.fire_restart();
