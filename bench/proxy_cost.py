@@ -14,45 +14,119 @@ and dump the counters after each. (count(3N) - count(N)) / 2N is the cost
 of one request, without start-up and connection set-up. Kernel time (the
 socket calls, the wake-ups) is not counted: both proxies make the same four
 socket calls per request (read client, write worker, read worker, write
-client), measured with strace.
+client), measured with strace. Each thread is counted apart, and for PAR
+only the proxy thread (the one running serve_direct; PAR_PROXY_THREADS
+defaults to 1) is summed: the other threads' work (health probes, /proc
+and disk sampling of every worker) goes with time, not with requests, and
+made the figure move by 30 % from run to run with five workers. The same
+row still moves by 2-4 % between rounds at 8 connections (how requests and
+replies fall into reads and wake-ups), by 1-2 % at --conns 1: --rounds R
+gives the median of R n/3n pairs.
 
-Usage: bench/proxy_cost.py [--par BINARY] [-n N] [--conns C] [--no-nginx]
-Needs valgrind (Debian: valgrind) and nginx; takes about a minute.
+The rows: GET /health and POST /invoke (today's plain request; nginx too),
+then an A2A JSON-RPC message/send (POSTed to /invoke, which the echo worker
+answers, echoing the body) with no session key; with a messageId in its
+message, as A2A clients send (no key); with a key in params.sessionId; with
+one in the x-par-session-id header (one key per connection: a
+conversation going on; "new body key": a new key every request, a
+conversation starting), to three agents on the same echo package:
+  echo          1 replica, handler only: sessions not tracked (auto);
+  echo-off      replicas = 2, sessions = "off": not tracked;
+  echo-tracked  replicas = 2: tracked.
+Each row is also given over today's invoke row, and with --before BINARY
+over the same row of another build (a build before the sessions setting
+runs echo-off as a second echo-tracked). --dumps DIR keeps each row's
+dumps of the counted threads (ROW.n, ROW.3n) for callgrind_annotate.
+
+Usage: bench/proxy_cost.py [--par BINARY] [--before BINARY] [-n N] [--conns C]
+                           [--rounds R] [--no-nginx] [--json FILE]
+Needs valgrind (Debian: valgrind) and nginx; takes about 4 minutes per
+binary (--rounds 3: about 8).
 """
 
 import argparse
 import glob
 import http.client
 import json
+import mmap
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
+import uuid
 
 from benchlib import NGINX_CONF, ROOT, free_port, wait_for
 
 AGENT = "echo"
 INVOKE = json.dumps({"action": "echo", "data": {"text": "x" * 150}})
+# The agents whose sessions are tracked, and not (see ROWS).
+TRACKED = "echo-tracked"
+OFF = "echo-off"
+
+
+def rpc_body(session=None, message_id=None):
+    """An A2A JSON-RPC message/send, naming `session` in params.sessionId when
+    given (and the message's messageId, as A2A clients send one, when given)."""
+    params = {} if session is None else {"sessionId": session}
+    params["message"] = {"role": "user", "parts": [{"type": "text", "text": "hi"}]}
+    if message_id:
+        params["message"]["messageId"] = message_id
+    return json.dumps({"jsonrpc": "2.0", "id": 1, "method": "message/send", "params": params})
+
+
+class Ask:
+    """One kind of request: its method and path under the agent, its body, and
+    where its session key goes (`key`: None; "body": params.sessionId, one key
+    per connection, a conversation going on; "header": x-par-session-id, one
+    per connection; "body-new": params.sessionId, a new key every request, a
+    conversation starting)."""
+
+    def __init__(self, path, body=None, key=None):
+        self.path, self.body, self.key = path, body, key
+
+    def request(self, conn_key):
+        """(method, path, body, headers) of one request on a connection whose key is `conn_key`."""
+        if self.body is None and self.key is None:
+            return "GET", self.path, None, {}
+        headers = {"Content-Type": "application/json"}
+        if self.key is None:
+            return "POST", self.path, self.body, headers
+        if self.key == "body":
+            return "POST", self.path, rpc_body(conn_key), headers
+        if self.key == "body-new":
+            return "POST", self.path, rpc_body(uuid.uuid4().hex), headers
+        headers["x-par-session-id"] = conn_key
+        return "POST", self.path, rpc_body(), headers
+
+
+HEALTH = Ask("/health")
+PLAIN = Ask("/invoke", INVOKE)
+# The JSON-RPC requests go to /invoke: the echo worker answers them there
+# (200, the body echoed), and the supervisor's work does not depend on the path.
+RPC = {"none": Ask("/invoke", rpc_body()), "messageId": Ask("/invoke", rpc_body(message_id=str(uuid.uuid4()))),
+       "body": Ask("/invoke", key="body"),
+       "header": Ask("/invoke", key="header"), "body-new": Ask("/invoke", key="body-new")}
 
 
 def log(msg):
     print(f"proxy_cost: {msg}", file=sys.stderr, flush=True)
 
 
-def load(port, path, n, conns=8):
-    """`n` requests over `conns` keep-alive connections; the count of non-200 answers."""
+def load(port, prefix, ask, n, conns=8):
+    """`n` requests over `conns` keep-alive connections, each with a session key
+    of its own; the count of non-200 answers."""
     errors = []
 
     def run(k):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        key = str(uuid.uuid4())
         for _ in range(k):
-            if path.endswith("/invoke"):
-                c.request("POST", path, INVOKE, {"Content-Type": "application/json"})
-            else:
-                c.request("GET", path)
+            method, path, body, headers = ask.request(key)
+            c.request(method, prefix + path, body, headers)
             r = c.getresponse()
             r.read()
             if r.status != 200:
@@ -76,28 +150,51 @@ def answers(port, path):
 
 
 class Callgrind:
-    """A command under callgrind whose counters can be zeroed and dumped."""
+    """A command under callgrind whose counters can be zeroed and dumped, each
+    thread's apart. `marker`: a function name that picks the threads counted
+    (those that ran it since the last dump; all threads when none did)."""
 
-    def __init__(self, cmd, out_dir, env=None):
+    def __init__(self, cmd, out_dir, env=None, marker=None):
         self.out = os.path.join(out_dir, "cg.out")
+        self.marker = marker
         self.proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}", *cmd],
+            ["valgrind", "--tool=callgrind", "--separate-threads=yes",
+             f"--callgrind-out-file={self.out}", *cmd],
             env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(out_dir, "valgrind.log"), "w"))
 
     def control(self, flag):
         subprocess.run(["callgrind_control", flag, str(self.proc.pid)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def dump(self):
-        """Dumps the counters since the last dump; the instructions counted."""
+    def dump(self, keep=None):
+        """Dumps the counters since the last dump: (instructions of the threads
+        counted, of all threads). `keep`: a path prefix the counted threads'
+        dumps are copied to (for callgrind_annotate)."""
         before = set(glob.glob(self.out + ".*"))
         self.control("-d")
-        new = wait_for(lambda: set(glob.glob(self.out + ".*")) - before, 30)
-        if not new:
+        seen = {}
+
+        def whole():
+            # Every thread's file, each ended by its totals line, none new since the last look.
+            new = set(glob.glob(self.out + ".*")) - before
+            texts = {f: read(f) for f in new}
+            if not new or not all(re.search(r"^totals: \d+", t, re.M) for t in texts.values()):
+                return None
+            if set(seen) != new:
+                seen.clear()
+                seen.update(texts)
+                return None
+            return texts
+
+        texts = wait_for(whole, 30, 0.2)
+        if not texts:
             raise SystemExit("callgrind wrote no dump")
-        with open(new.pop()) as f:
-            m = re.search(r"^summary: (\d+)", f.read(), re.M)
-        return int(m.group(1))
+        counts = {f: int(re.search(r"^totals: (\d+)", t, re.M).group(1)) for f, t in texts.items()}
+        counted = [f for f, t in texts.items() if self.marker and self.marker in t] or list(texts)
+        if keep:
+            for i, f in enumerate(sorted(counted)):
+                shutil.copyfile(f, f"{keep}.{i}" if len(counted) > 1 else keep)
+        return sum(counts[f] for f in counted), sum(counts.values())
 
     def stop(self):
         self.proc.terminate()
@@ -107,27 +204,111 @@ class Callgrind:
             self.proc.kill()
 
 
-def per_request(cg, port, path, n, conns):
-    """Instructions per request: the marginal cost between n and 3n requests."""
-    if load(port, path, 50, conns):
-        raise SystemExit(f"{path} failed during the warm-up")
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def per_request(cg, port, prefix, ask, n, conns, rounds=1, keep=None):
+    """Instructions per request: the marginal cost between n and 3n requests,
+    the median of `rounds` such pairs; (median, every round's, every round's
+    counted over all threads). `keep`: a path prefix the last pair's dumps
+    are copied to (.n and .3n)."""
+    if load(port, prefix, ask, 50, conns):
+        raise SystemExit(f"{prefix}{ask.path} failed during the warm-up")
     cg.dump()
-    errs = load(port, path, n, conns)
-    small = cg.dump()
-    errs += load(port, path, 3 * n, conns)
-    large = cg.dump()
-    if errs:
-        raise SystemExit(f"{errs} requests to {path} failed")
-    return (large - small) / (2 * n)
+    each, every = [], []
+    for _ in range(rounds):
+        errs = load(port, prefix, ask, n, conns)
+        small = cg.dump(keep and f"{keep}.n")
+        errs += load(port, prefix, ask, 3 * n, conns)
+        large = cg.dump(keep and f"{keep}.3n")
+        if errs:
+            raise SystemExit(f"{errs} requests to {prefix}{ask.path} failed")
+        each.append((large[0] - small[0]) / (2 * n))
+        every.append((large[1] - small[1]) / (2 * n))
+    return statistics.median(each), each, every
+
+
+# The rows: (name, agent, request, what the agent is). "today" is the plain
+# invoke row the comparisons are made against.
+ROWS = [
+    ("health", AGENT, HEALTH, "1 replica, handler only: not tracked"),
+    ("invoke", AGENT, PLAIN, "1 replica, handler only: not tracked"),
+    ("rpc", AGENT, RPC["none"], "not tracked (1 replica, handler only)"),
+    ("rpc+messageId", AGENT, RPC["messageId"], "not tracked (1 replica, handler only)"),
+    ("rpc+body key", AGENT, RPC["body"], "not tracked (1 replica, handler only)"),
+    ("rpc+header key", AGENT, RPC["header"], "not tracked (1 replica, handler only)"),
+    ("rpc", OFF, RPC["none"], 'not tracked (replicas = 2, sessions = "off")'),
+    ("rpc+body key", OFF, RPC["body"], 'not tracked (replicas = 2, sessions = "off")'),
+    ("rpc+header key", OFF, RPC["header"], 'not tracked (replicas = 2, sessions = "off")'),
+    ("rpc", TRACKED, RPC["none"], "tracked (replicas = 2)"),
+    ("rpc+messageId", TRACKED, RPC["messageId"], "tracked (replicas = 2)"),
+    ("rpc+body key", TRACKED, RPC["body"], "tracked (replicas = 2)"),
+    ("rpc+header key", TRACKED, RPC["header"], "tracked (replicas = 2)"),
+    ("rpc+new body key", TRACKED, RPC["body-new"], "tracked (replicas = 2)"),
+]
+NGINX_ROWS = ("health", "invoke", "rpc")
+
+
+def knows_sessions(par):
+    """Whether the binary has the `sessions` setting (a build before it refuses the key)."""
+    with open(par, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return m.find(b"session_idle_timeout") >= 0
+
+
+def measure_par(par, label, n, conns, rounds, nginx=False, dumps=None):
+    """Every row of ROWS on one supervisor running `par` (and nginx's rows
+    when `nginx`): {row key: (median, all)}. `dumps`: a folder the callgrind
+    dumps of each row are kept in."""
+    sessions = knows_sessions(par)
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="par-cost-") as tmp:
+        os.chmod(tmp, 0o755)
+        port = free_port()
+        cfg = os.path.join(tmp, "cost.toml")
+        package = os.path.join(ROOT, "examples", "agents", AGENT)
+        with open(cfg, "w") as f:
+            f.write(f'[supervisor]\nport = {port}\nworker_ports = "18501-18600"\n\n'
+                    f'[[agents]]\nid = "{AGENT}"\npackage = "{package}"\n\n'
+                    f'[[agents]]\nid = "{TRACKED}"\npackage = "{package}"\nreplicas = 2\n\n'
+                    f'[[agents]]\nid = "{OFF}"\npackage = "{package}"\nreplicas = 2\n'
+                    + ('sessions = "off"\n' if sessions else ""))
+        if not sessions:
+            log(f"{label}: {par} has no sessions setting: {OFF} is the same as {TRACKED} there")
+        # Under valgrind the agents keep the supervisor's uid (a uid change is
+        # not what is measured here).
+        env = dict(os.environ, PAR_HOME=os.path.join(tmp, "home"), PAR_LOG="warn", PAR_AGENT_UIDS="off")
+        sup = Callgrind([par, "supervisor", "--config", cfg], tmp, env, marker="serve_direct")
+        try:
+            want = {AGENT: 1, TRACKED: 2, OFF: 2}
+            if not wait_for(lambda: ready_counts(port) == want, 180, 0.5):
+                raise SystemExit(f"the supervisor under valgrind did not run {want} ready replicas")
+            for name, agent, ask, _ in ROWS:
+                key = f"{agent}:{name}"
+                keep = dumps and os.path.join(dumps, f"{label}-{agent}-{name}".replace(" ", "_").replace("+", "-"))
+                result[key] = per_request(sup, port, f"/agents/{agent}", ask, n, conns, rounds, keep)
+                log(f"{label:6} {agent:12} {name:16} {result[key][0]:>9.0f} instructions per request")
+            if nginx:
+                worker = worker_port(port)
+                result.update(measure_nginx(tmp, worker, n, conns, rounds))
+        finally:
+            sup.stop()
+    return result
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--par", help="par binary (default: build the release one)")
+    ap.add_argument("--before", help="a second par binary (an older build) measured on the same rows")
     ap.add_argument("-n", type=int, default=800, help="requests in the smaller batch (default 800)")
     ap.add_argument("--conns", type=int, default=8,
                     help="keep-alive connections the requests share (default 8; 1: one request at a time)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="n/3n pairs per row, the median reported (default 1)")
     ap.add_argument("--no-nginx", action="store_true", help="measure PAR only")
+    ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--dumps", help="keep each row's callgrind dumps in this folder (for callgrind_annotate)")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control") + (() if args.no_nginx else ("nginx",)):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
@@ -137,50 +318,69 @@ def main():
         log("building par (release)")
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "par"], cwd=ROOT, check=True)
         par = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "par")
-    paths = ("/health", "/invoke")
-    result = {}
-    with tempfile.TemporaryDirectory(prefix="par-cost-") as tmp:
-        os.chmod(tmp, 0o755)
-        port = free_port()
-        cfg = os.path.join(tmp, "cost.toml")
-        with open(cfg, "w") as f:
-            f.write(f'[supervisor]\nport = {port}\nworker_ports = "18501-18600"\n\n'
-                    f'[[agents]]\nid = "{AGENT}"\npackage = "{os.path.join(ROOT, "examples", "agents", AGENT)}"\n')
-        # Under valgrind the agents keep the supervisor's uid (a uid change is
-        # not what is measured here).
-        env = dict(os.environ, PAR_HOME=os.path.join(tmp, "home"), PAR_LOG="warn", PAR_AGENT_UIDS="off")
-        sup = Callgrind([par, "supervisor", "--config", cfg], tmp, env)
-        try:
-            if not wait_for(lambda: answers(port, f"/agents/{AGENT}/health"), 120, 0.2):
-                raise SystemExit("the supervisor under valgrind did not route the echo agent")
-            for p in paths:
-                result[f"par{p}"] = per_request(sup, port, f"/agents/{AGENT}{p}", args.n, args.conns)
-                log(f"PAR   {p:8} {result[f'par{p}']:>9.0f} instructions per request")
-            if not args.no_nginx:
-                worker = worker_port(port)
-                result.update(measure_nginx(tmp, worker, paths, args.n, args.conns))
-        finally:
-            sup.stop()
-    print(f"\nuser-space instructions per proxied request (callgrind; {args.n}/{3 * args.n} requests, {args.conns} connections)")
-    print(f"{'request':10} {'PAR':>10} {'nginx':>10} {'PAR/nginx':>10}")
-    for p in paths:
-        ng = result.get(f"nginx{p}")
-        ratio = f"{result[f'par{p}'] / ng:.2f}" if ng else "-"
-        print(f"{p:10} {result[f'par{p}']:>10.0f} {f'{ng:.0f}' if ng else '-':>10} {ratio:>10}")
-    print(json.dumps(result))
+    if args.dumps:
+        os.makedirs(args.dumps, exist_ok=True)
+    result = measure_par(par, "PAR", args.n, args.conns, args.rounds, not args.no_nginx, args.dumps)
+    before = measure_par(args.before, "before", args.n, args.conns, args.rounds, False,
+                         args.dumps) if args.before else {}
+    report(result, before, args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"par": par, "before": args.before, "n": args.n, "conns": args.conns,
+                       "rounds": args.rounds, "result": result, "before_result": before}, f, indent=2)
+
+
+def report(result, before, args):
+    today = result[f"{AGENT}:invoke"][0]
+    print(f"\nuser-space instructions per proxied request (callgrind; {args.n}/{3 * args.n} requests, "
+          f"{args.conns} connections, median of {args.rounds})")
+    cols = f"{'request':17} {'agent':13} {'PAR':>9} {'/today':>7}"
+    if before:
+        cols += f" {'before':>9} {'/before':>7}"
+    cols += f" {'nginx':>9} {'PAR/nginx':>9}"
+    print(cols)
+    for name, agent, _, _ in ROWS:
+        key = f"{agent}:{name}"
+        v = result[key][0]
+        line = f"{name:17} {agent:13} {v:>9.0f} {v / today:>7.3f}"
+        if before:
+            b = before[key][0]
+            line += f" {b:>9.0f} {v / b:>7.3f}"
+        ng = result.get(f"nginx:{name}") if agent == AGENT else None
+        line += f" {f'{ng[0]:.0f}' if ng else '-':>9} {f'{v / ng[0]:.2f}' if ng else '-':>9}"
+        print(line)
+    print(f"(/today: over the {AGENT} invoke row of the same binary"
+          + ("; /before: over the same row of --before" if before else "") + ")")
+    print("agents: " + "; ".join(f"{a}: {what}" for a, what in
+                                 dict((a, w) for _, a, _, w in ROWS).items()))
+    print(json.dumps({k: v[0] for k, v in result.items()}))
+
+
+def ready_counts(port):
+    """Ready processes per agent."""
+    try:
+        procs = processes(port)
+    except (OSError, ValueError):
+        return None
+    counts = {}
+    for p in procs:
+        if p.get("state") == "ready":
+            counts[p["agent_id"]] = counts.get(p["agent_id"], 0) + 1
+    return counts
+
+
+def processes(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    c.request("GET", "/supervisor/processes")
+    data = json.loads(c.getresponse().read())
+    return data["processes"] if isinstance(data, dict) else data
 
 
 def worker_port(sup_port):
-    c = http.client.HTTPConnection("127.0.0.1", sup_port, timeout=5)
-    c.request("GET", "/supervisor/processes")
-    data = json.loads(c.getresponse().read())
-    procs = data["processes"] if isinstance(data, dict) else data
-    return next(p["port"] for p in procs if p["agent_id"] == AGENT)
+    return next(p["port"] for p in processes(sup_port) if p["agent_id"] == AGENT)
 
 
-
-
-def measure_nginx(tmp, upstream, paths, n, conns):
+def measure_nginx(tmp, upstream, n, conns, rounds):
     """nginx as bench/run configures it (one process here: callgrind follows no forks)."""
     d = os.path.join(tmp, "nginx")
     os.makedirs(d)
@@ -195,9 +395,11 @@ def measure_nginx(tmp, upstream, paths, n, conns):
     try:
         if not wait_for(lambda: answers(port, f"/agents/{AGENT}/health"), 60, 0.2):
             raise SystemExit("nginx under valgrind did not answer")
-        for p in paths:
-            out[f"nginx{p}"] = per_request(cg, port, f"/agents/{AGENT}{p}", n, conns)
-            log(f"nginx {p:8} {out[f'nginx{p}']:>9.0f} instructions per request")
+        for name, agent, ask, _ in ROWS:
+            if agent != AGENT or name not in NGINX_ROWS:
+                continue
+            out[f"nginx:{name}"] = per_request(cg, port, f"/agents/{AGENT}", ask, n, conns, rounds)
+            log(f"nginx  {AGENT:12} {name:16} {out[f'nginx:{name}'][0]:>9.0f} instructions per request")
     finally:
         cg.stop()
     return out
