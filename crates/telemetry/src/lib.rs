@@ -3,6 +3,7 @@
 
 pub mod logging;
 pub mod prometheus;
+pub mod trace;
 
 /// The error and its causes, joined by ": " (a cause whose text the error
 /// already ends with is not repeated).

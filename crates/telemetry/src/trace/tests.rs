@@ -1,0 +1,300 @@
+use super::*;
+use prost::Message as _;
+
+fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let owned: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k: &str| owned.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+}
+
+/// A tracer whose queue (of `capacity`) nobody drains; the receivers are
+/// returned so that pushing into it stays possible.
+fn detached(
+    capacity: usize,
+    sampler: Sampler,
+) -> (&'static Tracer, tokio::sync::mpsc::Receiver<Box<SpanData>>) {
+    let (queue, rx, frx) = export::Queue::detached(capacity);
+    std::mem::forget(frx);
+    let t = Box::leak(Box::new(Tracer {
+        sampler,
+        queue,
+        stats: Arc::default(),
+    }));
+    (t, rx)
+}
+
+#[test]
+fn off_without_an_endpoint_or_when_disabled() {
+    let none = |p: &[(&str, &str)]| Config::from_env(&vars(p), "x", false).unwrap().is_none();
+    assert!(none(&[]));
+    assert!(none(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "")]));
+    assert!(none(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ("OTEL_SDK_DISABLED", "TRUE")
+    ]));
+    assert!(none(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ("OTEL_TRACES_EXPORTER", "none")
+    ]));
+    for bad in [
+        vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")],
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_TRACES_SAMPLER", "weird"),
+        ],
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ],
+    ] {
+        assert!(
+            Config::from_env(&vars(&bad), "x", false).is_err(),
+            "{bad:?}"
+        );
+    }
+    // No tracer in this test process: the check is a None.
+    assert!(tracer().is_none());
+    assert_eq!(counters(), Counters::default());
+}
+
+#[test]
+fn endpoints_headers_service_and_resource_from_the_standard_variables() {
+    let c = Config::from_env(
+        &vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b,x-team=par"),
+            ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "api-key=c"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,service.name=from-attrs",
+            ),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ]),
+        "par-supervisor",
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(c.endpoint.to_string(), "http://127.0.0.1:4318/v1/traces");
+    let h: Vec<(String, String)> = c
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        h,
+        [
+            ("x-team".into(), "par".into()),
+            ("api-key".into(), "c".into())
+        ]
+    );
+    assert_eq!(c.timeout, Duration::from_millis(2500));
+    assert_eq!(
+        c.sampler,
+        Sampler {
+            parent_based: true,
+            ratio: 0.25
+        }
+    );
+    assert_eq!(c.service_name, "from-attrs");
+    let get = |k: &str| {
+        c.resource
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(get("service.name"), Some("from-attrs".to_string().into()));
+    assert_eq!(
+        get("deployment.environment"),
+        Some("prod".to_string().into())
+    );
+    assert_eq!(
+        get("process.pid"),
+        Some(i64::from(std::process::id()).into())
+    );
+    assert!(get("telemetry.sdk.name").is_some());
+
+    // A worker: its agent id wins over the supervisor's service.name, not
+    // over its own OTEL_SERVICE_NAME.
+    let w = |extra: &[(&str, &str)]| {
+        let mut p = vec![
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://127.0.0.1:4318/custom",
+            ),
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=par-supervisor"),
+        ];
+        p.extend_from_slice(extra);
+        Config::from_env(&vars(&p), "echo", true).unwrap().unwrap()
+    };
+    assert_eq!(w(&[]).service_name, "echo");
+    assert_eq!(w(&[]).endpoint.to_string(), "http://127.0.0.1:4318/custom");
+    assert_eq!(w(&[("OTEL_SERVICE_NAME", "mine")]).service_name, "mine");
+}
+
+#[test]
+fn samplers() {
+    let parent = |sampled: bool| SpanContext {
+        trace_id: TraceId::random(),
+        span_id: SpanId::random(),
+        flags: if sampled { SAMPLED } else { 0 },
+        state: None,
+    };
+    let s = Sampler::from_vars(None, None).unwrap();
+    assert!(s.should_sample(None, TraceId::random()));
+    assert!(!s.should_sample(Some(&parent(false)), TraceId::random()));
+    let s = Sampler::from_vars(Some("always_on"), None).unwrap();
+    assert!(s.should_sample(Some(&parent(false)), TraceId::random()));
+    let s = Sampler::from_vars(Some("always_off"), None).unwrap();
+    assert!(!s.should_sample(Some(&parent(true)), TraceId::random()));
+    let s = Sampler::from_vars(Some("traceidratio"), Some("0.3")).unwrap();
+    let n = (0..20_000)
+        .filter(|_| s.should_sample(None, TraceId::random()))
+        .count();
+    assert!((5_000..7_000).contains(&n), "{n} of 20000 at 0.3");
+}
+
+#[test]
+fn spans_continue_the_parent_and_record_what_was_set() {
+    let (t, mut rx) = detached(16, Sampler::default());
+    let mut h = http::HeaderMap::new();
+    h.insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    h.insert("tracestate", "rojo=1".parse().unwrap());
+    h.insert(
+        "x-amzn-trace-id",
+        "Root=1-5759e988-bd862e3fe1be46a994272793".parse().unwrap(),
+    );
+    let mut s = t.server_span("POST /invoke", &h);
+    assert!(s.is_recording());
+    let tp = s.context().traceparent();
+    assert!(
+        tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{tp}"
+    );
+    assert!(tp.ends_with("-01"));
+    assert_ne!(s.span_id(), "00f067aa0ba902b7");
+    s.set("http.request.method", "POST");
+    s.set("http.response.status_code", 200i64);
+    s.set("http.response.status_code", 201i64);
+    s.set("ok", true);
+    s.set("ratio", 0.5);
+    s.event("host.call", &[("bytes", 12i64.into())]);
+    let child = s.child("host", Kind::Internal);
+    let child_id = child.context().span_id;
+    child.end();
+    s.set_status(Status::Error("boom".into()));
+    drop(s);
+    let c = rx.try_recv().unwrap();
+    assert_eq!(c.parent, Some(parse_traceparent(&tp).unwrap().span_id));
+    assert_eq!(c.context.span_id, child_id);
+    let d = rx.try_recv().unwrap();
+    assert_eq!(d.parent.unwrap().to_hex(), "00f067aa0ba902b7");
+    assert_eq!(d.context.state.as_deref(), Some("rojo=1"));
+    assert_eq!(d.kind, Kind::Server);
+    assert!(d.end >= d.start && d.start > 0);
+    assert_eq!(d.attributes.len(), 4);
+    assert_eq!(
+        d.attributes[1],
+        ("http.response.status_code", Value::Int(201))
+    );
+    assert_eq!(d.links.len(), 1);
+    assert_eq!(
+        d.links[0].0.trace_id.to_hex(),
+        "5759e988bd862e3fe1be46a994272793"
+    );
+
+    // The protobuf the collector gets decodes to the same.
+    let res = proto::Resource::default();
+    let body = export::encode(&res, &[d]);
+    let back = proto::ExportTraceServiceRequest::decode(&body[..]).unwrap();
+    let sp = &back.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(hexs(&sp.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hexs(&sp.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(sp.kind, 2);
+    assert_eq!(sp.trace_state, "rojo=1");
+    assert_eq!(sp.events[0].name, "host.call");
+    assert_eq!(sp.status.as_ref().unwrap().code, 2);
+    assert_eq!(sp.links.len(), 1);
+}
+
+fn hexs(b: &[u8]) -> String {
+    b.iter().map(|c| format!("{c:02x}")).collect()
+}
+
+#[test]
+fn unsampled_spans_pass_the_trace_on_and_record_nothing() {
+    let (t, mut rx) = detached(16, Sampler::default());
+    let p = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+    let mut s = t.start("x", Kind::Server, Some(&p));
+    s.set("a", 1i64);
+    assert!(!s.is_recording());
+    assert!(s
+        .context()
+        .traceparent()
+        .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    assert!(s.context().traceparent().ends_with("-00"));
+    drop(s);
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn a_full_queue_drops_and_counts_and_never_waits() {
+    let (t, mut rx) = detached(QUEUE, Sampler::default());
+    let started = std::time::Instant::now();
+    for _ in 0..QUEUE + 500 {
+        t.start("s", Kind::Internal, None).end();
+    }
+    let took = started.elapsed();
+    assert_eq!(t.counters().dropped, 500);
+    let mut queued = 0;
+    while rx.try_recv().is_ok() {
+        queued += 1;
+    }
+    assert_eq!(queued, QUEUE);
+    println!("{} spans offered to a full queue in {took:?}", QUEUE + 500);
+}
+
+/// Prints what building and ending one span costs (a benchmark, not a check).
+#[test]
+fn cost_per_span() {
+    let (t, mut rx) = detached(1 << 20, Sampler::default());
+    let n = 100_000;
+    let h = http::HeaderMap::new();
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let mut s = t.server_span("POST /invoke", &h);
+        s.set("http.request.method", "POST");
+        s.set("url.path", "/invoke");
+        s.set("http.response.status_code", 200i64);
+        s.set("par.agent_id", "echo");
+        s.event("host.reply", &[("bytes", (i as i64).into())]);
+        s.end();
+        if i % 1024 == 0 {
+            while rx.try_recv().is_ok() {}
+        }
+    }
+    let per = started.elapsed().as_nanos() / n as u128;
+    let started = std::time::Instant::now();
+    let mut off = 0;
+    for _ in 0..n {
+        if let Some(t) = std::hint::black_box(tracer()) {
+            off += t.counters().exported;
+        }
+    }
+    let off_per = started.elapsed().as_nanos() as f64 / n as f64;
+    println!("span with 4 attributes and 1 event, built and queued: {per} ns; tracing off (the check): {off_per:.2} ns ({off})");
+}
