@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::model::{AgentView, Command, CommandError, Input, ProcessView, Reply};
+use crate::model::{Command, CommandError, Input, ProcessView, Reply};
 
 /// What the dispatcher receives.
 #[derive(Debug)]
@@ -39,8 +39,9 @@ pub enum Phase {
 
 /// The processes as of the last change.
 pub type Snapshot = Arc<Vec<ProcessView>>;
-/// The agents as wholes as of the last change.
-pub type Agents = Arc<Vec<AgentView>>;
+/// The agents as wholes as of the last change, and the handles of the live
+/// counters (workers, pools) the API shows them with.
+pub type Agents = Arc<crate::http::api::view::Published>;
 
 #[derive(Clone)]
 pub struct Control {
@@ -62,7 +63,7 @@ impl Control {
     pub fn new() -> (Control, Channels) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (snapshot_tx, snapshot) = watch::channel(Arc::new(Vec::new()));
-        let (agents_tx, agents) = watch::channel(Arc::new(Vec::new()));
+        let (agents_tx, agents) = watch::channel(Arc::default());
         let (phase_tx, phase) = watch::channel(Phase::Starting);
         (
             Control {

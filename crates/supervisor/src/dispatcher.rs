@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
 use crate::control::{Message, Snapshot};
+use crate::http::api::view::{Counters, Published};
 use crate::http::metrics::Registry;
 use crate::http::route_table::{Admission, Pool, Route as TableRoute, RouteTable, Table, Upstream};
 use crate::logs::LogStore;
@@ -317,30 +318,15 @@ impl Dispatcher {
             table.insert(Arc::from(entry.agent.as_str()), route);
         }
         self.routes.publish(table);
-        let mut views = self.core.views(clock);
-        let live = |w: u64| {
-            self.upstreams
-                .get(&WorkerId(w))
-                .map_or((0, 0), |u| (u.in_flight.get(), u.sessions.get()))
-        };
-        for v in &mut views {
-            (v.in_flight, v.sessions) = v.worker.map_or((0, 0), live);
-            for d in &mut v.draining {
-                (d.in_flight, d.sessions) = live(d.worker);
-            }
-        }
-        self.snapshot.send_replace(Arc::new(views));
-        let mut agents = self.core.agent_views();
-        for a in &mut agents {
-            if let Some(pool) = AgentId::new(&a.agent_id)
-                .ok()
-                .and_then(|id| self.pools.get(&id))
-            {
-                a.in_flight = pool.in_flight.load(std::sync::atomic::Ordering::Acquire);
-                a.queued = pool.queued.load(std::sync::atomic::Ordering::Acquire);
-                a.sessions = pool.sessions.live();
-            }
-        }
-        self.agents_view.send_replace(Arc::new(agents));
+        // The views as the state machine made them; the counters they are
+        // shown with are the workers' and pools' own, read when shown.
+        self.snapshot.send_replace(Arc::new(self.core.views(clock)));
+        self.agents_view.send_replace(Arc::new(Published {
+            agents: self.core.agent_views(),
+            counters: Counters {
+                workers: self.upstreams.clone(),
+                pools: self.pools.clone(),
+            },
+        }));
     }
 }

@@ -150,7 +150,7 @@ pub struct Gauges<'a> {
 /// The whole page: supervisor, per-agent counters, per-process gauges.
 pub fn render(
     agents: &[(&str, Arc<AgentMetrics>)],
-    views: &[crate::model::AgentView],
+    views: &[crate::http::api::view::AgentStatus<'_>],
     processes: &[Gauges<'_>],
     uptime: Duration,
     unknown_agent: u64,
@@ -229,7 +229,11 @@ fn labels<'a>(g: &Gauges<'a>) -> [(&'static str, &'a str); 2] {
     [("agent_id", g.agent_id), ("process_id", g.process_id)]
 }
 
-fn scaling(t: &mut Text, agents: &[(&str, Arc<AgentMetrics>)], views: &[crate::model::AgentView]) {
+fn scaling(
+    t: &mut Text,
+    agents: &[(&str, Arc<AgentMetrics>)],
+    views: &[crate::http::api::view::AgentStatus<'_>],
+) {
     let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
     t.family(
         "par_agent_queue_rejected_total",
@@ -314,13 +318,13 @@ fn scaling(t: &mut Text, agents: &[(&str, Arc<AgentMetrics>)], views: &[crate::m
         let desired = v.desired_replicas.to_string();
         t.sample(
             "par_agent_replicas",
-            &[("agent_id", &v.agent_id), ("kind", "desired")],
+            &[("agent_id", v.agent_id), ("kind", "desired")],
             desired,
         );
         let ready = v.ready_replicas.to_string();
         t.sample(
             "par_agent_replicas",
-            &[("agent_id", &v.agent_id), ("kind", "ready")],
+            &[("agent_id", v.agent_id), ("kind", "ready")],
             ready,
         );
     }
@@ -332,7 +336,7 @@ fn scaling(t: &mut Text, agents: &[(&str, Arc<AgentMetrics>)], views: &[crate::m
     for v in views {
         t.sample(
             "par_agent_queue_depth",
-            &[("agent_id", &v.agent_id)],
+            &[("agent_id", v.agent_id)],
             v.queued,
         );
     }

@@ -1,5 +1,8 @@
-//! What the API shows of the agents: one view per process (replica), built
-//! by the state machine and published as a snapshot.
+//! What the state machine shows of the agents: one view per process
+//! (replica) and one per agent, built from its state alone and published as
+//! a snapshot. Live counters (requests in flight, queued, sessions) and
+//! usage are not the state machine's: the API adds them when it shows a
+//! view (`http::api::view`).
 
 use std::time::SystemTime;
 
@@ -8,6 +11,7 @@ use serde_json::Value;
 
 use super::event::{ExitInfo, Origin};
 use super::failure::FailureClass;
+use super::id::WorkerId;
 use super::lifecycle::State;
 use super::spec::RestartPolicy;
 
@@ -22,8 +26,8 @@ pub fn ser_opt_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Resul
     }
 }
 
-/// One process as status and `/supervisor/processes` show it.
-#[derive(Debug, Clone, Serialize)]
+/// One process as the state machine knows it.
+#[derive(Debug, Clone)]
 pub struct ProcessView {
     pub process_id: String,
     pub agent_id: String,
@@ -31,9 +35,8 @@ pub struct ProcessView {
     pub state: State,
     pub port: Option<u16>,
     pub pid: Option<u32>,
-    /// The worker instance (to find its in-flight count in the routing table).
-    #[serde(skip)]
-    pub worker: Option<u64>,
+    /// The worker instance (its live counters are found by it).
+    pub worker: Option<WorkerId>,
     pub url: String,
     pub package_path: String,
     pub package_id: Option<String>,
@@ -49,28 +52,17 @@ pub struct ProcessView {
     /// output (`package_failure`, `exited 3`, `killed by signal SIGKILL`, ...).
     pub last_error_class: Option<FailureClass>,
     pub last_exit: Option<ExitInfo>,
-    #[serde(serialize_with = "ser_time")]
     pub state_since: SystemTime,
-    #[serde(serialize_with = "ser_opt_time")]
     pub started_at: Option<SystemTime>,
-    #[serde(serialize_with = "ser_opt_time")]
     pub ready_at: Option<SystemTime>,
-    /// Seconds until the next start (state `backoff`), counted down when
-    /// the view is shown (from `restart_at`).
-    pub next_restart_in_seconds: Option<f64>,
-    #[serde(skip)]
+    /// When the next start is due (state `backoff`): the seconds left are
+    /// counted when the view is shown.
     pub restart_at: Option<SystemTime>,
     /// When the running worker's run counts as stable (its failure count
     /// then shows 0, as the next exit's decision will count it).
-    #[serde(skip)]
     pub stable_at: Option<SystemTime>,
     pub limits: Limits,
     pub meta: Option<Value>,
-    /// Requests in flight on this process (filled in from the routing table).
-    #[serde(skip)]
-    pub in_flight: usize,
-    /// Sessions bound to this process (filled in from the routing table).
-    pub sessions: usize,
     pub origin: Origin,
     /// The local file the worker loads (a download for remote packages).
     pub package_file: Option<String>,
@@ -81,8 +73,8 @@ pub struct ProcessView {
     pub draining: Vec<DrainingView>,
 }
 
-/// One agent as a whole: its replicas and its load.
-#[derive(Debug, Clone, Serialize)]
+/// One agent as a whole: its replicas (its load is the API's to add).
+#[derive(Debug, Clone)]
 pub struct AgentView {
     pub agent_id: String,
     /// `ready` when any replica serves, `idle` when scaled to zero, else
@@ -90,16 +82,9 @@ pub struct AgentView {
     pub state: State,
     pub desired_replicas: u32,
     pub ready_replicas: u32,
-    /// Requests in flight on its replicas, and waiting in its queue
-    /// (filled in from the routing table).
-    pub in_flight: usize,
-    pub queued: usize,
-    /// Whether its conversations are pinned to their process, and how many
-    /// are live (filled in from the routing table).
+    /// Whether its conversations are pinned to their process.
     pub sessions_tracked: bool,
-    pub sessions: usize,
     pub autoscale: Option<AutoscaleView>,
-    #[serde(serialize_with = "ser_opt_duration")]
     pub idle_timeout: Option<std::time::Duration>,
     pub max_concurrency: Option<u32>,
     pub processes: Vec<String>,
@@ -110,16 +95,6 @@ pub struct AutoscaleView {
     pub min_replicas: u32,
     pub max_replicas: u32,
     pub target_concurrency: f64,
-}
-
-fn ser_opt_duration<S: serde::Serializer>(
-    d: &Option<std::time::Duration>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.collect_str(&humantime::format_duration(*d)),
-        None => s.serialize_none(),
-    }
 }
 
 /// A package an agent runs or ran.
@@ -197,17 +172,14 @@ pub struct RolloutView {
     pub worker_port: Option<u16>,
 }
 
-/// An old worker draining after a rollout.
-#[derive(Debug, Clone, Serialize)]
+/// An old worker draining after a rollout (its requests in flight and
+/// sessions still bound to it are live counters, found by `worker`).
+#[derive(Debug, Clone)]
 pub struct DrainingView {
     pub pid: u32,
     pub port: u16,
-    pub in_flight: usize,
-    /// Sessions still bound to it: it stops when they end.
-    pub sessions: usize,
     pub term_sent: bool,
-    #[serde(skip)]
-    pub worker: u64,
+    pub worker: WorkerId,
 }
 
 /// How a limit is enforced.

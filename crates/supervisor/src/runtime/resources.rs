@@ -226,7 +226,7 @@ pub async fn sampler(control: Control, table: Arc<UsageTable>, period: Duration)
         let mut usage = HashMap::with_capacity(procs.len());
         let mut seen = HashMap::with_capacity(procs.len());
         for p in procs.iter() {
-            let (Some(pid), Some(worker)) = (p.pid, p.worker.map(WorkerId)) else {
+            let (Some(pid), Some(worker)) = (p.pid, p.worker) else {
                 continue;
             };
             if !matches!(p.state, State::Starting | State::Ready | State::Unhealthy) {
@@ -319,7 +319,7 @@ pub async fn disk_watch(
             std::collections::BTreeMap::new();
         for p in procs.iter() {
             let (Some(_), Some(worker), Some(limit)) =
-                (p.pid, p.worker.map(WorkerId), p.limits.disk_limit_mb)
+                (p.pid, p.worker, p.limits.disk_limit_mb)
             else {
                 continue;
             };

@@ -114,7 +114,7 @@ impl Supervisor {
             state: r.state(),
             port: w.and_then(|w| w.port),
             pid: w.and_then(|w| w.pid),
-            worker: w.map(|w| w.id.0),
+            worker: w.map(|w| w.id),
             url: format!("/agents/{}", a.id),
             package_path: redacted(&a.spec.package),
             package_id: w
@@ -135,12 +135,6 @@ impl Supervisor {
             state_since: r.since(),
             started_at: w.map(|w| w.started_at),
             ready_at: w.and_then(|w| w.ready_at),
-            next_restart_in_seconds: match r.life() {
-                Life::Backoff { until } => {
-                    Some(until.saturating_duration_since(clock.now).as_secs_f64())
-                }
-                _ => None,
-            },
             restart_at: match r.life() {
                 Life::Backoff { until } => {
                     Some(clock.wall + until.saturating_duration_since(clock.now))
@@ -153,8 +147,6 @@ impl Supervisor {
             },
             limits: limits::limits(&a.spec, shares, &self.cfg.budget),
             meta: w.and_then(|w| w.meta.clone()),
-            in_flight: 0,
-            sessions: 0,
             origin: a.origin,
             package_file: a
                 .package
@@ -170,10 +162,8 @@ impl Supervisor {
                 .map(|w| DrainingView {
                     pid: w.pid.unwrap_or(0),
                     port: w.port.unwrap_or(0),
-                    in_flight: 0,
-                    sessions: 0,
                     term_sent: w.term_sent,
-                    worker: w.id.0,
+                    worker: w.id,
                 })
                 .collect(),
         }
@@ -207,10 +197,7 @@ fn agent_view(a: &Agent) -> AgentView {
             a.replicas.len() as u32 - dropping
         },
         ready_replicas: ready,
-        in_flight: 0,
-        queued: 0,
         sessions_tracked: a.tracks_sessions(),
-        sessions: 0,
         autoscale: a.spec.autoscaled().then(|| AutoscaleView {
             min_replicas: a.spec.floor(),
             max_replicas: a.spec.ceiling(),

@@ -80,7 +80,7 @@ async fn ask_within(
         Err(_) => {
             let now = st.control.processes();
             match now.iter().find(|p| p.agent_id == agent.as_str()) {
-                Some(p) => Err(json_status(StatusCode::ACCEPTED, view_json(p))),
+                Some(p) => Err(json_status(StatusCode::ACCEPTED, view_json(st, p))),
                 None => Err(ApiError::not_found(format!("no agent '{agent}'")).into_response()),
             }
         }
@@ -113,14 +113,14 @@ pub async fn spawn(axum::extract::State(st): St, Query(q): Q, body: Bytes) -> Re
     match view {
         Err(e) => e.into_response(),
         Ok(v) if wait.is_none() || v.state == State::Ready => {
-            json_status(StatusCode::CREATED, view_json(&v))
+            json_status(StatusCode::CREATED, view_json(&st, &v))
         }
-        Ok(v) => not_running(&id, &v),
+        Ok(v) => not_running(&st, &id, &v),
     }
 }
 
 /// A `?wait` that ended with the agent settled but not running.
-fn not_running(id: &AgentId, v: &ProcessView) -> Response {
+fn not_running(st: &super::ApiState, id: &AgentId, v: &ProcessView) -> Response {
     let why = v.last_error.clone().unwrap_or_else(|| v.state.to_string());
     if v.state == State::Failed {
         let mut e = ApiError::invalid_field("package_path", why);
@@ -130,7 +130,7 @@ fn not_running(id: &AgentId, v: &ProcessView) -> Response {
         );
         return e.into_response();
     }
-    let mut body = view_json(v);
+    let mut body = view_json(st, v);
     body["error"] = json!({
         "code": "agent_not_running",
         "message": format!("agent '{id}' is {}: {why}", v.state),
@@ -144,7 +144,7 @@ pub async fn stop(axum::extract::State(st): St, Path(pid): Path<String>) -> Resp
         Err(e) => return e.into_response(),
     };
     match agent_view(st.control.ask(Command::Stop { agent }).await) {
-        Ok(v) => json_status(StatusCode::OK, view_json(&v)),
+        Ok(v) => json_status(StatusCode::OK, view_json(&st, &v)),
         Err(e) => e.into_response(),
     }
 }
@@ -167,10 +167,10 @@ pub async fn restart(
         Err(timed_out) => timed_out,
         Ok(Err(e)) => e.into_response(),
         Ok(Ok(v)) if wait.is_some() && v.state == State::Ready => {
-            json_status(StatusCode::OK, view_json(&v))
+            json_status(StatusCode::OK, view_json(&st, &v))
         }
-        Ok(Ok(v)) if wait.is_some() => not_running(&agent, &v),
-        Ok(Ok(v)) => json_status(StatusCode::ACCEPTED, view_json(&v)),
+        Ok(Ok(v)) if wait.is_some() => not_running(&st, &agent, &v),
+        Ok(Ok(v)) => json_status(StatusCode::ACCEPTED, view_json(&st, &v)),
     }
 }
 
@@ -181,7 +181,7 @@ pub async fn remove(axum::extract::State(st): St, Path(id): Path<String>) -> Res
     };
     match agent_view(st.control.ask(Command::Remove { agent }).await) {
         Ok(v) => {
-            let mut j = view_json(&v);
+            let mut j = view_json(&st, &v);
             j["removed"] = json!(true);
             json_status(StatusCode::OK, j)
         }
@@ -285,7 +285,7 @@ async fn rollout(
         PutOutcome::Unchanged | PutOutcome::Scaled => StatusCode::OK,
         PutOutcome::Superseded => StatusCode::CONFLICT,
     };
-    let mut j = view_json(&view);
+    let mut j = view_json(st, &view);
     j["outcome"] = json!(outcome.as_str());
     json_status(status, j)
 }

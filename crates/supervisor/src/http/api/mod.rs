@@ -6,6 +6,7 @@ mod agents;
 pub mod auth;
 mod logs;
 mod status;
+pub mod view;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -96,10 +97,17 @@ fn json_status(status: StatusCode, v: Value) -> Response {
     (status, Json(v)).into_response()
 }
 
-fn view_json(p: &ProcessView) -> Value {
-    let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
-    v["status"] = json!(p.state);
-    v
+/// A process as an answer to a command shows it (the caller is the admin).
+fn view_json(st: &ApiState, p: &ProcessView) -> Value {
+    let published = st.control.agents();
+    let shown = view::process(
+        p,
+        &published.counters,
+        view::Access::Admin,
+        view::Rendering::Answer,
+        SystemTime::now(),
+    );
+    serde_json::to_value(shown).unwrap_or(Value::Null)
 }
 
 /// The agent a process id names: the process with exactly that id first,

@@ -2,7 +2,6 @@
 //! health, the agents list clients read, the ALB health check, metrics.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -10,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::view::{self, Access, Rendering};
 use super::{json_status, St};
 use crate::control::Phase;
 use crate::http::error::ApiError;
@@ -35,114 +35,45 @@ pub async fn runtime_health(axum::extract::State(st): St) -> Response {
     }
 }
 
-/// Processes with their current usage merged in, their counters as of now
-/// (requests in flight, time to the next restart). Without the admin token
-/// they carry no agent output: failures are shown by their kind only.
-fn processes_json(st: &super::ApiState, admin: bool, live: &Live) -> Vec<Value> {
+/// Every process as the status listings show it: the published views with
+/// their live counters and usage, as of now.
+fn processes_json(st: &super::ApiState, access: Access) -> Vec<Value> {
     let now = std::time::SystemTime::now();
+    let published = st.control.agents();
     st.control
         .processes()
         .iter()
         .map(|p| {
-            let mut p = p.clone();
-            if let Some(&(n, s)) = p.worker.and_then(|w| live.by_worker.get(&w)) {
-                (p.in_flight, p.sessions) = (n, s);
-            }
-            for d in &mut p.draining {
-                if let Some(&(n, s)) = live.by_worker.get(&d.worker) {
-                    (d.in_flight, d.sessions) = (n, s);
-                }
-            }
-            if let Some(at) = p.restart_at {
-                let left = at.duration_since(now).unwrap_or_default();
-                p.next_restart_in_seconds = Some(left.as_secs_f64());
-            }
-            if p.stable_at.is_some_and(|t| t <= now) {
-                p.consecutive_failures = 0;
-            }
-            let p = &p;
-            let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
-            let u = st.usage.get(&p.process_id);
-            let u = u.as_ref();
-            v["resources"] = json!({
-                "rss_mb": u.map(|u| (u.rss_mb * 10.0).round() / 10.0),
-                "cpu_percent": u.map(|u| (u.cpu_percent * 10.0).round() / 10.0),
-                "threads": u.map(|u| u.threads),
-                "processes": u.map(|u| u.processes),
-                "in_flight": p.in_flight,
-            });
-            if !admin {
-                redact(&mut v);
-            }
-            v
+            let usage = st.usage.get(&p.process_id);
+            let shown = view::process(
+                p,
+                &published.counters,
+                access,
+                Rendering::Listing(usage.as_ref()),
+                now,
+            );
+            serde_json::to_value(shown).unwrap_or(Value::Null)
         })
         .collect()
 }
 
-/// Requests in flight per worker, and in flight and queued per agent, as of
-/// now (the views published by the state machine are as of its last change).
-struct Live {
-    /// In flight and sessions bound.
-    by_worker: std::collections::HashMap<u64, (usize, usize)>,
-    /// In flight, queued and live sessions.
-    by_agent: std::collections::HashMap<Arc<str>, (usize, usize, usize)>,
-}
-
-impl Live {
-    fn now(st: &super::ApiState) -> Live {
-        use crate::http::route_table::Route;
-        let mut live = Live {
-            by_worker: Default::default(),
-            by_agent: Default::default(),
-        };
-        for (agent, route) in st.routes.snapshot().iter() {
-            let pool = match route {
-                Route::Ready {
-                    pool,
-                    upstreams,
-                    draining,
-                } => {
-                    for u in upstreams.iter().chain(draining.iter()) {
-                        live.by_worker
-                            .insert(u.worker.0, (u.in_flight.get(), u.sessions.get()));
-                    }
-                    pool
-                }
-                Route::Waking { pool, .. } => pool,
-                Route::NotReady { .. } => continue,
-            };
-            let n = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Acquire);
-            live.by_agent.insert(
-                Arc::clone(agent),
-                (n(&pool.in_flight), n(&pool.queued), pool.sessions.live()),
-            );
-        }
-        live
-    }
-
-    fn agents(&self, views: &[crate::model::AgentView]) -> Vec<crate::model::AgentView> {
-        let mut views = views.to_vec();
-        for v in &mut views {
-            if let Some(&(in_flight, queued, sessions)) = self.by_agent.get(v.agent_id.as_str()) {
-                (v.in_flight, v.queued, v.sessions) = (in_flight, queued, sessions);
-            }
-        }
-        views
-    }
-}
-
-/// Agent output (error text, log lines) replaced by what kind it is.
-fn redact(v: &mut Value) {
-    v["last_error"] = v["last_error_class"].clone();
-    if v["rollout"].is_object() {
-        v["rollout"]["reason"] = v["rollout"]["reason_class"].clone();
+fn access(st: &super::ApiState, headers: &HeaderMap) -> Access {
+    if super::auth::is_admin(st, headers) {
+        Access::Admin
+    } else {
+        Access::Public
     }
 }
 
 pub async fn status(axum::extract::State(st): St, headers: HeaderMap) -> Response {
-    let admin = super::auth::is_admin(&st, &headers);
-    let live = Live::now(&st);
+    let access = access(&st, &headers);
     let procs = st.control.processes();
+    let published = st.control.agents();
+    let agents: Vec<_> = published
+        .agents
+        .iter()
+        .map(|a| view::agent(a, &published.counters))
+        .collect();
     let ready = procs
         .iter()
         .filter(|p| p.state == AgentState::Ready)
@@ -168,8 +99,8 @@ pub async fn status(axum::extract::State(st): St, headers: HeaderMap) -> Respons
         "agents_total": procs.len(),
         "agents_ready": ready,
         "desired": st.desired.view(),
-        "agents": live.agents(&st.control.agents()),
-        "processes": processes_json(&st, admin, &live),
+        "agents": agents,
+        "processes": processes_json(&st, access),
     }))
     .into_response()
 }
@@ -181,8 +112,8 @@ fn self_rss_mb() -> Option<f64> {
 }
 
 pub async fn processes(axum::extract::State(st): St, headers: HeaderMap) -> Response {
-    let admin = super::auth::is_admin(&st, &headers);
-    Json(json!({ "processes": processes_json(&st, admin, &Live::now(&st)) })).into_response()
+    let access = access(&st, &headers);
+    Json(json!({ "processes": processes_json(&st, access) })).into_response()
 }
 
 pub async fn agent(
@@ -190,8 +121,8 @@ pub async fn agent(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let admin = super::auth::is_admin(&st, &headers);
-    match processes_json(&st, admin, &Live::now(&st))
+    let access = access(&st, &headers);
+    match processes_json(&st, access)
         .into_iter()
         .find(|p| p["agent_id"] == id.as_str())
     {
@@ -201,13 +132,13 @@ pub async fn agent(
 }
 
 pub async fn health(axum::extract::State(st): St, headers: HeaderMap) -> Response {
-    let admin = super::auth::is_admin(&st, &headers);
+    let access = access(&st, &headers);
     let procs = st.control.processes();
     let agents: serde_json::Map<String, Value> = procs
         .iter()
         .filter(|p| p.replica == 0)
         .map(|p| {
-            let error = if admin {
+            let error = if access == Access::Admin {
                 p.last_error.clone()
             } else {
                 p.last_error_class.as_ref().map(ToString::to_string)
@@ -269,7 +200,8 @@ pub async fn agents(axum::extract::State(st): St) -> Response {
 }
 
 pub async fn metrics(axum::extract::State(st): St) -> Response {
-    let live = Live::now(&st);
+    let published = st.control.agents();
+    let counters = &published.counters;
     let procs = st.control.processes();
     let mut agents: Vec<(&str, _)> = Vec::new();
     for p in procs.iter().filter(|p| p.replica == 0) {
@@ -286,17 +218,15 @@ pub async fn metrics(axum::extract::State(st): St) -> Response {
             restarts: p.restarts,
             rss_bytes: u.as_ref().map(|u| (u.rss_mb * 1024.0 * 1024.0) as u64),
             cpu_percent: u.as_ref().map(|u| u.cpu_percent),
-            in_flight: p
-                .worker
-                .and_then(|w| live.by_worker.get(&w).map(|l| l.0))
-                .unwrap_or(p.in_flight),
-            sessions: p
-                .worker
-                .and_then(|w| live.by_worker.get(&w).map(|l| l.1))
-                .unwrap_or(p.sessions),
+            in_flight: counters.worker(p.worker).0,
+            sessions: counters.worker(p.worker).1,
         })
         .collect();
-    let views = live.agents(&st.control.agents());
+    let views: Vec<_> = published
+        .agents
+        .iter()
+        .map(|a| view::agent(a, counters))
+        .collect();
     let mut text = crate::http::metrics::render(
         &agents,
         &views,
