@@ -36,7 +36,9 @@ conversation starting), to three agents on the same echo package:
 Each row is also given over today's invoke row, and with --before BINARY
 over the same row of another build (a build before the sessions setting
 runs echo-off as a second echo-tracked). --dumps DIR keeps each row's
-dumps of the counted threads (ROW.n, ROW.3n) for callgrind_annotate.
+dumps of the counted threads (ROW.n, ROW.3n): bench/cost_breakdown.py
+gives each function's cost per request from them (and a row's difference
+from another).
 
 Usage: bench/proxy_cost.py [--par BINARY] [--before BINARY] [-n N] [--conns C]
                            [--rounds R] [--no-nginx] [--json FILE]
