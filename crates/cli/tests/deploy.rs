@@ -159,9 +159,27 @@ fn checkov_passes_on_the_dockerfile() {
     checkov(&["-f", DOCKERFILE, "--framework", "dockerfile"]);
 }
 
+/// The stack as it is, and with the tracing collector sidecar on
+/// (`otel_collector`): its conditional container, IAM and log groups are
+/// checked too (more checks pass).
 #[test]
 fn checkov_passes_on_the_terraform() {
-    checkov(&["-d", TERRAFORM, "--framework", "terraform"]);
+    let (without, _) = checkov(&["-d", TERRAFORM, "--framework", "terraform"]);
+    let tmp = TempDir::new("otel");
+    let vars = tmp.0.join("otel.tfvars");
+    std::fs::write(&vars, "otel_collector = true\n").unwrap();
+    let (with, _) = checkov(&[
+        "-d",
+        TERRAFORM,
+        "--framework",
+        "terraform",
+        "--var-file",
+        vars.to_str().unwrap(),
+    ]);
+    assert!(
+        with > without,
+        "the collector's resources were not checked ({with} passed with it, {without} without)"
+    );
 }
 
 #[test]
@@ -206,6 +224,17 @@ fn task_definition_matches_botocores_register_task_definition_model() {
     assert!(
         out.status.success(),
         "{TASK_DEFINITION} does not match botocore's model"
+    );
+    assert!(text(&out.stdout).contains("ok (botocore"));
+}
+
+#[test]
+fn the_task_definition_with_the_collector_matches_botocores_model() {
+    let file = "deploy/ecs/task-definition.otel.json";
+    let out = run(Command::new(tools_python()).args(["deploy/checks/validate_taskdef.py", file]));
+    assert!(
+        out.status.success(),
+        "{file} does not match botocore's model"
     );
     assert!(text(&out.stdout).contains("ok (botocore"));
 }
