@@ -492,8 +492,14 @@ impl Supervisor {
     /// `POST /supervisor/spawn?wait=true` with `body`: answered once the
     /// agent is ready (201) or failed to start (422), within 120 s.
     pub fn spawn_wait(&self, body: &str) -> Resp {
-        http(
-            self.port,
+        let conn = Conn::open(self.port).unwrap();
+        // The answer may take the whole 120 s the request allows (an
+        // environment built on a busy machine), longer than a read's usual bound.
+        conn.socket()
+            .set_read_timeout(Some(Duration::from_secs(130)))
+            .unwrap();
+        let mut conn = conn;
+        conn.request(
             "POST",
             "/supervisor/spawn?wait=true&timeout=120",
             &[],
