@@ -68,7 +68,10 @@ pub async fn serve(
     let settings = Arc::new(settings);
     let (control, channels) = Control::new();
     let logs = LogStore::new(settings.log_limits(), true);
-    crate::http::upgrade::set_limits(settings.websocket_max_message, settings.websocket_max_frame);
+    crate::http::proxy::upgrade::set_limits(
+        settings.websocket_max_message,
+        settings.websocket_max_frame,
+    );
     let routes = Arc::new(RouteTable::default());
     let metrics = Arc::new(Registry::default());
     let core = Supervisor::new(

@@ -13,4 +13,3 @@ pub mod rewind;
 pub mod route_table;
 pub mod server;
 pub mod sessions;
-pub mod upgrade;

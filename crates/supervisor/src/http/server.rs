@@ -20,6 +20,7 @@ use tower::ServiceExt as _;
 use super::connections::{Admitted, Connections, InFlight, Reading};
 use super::leftover::{self, Guarded};
 use super::proxy::framing::HeadRules;
+use super::proxy::target::for_an_agent;
 use super::proxy::{ClientSocket, Proxy, ProxyOptions, Served};
 use super::rewind::Rewind;
 use super::route_table::RouteTable;
@@ -72,13 +73,11 @@ impl App {
         if is_grpc(&req) {
             return self.proxy.grpc(req, peer).await;
         }
-        if let Some(rest) = req.uri().path().strip_prefix("/agents/") {
-            if !rest.is_empty() {
-                // Over HTTP/2 a client that leaves resets its streams:
-                // hyper drops their requests itself.
-                let client = client.filter(|_| req.version() < http::Version::HTTP_2);
-                return self.proxy.forward(req, peer, client).await;
-            }
+        if for_an_agent(req.uri().path().as_bytes()) {
+            // Over HTTP/2 a client that leaves resets its streams:
+            // hyper drops their requests itself.
+            let client = client.filter(|_| req.version() < http::Version::HTTP_2);
+            return self.proxy.forward(req, peer, client).await;
         }
         // Management work (status JSON, /proc reads, log scans) stays off the
         // proxy threads, so it never stalls a proxied request.
@@ -151,10 +150,12 @@ fn whole_head_arrived(stream: &tokio::net::TcpStream) -> bool {
 }
 
 /// Whether the first request of a connection handed to hyper is for an
-/// agent (a large upload, HTTP/1.0, a WebSocket), not the management API.
-fn for_an_agent(read: &[u8]) -> bool {
+/// agent (a large upload, HTTP/1.0, a WebSocket), not the management API:
+/// the target of its request line, as `for_an_agent` judges it.
+fn first_for_an_agent(read: &[u8]) -> bool {
     let line = read.split(|&b| b == b'\n').next().unwrap_or_default();
-    line.windows(9).any(|w| w == b" /agents/")
+    let target = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    for_an_agent(target)
 }
 
 fn is_grpc<B>(req: &Request<B>) -> bool {
@@ -252,7 +253,7 @@ async fn accept_loop(
                     // A second descriptor of the socket, to notice a client that
                     // leaves while its request waits in an agent's queue: for
                     // connections that came here with a request for an agent only.
-                    let client = for_an_agent(&read).then(|| ClientSocket::of(&stream)).flatten();
+                    let client = first_for_an_agent(&read).then(|| ClientSocket::of(&stream)).flatten();
                     let for_svc = Arc::clone(&app);
                     let in_svc = Arc::clone(&conn);
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -391,7 +392,7 @@ impl Listening {
     /// Stops accepting, and lets open connections finish within `budget`.
     pub async fn shutdown(self, budget: Duration) {
         let _ = self.drain.send(budget);
-        super::upgrade::close_all(budget.min(Duration::from_secs(3))).await;
+        super::proxy::upgrade::close_all(budget.min(Duration::from_secs(3))).await;
         let _ = self.stop.send(true);
         let all = futures_util::future::join_all(self.done);
         let _ = tokio::time::timeout(budget + Duration::from_millis(500), all).await;

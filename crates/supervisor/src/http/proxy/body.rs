@@ -25,13 +25,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A request in flight on a worker (and a slot of its agent, when limited),
 /// from the moment it is sent until its response body is dropped.
-pub(super) struct InFlight {
+pub(super) struct RequestGuard {
     upstream: Arc<Upstream>,
     pool: Arc<Pool>,
     slot: Option<OwnedSemaphorePermit>,
 }
 
-impl InFlight {
+impl RequestGuard {
     pub(super) fn new(
         upstream: Arc<Upstream>,
         pool: Arc<Pool>,
@@ -40,7 +40,7 @@ impl InFlight {
         upstream.in_flight.enter();
         pool.in_flight.fetch_add(1, Ordering::AcqRel);
         pool.touch();
-        InFlight {
+        RequestGuard {
             upstream,
             pool,
             slot,
@@ -48,7 +48,7 @@ impl InFlight {
     }
 }
 
-impl Drop for InFlight {
+impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.upstream.in_flight.leave();
         self.pool.touch();
@@ -71,7 +71,7 @@ pub(super) struct Tracked {
     lease: Option<Lease<Replayable>>,
     /// What of the reply is watched for sessions.
     watch: Option<crate::http::sessions::Watch>,
-    _guard: InFlight,
+    _guard: RequestGuard,
 }
 
 impl Tracked {
@@ -85,7 +85,7 @@ impl Tracked {
         inner: Incoming,
         idle: Duration,
         lease: Option<Lease<Replayable>>,
-        guard: InFlight,
+        guard: RequestGuard,
     ) -> Self {
         Tracked {
             inner,

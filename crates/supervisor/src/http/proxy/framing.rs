@@ -1,6 +1,6 @@
 //! The rules a request head must meet before it goes anywhere, stated once
 //! and applied by both proxy paths: the direct path feeds it the raw header
-//! lines (`fast::wire`), the general path hyper's parsed ones
+//! lines (`direct::wire`), the general path hyper's parsed ones
 //! (`http::server`). What a request's body is delimited by (RFC 9112 §6)
 //! must never change on the way to a worker: `Content-Length`,
 //! `Transfer-Encoding` and `Host` cannot be removed by `Connection`

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use super::fast::wire;
+use super::direct::wire;
 
 /// The interim response that tells a half-closed client from a closed one.
 const PROBE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";

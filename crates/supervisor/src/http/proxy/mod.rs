@@ -1,18 +1,22 @@
 //! The hot path: `/agents/{id}/...` and gRPC calls forwarded to one of the
 //! agent's ready workers (`admit`) over pooled keep-alive connections, bodies
-//! streamed both ways (`body`), headers fixed on the way (`headers`). A
-//! request that never reached a worker (connection refused, a pooled
-//! connection found closed) goes to another one.
+//! streamed both ways (`body`), headers passed on, removed and added by the
+//! forwarding rules (`policy`) on each of the two paths: the direct one
+//! (`direct`, bytes in and out) and hyper's (here), and on the WebSocket
+//! handshake (`upgrade`). A request that never reached a worker (connection
+//! refused, a pooled connection found closed) goes to another one.
 
 mod admit;
 mod body;
 mod conns;
-mod fast;
+mod direct;
 pub mod framing;
 mod gone;
 pub mod headers;
 mod idle;
+pub mod policy;
 pub mod target;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,17 +38,15 @@ use super::sessions::key;
 use crate::control::Control;
 use crate::model::WorkerId;
 use admit::SessionHint;
-use body::{InFlight, Replayable, Silence, Tracked, Unsent};
+use body::{Replayable, RequestGuard, Silence, Tracked, Unsent};
 use conns::Lease;
 use futures_util::FutureExt as _;
 use futures_util::TryFutureExt as _;
-use headers::{
-    append_forwarded, grpc_error, new_request_id, strip_hop_by_hop, with_request_id, X_AGENT_ID,
-    X_PAR_PROCESS, X_REQUEST_ID,
-};
+use headers::{grpc_error, with_request_id, X_AGENT_ID};
 use hyper::body::Incoming;
+use policy::{Forwarded, RequestRules, ResponseRules, X_PAR_PROCESS, X_REQUEST_ID};
 
-pub use fast::Served;
+pub use direct::Served;
 pub use gone::ClientSocket;
 
 /// Tries of one request on different workers, when it never reached one.
@@ -73,7 +75,7 @@ pub struct Proxy {
     /// This proxy thread's HTTP/1.1 connections to workers (general path).
     conns: Arc<conns::Conns<Replayable>>,
     /// This proxy thread's sockets to workers (direct path).
-    sockets: fast::Sockets,
+    sockets: direct::Sockets,
     /// gRPC calls, multiplexed on HTTP/2 connections.
     http2: Client<HttpConnector, Replayable>,
     opts: ProxyOptions,
@@ -102,7 +104,7 @@ impl Proxy {
         Proxy {
             routes,
             conns: conns::Conns::new(POOL_IDLE_TIMEOUT, CONNECT_TIMEOUT),
-            sockets: fast::Sockets::new(POOL_IDLE_TIMEOUT, CONNECT_TIMEOUT),
+            sockets: direct::Sockets::new(POOL_IDLE_TIMEOUT, CONNECT_TIMEOUT),
             http2,
             opts,
             unknown,
@@ -127,24 +129,27 @@ impl Proxy {
         else {
             return ApiError::not_found("not an agent path").into_response_body();
         };
-        let prefix = HeaderValue::from_str(&prefix).ok();
-        if super::upgrade::is_websocket(&req) {
-            let mut req = req;
-            self.drop_admin_token(req.headers_mut());
+        if upgrade::is_websocket(&req) {
             let hint = header_hint(req.headers());
             let admitted = match self.admit(&agent_id, &[], &hint).await {
                 Ok(a) => a,
                 Err(e) => return with_request_id(e.into_response_body(), req.headers()),
             };
-            let opts = super::upgrade::Options {
+            let opts = upgrade::Options {
                 connect_timeout: CONNECT_TIMEOUT,
                 header_timeout: self.opts.header_timeout,
                 idle_timeout: self.opts.idle_timeout,
             };
+            let to = upgrade::To {
+                path_and_query: &path_and_query,
+                prefix: &prefix,
+                peer,
+                rules: self.request_rules(false),
+            };
             // A socket holds no slot of the agent's concurrency limit.
-            let (up, pool) = (admitted.upstream, admitted.pool);
-            return super::upgrade::proxy(req, up, pool, &path_and_query, prefix, peer, opts).await;
+            return upgrade::proxy(req, admitted, to, opts).await;
         }
+        let prefix = Some(prefix.as_str());
         self.send(req, &agent_id, path_and_query, prefix, peer, false, client)
             .await
     }
@@ -173,7 +178,7 @@ impl Proxy {
         req: Request<Guarded>,
         agent_id: &str,
         path_and_query: String,
-        prefix: Option<HeaderValue>,
+        prefix: Option<&str>,
         peer: SocketAddr,
         grpc: bool,
         client: Option<&ClientSocket>,
@@ -183,22 +188,19 @@ impl Proxy {
         let hint = self.session_hint(agent_id, &parts, &mut body).await;
         // Whether the client may be sent an interim response (see `gone`).
         let http11 = parts.version == http::Version::HTTP_11;
-        let request_id = match parts.headers.get(&X_REQUEST_ID) {
-            Some(v) => v.clone(),
-            None => {
-                let id = new_request_id();
-                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
-                id
-            }
+        let mut ip = [0u8; 45];
+        let forwarded = Forwarded {
+            peer_ip: policy::ip_text(peer.ip(), &mut ip),
+            prefix: prefix.map(str::as_bytes),
         };
+        let request_id = self
+            .request_rules(grpc)
+            .apply(&mut parts.headers, Some(&forwarded));
         // The path was already validated by the server's parser; this only re-checks it.
         let Ok(pq) = PathAndQuery::try_from(path_and_query) else {
             return ApiError::bad_request("the request target is not valid").into_response_body();
         };
-        strip_hop_by_hop(&mut parts.headers, grpc);
-        self.drop_admin_token(&mut parts.headers);
         if !grpc {
-            append_forwarded(&mut parts.headers, peer, prefix);
             // The pooled HTTP/1.1 client speaks HTTP/1.1 whatever the client spoke.
             parts.version = http::Version::HTTP_11;
             // A body without a length goes on chunked whatever the method:
@@ -237,7 +239,7 @@ impl Proxy {
                 Err(e) => break with_request_id(e.into_response_body(), &parts.headers),
             };
             let upstream = Arc::clone(&admitted.upstream);
-            let watch = fast::watch(
+            let watch = direct::watch(
                 &admitted,
                 !matches!(parts.method, Method::GET | Method::HEAD),
             );
@@ -246,7 +248,7 @@ impl Proxy {
             *req.method_mut() = parts.method.clone();
             *req.version_mut() = parts.version;
             *req.headers_mut() = parts.headers.clone();
-            let guard = InFlight::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
+            let guard = RequestGuard::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
             let sent = if grpc {
                 self.try_h2(&upstream, &pq, req)
                     .map_err(|e| e.into())
@@ -270,13 +272,14 @@ impl Proxy {
             match sent {
                 Ok(Ok((resp, lease))) => {
                     let (mut rp, rb) = resp.into_parts();
-                    strip_hop_by_hop(&mut rp.headers, grpc);
-                    if !rp.headers.contains_key(&X_REQUEST_ID) {
-                        rp.headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+                    ResponseRules {
+                        grpc,
+                        request_id: &request_id,
+                        process: &upstream.process_id,
+                        session: session.as_deref(),
+                        rebound,
                     }
-                    rp.headers
-                        .insert(X_PAR_PROCESS.clone(), upstream.process_id.clone());
-                    session_headers(&mut rp.headers, session.as_deref(), rebound);
+                    .apply(&mut rp.headers);
                     upstream
                         .metrics
                         .observe(rp.status.as_u16(), started.elapsed());
@@ -409,10 +412,11 @@ impl Proxy {
         }
     }
 
-    /// The admin token never reaches agent code, whoever sends it along.
-    fn drop_admin_token(&self, headers: &mut http::HeaderMap) {
-        if let Some(admin) = &self.opts.admin {
-            headers::drop_credential(headers, admin);
+    /// The forwarding rules for a request to a worker (`policy`).
+    fn request_rules(&self, grpc: bool) -> RequestRules<'_> {
+        RequestRules {
+            admin: self.opts.admin.as_ref(),
+            grpc,
         }
     }
 
@@ -527,19 +531,6 @@ fn header_hint(headers: &http::HeaderMap) -> SessionHint {
         .get(key::HEADER)
         .and_then(|v| key::valid(v.as_bytes()))
         .map_or(SessionHint::None, |k| SessionHint::Key(k.into()))
-}
-
-/// `x-par-session-id` (and `x-par-session-rebound`) on a response: the
-/// supervisor's alone, whatever the worker sent.
-fn session_headers(headers: &mut http::HeaderMap, session: Option<&str>, rebound: bool) {
-    headers.remove(key::HEADER);
-    headers.remove(key::REBOUND_HEADER);
-    if let Some(v) = session.and_then(|k| HeaderValue::from_str(k).ok()) {
-        headers.insert(key::HEADER, v);
-        if rebound {
-            headers.insert(key::REBOUND_HEADER, HeaderValue::from_static("1"));
-        }
-    }
 }
 
 /// A try that got no response.

@@ -12,9 +12,20 @@ pub struct Target {
     pub prefix: String,
 }
 
-const PREFIX: &str = "/agents/";
+pub const PREFIX: &str = "/agents/";
 
-/// Splits `/agents/{id}{rest}`; `None` for a path outside `/agents/`.
+/// Whether a request is for an agent (else it is the management API's):
+/// its path (`target`, with or without its query) is `/agents/` and more.
+/// The one place that decides it: the server, the direct path and the
+/// connection handed from one to the other all ask here.
+#[inline]
+pub fn for_an_agent(target: &[u8]) -> bool {
+    target
+        .strip_prefix(PREFIX.as_bytes())
+        .is_some_and(|rest| !matches!(rest.first(), None | Some(b'?')))
+}
+
+/// Splits `/agents/{id}{rest}` (a path `for_an_agent`); `None` for a path outside `/agents/`.
 pub fn split(path: &str, query: Option<&str>) -> Option<Target> {
     let after = path.strip_prefix(PREFIX)?;
     let id_len = after.find('/').unwrap_or(after.len());
@@ -59,6 +70,23 @@ mod tests {
         assert_eq!((t.agent_id.as_str(), t.path_and_query.as_str()), ("", "/x"));
         assert_eq!(split("/agentsx/a", None), None);
         assert_eq!(split("/supervisor/status", None), None);
+    }
+
+    #[test]
+    fn what_is_for_an_agent() {
+        for (target, yes) in [
+            ("/agents/a", true),
+            ("/agents/a/x?y", true),
+            ("/agents//x", true),
+            ("/agents/", false),
+            ("/agents/?x=1", false),
+            ("/agents", false),
+            ("/agentsx/a", false),
+            ("/supervisor/status", false),
+            ("http://h/agents/a", false),
+        ] {
+            assert_eq!(for_an_agent(target.as_bytes()), yes, "{target}");
+        }
     }
 
     proptest! {

@@ -16,6 +16,8 @@ use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
+use super::admit::Admitted;
+use super::policy::{ip_text, Forwarded, RequestRules, ResponseRules, X_REQUEST_ID};
 use crate::http::error::ApiError;
 use crate::http::leftover::Guarded;
 use crate::http::route_table::{Pool, Upstream};
@@ -97,44 +99,56 @@ pub async fn close_all(within: Duration) {
     let _ = tokio::time::timeout(within, open.wait_for(|n| *n == 0)).await;
 }
 
-/// Forwards the handshake to `upstream` as `path_and_query` (with the proxy's
-/// forwarding headers; `prefix` is the `/agents/{id}` the worker does not
-/// see); on 101 answers the client with the worker's 101 and relays the two
-/// sockets in a task of the current runtime; any other answer is passed on.
-pub async fn proxy(
+/// Where a handshake goes and what the forwarding rules need for it.
+pub(super) struct To<'a> {
+    /// The worker's path and query.
+    pub path_and_query: &'a str,
+    /// The `/agents/{id}` the worker does not see.
+    pub prefix: &'a str,
+    pub peer: SocketAddr,
+    pub rules: RequestRules<'a>,
+}
+
+/// Forwards the handshake to the admitted worker (with the forwarding
+/// rules applied, `policy`); on 101 answers the client with the worker's
+/// 101 and relays the two sockets in a task of the current runtime; any
+/// other answer is passed on.
+pub(super) async fn proxy(
     mut req: Request<Guarded>,
-    upstream: Arc<Upstream>,
-    pool: Arc<Pool>,
-    path_and_query: &str,
-    prefix: Option<HeaderValue>,
-    peer: SocketAddr,
+    admitted: Admitted,
+    to: To<'_>,
     opts: Options,
 ) -> Response<Body> {
     let started = Instant::now();
     let mut headers = req.headers().clone();
-    let request_id = headers
-        .get(&X_REQUEST_ID)
-        .cloned()
-        .unwrap_or_else(crate::http::proxy::headers::new_request_id);
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    crate::http::proxy::headers::strip_hop_by_hop(&mut headers, false);
-    crate::http::proxy::headers::append_forwarded(&mut headers, peer, prefix);
+    let mut ip = [0u8; 45];
+    let forwarded = Forwarded {
+        peer_ip: ip_text(to.peer.ip(), &mut ip),
+        prefix: Some(to.prefix.as_bytes()),
+    };
+    let request_id = to.rules.apply(&mut headers, Some(&forwarded));
+    let rules = ResponseRules {
+        grpc: false,
+        request_id: &request_id,
+        process: &admitted.upstream.process_id,
+        session: admitted.session.as_deref(),
+        rebound: admitted.rebound,
+    };
     let mut resp = handshake(
         &mut req,
         headers,
-        (upstream, pool),
-        path_and_query,
+        (Arc::clone(&admitted.upstream), Arc::clone(&admitted.pool)),
+        to.path_and_query,
         opts,
         started,
+        &rules,
     )
     .await;
     resp.headers_mut()
         .entry(X_REQUEST_ID.clone())
-        .or_insert(request_id);
+        .or_insert(request_id.clone());
     resp
 }
-
-static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 async fn handshake(
     req: &mut Request<Guarded>,
@@ -143,6 +157,7 @@ async fn handshake(
     path_and_query: &str,
     opts: Options,
     started: Instant,
+    rules: &ResponseRules<'_>,
 ) -> Response<Body> {
     let fail = |status: u16, e: ApiError| {
         upstream
@@ -237,12 +252,12 @@ async fn handshake(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Refused (403), no such route (404), ...: the worker's answer as it is.
         let (mut parts, body) = resp.into_parts();
-        crate::http::proxy::headers::strip_hop_by_hop(&mut parts.headers, false);
+        rules.apply(&mut parts.headers);
         return Response::from_parts(parts, Body::new(body));
     }
     let worker_side = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();
-    crate::http::proxy::headers::strip_hop_by_hop(&mut parts.headers, false);
+    rules.apply(&mut parts.headers);
     parts
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

@@ -1,11 +1,15 @@
 //! The direct path's wire format, byte for byte.
 
 use super::*;
+use crate::http::api::auth::AdminCredential;
 
 fn cx() -> Context<'static> {
     Context {
         peer_ip: b"10.0.0.7",
-        admin: None,
+        rules: RequestRules {
+            admin: None,
+            grpc: false,
+        },
     }
 }
 
@@ -41,7 +45,10 @@ fn a_request_id_is_made_and_the_admin_token_dropped() {
     let admin = AdminCredential::new("root");
     let cx = Context {
         peer_ip: b"127.0.0.1",
-        admin: Some(&admin),
+        rules: RequestRules {
+            admin: Some(&admin),
+            grpc: false,
+        },
     };
     let raw = "GET /agents/a HTTP/1.1\r\nhost: x\r\nAuthorization: Bearer root\r\nConnection: close\r\n\r\n";
     let (r, head) = direct(raw, &cx);
@@ -155,12 +162,15 @@ fn reply(raw: &str, head: bool, close: bool) -> (ParsedResponse, Option<Response
         HeaderValue::from_static("par-a"),
     );
     let r = Reply {
-        request_id: &id,
-        process_id: &process,
+        rules: ResponseRules {
+            grpc: false,
+            request_id: &id,
+            process: &process,
+            session: None,
+            rebound: false,
+        },
         head_request: head,
         close,
-        session: None,
-        rebound: false,
     };
     let (mut out, mut resp) = (Vec::new(), None);
     let p = parse_response(raw.as_bytes(), &r, &mut out, &mut resp);

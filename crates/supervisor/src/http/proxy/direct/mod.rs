@@ -29,9 +29,9 @@ use tokio::sync::watch;
 pub(super) use upstream::Sockets;
 
 use super::admit::SessionHint;
-use super::body::InFlight;
+use super::body::RequestGuard;
 use super::gone::{client_left, Input};
-use super::headers::X_REQUEST_ID;
+use super::policy::{ResponseRules, X_REQUEST_ID};
 use super::{Proxy, TryFailed, TRIES};
 use crate::http::connections::Conn;
 use crate::http::route_table::Upstream;
@@ -87,7 +87,8 @@ impl Proxy {
         conn: &Conn,
         stop: &mut watch::Receiver<bool>,
     ) -> Served {
-        let peer_ip = peer.ip().to_canonical().to_string();
+        let mut ip = [0u8; 45];
+        let peer_ip = super::policy::ip_text(peer.ip(), &mut ip);
         // Allocated as they are needed: a connection holding a partial
         // head costs its few bytes, not a request's buffers.
         let mut b = Buffers {
@@ -103,8 +104,8 @@ impl Proxy {
         loop {
             // One request head (and its body), within the keep-alive time.
             let cx = wire::Context {
-                peer_ip: peer_ip.as_bytes(),
-                admin: self.opts.admin.as_ref(),
+                peer_ip,
+                rules: self.request_rules(false),
             };
             let req = loop {
                 if !b.client.is_empty() {
@@ -191,14 +192,17 @@ impl Proxy {
             };
             let upstream = Arc::clone(&admitted.upstream);
             b.watch = watch(&admitted, req.method == Method::Other);
-            let guard = InFlight::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
+            let guard = RequestGuard::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
             let reply = Reply {
-                request_id: &req.request_id,
-                process_id: &upstream.process_id,
+                rules: ResponseRules {
+                    grpc: false,
+                    request_id: &req.request_id,
+                    process: &upstream.process_id,
+                    session: admitted.session.as_deref(),
+                    rebound: admitted.rebound,
+                },
                 head_request,
                 close,
-                session: admitted.session.as_deref(),
-                rebound: admitted.rebound,
             };
             let sent = self.send_direct(&upstream, client, idempotent, &reply, b);
             let resp = match tokio::time::timeout(self.opts.header_timeout, sent).await {

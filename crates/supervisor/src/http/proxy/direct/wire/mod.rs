@@ -5,8 +5,8 @@
 
 use http::HeaderValue;
 
-use crate::http::api::auth::AdminCredential;
 use crate::http::proxy::framing::{has_token, parse_length, BodyFraming, HeadRules, Refusal};
+use crate::http::proxy::policy::{self, Kind, RequestRules, RequestSeen, ResponseRules};
 
 /// Headers read from one message head; more → the general path.
 pub(super) const MAX_HEADERS: usize = 64;
@@ -16,33 +16,6 @@ pub(in crate::http::proxy) const MAX_REQUEST_HEAD: usize = 16 * 1024;
 pub(super) const MAX_REQUEST_BODY: u64 = 64 * 1024;
 /// Longest response head accepted from a worker.
 pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1): never passed on.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-}
-
-/// Whether `name` is one of the headers a `Connection` header lists. What
-/// delimits a message never is: a request naming it is refused
-/// (`framing`), a response's is kept with its framing.
-fn named_by_connection(connection: &[&[u8]], name: &str) -> bool {
-    connection.iter().any(|v| has_token(v, name))
-        && !name.eq_ignore_ascii_case("content-length")
-        && !name.eq_ignore_ascii_case("transfer-encoding")
-        && !name.eq_ignore_ascii_case("host")
-}
 
 /// A request the direct path serves, its head already rewritten for the worker.
 #[derive(Debug)]
@@ -88,8 +61,9 @@ pub(super) enum Parsed {
 
 /// What the rewrite needs to know besides the request.
 pub(super) struct Context<'a> {
+    /// The client's address as `X-Forwarded-For` writes it (`policy::ip_text`).
     pub peer_ip: &'a [u8],
-    pub admin: Option<&'a AdminCredential>,
+    pub rules: RequestRules<'a>,
 }
 
 /// Parses a request head at the start of `buf` and, when it is one the direct
@@ -107,9 +81,11 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::General;
     };
-    let Some(after) = target.strip_prefix("/agents/") else {
+    if !crate::http::proxy::target::for_an_agent(target.as_bytes()) {
         return Parsed::General;
-    };
+    }
+    let after = &target[crate::http::proxy::target::PREFIX.len()..];
+    // `/agents//x` is the general path's (an agent without a name).
     let id_len = after.find(['/', '?']).unwrap_or(after.len());
     if id_len == 0 {
         return Parsed::General;
@@ -127,36 +103,25 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
     let mut n_connection = 0;
     let mut rules = HeadRules::default();
     let mut general = false;
-    let (mut request_id, mut proto) = (None, false);
-    let mut forwarded_for: Option<&[u8]> = None;
+    let mut seen = RequestSeen::<&[u8]>::default();
     let mut session = None;
     for h in req.headers.iter() {
         let name = h.name;
         rules.header(name.as_bytes(), h.value);
-        if name.eq_ignore_ascii_case("upgrade")
-            || name.eq_ignore_ascii_case("expect")
-            || name.eq_ignore_ascii_case("transfer-encoding")
-        {
-            general = true;
-        } else if name.eq_ignore_ascii_case("connection") {
-            if n_connection == connection.len() {
-                general = true;
-            } else {
+        let kind = policy::kind(name);
+        seen.see(kind, || h.value);
+        match kind {
+            Kind::Upgrade | Kind::Expect | Kind::TransferEncoding => general = true,
+            Kind::Connection if n_connection == connection.len() => general = true,
+            Kind::Connection => {
                 connection[n_connection] = h.value;
                 n_connection += 1;
             }
-        } else if name.eq_ignore_ascii_case("x-request-id") {
-            if request_id.is_none() {
-                request_id = HeaderValue::from_bytes(h.value).ok();
+            Kind::SessionId if session.is_none() => {
+                let at = h.value.as_ptr() as usize - buf.as_ptr() as usize;
+                session = Some(at..at + h.value.len());
             }
-        } else if name.eq_ignore_ascii_case("x-forwarded-proto") {
-            proto = true;
-        } else if name.eq_ignore_ascii_case("x-forwarded-for") && forwarded_for.is_none() {
-            forwarded_for = Some(h.value);
-        } else if name.eq_ignore_ascii_case(crate::http::sessions::key::HEADER) && session.is_none()
-        {
-            let at = h.value.as_ptr() as usize - buf.as_ptr() as usize;
-            session = Some(at..at + h.value.len());
+            _ => {}
         }
     }
     let body_len = match rules.finish(method.as_bytes(), true) {
@@ -174,6 +139,8 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
     let mut length_written = false;
     let connection = &connection[..n_connection];
     let close = connection.iter().any(|v| has_token(v, "close"));
+    let named = |n: &str| policy::named_in(connection.iter().copied(), n);
+    seen.settle(named);
 
     out.clear();
     out.extend_from_slice(method.as_bytes());
@@ -186,17 +153,12 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for h in req.headers.iter() {
         let name = h.name;
-        if is_hop_by_hop(name)
-            || (!connection.is_empty() && named_by_connection(connection, name))
-            || name.eq_ignore_ascii_case("x-forwarded-for")
-            || name.eq_ignore_ascii_case("x-forwarded-prefix")
-            || (name.eq_ignore_ascii_case("authorization")
-                && cx.admin.is_some_and(|a| a.is(h.value)))
-        {
+        let kind = policy::kind(name);
+        if !cx.rules.passes(kind, name, h.value, &named) {
             continue;
         }
         // The same length given twice is passed on once (as hyper does).
-        if repeated_length && name.eq_ignore_ascii_case("content-length") {
+        if repeated_length && kind == Kind::ContentLength {
             if length_written {
                 continue;
             }
@@ -204,25 +166,16 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
         }
         push_header(out, name.as_bytes(), h.value);
     }
-    let request_id = match request_id {
-        Some(id) => id,
-        None => {
-            let id = crate::http::proxy::headers::new_request_id();
-            push_header(out, b"x-request-id", id.as_bytes());
-            id
-        }
+    let (request_id, made) = match seen.request_id.map(HeaderValue::from_bytes) {
+        Some(Ok(id)) => (id, false),
+        _ => (crate::http::proxy::headers::new_request_id(), true),
     };
-    out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(prev) = forwarded_for {
-        out.extend_from_slice(prev);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(cx.peer_ip);
-    out.extend_from_slice(b"\r\n");
-    if !proto {
-        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
-    }
-    push_header(out, b"x-forwarded-prefix", prefix.as_bytes());
+    let forwarded = policy::Forwarded {
+        peer_ip: cx.peer_ip,
+        prefix: Some(prefix.as_bytes()),
+    };
+    cx.rules
+        .add(&seen, made.then_some(&request_id), Some(&forwarded), out);
     out.extend_from_slice(b"\r\n");
 
     let method = match method {
@@ -270,14 +223,11 @@ pub(super) struct Response {
 
 /// What the reply to the client should say besides the worker's head.
 pub(super) struct Reply<'a> {
-    pub request_id: &'a HeaderValue,
-    pub process_id: &'a HeaderValue,
+    /// The request id, the process, the session (`policy`).
+    pub rules: ResponseRules<'a>,
     pub head_request: bool,
     /// The client's connection ends after this reply.
     pub close: bool,
-    /// The request's session (tracked agents), and whether it had to move.
-    pub session: Option<&'a str>,
-    pub rebound: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -323,25 +273,25 @@ pub(super) fn parse_response(
     let mut n_connection = 0;
     let mut length: Option<u64> = None;
     let mut chunked = false;
-    let mut has_request_id = false;
     for h in r.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            match parse_length(h.value) {
+        match policy::kind(h.name) {
+            Kind::ContentLength => match parse_length(h.value) {
                 Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
                 _ => return ParsedResponse::Invalid("an invalid content-length"),
+            },
+            Kind::TransferEncoding => {
+                // Only a final `chunked` delimits the body; anything else is not HTTP/1.1 a client can read.
+                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+                if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return ParsedResponse::Invalid("a transfer-encoding other than chunked");
+                }
+                chunked = true;
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Only a final `chunked` delimits the body; anything else is not HTTP/1.1 a client can read.
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                return ParsedResponse::Invalid("a transfer-encoding other than chunked");
+            Kind::Connection if n_connection < connection.len() => {
+                connection[n_connection] = h.value;
+                n_connection += 1;
             }
-            chunked = true;
-        } else if h.name.eq_ignore_ascii_case("connection") && n_connection < connection.len() {
-            connection[n_connection] = h.value;
-            n_connection += 1;
-        } else if h.name.eq_ignore_ascii_case("x-request-id") {
-            has_request_id = true;
+            _ => {}
         }
     }
     let connection = &connection[..n_connection];
@@ -367,40 +317,25 @@ pub(super) fn parse_response(
     out.push(b' ');
     out.extend_from_slice(r.reason.unwrap_or_default().as_bytes());
     out.extend_from_slice(b"\r\n");
+    let named = |n: &str| policy::named_in(connection.iter().copied(), n);
+    let mut has_request_id = false;
     for h in r.headers.iter() {
         let name = h.name;
+        let kind = policy::kind(name);
         // A chunked body is passed through as it is, framing and all; a
         // length beside it is not the body's (RFC 9112 §6.3) and goes.
-        let keep_te = chunked && name.eq_ignore_ascii_case("transfer-encoding");
-        if (!keep_te && is_hop_by_hop(name))
-            || (chunked && name.eq_ignore_ascii_case("content-length"))
-            || (!connection.is_empty() && named_by_connection(connection, name))
-            || name.eq_ignore_ascii_case("x-par-process")
-            || name.eq_ignore_ascii_case(crate::http::sessions::key::HEADER)
-            || name.eq_ignore_ascii_case(crate::http::sessions::key::REBOUND_HEADER)
-        {
+        let pass = match kind {
+            Kind::TransferEncoding if chunked => true,
+            Kind::ContentLength if chunked => false,
+            _ => reply.rules.passes(kind, name, &named),
+        };
+        if !pass {
             continue;
         }
+        has_request_id |= kind == Kind::RequestId;
         push_header(out, name.as_bytes(), h.value);
     }
-    if !has_request_id {
-        push_header(out, b"x-request-id", reply.request_id.as_bytes());
-    }
-    push_header(out, b"x-par-process", reply.process_id.as_bytes());
-    if let Some(key) = reply.session {
-        push_header(
-            out,
-            crate::http::sessions::key::HEADER.as_bytes(),
-            key.as_bytes(),
-        );
-        if reply.rebound {
-            push_header(
-                out,
-                crate::http::sessions::key::REBOUND_HEADER.as_bytes(),
-                b"1",
-            );
-        }
-    }
+    reply.rules.add(has_request_id, out);
     if reply.close || framing == Framing::Close {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -548,5 +483,7 @@ pub(super) fn write_reply(
     }
 }
 
+#[cfg(test)]
+mod both_paths;
 #[cfg(test)]
 mod tests;
