@@ -4,8 +4,9 @@
 //! a third client receives; heads PAR would re-frame are refused (400, the
 //! connection closed) on the direct path and on hyper's alike; `Expect`,
 //! `Host` and `CONNECT` get clear answers; the admin token never reaches an
-//! agent in any spelling that opens the admin routes; and `GET /agents`
-//! never reflects the `Host` a client sent.
+//! agent in any spelling that opens the admin routes; `GET /agents`
+//! never reflects the `Host` a client sent; and the same request gives the
+//! worker the same head on both paths (one set of forwarding rules).
 
 mod framing_support;
 mod supervisor_support;
@@ -437,4 +438,123 @@ fn the_smuggling_bytes_sent_from_inside_an_agent_are_refused_too() {
             r.text()
         );
     }
+}
+
+/// Header lines as a worker received them: names lowercased, each name's
+/// values in the order they came; a request id made by the supervisor
+/// (32 hex digits, where the client sent none it could use) as `(made)`.
+fn worker_lines(s: &Seen, client_id: Option<&str>) -> Vec<(String, Vec<String>)> {
+    let mut lines: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for (n, v) in &s.headers {
+        lines
+            .entry(n.to_ascii_lowercase())
+            .or_default()
+            .push(v.clone());
+    }
+    let ids = lines.get_mut("x-request-id").expect("a request id");
+    if client_id.is_none_or(|c| !ids.iter().any(|v| v == c)) {
+        assert_eq!(ids.len(), 1, "{s:#?}");
+        assert!(
+            ids[0].len() == 32 && ids[0].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{s:#?}"
+        );
+        ids[0] = "(made)".into();
+    }
+    lines.into_iter().collect()
+}
+
+#[test]
+fn the_worker_receives_the_same_head_on_both_paths() {
+    let (sup, rec, _d) = supervisor_with_recorder("same-head", "a", "", &[]);
+    let token = sup.token();
+    let admin = format!("Authorization: bearer  {token}\r\n");
+    // (head lines, the client's request id when it sends one it may keep)
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (
+            "Accept: */*\r\nX-Custom: a\r\nx-custom: b\r\nX-CUSTOM: c\r\n".into(),
+            None,
+        ),
+        (
+            "Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic cA==\r\n\
+             Trailer: x-sum\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\
+             Proxy-Connection: keep-alive\r\nAccept: */*\r\n"
+                .into(),
+            None,
+        ),
+        (
+            "X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\n\
+             X-Forwarded-Proto: https\r\nX-Forwarded-Prefix: /evil\r\n"
+                .into(),
+            None,
+        ),
+        (
+            "X-Request-Id: mine\r\nx-request-id: second\r\n".into(),
+            Some("mine"),
+        ),
+        (
+            "Connection: X-Request-Id, x-forwarded-for\r\nConnection: X-Forwarded-Proto\r\n\
+             X-Request-Id: named\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n"
+                .into(),
+            None,
+        ),
+        (
+            format!("{admin}Authorization: Bearer user\r\nAuthorization: Basic dTpw\r\n"),
+            None,
+        ),
+        (
+            "X-Par-Session-Id: s-1\r\nX-Par-Process: forged\r\nConnection: authorization\r\n\
+             Authorization: Bearer user\r\n"
+                .into(),
+            None,
+        ),
+    ];
+    for (i, (lines, _)) in cases.iter().enumerate() {
+        for (path, mut c) in [
+            ("direct", Conn::open(sup.port).unwrap()),
+            ("general", general_conn(sup.port)),
+        ] {
+            for (method, body) in [("GET", ""), ("POST", "{}")] {
+                let length = if body.is_empty() {
+                    String::new()
+                } else {
+                    format!("Content-Length: {}\r\n", body.len())
+                };
+                let raw = format!(
+                    "{method} /agents/a/same/{i}/{method}/{path}?q=1 HTTP/1.1\r\nHost: x\r\n{lines}{length}\r\n{body}"
+                );
+                let r = c.request_raw(&raw);
+                assert_eq!(r.status, 200, "{raw}: {}", r.text());
+            }
+        }
+    }
+    for (i, (_, client_id)) in cases.iter().enumerate() {
+        for method in ["GET", "POST"] {
+            let one = |path: &str| {
+                let seen = rec.seen(&format!("/same/{i}/{method}/{path}?"));
+                assert_eq!(seen.len(), 1, "case {i} {method} {path}");
+                seen.into_iter().next().unwrap()
+            };
+            let (direct, general) = (one("direct"), one("general"));
+            assert_eq!(
+                worker_lines(&direct, *client_id),
+                worker_lines(&general, *client_id),
+                "case {i} {method}: direct {direct:#?}\ngeneral {general:#?}"
+            );
+            for gone in [
+                "connection",
+                "keep-alive",
+                "te",
+                "trailer",
+                "proxy-authorization",
+            ] {
+                assert!(direct.header(gone).is_empty(), "case {i}: {gone} passed");
+            }
+            assert!(
+                !direct.headers.iter().any(|(_, v)| v.contains(&token)),
+                "case {i}: the admin token passed"
+            );
+            assert_eq!(direct.header("x-forwarded-prefix"), ["/agents/a"]);
+        }
+    }
+    assert!(rec.problems().is_empty(), "{:?}", rec.problems());
 }
