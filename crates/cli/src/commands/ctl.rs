@@ -10,6 +10,7 @@
 mod client;
 mod logs;
 mod rollout;
+mod status;
 mod table;
 mod top;
 
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use par_supervisor::model::State;
 use serde_json::Value;
 
 pub use client::CtlError;
@@ -158,9 +160,10 @@ async fn dispatch(api: Api, command: CtlCommand) -> anyhow::Result<()> {
 }
 
 async fn ls(api: &Api, json: bool) -> anyhow::Result<()> {
-    let status = api.get_json("/supervisor/status").await?;
     let mut out = table::Out::stdout();
     if json {
+        // Passed on as the supervisor wrote it, every field.
+        let status = api.get_json("/supervisor/status").await?;
         let procs = status
             .get("processes")
             .cloned()
@@ -168,13 +171,14 @@ async fn ls(api: &Api, json: bool) -> anyhow::Result<()> {
         out.line(&serde_json::to_string_pretty(&procs)?)?;
         return Ok(());
     }
+    let status = api.status().await?;
     out.line(&table::supervisor_line(&status, api.base()))?;
-    let procs = client::processes(&status);
+    let procs = &status.processes;
     if procs.is_empty() {
         out.line("no agents (declare [[agents]] in the config and `par ctl reload`, or POST /supervisor/spawn)")?;
         return Ok(());
     }
-    for l in table::agents_table(&procs, out.color()) {
+    for l in table::agents_table(procs, out.color()) {
         out.line(&l)?;
     }
     Ok(())
@@ -190,13 +194,14 @@ enum Action {
 
 async fn act(api: &Api, action: Action, a: ActArgs) -> anyhow::Result<()> {
     let p = api.agent(&a.agent).await?;
-    let id = client::str_field(&p, "agent_id");
-    let pid = client::str_field(&p, "process_id");
-    let state = client::str_field(&p, "state");
+    let (id, pid, state) = (p.agent_id.clone(), p.process_id.clone(), p.state);
     let mut out = table::Out::stdout();
     let resp = match action {
         Action::Start
-            if !matches!(state.as_str(), "stopped" | "failed" | "crashed" | "backoff") =>
+            if !matches!(
+                state,
+                State::Stopped | State::Failed | State::Crashed | State::Backoff
+            ) =>
         {
             out.line(&format!("{pid} is already {state}; nothing to start"))?;
             return Ok(());
@@ -218,7 +223,7 @@ async fn act(api: &Api, action: Action, a: ActArgs) -> anyhow::Result<()> {
     match action {
         Action::Remove => {
             out.line(&format!("agent {id} deleted"))?;
-            if client::str_field(&p, "origin") == "declared" {
+            if p.origin.as_deref() == Some("declared") {
                 out.line(
                     "  (it is declared in the configuration: the next reload starts it again)",
                 )?;
@@ -229,24 +234,23 @@ async fn act(api: &Api, action: Action, a: ActArgs) -> anyhow::Result<()> {
         Action::Start => out.line(&format!("{pid} starting ({now})"))?,
     }
     if a.wait && matches!(action, Action::Restart | Action::Start) {
-        let before = p.get("pid").cloned();
+        let before = p.pid;
         let p = client::wait_for(api, &id, a.timeout, |p| {
-            let s = client::str_field(p, "state");
-            (s == "failed" || (s == "ready" && p.get("pid") != before.as_ref())).then_some(s)
+            let s = p.state;
+            (s == State::Failed || (s == State::Ready && p.pid != before)).then_some(s)
         })
         .await?;
-        let s = client::str_field(&p, "state");
-        if s == "failed" {
+        if p.state == State::Failed {
             return Err(CtlError::Failed(format!(
                 "{pid} failed to start: {}",
-                client::error_text(p.get("last_error"))
+                client::error_text(p.last_error.as_ref())
             ))
             .into());
         }
         out.line(&format!(
             "{pid} ready (pid {}, port {})",
-            client::text(p.get("pid")),
-            client::text(p.get("port"))
+            status::cell(p.pid),
+            status::cell(p.port)
         ))?;
     }
     Ok(())

@@ -1,12 +1,12 @@
 //! The lifecycle states of one agent process (a replica), as the API shows them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `pending → fetching → starting → ready → (unhealthy) → stopping → stopped`,
 /// plus `crashed`, `backoff`, `failed` (gave up) and `idle` (scaled to zero:
 /// no process, woken by the next request). Which moves are allowed is
 /// `state::lifecycle`'s table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     Pending,

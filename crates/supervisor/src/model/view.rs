@@ -109,7 +109,7 @@ pub struct PackageRecord {
 }
 
 /// How far a rollout is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutStatus {
     Rolling,

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::status::{Process, Status};
+
 /// What went wrong, by exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -179,6 +181,14 @@ impl Api {
         self.send("GET", path, None).await
     }
 
+    /// `/supervisor/status`, typed.
+    pub async fn status(&self) -> Result<Status, CtlError> {
+        typed(
+            self.get_json("/supervisor/status").await?,
+            "/supervisor/status",
+        )
+    }
+
     pub async fn get_text(&self, path: &str) -> Result<String, CtlError> {
         let resp = self
             .send_raw("GET", path, None, Some(Duration::from_secs(30)))
@@ -189,17 +199,22 @@ impl Api {
     /// The agent named `name` from the status: an agent id, or a process id
     /// (`par-ID`, `par-ID-N`) for its agent. One reading each: no agent id
     /// begins with `par-` and every process id does.
-    pub async fn agent(&self, name: &str) -> Result<Value, CtlError> {
+    pub async fn agent(&self, name: &str) -> Result<Process, CtlError> {
         use par_supervisor::model::id::RESERVED_PREFIX;
         let by_process = name.starts_with(RESERVED_PREFIX);
         if !by_process {
             par_supervisor::model::AgentId::new(name).map_err(CtlError::Usage)?;
         }
-        let status = self.get_json("/supervisor/status").await?;
-        let procs = processes(&status);
-        let field = if by_process { "process_id" } else { "agent_id" };
-        if let Some(p) = procs.iter().find(|p| p[field] == name) {
-            return Ok(p.clone());
+        let mut procs = self.status().await?.processes;
+        let named = |p: &Process| {
+            if by_process {
+                p.process_id == name
+            } else {
+                p.agent_id == name
+            }
+        };
+        if let Some(i) = procs.iter().position(named) {
+            return Ok(procs.swap_remove(i));
         }
         if by_process {
             return Err(CtlError::UnknownAgent(format!(
@@ -207,7 +222,7 @@ impl Api {
                  {name:?} can only be a process id ({RESERVED_PREFIX}<agent>[-N]) and no process has it"
             )));
         }
-        let mut known: Vec<String> = procs.iter().map(|p| str_field(p, "agent_id")).collect();
+        let mut known: Vec<String> = procs.iter().map(|p| p.agent_id.clone()).collect();
         known.dedup();
         Err(CtlError::UnknownAgent(if known.is_empty() {
             format!(
@@ -233,12 +248,10 @@ fn is_agent_path(path: &str) -> bool {
     .any(|p| path.starts_with(p))
 }
 
-pub fn processes(status: &Value) -> Vec<Value> {
-    status
-        .get("processes")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
+/// A JSON answer read into the type `par ctl` expects of it.
+pub fn typed<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, CtlError> {
+    serde_json::from_value(v)
+        .map_err(|e| CtlError::Failed(format!("unexpected answer from {what}: {e}")))
 }
 
 pub fn str_field(v: &Value, k: &str) -> String {
@@ -282,18 +295,19 @@ pub async fn wait_for<T>(
     api: &Api,
     id: &str,
     timeout: Duration,
-    mut done: impl FnMut(&Value) -> Option<T>,
-) -> Result<Value, CtlError> {
+    mut done: impl FnMut(&Process) -> Option<T>,
+) -> Result<Process, CtlError> {
     let deadline = Instant::now() + timeout;
     loop {
-        let p = api.get_json(&format!("/supervisor/agents/{id}")).await?;
+        let path = format!("/supervisor/agents/{id}");
+        let p: Process = typed(api.get_json(&path).await?, &path)?;
         if done(&p).is_some() {
             return Ok(p);
         }
         if Instant::now() >= deadline {
             return Err(CtlError::Failed(format!(
                 "agent {id} is still {} after {}",
-                str_field(&p, "state"),
+                p.state,
                 humantime::format_duration(timeout)
             )));
         }

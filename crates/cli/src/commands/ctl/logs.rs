@@ -71,7 +71,7 @@ pub async fn run(api: &Api, a: LogsArgs) -> anyhow::Result<()> {
     // Caught from the start, so that Ctrl-C at any moment ends with 0.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let p = api.agent(&a.agent).await?;
-    let id = str_field(&p, "agent_id");
+    let id = p.agent_id;
     let mut url = url::Url::parse("http://x/supervisor/logs")?;
     {
         let mut q = url.query_pairs_mut();

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Map, Value};
 
-use super::client::{str_field, text, Api, CtlError};
+use super::client::{str_field, typed, Api, CtlError};
+use super::status::{cell, words, Process, RolloutSeen};
 use super::table::Out;
+use par_supervisor::model::RolloutStatus;
 
 #[derive(Args)]
 pub struct RolloutArgs {
@@ -52,11 +54,15 @@ fn package_arg(p: &str) -> String {
     }
 }
 
-fn phase_of(r: &Value) -> String {
-    match (r["state"].as_str(), r["phase"].as_str()) {
-        (Some("rolling"), Some(phase)) => phase.to_string(),
-        (Some(s), _) => s.to_string(),
-        _ => "-".into(),
+fn phase_of(r: Option<&RolloutSeen>) -> String {
+    match r {
+        Some(RolloutSeen {
+            state: RolloutStatus::Rolling,
+            phase: Some(phase),
+            ..
+        }) => words(phase),
+        Some(r) => words(&r.state),
+        None => "-".into(),
     }
 }
 
@@ -67,8 +73,8 @@ pub async fn run(api: &Api, a: RolloutArgs) -> anyhow::Result<()> {
         }
     }
     let p = api.agent(&a.agent).await?;
-    let id = str_field(&p, "agent_id");
-    let from = text(p.get("package_id"));
+    let id = p.agent_id.clone();
+    let from = cell(p.package_id.as_deref());
     let package = package_arg(&a.package);
     let body = patch(&package, a.sha256.as_deref());
     let resp = api
@@ -84,7 +90,10 @@ pub async fn run(api: &Api, a: RolloutArgs) -> anyhow::Result<()> {
     if !a.wait {
         return Ok(());
     }
-    let ours = resp["rollout"]["started_at"].clone();
+    let path = format!("/supervisor/agents/{id}");
+    let ours = typed::<Process>(resp, &path)?
+        .rollout
+        .and_then(|r| r.started_at);
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
     let deadline = started + a.timeout;
@@ -92,14 +101,14 @@ pub async fn run(api: &Api, a: RolloutArgs) -> anyhow::Result<()> {
     const SPIN: [char; 4] = ['|', '/', '-', '\\'];
     let mut tick = 0usize;
     loop {
-        let p = api.get_json(&format!("/supervisor/agents/{id}")).await?;
-        let r = &p["rollout"];
-        let mine = ours.is_null() || r["started_at"] == ours;
+        let p: Process = typed(api.get_json(&path).await?, &path)?;
+        let r = p.rollout.as_ref();
+        let mine = ours.is_none() || r.and_then(|r| r.started_at.as_ref()) == ours.as_ref();
         let phase = if mine { phase_of(r) } else { "-".into() };
         let elapsed = started.elapsed().as_secs_f64();
         if tty {
             tick += 1;
-            let worker = match (r["worker_pid"].as_u64(), r["worker_port"].as_u64()) {
+            let worker = match (r.and_then(|r| r.worker_pid), r.and_then(|r| r.worker_port)) {
                 (Some(pid), Some(port)) => format!(" (new worker pid {pid}, port {port})"),
                 _ => String::new(),
             };
@@ -115,21 +124,21 @@ pub async fn run(api: &Api, a: RolloutArgs) -> anyhow::Result<()> {
             if tty {
                 out.raw("\r\x1b[2K")?;
             }
-            let took = r["duration_ms"]
-                .as_u64()
+            let took = r
+                .and_then(|r| r.duration_ms)
                 .map_or_else(|| format!("{elapsed:.1}s"), |ms| format!("{ms} ms"));
             if phase == "rollout_failed" {
                 return Err(CtlError::Failed(format!(
                     "rollout of {id} failed after {took}: {}; it still runs {}",
-                    text(r.get("reason")),
-                    text(p.get("package_id"))
+                    cell(r.and_then(|r| r.reason.as_deref())),
+                    cell(p.package_id.as_deref())
                 ))
                 .into());
             }
             out.line(&format!(
                 "rolled out {id}: {from} -> {} in {took} ({})",
-                text(p.get("package_id")),
-                text(r.get("strategy"))
+                cell(p.package_id.as_deref()),
+                cell(r.and_then(|r| r.strategy.as_ref()).map(words))
             ))?;
             return Ok(());
         }

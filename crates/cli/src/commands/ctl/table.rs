@@ -3,9 +3,9 @@
 
 use std::io::{IsTerminal as _, Write as _};
 
-use serde_json::Value;
-
-use super::client::{error_text, str_field, text};
+use super::client::error_text;
+use super::status::{cell, Process, Status};
+use par_supervisor::model::{RolloutStatus, State};
 
 /// Standard output, line by line.
 pub struct Out {
@@ -61,13 +61,13 @@ pub fn mb(v: Option<f64>) -> String {
 }
 
 /// ANSI colour of a lifecycle state.
-fn state_color(state: &str) -> &'static str {
+fn state_color(state: State) -> &'static str {
     match state {
-        "ready" => "32",
-        "pending" | "fetching" | "starting" | "idle" => "36",
-        "unhealthy" | "backoff" | "crashed" => "33",
-        "failed" => "31",
-        _ => "2",
+        State::Ready => "32",
+        State::Pending | State::Fetching | State::Starting | State::Idle => "36",
+        State::Unhealthy | State::Backoff | State::Crashed => "33",
+        State::Failed => "31",
+        State::Stopping | State::Stopped => "2",
     }
 }
 
@@ -80,8 +80,8 @@ pub fn paint(s: &str, code: &str, color: bool) -> String {
 }
 
 /// Seconds since an RFC 3339 time, by this machine's clock.
-pub fn age(v: Option<&Value>) -> Option<f64> {
-    let t = humantime::parse_rfc3339_weak(v?.as_str()?).ok()?;
+pub fn age(v: Option<&str>) -> Option<f64> {
+    let t = humantime::parse_rfc3339_weak(v?).ok()?;
     std::time::SystemTime::now()
         .duration_since(t)
         .ok()
@@ -129,7 +129,7 @@ pub fn layout(
 }
 
 /// `par ctl ls`: one row per process, like `pm2 ls`.
-pub fn agents_table(procs: &[Value], color: bool) -> Vec<String> {
+pub fn agents_table(procs: &[Process], color: bool) -> Vec<String> {
     let header = [
         "ID",
         "PROCESS",
@@ -146,64 +146,55 @@ pub fn agents_table(procs: &[Value], color: bool) -> Vec<String> {
     let rows: Vec<Vec<(String, Option<&'static str>)>> = procs
         .iter()
         .map(|p| {
-            let state = str_field(p, "state");
-            let running = p.get("pid").is_some_and(|v| !v.is_null());
+            let running = p.running();
             // A dead worker's last usage sample can linger in the status.
-            let r = p.get("resources").filter(|_| running);
+            let r = p.resources.as_ref().filter(|_| running);
             let uptime = if running {
-                age(p.get("started_at")).map_or("-".into(), duration)
+                age(p.started_at.as_deref()).map_or("-".into(), duration)
             } else {
                 "-".into()
             };
-            let limits = p.get("limits");
-            let mem_limit = limits.and_then(|l| l["memory_limit_mb"].as_f64()).map(|m| {
-                format!(
-                    "{} {}",
-                    mb(Some(m)),
-                    limits.map_or("-".into(), |l| text(l.get("memory_enforcement")))
-                )
+            let mem_limit = p.limits.as_ref().and_then(|l| {
+                l.memory_limit_mb
+                    .map(|m| format!("{} {}", mb(Some(m)), cell(l.memory_enforcement.as_deref())))
             });
-            let mut state_cell = state.clone();
-            if state == "backoff" {
-                if let Some(s) = p["next_restart_in_seconds"].as_f64() {
+            let mut state_cell = p.state.to_string();
+            if p.state == State::Backoff {
+                if let Some(s) = p.next_restart_in_seconds {
                     state_cell = format!("backoff ({s:.1}s)");
                 }
             }
-            if p["rollout"]["state"] == "rolling" {
+            if p.rollout
+                .as_ref()
+                .is_some_and(|r| r.state == RolloutStatus::Rolling)
+            {
                 state_cell.push_str(" +rollout");
             }
             vec![
-                (str_field(p, "agent_id"), None),
-                (str_field(p, "process_id"), None),
-                (state_cell, Some(state_color(&state))),
-                (
-                    text(
-                        p.get("package_id")
-                            .filter(|v| !v.is_null())
-                            .or_else(|| p.pointer("/current_package/package_id")),
-                    ),
-                    None,
-                ),
-                (text(p.get("port")), None),
-                (text(p.get("pid")), None),
-                (text(p.get("restarts")), None),
+                (p.agent_id.clone(), None),
+                (p.process_id.clone(), None),
+                (state_cell, Some(state_color(p.state))),
+                (cell(p.package_id().filter(|s| !s.is_empty())), None),
+                (cell(p.port), None),
+                (cell(p.pid), None),
+                (cell(p.restarts), None),
                 (uptime, None),
                 (
-                    r.and_then(|r| r["cpu_percent"].as_f64())
+                    r.and_then(|r| r.cpu_percent)
                         .map_or("-".into(), |c| format!("{c:.1}%")),
                     None,
                 ),
-                (mb(r.and_then(|r| r["rss_mb"].as_f64())), None),
+                (mb(r.and_then(|r| r.rss_mb)), None),
                 (mem_limit.unwrap_or_else(|| "-".into()), None),
             ]
         })
         .collect();
     let mut lines = layout(&header, &rows, color);
     for p in procs {
-        if p["state"] == "failed" || p["state"] == "backoff" {
-            let e = error_text(p.get("last_error"));
+        if matches!(p.state, State::Failed | State::Backoff) {
+            let e = error_text(p.last_error.as_ref());
             if e != "-" {
-                lines.push(format!("  {}: {e}", str_field(p, "agent_id")));
+                lines.push(format!("  {}: {e}", p.agent_id));
             }
         }
     }
@@ -211,18 +202,18 @@ pub fn agents_table(procs: &[Value], color: bool) -> Vec<String> {
 }
 
 /// The supervisor in one line: version, phase, uptime, agents ready, address.
-pub fn supervisor_line(status: &Value, url: &str) -> String {
-    let s = &status["supervisor"];
-    let phase = match s["state"].as_str() {
+pub fn supervisor_line(status: &Status, url: &str) -> String {
+    let s = &status.supervisor;
+    let phase = match s.state.as_deref() {
         Some("running") => "serving",
         Some(other) => other,
         None => "-",
     };
     format!(
         "par supervisor {} at {url}: {phase}, up {}, {} of {} agents ready",
-        text(s.get("version")),
-        s["uptime_seconds"].as_f64().map_or("-".into(), duration),
-        text(status.get("agents_ready")),
-        text(status.get("agents_total")),
+        cell(s.version.as_deref().filter(|v| !v.is_empty())),
+        s.uptime_seconds.map_or("-".into(), duration),
+        cell(status.agents_ready),
+        cell(status.agents_total),
     )
 }

@@ -6,11 +6,10 @@ use std::collections::{HashMap, VecDeque};
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
 
-use clap::Args;
-use serde_json::Value;
-
-use super::client::{processes, str_field, text, Api};
+use super::client::Api;
+use super::status::{cell, Process, Status};
 use super::table::{duration, layout, mb, supervisor_line, Out};
+use clap::Args;
 
 #[derive(Args)]
 pub struct TopArgs {
@@ -162,29 +161,30 @@ impl History {
     }
 }
 
-fn frame(status: &Value, hist: &History, url: &str) -> Vec<String> {
-    let s = &status["supervisor"];
-    let res = &s["resources"];
-    let procs = processes(status);
-    let cpu_sum: f64 = procs
-        .iter()
-        .filter_map(|p| p["resources"]["cpu_percent"].as_f64())
-        .sum();
-    let rss_sum: f64 = procs
-        .iter()
-        .filter_map(|p| p["resources"]["rss_mb"].as_f64())
-        .sum();
+fn frame(status: &Status, hist: &History, url: &str) -> Vec<String> {
+    let s = &status.supervisor;
+    let res = &s.resources;
+    let procs = &status.processes;
+    let usage = |p: &Process| p.resources.clone().unwrap_or_default();
+    let cpu_sum: f64 = procs.iter().filter_map(|p| usage(p).cpu_percent).sum();
+    let rss_sum: f64 = procs.iter().filter_map(|p| usage(p).rss_mb).sum();
+    let words = |v: &Option<String>| cell(v.as_deref().filter(|v| !v.is_empty()));
     let mut lines = vec![
         supervisor_line(status, url),
         format!(
             "task: {} CPU ({}), {} ({}); agents use {:.2} CPU, {}; supervisor {}",
-            text(res.get("cpus")),
-            text(res.get("cpu_source")),
-            mb(res["memory_bytes"].as_f64().map(|b| b / 1048576.0)),
-            text(res.get("memory_source")),
+            res.cpus
+                .as_ref()
+                .filter(|v| !v.is_null())
+                .map_or("-".into(), |v| v
+                    .as_str()
+                    .map_or_else(|| v.to_string(), str::to_string)),
+            words(&res.cpu_source),
+            mb(res.memory_bytes.map(|b| b / 1048576.0)),
+            words(&res.memory_source),
             cpu_sum / 100.0,
             mb(Some(rss_sum)),
-            mb(s["rss_mb"].as_f64()),
+            mb(s.rss_mb),
         ),
         String::new(),
     ];
@@ -203,24 +203,22 @@ fn frame(status: &Value, hist: &History, url: &str) -> Vec<String> {
     let rows: Vec<Vec<(String, Option<&'static str>)>> = procs
         .iter()
         .map(|p| {
-            let id = str_field(p, "agent_id");
-            let running = !p["pid"].is_null();
+            let id = p.agent_id.clone();
+            let running = p.running();
             let r = if running {
-                &p["resources"]
+                usage(p)
             } else {
-                &Value::Null
+                Default::default()
             };
             vec![
                 (id.clone(), None),
-                (str_field(p, "state"), None),
-                (text(p.get("pid")), None),
+                (p.state.to_string(), None),
+                (cell(p.pid), None),
                 (
-                    r["cpu_percent"]
-                        .as_f64()
-                        .map_or("-".into(), |c| format!("{c:.1}%")),
+                    r.cpu_percent.map_or("-".into(), |c| format!("{c:.1}%")),
                     None,
                 ),
-                (mb(r["rss_mb"].as_f64()), None),
+                (mb(r.rss_mb), None),
                 (
                     hist.rate(&id).map_or("-".into(), |v| format!("{v:.1}")),
                     None,
@@ -230,11 +228,11 @@ fn frame(status: &Value, hist: &History, url: &str) -> Vec<String> {
                         .map_or("-".into(), |v| format!("{:.1} ms", v * 1000.0)),
                     None,
                 ),
-                (text(r.get("in_flight")), None),
-                (text(p.get("restarts")), None),
+                (cell(r.in_flight), None),
+                (cell(p.restarts), None),
                 (
                     if running {
-                        super::table::age(p.get("started_at")).map_or("-".into(), duration)
+                        super::table::age(p.started_at.as_deref()).map_or("-".into(), duration)
                     } else {
                         "-".into()
                     },
@@ -259,7 +257,7 @@ pub async fn run(api: &Api, a: TopArgs) -> anyhow::Result<()> {
     let result = async {
         let mut n = 0u64;
         loop {
-            let status = api.get_json("/supervisor/status").await?;
+            let status = api.status().await?;
             if let Ok(m) = api.get_text("/metrics").await {
                 hist.add(Instant::now(), parse_metrics(&m));
             }

@@ -1,0 +1,177 @@
+//! What `par ctl` reads of `/supervisor/status`, typed: the fields it shows,
+//! with the supervisor's own enums (lifecycle state, rollout status and
+//! phase, failure class). Anything else in the JSON is ignored, and a field
+//! missing is `None`, so a newer or older supervisor still reads.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use par_supervisor::model::{RolloutPhase, RolloutStatus, RolloutStrategy, State};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    pub supervisor: Supervisor,
+    pub agents_ready: Option<u64>,
+    pub agents_total: Option<u64>,
+    pub processes: Vec<Process>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Supervisor {
+    pub version: Option<String>,
+    /// `starting`, `running`, `draining`, `stopped`.
+    pub state: Option<String>,
+    pub uptime_seconds: Option<f64>,
+    pub rss_mb: Option<f64>,
+    pub resources: TaskResources,
+}
+
+/// The task's CPU and memory, and where each figure comes from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TaskResources {
+    pub cpus: Option<Value>,
+    pub cpu_source: Option<String>,
+    pub memory_bytes: Option<f64>,
+    pub memory_source: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Process {
+    pub agent_id: String,
+    pub process_id: String,
+    pub state: State,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub restarts: Option<u32>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub package_id: Option<String>,
+    #[serde(default)]
+    pub current_package: Option<PackageSeen>,
+    #[serde(default)]
+    pub next_restart_in_seconds: Option<f64>,
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// A string, or a classified `{kind, message}` object.
+    #[serde(default)]
+    pub last_error: Option<Value>,
+    #[serde(default)]
+    pub limits: Option<LimitsSeen>,
+    #[serde(default)]
+    pub resources: Option<ResourcesSeen>,
+    #[serde(default)]
+    pub rollout: Option<RolloutSeen>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PackageSeen {
+    #[serde(default)]
+    pub package_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LimitsSeen {
+    pub memory_limit_mb: Option<f64>,
+    pub memory_enforcement: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ResourcesSeen {
+    pub cpu_percent: Option<f64>,
+    pub rss_mb: Option<f64>,
+    pub in_flight: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RolloutSeen {
+    pub state: RolloutStatus,
+    #[serde(default)]
+    pub phase: Option<RolloutPhase>,
+    #[serde(default)]
+    pub strategy: Option<RolloutStrategy>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub worker_pid: Option<u32>,
+    #[serde(default)]
+    pub worker_port: Option<u16>,
+}
+
+impl Process {
+    pub fn running(&self) -> bool {
+        self.pid.is_some()
+    }
+
+    /// The package id it runs (or last ran).
+    pub fn package_id(&self) -> Option<&str> {
+        self.package_id.as_deref().or_else(|| {
+            self.current_package
+                .as_ref()
+                .and_then(|c| c.package_id.as_deref())
+        })
+    }
+}
+
+/// `-` for nothing, else the value.
+pub fn cell<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// The words of a serde enum (`rolled_out`, `blue-green`).
+pub fn words<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        _ => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_reads_into_its_types() {
+        let json = serde_json::json!({
+            "supervisor": {"version": "1.2.3", "state": "running", "uptime_seconds": 5.5,
+                           "resources": {"cpus": 2, "memory_bytes": 1048576.0}},
+            "agents_ready": 1, "agents_total": 2,
+            "processes": [
+                {"agent_id": "a", "process_id": "par-a", "state": "ready", "pid": 7, "port": 8001,
+                 "restarts": 0, "limits": {"memory_limit_mb": 256, "memory_enforcement": "watchdog",
+                 "memory_limit_source": "explicit"}, "resources": {"cpu_percent": 1.5, "rss_mb": 20.0, "in_flight": 0},
+                 "rollout": {"state": "rolling", "phase": "fetching", "strategy": "blue-green",
+                             "started_at": "2026-01-01T00:00:00Z"}, "extra": true},
+                {"agent_id": "b", "process_id": "par-b", "state": "failed",
+                 "last_error": "package_failure", "current_package": {"package_id": "b@1"}}
+            ]
+        });
+        let s: Status = serde_json::from_value(json).unwrap();
+        assert_eq!(s.supervisor.version.as_deref(), Some("1.2.3"));
+        assert_eq!(s.processes[0].state, State::Ready);
+        let r = s.processes[0].rollout.as_ref().unwrap();
+        assert_eq!(
+            (r.state, r.phase, r.strategy),
+            (
+                RolloutStatus::Rolling,
+                Some(RolloutPhase::Fetching),
+                Some(RolloutStrategy::BlueGreen)
+            )
+        );
+        assert_eq!(words(&r.state), "rolling");
+        assert_eq!(s.processes[1].package_id(), Some("b@1"));
+        assert!(!s.processes[1].running());
+    }
+}
