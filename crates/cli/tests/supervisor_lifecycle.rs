@@ -91,7 +91,11 @@ fn kill9_of_one_worker_under_load_on_another_and_the_fifth_crash_recovers() {
     for crash in 1..=5 {
         let before = sup.wait_ready("a", Duration::from_secs(20));
         let pid = before["pid"].as_u64().unwrap() as i32;
-        std::thread::sleep(Duration::from_millis(1100));
+        // Its run counts as stable once its failure count reads 0 again.
+        wait_until(Duration::from_secs(20), "a stable run", || {
+            sup.process("a")
+                .filter(|p| p["pid"] == before["pid"] && p["consecutive_failures"] == 0)
+        });
         let t0 = Instant::now();
         unsafe_free_kill(pid, 9);
         // Not routed to the dead worker: 503 until the new one is ready, then 200 from a new pid.
@@ -240,7 +244,8 @@ fn a_bad_package_is_refused_or_failed_with_its_reason_and_others_are_unaffected(
     .unwrap();
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(r.text().contains("missing_dep"), "{}", r.text());
-    std::thread::sleep(Duration::from_millis(1500));
+    // That it stays failed, with no restart, is the state machine's
+    // decision (state::tests::crashes::a_failed_agent_stays_failed_as_time_passes).
     let p = sup.process("broken").unwrap();
     assert_eq!(p["state"], "failed");
     assert_eq!(p["restarts"], 0, "no restart storm: {p}");
@@ -287,7 +292,14 @@ fn sigterm_under_load_completes_in_flight_requests_and_leaves_no_process() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(400));
+    wait_until(Duration::from_secs(20), "six requests in flight", || {
+        let n: u64 = sup
+            .processes()
+            .iter()
+            .filter_map(|p| p["resources"]["in_flight"].as_u64())
+            .sum();
+        (n == 6).then_some(())
+    });
     let t0 = Instant::now();
     sup.signal(15);
     for t in inflight {

@@ -105,9 +105,23 @@ fn two_replicas_share_the_load_and_one_killed_fails_only_its_own_requests() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        Duration::from_secs(20),
+        "the request loops under way",
+        || (ok.load(Ordering::Relaxed) >= 8).then_some(()),
+    );
     kill_group(victim);
-    std::thread::sleep(Duration::from_millis(2500));
+    // Load goes on until the replica is back and has served some more.
+    wait_until(READY, "par-r-1 ready again as a new process", || {
+        sup.processes()
+            .into_iter()
+            .find(|p| p["process_id"] == "par-r-1")
+            .filter(|p| p["state"] == "ready" && p["pid"].as_u64() != Some(victim as u64))
+    });
+    let after = ok.load(Ordering::Relaxed);
+    wait_until(Duration::from_secs(20), "more requests served", || {
+        (ok.load(Ordering::Relaxed) >= after + 20).then_some(())
+    });
     stop.store(true, Ordering::Relaxed);
     for t in loops {
         t.join().unwrap();
@@ -141,7 +155,18 @@ fn one_in_flight_per_replica_and_a_queue_of_two() {
     let threads: Vec<_> = (0..4)
         .map(|i| {
             let (done, port) = (Arc::clone(&done), sup.port);
-            std::thread::sleep(Duration::from_millis(150));
+            // In order: the previous ones are in flight or queued first.
+            if i < 3 {
+                wait_until(
+                    Duration::from_secs(20),
+                    "the earlier requests admitted",
+                    || {
+                        let a = sup.agent_status("q");
+                        let n = a["in_flight"].as_u64()? + a["queued"].as_u64()?;
+                        (n == i as u64).then_some(())
+                    },
+                );
+            }
             std::thread::spawn(move || {
                 let r =
                     try_invoke_as_admin(port, "q", r#"{"action":"sleep","seconds":2}"#).unwrap();

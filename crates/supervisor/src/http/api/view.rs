@@ -378,4 +378,24 @@ mod tests {
         assert_eq!(answer["status"], "failed");
         assert!(answer.get("resources").is_none());
     }
+
+    #[test]
+    fn counts_are_as_of_the_moment_shown() {
+        let mut p = failed();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        p.restart_at = Some(t0 + Duration::from_secs(6));
+        p.consecutive_failures = 2;
+        p.stable_at = Some(t0 + Duration::from_secs(1));
+        let c = Counters::default();
+        let at = |now| process(&p, &c, Access::Admin, Rendering::Listing(None), now);
+        let (first, later) = (at(t0), at(t0 + Duration::from_millis(1500)));
+        assert_eq!(first.next_restart_in_seconds, Some(6.0));
+        assert_eq!(later.next_restart_in_seconds, Some(4.5));
+        // Past the restart time it reads 0, never a negative count.
+        let late = at(t0 + Duration::from_secs(60));
+        assert_eq!(late.next_restart_in_seconds, Some(0.0));
+        // The failure count reads 0 once the run counts as stable.
+        assert_eq!(first.consecutive_failures, 2);
+        assert_eq!(later.consecutive_failures, 0);
+    }
 }

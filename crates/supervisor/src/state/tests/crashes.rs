@@ -223,3 +223,33 @@ fn an_agent_whose_event_loop_stopped_answering_is_restarted_as_unresponsive() {
     );
     assert!(spawned(&h.fire_restart()).is_some());
 }
+
+#[test]
+fn a_failed_agent_stays_failed_as_time_passes() {
+    let mut h = H::new();
+    let w = h.started("a");
+    let fx = h.exits(w, Some(78), None, 0.3);
+    assert_eq!(h.state("a"), State::Failed);
+    assert!(restart_delay(&fx, h.clock.now).is_none());
+    assert!(!has(&h.log, |e| matches!(
+        e,
+        Effect::Timer {
+            timer: Timer::Restart { .. },
+            ..
+        }
+    )));
+    // An hour on, a wake and a load sample later: still failed, never restarted.
+    h.advance(Duration::from_secs(3600));
+    let fx = h.input(Input::Wake { agent: id("a") });
+    assert!(spawned(&fx).is_none());
+    let fx = h.input(Input::Load {
+        agent: id("a"),
+        in_flight: 0,
+        queued: 0,
+        idle_for: Duration::from_secs(3600),
+        with_sessions: Vec::new(),
+    });
+    assert!(spawned(&fx).is_none());
+    let v = h.view("a");
+    assert_eq!((v.state, v.restarts), (State::Failed, 0));
+}
