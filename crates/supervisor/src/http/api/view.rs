@@ -398,4 +398,41 @@ mod tests {
         assert_eq!(first.consecutive_failures, 2);
         assert_eq!(later.consecutive_failures, 0);
     }
+
+    #[test]
+    fn a_rollouts_failure_is_redacted_like_the_agents() {
+        use crate::model::{RolloutStatus, RolloutStrategy};
+        let mut p = failed();
+        let rollout = |reason: Option<&str>, class| RolloutView {
+            state: RolloutStatus::RolloutFailed,
+            phase: None,
+            reason: reason.map(str::to_string),
+            reason_class: class,
+            strategy: RolloutStrategy::BlueGreen,
+            to_package: "/pkgs/a-v2".into(),
+            to_sha256: None,
+            started_at: SystemTime::UNIX_EPOCH,
+            finished_at: None,
+            duration_ms: None,
+            worker_pid: None,
+            worker_port: None,
+        };
+        p.rollout = Some(rollout(
+            Some("secret agent output"),
+            Some(FailureClass::Exited(Some(3))),
+        ));
+        let public = shown(&p, Access::Public, Rendering::Listing(None));
+        assert_eq!(public["rollout"]["reason"], "exited 3");
+        assert_eq!(public["rollout"]["strategy"], "blue-green");
+        assert!(!public.to_string().contains("secret"), "{public}");
+        let admin = shown(&p, Access::Admin, Rendering::Listing(None));
+        assert_eq!(admin["rollout"]["reason"], "secret agent output");
+        // No failure: the public view still says `reason: null`, as it always has.
+        p.rollout = Some(rollout(None, None));
+        let public = shown(&p, Access::Public, Rendering::Listing(None));
+        let keys = public["rollout"].as_object().unwrap();
+        assert!(keys["reason"].is_null() && !keys.contains_key("reason_class"));
+        let admin = shown(&p, Access::Admin, Rendering::Listing(None));
+        assert!(!admin["rollout"].as_object().unwrap().contains_key("reason"));
+    }
 }
