@@ -235,6 +235,9 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
     // Before root is dropped: the worker range may hold ports below 1024.
     let ports = crate::runtime::ports::Ports::bind(s.worker_ports);
     let isolation = privileges(&s)?;
+    // Traces (when an OTLP endpoint is set): the exporter's thread starts
+    // here, after the uid drop (which needs a single thread).
+    par_telemetry::trace::init("par-supervisor", false);
     // Two threads are plenty for a proxy that forwards bytes; they keep RSS low.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -247,6 +250,8 @@ pub fn run(args: SupervisorArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         crate::supervisor::serve(s, listener, admin, ports, isolation, signals()).await
     })?;
+    // The spans still queued, at most a second.
+    par_telemetry::trace::shutdown(Duration::from_secs(1));
     runtime.shutdown_timeout(Duration::from_millis(200));
     Ok(())
 }

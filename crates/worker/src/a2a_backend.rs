@@ -27,10 +27,13 @@ impl par_a2a::Backend for HostBackend {
     ) -> BoxFuture<'static, Result<String, String>> {
         let host = Arc::clone(&self.host);
         let timeout = self.timeout;
+        // Read here, in the request's task: the gRPC request's trace context.
+        let header =
+            crate::trace::host_header(serde_json::json!({"op": "a2a_invoke", "action": action}));
+        let host_span = crate::trace::host_span("agent host a2a");
         Box::pin(async move {
-            let header =
-                serde_json::to_vec(&serde_json::json!({"op": "a2a_invoke", "action": action}))
-                    .map_err(|e| e.to_string())?;
+            let _host_span = host_span;
+            let header = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
             let body = serde_json::to_vec(&parameters).map_err(|e| e.to_string())?;
             let mut pending = host.request(to_host::CALL, &header, &body);
             match tokio::time::timeout(timeout, pending.next()).await {

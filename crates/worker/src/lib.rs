@@ -59,6 +59,7 @@ mod loader;
 mod metrics;
 mod routes;
 mod state;
+mod trace;
 pub mod ui;
 mod unix;
 pub mod worker;

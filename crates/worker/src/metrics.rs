@@ -117,6 +117,7 @@ impl Metrics {
             &[("agent_id", agent_id)],
             in_flight,
         );
+        par_telemetry::trace::render_counters(&mut t, par_telemetry::trace::counters());
         t.finish()
     }
 }

@@ -35,7 +35,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 async fn record(
     State(state): State<Arc<AppState>>,
-    req: http::Request<Body>,
+    mut req: http::Request<Body>,
     next: axum::middleware::Next,
 ) -> Response {
     let start = Instant::now();
@@ -50,11 +50,168 @@ async fn record(
         _ if par_a2a::is_grpc(req.headers()) => "grpc",
         _ => "agent",
     };
-    let resp = next.run(req).await;
-    state
-        .metrics
-        .record(route, resp.status().as_u16(), start.elapsed());
-    resp
+    // The worker's own probes and pages are not traced; the agent's surfaces are.
+    let traced = matches!(route, "/invoke" | "/exports/{name}" | "grpc" | "agent");
+    let access = access_log().then(|| (req.method().clone(), req.uri().path().to_string()));
+    let tracer = par_telemetry::trace::tracer().filter(|_| traced);
+    let (resp, span) = match tracer {
+        None if traced => {
+            // Tracing off: the caller's context still reaches the agent.
+            let carrier = crate::trace::Carrier::from_headers(req.headers());
+            let resp = if carrier.is_empty() {
+                next.run(req).await
+            } else {
+                carrier.scope(next.run(req)).await
+            };
+            (resp, None)
+        }
+        None => (next.run(req).await, None),
+        Some(tracer) => {
+            let span = server_span(tracer, route, &mut req, state.port);
+            let carrier = crate::trace::Carrier::of(&span);
+            let log = tracing::info_span!("request", trace_id = %span.trace_id(), span_id = %span.span_id());
+            let resp = carrier
+                .scope(tracing::Instrument::instrument(next.run(req), log))
+                .await;
+            (resp, Some(span))
+        }
+    };
+    let status = resp.status().as_u16();
+    state.metrics.record(route, status, start.elapsed());
+    if let Some((method, path)) = access {
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        match &span {
+            Some(s) => {
+                tracing::info!(target: "par::access", method = %method, path = %path, status, ms, trace_id = %s.trace_id(), span_id = %s.span_id(), "served")
+            }
+            None => {
+                tracing::info!(target: "par::access", method = %method, path = %path, status, ms, "served")
+            }
+        }
+    }
+    match span {
+        Some(mut span) => {
+            let surface = resp
+                .extensions()
+                .get::<crate::trace::Surface>()
+                .map(|s| s.0)
+                .unwrap_or(match route {
+                    "/invoke" => "invoke",
+                    "/exports/{name}" => "export",
+                    "grpc" => "grpc",
+                    _ => "agent",
+                });
+            span.set("par.surface", surface);
+            span.set("http.response.status_code", i64::from(status));
+            if status >= 500 {
+                span.set_status(par_telemetry::trace::Status::Error(
+                    format!("status {status}").into(),
+                ));
+            }
+            // The span ends when the body is done (a stream: its last chunk).
+            let (parts, body) = resp.into_parts();
+            Response::from_parts(parts, crate::trace::Traced::wrap(body, span))
+        }
+        None => resp,
+    }
+}
+
+/// `PAR_ACCESS_LOG=true`: one `par::access` line per request served.
+fn access_log() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("PAR_ACCESS_LOG")
+            .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "True"))
+    })
+}
+
+/// The worker's server span for a request: continues its `traceparent`,
+/// and the request's `traceparent` (and `tracestate`) become the span's, so
+/// that what the agent sees has the worker's span as its parent.
+fn server_span(
+    tracer: &'static par_telemetry::trace::Tracer,
+    route: &'static str,
+    req: &mut http::Request<Body>,
+    port: u16,
+) -> par_telemetry::trace::Span {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path();
+    let name = match route {
+        "grpc" => path.trim_start_matches('/').to_string(),
+        "agent" => method.clone(),
+        r => format!("{method} {r}"),
+    };
+    let mut span = tracer.server_span(name, req.headers());
+    if span.is_recording() {
+        if route == "grpc" {
+            span.set("rpc.system", "grpc");
+            if let Some((service, m)) = path.trim_start_matches('/').split_once('/') {
+                span.set("rpc.service", service.to_string());
+                span.set("rpc.method", m.to_string());
+            }
+        } else if route != "agent" {
+            span.set("http.route", route);
+        }
+        span.set("http.request.method", method);
+        span.set("url.path", path.to_string());
+        if let Some(q) = req.uri().query() {
+            span.set("url.query", q.to_string());
+        }
+        span.set("url.scheme", "http");
+        span.set(
+            "network.protocol.version",
+            match req.version() {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+        );
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(a, _)| a).to_string());
+        span.set("server.address", host.unwrap_or_else(|| "127.0.0.1".into()));
+        span.set("server.port", i64::from(port));
+        if let Some(ua) = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            span.set("user_agent.original", ua.to_string());
+        }
+        if let Some(c) = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        {
+            span.set("client.address", c.0.ip().to_string());
+            span.set("client.port", i64::from(c.0.port()));
+        }
+        if let Some(len) = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+        {
+            span.set("http.request.body.size", len);
+        }
+    }
+    let ctx = span.context();
+    let headers = req.headers_mut();
+    headers.insert("traceparent", ctx.traceparent_header());
+    match ctx
+        .state
+        .as_deref()
+        .and_then(|s| http::HeaderValue::from_str(s).ok())
+    {
+        Some(v) => {
+            headers.insert("tracestate", v);
+        }
+        None => {
+            headers.remove("tracestate");
+        }
+    }
+    span
 }
 
 /// Answers at once in every phase; 200 only when ready.
@@ -185,7 +342,8 @@ async fn invoke(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respo
         ));
     }
     let body = json_body("/invoke", &body)?;
-    call(&state, &a, to_host::INVOKE, b"", &body).await
+    let header = invoke_header();
+    call(&state, &a, to_host::INVOKE, &header, &body).await
 }
 
 async fn export(
@@ -200,11 +358,22 @@ async fn export(
         _ => json_body(&format!("/exports/{name}"), &body)?,
     };
     if target == ExportTarget::Entrypoint {
-        return call(&state, &a, to_host::INVOKE, b"", &body).await;
+        let header = invoke_header();
+        return call(&state, &a, to_host::INVOKE, &header, &body).await;
     }
-    let header = serde_json::to_vec(&serde_json::json!({"op": "export", "name": name}))
+    let header = crate::trace::host_header(serde_json::json!({"op": "export", "name": name}));
+    let header = serde_json::to_vec(&header)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     call(&state, &a, to_host::CALL, &header, &body).await
+}
+
+/// An invoke frame's header: empty, or `{"trace": {...}}` when the request
+/// has a trace context to pass on.
+fn invoke_header() -> Vec<u8> {
+    match crate::trace::current().and_then(|c| c.json()) {
+        Some(t) => serde_json::to_vec(&serde_json::json!({ "trace": t })).unwrap_or_default(),
+        None => Vec::new(),
+    }
 }
 
 /// Runs a call on the host and answers in the pixell envelope.
@@ -215,10 +384,25 @@ async fn call(
     header: &[u8],
     body: &[u8],
 ) -> Result<Response, ApiError> {
+    let mut host_span = crate::trace::host_span(if kind == to_host::INVOKE {
+        "agent host invoke"
+    } else {
+        "agent host call"
+    });
     let mut pending = a.host.request(kind, header, body);
     let reply = tokio::time::timeout(state.timeout, pending.next())
         .await
         .map_err(|_| ApiError::timeout(state.timeout))?;
+    if let Some(s) = host_span.as_mut() {
+        match &reply {
+            Some(Reply::Ok(data)) => s.set("par.host.reply_bytes", data.len()),
+            Some(Reply::Err { kind, .. }) => s.set_status(par_telemetry::trace::Status::Error(
+                format!("agent error ({kind})").into(),
+            )),
+            _ => s.set_status(par_telemetry::trace::Status::Error("no reply".into())),
+        }
+    }
+    drop(host_span);
     match reply {
         Some(Reply::Ok(data)) => {
             let mut out = Vec::with_capacity(data.len() + 40);

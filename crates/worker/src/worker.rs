@@ -96,6 +96,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         format!("http://{self_host}:{}", local.port())
     };
     tracing::info!(addr = %local, agent_id = %settings.agent_id, package = %settings.package.display(), "worker listening");
+    // Traces (when an OTLP endpoint is set): this worker's service is its agent.
+    par_telemetry::trace::init(&settings.agent_id, true);
 
     let state = Arc::new(AppState::new(
         settings.agent_id.clone(),
@@ -152,6 +154,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         // Open WebSockets get their close frame (1012) before the process ends.
         state.sockets.close_all();
         let _ = tokio::time::timeout(Duration::from_secs(1), state.sockets.wait_closed()).await;
+        flush_traces().await;
         return Ok(code);
     }
 
@@ -178,8 +181,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<i32> {
         }
     }
     kill_host(&life);
+    flush_traces().await;
     tracing::info!("worker stopped");
     Ok(0)
+}
+
+/// Sends the spans still queued, waiting at most a second.
+async fn flush_traces() {
+    if par_telemetry::trace::tracer().is_some() {
+        let _ =
+            tokio::task::spawn_blocking(|| par_telemetry::trace::shutdown(Duration::from_secs(1)))
+                .await;
+    }
 }
 
 fn kill_host(life: &Lifecycle) {
@@ -276,6 +289,13 @@ async fn start_agent(
     let mut host_env = env;
     host_env.insert("PAR_AGENT_ID".into(), settings.agent_id.clone());
     host_env.insert("PAR_PACKAGE_ID".into(), package_id.clone());
+    // The agent's own OpenTelemetry SDK names its service after the agent,
+    // unless the package or the spec's env_vars name it.
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        host_env
+            .entry("OTEL_SERVICE_NAME".into())
+            .or_insert_with(|| settings.agent_id.clone());
+    }
     let spec = HostSpec {
         python: python.clone(),
         root: package.root.clone(),

@@ -175,6 +175,7 @@ pub fn render(
     requests(&mut t, agents);
     scaling(&mut t, agents, views);
     process_gauges(&mut t, processes);
+    par_telemetry::trace::render_counters(&mut t, par_telemetry::trace::counters());
     t.finish()
 }
 

@@ -36,6 +36,11 @@ pub async fn fallback(State(state): State<Arc<AppState>>, req: http::Request<Bod
     }
 }
 
+fn surface(mut resp: Response, name: &'static str) -> Response {
+    resp.extensions_mut().insert(crate::trace::Surface(name));
+    resp
+}
+
 async fn handle(
     state: &AppState,
     client: Option<SocketAddr>,
@@ -49,7 +54,9 @@ async fn handle(
         return grpc.oneshot(req).await.map_err(|e| match e {});
     }
     if websocket::is_upgrade(req.headers()) {
-        return websocket::handle(state, &agent, client, req).await;
+        return websocket::handle(state, &agent, client, req)
+            .await
+            .map(|r| surface(r, "websocket"));
     }
     let (parts, body) = req.into_parts();
     // Under `/ui/` (or a dedicated basePath) the UI answers first.
@@ -59,28 +66,33 @@ async fn handle(
         .and_then(|u| u.dedicated(parts.uri.path()))
     {
         if let Some(resp) = mount.redirect_to_slash(&parts) {
-            return Ok(resp);
+            return Ok(surface(resp, "ui"));
         }
         if let Some(resp) = mount.serve_file(&parts).await {
-            return Ok(resp);
+            return Ok(surface(resp, "ui"));
         }
         if let Some(resp) = mount.spa_fallback(&parts).await {
-            return Ok(resp);
+            return Ok(surface(resp, "ui"));
         }
     }
     // Elsewhere the agent's routes come first; the UI at `/` takes their 404s.
     if agent.hello.asgi {
         let resp = forward(state, &agent, client, &parts, body).await?;
+        let app = if agent.manifest().rest.is_some() {
+            "rest"
+        } else {
+            "asgi"
+        };
         if resp.status() != StatusCode::NOT_FOUND {
-            return Ok(resp);
+            return Ok(surface(resp, app));
         }
         if let Some(ui) = root_ui(&agent, &parts).await {
-            return Ok(ui);
+            return Ok(surface(ui, "ui"));
         }
-        return Ok(resp);
+        return Ok(surface(resp, app));
     }
     if let Some(ui) = root_ui(&agent, &parts).await {
-        return Ok(ui);
+        return Ok(surface(ui, "ui"));
     }
     Err(ApiError::not_found(format!(
         "no route for {} {}",
@@ -124,6 +136,8 @@ async fn forward(
         _ => (None, Some(body)),
     };
     let header = scope_header(parts, client, inline.is_none())?;
+    // The round trip to the response head.
+    let mut host_span = crate::trace::host_span("agent host http");
     let mut pending = agent
         .host
         .request(to_host::HTTP, &header, inline.as_deref().unwrap_or(b""));
@@ -133,6 +147,10 @@ async fn forward(
     let first = tokio::time::timeout(state.timeout, pending.next())
         .await
         .map_err(|_| ApiError::timeout(state.timeout))?;
+    if let (Some(s), Some(Reply::Start { status, .. })) = (host_span.as_mut(), &first) {
+        s.set("http.response.status_code", i64::from(*status));
+    }
+    drop(host_span);
     match first {
         Some(Reply::Start {
             status,

@@ -41,7 +41,9 @@ test reads these lines): one `NAME = value` line each.
 """
 
 import asyncio
+import contextvars
 import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -557,6 +559,81 @@ class WsExchange:
         self.state = "closed"
 
 
+# -- trace context
+#
+# The worker sends the W3C context of its span with each request: the
+# `traceparent` header of an ASGI request's scope, `trace` in the header of an
+# invoke, export or A2A call. Around the agent's code it is the current
+# `traceparent` (TRACEPARENT, read with `current_traceparent()`) and, when the
+# agent's environment has `opentelemetry` (the API), the current
+# OpenTelemetry context: spans the agent makes are children of the worker's.
+# Nothing is imported until a request carries a context.
+
+TRACEPARENT = contextvars.ContextVar("par_traceparent", default=None)
+_otel_api = None  # None: not looked for yet; False: not installed
+
+
+def current_traceparent():
+    """The `traceparent` of the request the calling code serves, or None."""
+    return TRACEPARENT.get()
+
+
+def _otel():
+    global _otel_api
+    if _otel_api is None:
+        _otel_api = False
+        try:
+            if importlib.util.find_spec("opentelemetry") is not None:
+                from opentelemetry import context as otel_context
+                from opentelemetry import propagate as otel_propagate
+
+                _otel_api = (otel_context, otel_propagate)
+        except Exception:  # noqa: BLE001 - a broken install only means no context
+            _otel_api = False
+    return _otel_api
+
+
+def scope_carrier(headers):
+    """The trace context of an ASGI request's headers (list of latin-1 pairs)."""
+    carrier = None
+    for k, v in headers:
+        if k == "traceparent" or k == "tracestate":
+            if carrier is None:
+                carrier = {}
+            carrier[k] = v
+    return carrier if carrier and "traceparent" in carrier else None
+
+
+def trace_enter(carrier):
+    """Makes `carrier` ({traceparent, tracestate?}) current; the token for trace_exit."""
+    if not carrier or not isinstance(carrier, dict) or not carrier.get("traceparent"):
+        return None
+    token = TRACEPARENT.set(carrier["traceparent"])
+    otel_token = None
+    api = _otel()
+    if api:
+        try:
+            otel_token = api[0].attach(api[1].extract(carrier))
+        except Exception:  # noqa: BLE001
+            otel_token = None
+    return (token, otel_token)
+
+
+def trace_exit(tokens):
+    if tokens is None:
+        return
+    token, otel_token = tokens
+    if otel_token is not None:
+        try:
+            _otel_api[0].detach(otel_token)
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        TRACEPARENT.reset(token)
+    except ValueError:
+        pass
+
+
 class Connection(asyncio.Protocol):
     """The worker side of the channel: decodes frames and dispatches them."""
 
@@ -624,7 +701,7 @@ class Connection(asyncio.Protocol):
     # -- dispatch
     def dispatch(self, kind, rid, header, body):
         if kind == INVOKE:
-            self.invoke(rid, body)
+            self.invoke(rid, body, (header or {}).get("trace"))
         elif kind == HTTP:
             self.http(rid, header, body)
         elif kind == BODY or kind == BODY_END:
@@ -660,7 +737,7 @@ class Connection(asyncio.Protocol):
         else:
             raise ValueError(f"unknown frame kind {kind}")
 
-    def invoke(self, rid, body):
+    def invoke(self, rid, body, trace=None):
         agent = self.agent
         if agent.handler is None:
             self.send(frame(RESULT_ERR, rid, {"error": "no entrypoint is configured in agent.yaml", "kind": "no_entrypoint"}))
@@ -670,16 +747,17 @@ class Connection(asyncio.Protocol):
         except ValueError as e:
             self.send(frame(RESULT_ERR, rid, {"error": f"malformed JSON: {e}", "kind": "bad_request"}))
             return
-        self.run_callable(rid, agent.handler, agent.handler_async, request)
+        self.run_callable(rid, agent.handler, agent.handler_async, request, trace=trace)
 
-    def run_callable(self, rid, fn, fn_async, arg, as_text=False):
+    def run_callable(self, rid, fn, fn_async, arg, as_text=False, trace=None):
         if fn_async:
-            task = self.loop.create_task(self.run_async(rid, fn, arg, as_text))
+            task = self.loop.create_task(self.run_async(rid, fn, arg, as_text, trace))
             self.tasks[rid] = task
             return
-        self.pool.submit(self.run_sync, rid, fn, arg, as_text)
+        self.pool.submit(self.run_sync, rid, fn, arg, as_text, trace)
 
-    def run_sync(self, rid, fn, arg, as_text):
+    def run_sync(self, rid, fn, arg, as_text, trace=None):
+        tokens = trace_enter(trace)
         try:
             value = fn(arg)
             if inspect.isawaitable(value):
@@ -688,9 +766,12 @@ class Connection(asyncio.Protocol):
             data = frame(RESULT_OK, rid, None, encode_result(value, as_text))
         except BaseException as e:  # noqa: BLE001 - the handler's failure is the caller's answer
             data = frame(RESULT_ERR, rid, {"error": describe(e), "kind": "exception"})
+        finally:
+            trace_exit(tokens)
         self.send_threadsafe(data)
 
-    async def run_async(self, rid, fn, arg, as_text):
+    async def run_async(self, rid, fn, arg, as_text, trace=None):
+        tokens = trace_enter(trace)
         try:
             value = await fn(arg)
             data = frame(RESULT_OK, rid, None, encode_result(value, as_text))
@@ -700,10 +781,12 @@ class Connection(asyncio.Protocol):
             data = frame(RESULT_ERR, rid, {"error": describe(e), "kind": "exception"})
         finally:
             self.tasks.pop(rid, None)
+            trace_exit(tokens)
         self.send(data)
 
     def call(self, rid, header, body):
         op = header.get("op")
+        trace = header.get("trace")
         agent = self.agent
         try:
             arg = from_json(body) if body else {}
@@ -714,10 +797,10 @@ class Connection(asyncio.Protocol):
             name = header["name"]
             fn = getattr(agent.entry_module, name.replace("-", "_"), None) if agent.entry_module else None
             if callable(fn) and fn is not agent.handler:
-                self.run_callable(rid, fn, is_async(fn), arg)
+                self.run_callable(rid, fn, is_async(fn), arg, trace=trace)
             elif agent.handler is not None:
                 request = {"action": name, **arg} if isinstance(arg, dict) else {"action": name, "data": arg}
-                self.run_callable(rid, agent.handler, agent.handler_async, request)
+                self.run_callable(rid, agent.handler, agent.handler_async, request, trace=trace)
             else:
                 self.send(frame(RESULT_ERR, rid, {"error": f"export '{name}' has no function and no entrypoint is configured", "kind": "not_found"}))
         elif op == "a2a_actions":
@@ -729,7 +812,7 @@ class Connection(asyncio.Protocol):
             if fn is None:
                 self.send(frame(RESULT_ERR, rid, {"error": f"unknown action '{action}'", "kind": "not_found"}))
             else:
-                self.run_callable(rid, fn, is_async(fn), arg, as_text=True)
+                self.run_callable(rid, fn, is_async(fn), arg, as_text=True, trace=trace)
         else:
             self.send(frame(RESULT_ERR, rid, {"error": f"unknown operation {op!r}", "kind": "internal"}))
 
@@ -781,6 +864,7 @@ class Connection(asyncio.Protocol):
         self.loop.create_task(self.run_app(agent.app, scope, ex))
 
     async def run_app(self, app, scope, ex):
+        tokens = trace_enter(scope_carrier(_header_pairs(scope)))
         try:
             await app(scope, ex.receive, ex.send)
             ex.finish()
@@ -792,6 +876,7 @@ class Connection(asyncio.Protocol):
             ex.finish(describe(e))
         finally:
             self.exchanges.pop(ex.rid, None)
+            trace_exit(tokens)
 
     async def shutdown(self):
         try:
@@ -800,6 +885,15 @@ class Connection(asyncio.Protocol):
             pass
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+def _header_pairs(scope):
+    """The trace headers of a scope as str pairs (only those two are decoded)."""
+    return [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in scope.get("headers", ())
+        if k == b"traceparent" or k == b"tracestate"
+    ]
 
 
 async def _await(value):

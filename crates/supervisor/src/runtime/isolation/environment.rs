@@ -32,6 +32,28 @@ const WORKER_SETTINGS: &[&str] = &[
     "PAR_LIVENESS_FAILURES",
 ];
 
+/// Traces: where to export them and how (the standard OpenTelemetry
+/// variables), so that workers and the agents' own OpenTelemetry SDKs
+/// export where the supervisor does. Not `OTEL_SERVICE_NAME`: each worker
+/// and its agent are named after the agent (the worker sets it for the
+/// agent unless the spec's `env_vars` or the package do).
+const TRACES: &[&str] = &[
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_PROPAGATORS",
+    "OTEL_SDK_DISABLED",
+];
+
 /// What building a Python environment needs (the index, TLS trust, the
 /// proxy): passed only to a worker that builds its own environment, i.e.
 /// when agents share the supervisor's uid (under per-agent uids the
@@ -80,6 +102,7 @@ impl Inherit {
         };
         listed(BASE, BASE_PREFIXES)
             || WORKER_SETTINGS.contains(&name)
+            || TRACES.contains(&name)
             || (self.installs && listed(INSTALL, INSTALL_PREFIXES))
             || (self.task_role && TASK_ROLE.contains(&name))
     }
@@ -99,6 +122,33 @@ impl Inherit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_trace_settings_reach_every_worker_but_not_the_supervisors_name() {
+        let plain = Inherit {
+            task_role: false,
+            installs: false,
+        };
+        let vars = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_TRACES_SAMPLER",
+            "OTEL_TRACES_SAMPLER_ARG",
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "OTEL_SERVICE_NAME",
+            "OTEL_SOMETHING_ELSE",
+        ];
+        assert_eq!(
+            names(plain, &vars),
+            [
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "OTEL_TRACES_SAMPLER",
+                "OTEL_TRACES_SAMPLER_ARG",
+                "OTEL_RESOURCE_ATTRIBUTES"
+            ]
+        );
+    }
 
     fn names(i: Inherit, vars: &[&str]) -> Vec<String> {
         let vars = vars
@@ -135,6 +185,7 @@ mod tests {
         "PIP_INDEX_URL",
         "SSL_CERT_FILE",
         "LD_PRELOAD",
+        "OTEL_SERVICE_NAME",
     ];
 
     #[test]
