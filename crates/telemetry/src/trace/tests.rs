@@ -298,3 +298,149 @@ fn cost_per_span() {
     let off_per = started.elapsed().as_nanos() as f64 / n as f64;
     println!("span with 4 attributes and 1 event, built and queued: {per} ns; tracing off (the check): {off_per:.2} ns ({off})");
 }
+
+/// Answers each HTTP/1.1 request on `listener` with `reply(path, body)`,
+/// passing on (path, headers, body) of each.
+fn serve(
+    listener: std::net::TcpListener,
+    reply: fn(&str) -> (u16, Vec<u8>),
+    seen: std::sync::mpsc::Sender<(String, String, Vec<u8>)>,
+) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    let mut head = String::new();
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        head.push_str(&h);
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    let (status, out) = reply(&path);
+                    let _ = seen.send((path, head, body));
+                    let _ = write!(
+                        w,
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n",
+                        out.len()
+                    );
+                    let _ = w.write_all(&out);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn the_exporter_posts_batches_with_the_ecs_tasks_identity() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ecs = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ecs_port = ecs.local_addr().unwrap().port();
+    serve(
+        ecs,
+        |_| {
+            (
+                200,
+                br#"{"Cluster":"par","TaskARN":"arn:aws:ecs:eu-west-1:123456789012:task/par/abc123","Family":"par-task","Revision":"7","AvailabilityZone":"eu-west-1b","LaunchType":"FARGATE"}"#.to_vec(),
+            )
+        },
+        tx.clone(),
+    );
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = collector.local_addr().unwrap().port();
+    serve(collector, |_| (200, Vec::new()), tx);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let ecs_uri = format!("http://127.0.0.1:{ecs_port}/v4/x");
+    let cfg = Config::from_env(
+        &vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20t"),
+            ("ECS_CONTAINER_METADATA_URI_V4", &ecs_uri),
+        ]),
+        "par-supervisor",
+        false,
+    )
+    .unwrap()
+    .unwrap();
+    let t: &'static Tracer = Box::leak(Box::new(Tracer::new(cfg)));
+    for i in 0..600 {
+        let mut s = t.start("op", Kind::Internal, None);
+        s.set("i", i as i64);
+        s.end();
+    }
+    t.flush(Duration::from_secs(10));
+    let mut posts = Vec::new();
+    let mut got_task = false;
+    while let Ok((path, head, body)) = rx.recv_timeout(Duration::from_millis(500)) {
+        if path == "/v4/x/task" {
+            got_task = true;
+        } else {
+            assert_eq!(path, "/v1/traces");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("content-type: application/x-protobuf"),
+                "{head}"
+            );
+            assert!(head.contains("Bearer t"), "{head}");
+            posts.push(proto::ExportTraceServiceRequest::decode(&body[..]).unwrap());
+        }
+    }
+    assert!(got_task);
+    // 600 spans: a batch of at most 512, then the rest.
+    let sizes: Vec<usize> = posts
+        .iter()
+        .map(|p| p.resource_spans[0].scope_spans[0].spans.len())
+        .collect();
+    assert_eq!(sizes.iter().sum::<usize>(), 600, "{sizes:?}");
+    assert!(sizes.iter().all(|n| *n <= BATCH), "{sizes:?}");
+    let res = posts[0].resource_spans[0].resource.as_ref().unwrap();
+    let attr = |k: &str| {
+        res.attributes
+            .iter()
+            .find(|a| a.key == k)
+            .and_then(|a| match &a.value.as_ref()?.value {
+                Some(proto::any_value::Value::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+    };
+    assert_eq!(attr("service.name").as_deref(), Some("par-supervisor"));
+    assert_eq!(attr("cloud.platform").as_deref(), Some("aws_ecs"));
+    assert_eq!(attr("cloud.region").as_deref(), Some("eu-west-1"));
+    assert_eq!(
+        attr("cloud.availability_zone").as_deref(),
+        Some("eu-west-1b")
+    );
+    assert_eq!(attr("aws.ecs.task.family").as_deref(), Some("par-task"));
+    assert_eq!(attr("aws.ecs.task.revision").as_deref(), Some("7"));
+    assert_eq!(attr("aws.ecs.launchtype").as_deref(), Some("fargate"));
+    assert_eq!(
+        attr("aws.ecs.cluster.arn").as_deref(),
+        Some("arn:aws:ecs:eu-west-1:123456789012:cluster/par")
+    );
+    assert_eq!(
+        t.counters(),
+        Counters {
+            exported: 600,
+            dropped: 0,
+            failed_exports: 0
+        }
+    );
+}
