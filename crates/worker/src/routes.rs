@@ -196,21 +196,7 @@ fn server_span(
             span.set("http.request.body.size", len);
         }
     }
-    let ctx = span.context();
-    let headers = req.headers_mut();
-    headers.insert("traceparent", ctx.traceparent_header());
-    match ctx
-        .state
-        .as_deref()
-        .and_then(|s| http::HeaderValue::from_str(s).ok())
-    {
-        Some(v) => {
-            headers.insert("tracestate", v);
-        }
-        None => {
-            headers.remove("tracestate");
-        }
-    }
+    span.context().inject(req.headers_mut());
     span
 }
 

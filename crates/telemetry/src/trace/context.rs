@@ -123,6 +123,24 @@ impl SpanContext {
         s
     }
 
+    /// Sets `traceparent` (and `tracestate`, or removes a stale one) in
+    /// `headers`: what the next hop's request carries.
+    pub fn inject(&self, headers: &mut http::HeaderMap) {
+        headers.insert("traceparent", self.traceparent_header());
+        match self
+            .state
+            .as_deref()
+            .and_then(|s| http::HeaderValue::from_str(s).ok())
+        {
+            Some(v) => {
+                headers.insert("tracestate", v);
+            }
+            None => {
+                headers.remove("tracestate");
+            }
+        }
+    }
+
     /// The `traceparent` as a header value.
     pub fn traceparent_header(&self) -> http::HeaderValue {
         http::HeaderValue::from_str(&self.traceparent()).expect("hex is a valid header value")
@@ -348,6 +366,23 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(Incoming::from_headers(&h).parent, None);
+    }
+
+    #[test]
+    fn inject_writes_the_next_hops_headers() {
+        let mut h = http::HeaderMap::new();
+        h.insert("tracestate", "stale=1".parse().unwrap());
+        let mut c =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        c.inject(&mut h);
+        assert_eq!(
+            h["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert!(h.get("tracestate").is_none());
+        c.state = Some("rojo=1".into());
+        c.inject(&mut h);
+        assert_eq!(h["tracestate"], "rojo=1");
     }
 
     proptest! {

@@ -13,7 +13,8 @@
 //! if let Some(t) = trace::tracer() {
 //!     let mut span = t.server_span("POST /invoke", &headers);
 //!     span.set("http.request.method", "POST");
-//!     let to_send = span.context().traceparent(); // the next hop's parent
+//!     let mut to_worker = http::HeaderMap::new();
+//!     span.context().inject(&mut to_worker); // traceparent (+ tracestate) for the next hop
 //!     span.event("admitted", &[("wait_ms", 3i64.into())]);
 //!     span.set("http.response.status_code", 200i64);
 //!     span.end(); // or drop it
@@ -490,3 +491,30 @@ impl Drop for Span {
 
 #[cfg(test)]
 mod tests;
+
+/// The exporter's counters as Prometheus families
+/// (`par_trace_spans_exported_total`, `par_trace_spans_dropped_total`,
+/// `par_trace_export_failures_total`).
+pub fn render_counters(t: &mut crate::prometheus::Text, c: Counters) {
+    use crate::prometheus::Kind as K;
+    for (name, help, v) in [
+        (
+            "par_trace_spans_exported_total",
+            "Spans the OTLP collector accepted.",
+            c.exported,
+        ),
+        (
+            "par_trace_spans_dropped_total",
+            "Spans lost: the export queue was full, or their export failed.",
+            c.dropped,
+        ),
+        (
+            "par_trace_export_failures_total",
+            "OTLP export requests that failed (connection, timeout, non-2xx).",
+            c.failed_exports,
+        ),
+    ] {
+        t.family(name, K::Counter, help);
+        t.sample(name, &[], v);
+    }
+}
