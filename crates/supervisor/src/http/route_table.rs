@@ -258,6 +258,15 @@ impl RouteTable {
         self.tx.borrow().get(agent_id).cloned()
     }
 
+    /// Whether the agent's sessions are tracked (it is ready and they are),
+    /// without cloning its route.
+    pub fn tracks_sessions(&self, agent_id: &str) -> bool {
+        matches!(
+            self.tx.borrow().get(agent_id),
+            Some(Route::Ready { pool, .. }) if pool.session_settings().is_some()
+        )
+    }
+
     pub fn snapshot(&self) -> Arc<Table> {
         Arc::clone(&self.tx.borrow())
     }

@@ -494,20 +494,23 @@ impl Proxy {
         body: &mut Guarded,
     ) -> SessionHint {
         let hint = header_hint(&parts.headers);
-        if hint != SessionHint::None || parts.method == Method::GET || parts.method == Method::HEAD
+        // A gRPC call's body is protobuf (and may be a stream): its key is
+        // in its metadata only.
+        let grpc = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if hint != SessionHint::None
+            || grpc
+            || parts.method == Method::GET
+            || parts.method == Method::HEAD
         {
             return hint;
         }
         let small = http_body::Body::size_hint(body)
             .exact()
             .is_some_and(|n| n > 0 && n <= key::MAX_BODY as u64);
-        let tracked = || match self.routes.get(agent_id) {
-            Some(super::route_table::Route::Ready { pool, .. }) => {
-                pool.session_settings().is_some()
-            }
-            _ => false,
-        };
-        if !small || !tracked() {
+        if !small || !self.routes.tracks_sessions(agent_id) {
             return SessionHint::None;
         }
         let Some(bytes) = body.prefetch(key::MAX_BODY, BODY_READ_AHEAD).await else {

@@ -12,6 +12,10 @@
 //! if there were no key. A body is only parsed when it names one of the
 //! fields, so a request without one costs a byte search.
 
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use memchr::memmem;
 use serde::Deserialize;
 
 /// The header any client may send its session key in.
@@ -41,31 +45,57 @@ pub struct FromBody {
     pub interaction: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Body {
-    #[serde(default)]
-    params: Option<Fields>,
-    #[serde(flatten)]
-    top: Fields,
-}
-
+/// The session fields of one level of a body (its top or its `params`);
+/// serde skips every other field as it reads, and borrows the strings
+/// unless they hold escapes.
 #[derive(Deserialize, Default)]
-struct Fields {
-    #[serde(rename = "sessionId", default)]
-    session_id: Option<serde_json::Value>,
-    #[serde(rename = "clarificationId", default)]
-    clarification_id: Option<serde_json::Value>,
-    #[serde(rename = "selectionId", default)]
-    selection_id: Option<serde_json::Value>,
-    #[serde(rename = "planId", default)]
-    plan_id: Option<serde_json::Value>,
-    #[serde(rename = "permissionId", default)]
-    permission_id: Option<serde_json::Value>,
+struct Fields<'a> {
+    #[serde(rename = "sessionId", default, borrow)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(rename = "clarificationId", default, borrow)]
+    clarification_id: Option<Cow<'a, str>>,
+    #[serde(rename = "selectionId", default, borrow)]
+    selection_id: Option<Cow<'a, str>>,
+    #[serde(rename = "planId", default, borrow)]
+    plan_id: Option<Cow<'a, str>>,
+    #[serde(rename = "permissionId", default, borrow)]
+    permission_id: Option<Cow<'a, str>>,
 }
 
-impl Fields {
+/// A JSON-RPC request or a `/respond` body, as far as sessions go (no
+/// `flatten`: it would keep every other field).
+#[derive(Deserialize)]
+struct Body<'a> {
+    #[serde(default, borrow)]
+    params: Option<Fields<'a>>,
+    #[serde(rename = "sessionId", default, borrow)]
+    session_id: Option<Cow<'a, str>>,
+    #[serde(rename = "clarificationId", default, borrow)]
+    clarification_id: Option<Cow<'a, str>>,
+    #[serde(rename = "selectionId", default, borrow)]
+    selection_id: Option<Cow<'a, str>>,
+    #[serde(rename = "planId", default, borrow)]
+    plan_id: Option<Cow<'a, str>>,
+    #[serde(rename = "permissionId", default, borrow)]
+    permission_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> Body<'a> {
+    fn split(self) -> (Fields<'a>, Fields<'a>) {
+        let top = Fields {
+            session_id: self.session_id,
+            clarification_id: self.clarification_id,
+            selection_id: self.selection_id,
+            plan_id: self.plan_id,
+            permission_id: self.permission_id,
+        };
+        (self.params.unwrap_or_default(), top)
+    }
+}
+
+impl Fields<'_> {
     fn session(&self) -> Option<String> {
-        string_key(self.session_id.as_ref())
+        string_key(self.session_id.as_deref())
     }
 
     fn interaction(&self) -> Option<String> {
@@ -76,27 +106,33 @@ impl Fields {
             &self.permission_id,
         ]
         .into_iter()
-        .find_map(|v| string_key(v.as_ref()))
+        .find_map(|v| string_key(v.as_deref()))
     }
 }
 
-fn string_key(v: Option<&serde_json::Value>) -> Option<String> {
-    let s = v?.as_str()?;
-    valid(s.as_bytes()).map(str::to_owned)
+fn string_key(v: Option<&str>) -> Option<String> {
+    valid(v?.as_bytes()).map(str::to_owned)
+}
+
+/// Whether a body may name a session at all: one byte search, before any
+/// parse (`sessionId`, `clarificationId`, ... all end so).
+pub fn may_name_one(body: &[u8]) -> bool {
+    static ID: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"Id\""));
+    body.len() <= MAX_BODY && ID.find(body).is_some()
 }
 
 /// The session a request body names, if it is JSON that names one.
 pub fn from_body(body: &[u8]) -> FromBody {
-    if body.len() > MAX_BODY || memchr::memmem::find(body, b"Id\"").is_none() {
+    if !may_name_one(body) {
         return FromBody::default();
     }
     let Ok(parsed) = serde_json::from_slice::<Body>(body) else {
         return FromBody::default();
     };
-    let params = parsed.params.unwrap_or_default();
-    let session = params.session().or_else(|| parsed.top.session());
+    let (params, top) = parsed.split();
+    let session = params.session().or_else(|| top.session());
     let interaction = if session.is_none() {
-        params.interaction().or_else(|| parsed.top.interaction())
+        params.interaction().or_else(|| top.interaction())
     } else {
         None
     };
@@ -112,6 +148,8 @@ pub fn from_body(body: &[u8]) -> FromBody {
 pub struct Interactions {
     /// The end of the previous chunk, where a field may have been cut.
     tail: Vec<u8>,
+    /// The tail and the start of the next chunk, scanned for a field cut in two.
+    seam: Vec<u8>,
     found: Vec<String>,
     /// Also look for the first `sessionId` (a session the agent made up
     /// for a request that named none).
@@ -122,6 +160,9 @@ pub struct Interactions {
 /// Bytes kept from one chunk to the next: a field name, its value and the
 /// separator between them.
 const TAIL: usize = super::MAX_KEY + 32;
+
+/// Interaction ids kept per reply.
+const MAX_FOUND: usize = 64;
 
 impl Interactions {
     /// A scan that also finds the session the reply names.
@@ -142,19 +183,24 @@ impl Interactions {
         if bytes.is_empty() {
             return;
         }
-        if self.tail.is_empty() {
-            self.scan(bytes, 0);
-            let keep = bytes.len().min(TAIL);
-            self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
-            return;
+        if !self.tail.is_empty() {
+            // A field that starts in the tail and ends in these bytes.
+            let mut seam = std::mem::take(&mut self.seam);
+            seam.clear();
+            seam.extend_from_slice(&self.tail);
+            seam.extend_from_slice(&bytes[..bytes.len().min(TAIL)]);
+            self.scan(&seam, Some(self.tail.len()));
+            self.seam = seam;
         }
-        let joined_from = self.tail.len();
-        let mut joined = std::mem::take(&mut self.tail);
-        joined.extend_from_slice(bytes);
-        // Only fields that end in the new bytes (the rest were seen).
-        self.scan(&joined, joined_from);
-        let keep = joined.len().min(TAIL);
-        self.tail = joined[joined.len() - keep..].to_vec();
+        self.scan(bytes, None);
+        if bytes.len() >= TAIL {
+            self.tail.clear();
+            self.tail.extend_from_slice(&bytes[bytes.len() - TAIL..]);
+        } else {
+            self.tail.extend_from_slice(bytes);
+            let over = self.tail.len().saturating_sub(TAIL);
+            self.tail.drain(..over);
+        }
     }
 
     /// The ids seen so far, taken.
@@ -162,31 +208,34 @@ impl Interactions {
         std::mem::take(&mut self.found)
     }
 
-    fn scan(&mut self, buf: &[u8], new_from: usize) {
-        if memchr::memmem::find(buf, b"Id\"").is_none() {
-            return;
-        }
-        if self.learn_session {
-            let needle = b"\"sessionId\"";
-            if let Some(at) = memchr::memmem::find(buf, needle) {
-                if let Some((id, _)) = value_after(&buf[at + needle.len()..]) {
-                    self.session = Some(id.to_owned());
-                    self.learn_session = false;
-                }
+    /// Every `"<field>Id": "value"` in `buf`; with `seam`, only those whose
+    /// name starts before it (the rest are found in the chunk itself).
+    fn scan(&mut self, buf: &[u8], seam: Option<usize>) {
+        static ID: LazyLock<memmem::Finder<'static>> =
+            LazyLock::new(|| memmem::Finder::new(b"Id\""));
+        for at in ID.find_iter(buf) {
+            // `"clarificationId"`: the longest name, its quote before it.
+            if seam.is_some_and(|s| at >= s + "\"clarification".len()) {
+                break;
             }
-        }
-        for field in INTERACTION_FIELDS {
-            let needle = format!("\"{field}\"");
-            for at in memchr::memmem::find_iter(buf, needle.as_bytes()) {
-                if let Some((id, end)) = value_after(&buf[at + needle.len()..]) {
-                    // Seen whole in an earlier chunk already.
-                    if at + needle.len() + end <= new_from {
-                        continue;
-                    }
-                    if !self.found.iter().any(|f| f == id) && self.found.len() < 64 {
-                        self.found.push(id.to_owned());
-                    }
-                }
+            let name_end = at + 2;
+            let Some((value, _)) = value_after(&buf[name_end + 1..]) else {
+                continue;
+            };
+            let named = |field: &str| {
+                let f = field.as_bytes();
+                name_end > f.len()
+                    && &buf[name_end - f.len()..name_end] == f
+                    && buf[name_end - f.len() - 1] == b'"'
+            };
+            if self.learn_session && named("sessionId") {
+                self.session = Some(value.to_owned());
+                self.learn_session = false;
+            } else if INTERACTION_FIELDS.iter().any(|f| named(f))
+                && self.found.len() < MAX_FOUND
+                && !self.found.iter().any(|f| f == value)
+            {
+                self.found.push(value.to_owned());
             }
         }
     }

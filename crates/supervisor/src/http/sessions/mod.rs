@@ -24,6 +24,10 @@ use std::time::Instant;
 use crate::http::route_table::Upstream;
 use crate::model::SessionSettings;
 
+/// How precisely the last use of a binding is kept: a binding may end up to
+/// this much before its idle timeout.
+const USE_GRAIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Longest session key kept (longer keys route as if there were none).
 pub const MAX_KEY: usize = 256;
 
@@ -104,12 +108,14 @@ impl Sessions {
         counters: &Counters,
         now: Instant,
     ) -> Option<Placed> {
-        let mut t = self.lock();
+        let mut guard = self.lock();
+        let t = &mut *guard;
         let mut rebound = false;
-        if let Some(b) = t.bindings.get(key) {
+        if let Some(b) = t.bindings.get_mut(key) {
             let expired = now.saturating_duration_since(b.used.0) >= settings.idle_timeout
                 || now.saturating_duration_since(b.started) >= settings.max_lifetime;
             let worker = b.upstream.worker;
+            let drained = b.upstream.drained_for_sessions();
             let here = ready
                 .iter()
                 .chain(draining)
@@ -117,7 +123,16 @@ impl Sessions {
             match (expired, here) {
                 (false, Some(up)) => {
                     let up = Arc::clone(up);
-                    t.touch(key, now);
+                    // The order of use is kept to a second: a session's
+                    // every request need not move it in the index.
+                    if now.saturating_duration_since(b.used.0) >= USE_GRAIN {
+                        t.seq += 1;
+                        let used = (now, t.seq);
+                        let old = std::mem::replace(&mut b.used, used);
+                        if let Some(k) = t.by_use.remove(&old) {
+                            t.by_use.insert(used, k);
+                        }
+                    }
                     return Some(Placed {
                         upstream: up,
                         rebound: false,
@@ -129,7 +144,7 @@ impl Sessions {
                 }
                 (false, None) => {
                     // Its process is gone (or failed this very request).
-                    let lost = if t.bindings[key].upstream.drained_for_sessions() {
+                    let lost = if drained {
                         &counters.lost_drained
                     } else {
                         &counters.lost_exited
@@ -293,16 +308,6 @@ impl Table {
     fn rebind(&mut self, key: &str, upstream: Arc<Upstream>, now: Instant) {
         self.unbind(key);
         self.bind(key, upstream, now);
-    }
-
-    fn touch(&mut self, key: &str, now: Instant) {
-        let used = self.next_stamp(now);
-        if let Some(b) = self.bindings.get_mut(key) {
-            let old = std::mem::replace(&mut b.used, used);
-            if let Some(k) = self.by_use.remove(&old) {
-                self.by_use.insert(used, k);
-            }
-        }
     }
 
     fn unbind(&mut self, key: &str) -> bool {

@@ -206,11 +206,12 @@ fn the_table_is_bounded_least_recently_used_first() {
             &[],
             &set,
             &c,
-            now + Duration::from_millis(i as u64),
+            now + Duration::from_secs(i as u64),
         )
         .unwrap();
     }
-    // `a` used again: `b` is now the least recently used.
+    // `a` used again (seconds later: uses are ordered to the second): `b`
+    // is now the least recently used.
     s.place(
         "a",
         &ready,
@@ -218,7 +219,7 @@ fn the_table_is_bounded_least_recently_used_first() {
         &[],
         &set,
         &c,
-        now + Duration::from_millis(5),
+        now + Duration::from_secs(5),
     )
     .unwrap();
     s.place(
@@ -228,7 +229,7 @@ fn the_table_is_bounded_least_recently_used_first() {
         &[],
         &set,
         &c,
-        now + Duration::from_millis(6),
+        now + Duration::from_secs(6),
     )
     .unwrap();
     assert_eq!(s.live(), 3);
@@ -242,7 +243,7 @@ fn the_table_is_bounded_least_recently_used_first() {
         &[],
         &set,
         &c,
-        now + Duration::from_millis(7),
+        now + Duration::from_secs(7),
     )
     .unwrap();
     assert_eq!(c.started.load(Ordering::Relaxed), 5);

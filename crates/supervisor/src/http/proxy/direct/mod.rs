@@ -151,7 +151,9 @@ impl Proxy {
             // The target was checked as a URI, so the id is ASCII.
             b.agent
                 .push_str(std::str::from_utf8(&b.client[req.agent_id.clone()]).unwrap_or_default());
-            b.session = session_hint(&b.client, &req, whole);
+            b.session = session_hint(&b.client, &req, whole, || {
+                self.routes.tracks_sessions(&b.agent)
+            });
             b.client.drain(..whole);
             let close = req.close || *stop.borrow();
             let next = self.exchange(&mut client, &req, close, &mut b).await;
@@ -491,7 +493,14 @@ async fn refuse(mut client: TcpStream, r: super::framing::Refusal, out: &mut Vec
 
 /// The session a request names: its `x-par-session-id`, else its body's
 /// (`sessions::key`). `buf[..whole]` is the request, head and body.
-fn session_hint(buf: &[u8], req: &wire::Request, whole: usize) -> SessionHint {
+/// The body is only read when it may name a session (one byte search) and
+/// the agent tracks sessions (`tracked`).
+fn session_hint(
+    buf: &[u8],
+    req: &wire::Request,
+    whole: usize,
+    tracked: impl FnOnce() -> bool,
+) -> SessionHint {
     if let Some(r) = &req.session {
         if let Some(k) = key::valid(&buf[r.clone()]) {
             return SessionHint::Key(k.into());
@@ -500,7 +509,11 @@ fn session_hint(buf: &[u8], req: &wire::Request, whole: usize) -> SessionHint {
     if req.body_len == 0 || req.method != Method::Other {
         return SessionHint::None;
     }
-    let found = key::from_body(&buf[req.head_len..whole]);
+    let body = &buf[req.head_len..whole];
+    if !key::may_name_one(body) || !tracked() {
+        return SessionHint::None;
+    }
+    let found = key::from_body(body);
     match (found.session, found.interaction) {
         (Some(k), _) => SessionHint::Key(k.into()),
         (None, Some(i)) => SessionHint::Interaction(i.into()),
