@@ -57,6 +57,13 @@ impl Upstream {
         }
     }
 
+    /// Its process id as a span attribute.
+    pub fn agent_process(&self) -> par_telemetry::trace::Value {
+        String::from_utf8_lossy(self.process_id.as_bytes())
+            .into_owned()
+            .into()
+    }
+
     /// Whether it was stopped with sessions still bound (its drain for
     /// them ran out of time).
     pub fn drained_for_sessions(&self) -> bool {

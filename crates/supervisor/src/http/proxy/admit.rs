@@ -24,6 +24,18 @@ pub(super) struct Admitted {
     pub session: Option<Box<str>>,
     /// Its session's process was gone: it starts over on this one.
     pub rebound: bool,
+    /// How long it waited for the agent to wake from zero, when it did.
+    pub woke: Option<std::time::Duration>,
+}
+
+impl SessionHint {
+    /// The key it names itself (not one found from an interaction id).
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            SessionHint::Key(k) => Some(k),
+            _ => None,
+        }
+    }
 }
 
 /// What a request says about its session (`sessions::key`).
@@ -142,6 +154,7 @@ impl Proxy {
             slot,
             session,
             rebound,
+            woke: None,
         })
     }
 
@@ -224,8 +237,9 @@ impl Proxy {
                     };
                     match choose(&pool, &upstreams, &draining, avoid, hint) {
                         Some((up, session, rebound)) => {
-                            if let Some(t) = woken_at {
-                                pool.metrics.observe_wake(t.elapsed());
+                            let woke = woken_at.map(|t| t.elapsed());
+                            if let Some(w) = woke {
+                                pool.metrics.observe_wake(w);
                             }
                             return Ok(Admitted {
                                 pool,
@@ -233,6 +247,7 @@ impl Proxy {
                                 slot,
                                 session,
                                 rebound,
+                                woke,
                             });
                         }
                         // Every ready worker failed this request: wait for the table to change.

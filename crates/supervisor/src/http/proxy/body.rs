@@ -71,10 +71,18 @@ pub(super) struct Tracked {
     lease: Option<Lease<Replayable>>,
     /// What of the reply is watched for sessions.
     watch: Option<crate::http::sessions::Watch>,
+    /// The request's span, ended with the body (bytes counted).
+    span: Option<(par_telemetry::trace::Span, u64)>,
     _guard: RequestGuard,
 }
 
 impl Tracked {
+    /// Ends `span` when the body ends (or is dropped), with its size.
+    pub(super) fn traced(mut self, span: Option<par_telemetry::trace::Span>) -> Self {
+        self.span = span.map(|s| (s, 0));
+        self
+    }
+
     /// Watches the reply for sessions (`sessions::Watch`).
     pub(super) fn watched(mut self, watch: Option<crate::http::sessions::Watch>) -> Self {
         self.watch = watch;
@@ -94,6 +102,7 @@ impl Tracked {
             last: Instant::now(),
             lease,
             watch: None,
+            span: None,
             _guard: guard,
         }
     }
@@ -109,6 +118,13 @@ impl Drop for Tracked {
     /// A server that stops at `is_end_stream` never asks for the end: the
     /// connection is given back here. One left mid-body is closed.
     fn drop(&mut self) {
+        if let Some((mut s, bytes)) = self.span.take() {
+            s.set("http.response.body.size", bytes);
+            if !http_body::Body::is_end_stream(&self.inner) {
+                s.event("client_gone", &[]);
+            }
+            s.end();
+        }
         if http_body::Body::is_end_stream(&self.inner) {
             self.release();
         }
@@ -129,6 +145,9 @@ impl http_body::Body for Tracked {
                 this.last = Instant::now();
                 if let (Some(w), Some(d)) = (this.watch.as_mut(), frame.data_ref()) {
                     w.feed(d);
+                }
+                if let (Some((_, n)), Some(d)) = (this.span.as_mut(), frame.data_ref()) {
+                    *n += d.len() as u64;
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -193,9 +193,33 @@ impl Proxy {
             peer_ip: policy::ip_text(peer.ip(), &mut ip),
             prefix: prefix.map(str::as_bytes),
         };
+        // The request's span (tracing on): it continues the client's trace
+        // context, and the worker continues it.
+        let mut span = par_telemetry::trace::tracer().map(|t| {
+            let name = format!("{} /agents/{agent_id}", parts.method);
+            let mut s = t.server_span(name, &parts.headers);
+            if s.is_recording() {
+                s.set("http.request.method", parts.method.to_string());
+                s.set("url.path", parts.uri.path().to_string());
+                s.set("client.address", peer.ip().to_canonical().to_string());
+                s.set("par.agent_id", agent_id.to_string());
+                if grpc {
+                    s.set("rpc.system", "grpc");
+                }
+                if let Some(k) = hint.key() {
+                    s.set("par.session.hash", trace_hash(k));
+                }
+            }
+            s
+        });
         let request_id = self
             .request_rules(grpc)
             .apply(&mut parts.headers, Some(&forwarded));
+        if let Some(s) = &span {
+            s.context().inject(&mut parts.headers);
+        }
+        // For the access log (the span itself may end with the body).
+        let trace_ids = span.as_ref().map(|s| (s.trace_id(), s.span_id()));
         // The path was already validated by the server's parser; this only re-checks it.
         let Ok(pq) = PathAndQuery::try_from(path_and_query) else {
             return ApiError::bad_request("the request target is not valid").into_response_body();
@@ -238,6 +262,22 @@ impl Proxy {
                 Err(e) if grpc => break grpc_status_of(&e),
                 Err(e) => break with_request_id(e.into_response_body(), &parts.headers),
             };
+            if let Some(s) = span.as_mut().filter(|s| s.is_recording()) {
+                let waited = started.elapsed().as_secs_f64() * 1000.0;
+                s.event(
+                    "admitted",
+                    &[
+                        ("par.process_id", admitted.upstream.agent_process()),
+                        ("par.admission.wait_ms", waited.into()),
+                    ],
+                );
+                if let Some(w) = admitted.woke {
+                    s.set("par.wake.wait_ms", w.as_secs_f64() * 1000.0);
+                }
+                if admitted.rebound {
+                    s.set("par.session.rebound", true);
+                }
+            }
             let upstream = Arc::clone(&admitted.upstream);
             let watch = direct::watch(
                 &admitted,
@@ -283,7 +323,18 @@ impl Proxy {
                     upstream
                         .metrics
                         .observe(rp.status.as_u16(), started.elapsed());
-                    let rb = Tracked::new(rb, self.opts.idle_timeout, lease, guard).watched(watch);
+                    if let Some(s) = span.as_mut().filter(|s| s.is_recording()) {
+                        s.set("http.response.status_code", rp.status.as_u16());
+                        s.set("par.process_id", upstream.agent_process());
+                        s.set(
+                            "par.time_to_first_byte_ms",
+                            started.elapsed().as_secs_f64() * 1000.0,
+                        );
+                        s.set("par.retries", avoid.len());
+                    }
+                    let rb = Tracked::new(rb, self.opts.idle_timeout, lease, guard)
+                        .watched(watch)
+                        .traced(span.take());
                     break Response::from_parts(rp, Body::new(rb));
                 }
                 Ok(Err(_)) if body.client_failed() => {
@@ -296,10 +347,19 @@ impl Proxy {
                 Ok(Err(f)) if avoid.len() + 1 < TRIES && f.retriable(&body, &parts.method) => {
                     // It never reached the worker: another one may take it.
                     drop(guard);
+                    if let Some(s) = span.as_mut() {
+                        s.event("retry", &[("par.process_id", upstream.agent_process())]);
+                    }
                     avoid.push(upstream.worker);
                 }
                 Ok(Err(f)) => {
                     drop(guard);
+                    if let Some(s) = span.as_mut() {
+                        s.event(
+                            "worker_failed",
+                            &[("par.process_id", upstream.agent_process())],
+                        );
+                    }
                     break self.upstream_failed(&f, &upstream, started, grpc).await;
                 }
                 Err(Some(Silence::Worker)) => {
@@ -311,6 +371,9 @@ impl Proxy {
                 }
                 Err(None) => {
                     drop(guard);
+                    if let Some(s) = span.as_mut() {
+                        s.event("client_gone", &[]);
+                    }
                     break ApiError::unavailable("the client went away during its request", 1)
                         .into_response_body();
                 }
@@ -321,7 +384,19 @@ impl Proxy {
                 .headers_mut()
                 .insert(X_REQUEST_ID.clone(), request_id);
         }
+        // A reply made here (no worker's body to carry the span to its end).
+        if let Some(mut s) = span {
+            let status = response.status().as_u16();
+            s.set("http.response.status_code", status);
+            if status >= 500 {
+                s.set_status(par_telemetry::trace::Status::Error(
+                    format!("answered {status} by the supervisor").into(),
+                ));
+            }
+            s.end();
+        }
         if self.opts.access_log {
+            let (trace_id, span_id) = trace_ids.unwrap_or_default();
             tracing::info!(
                 target: "par::access",
                 agent = %agent_id,
@@ -329,6 +404,8 @@ impl Proxy {
                 path = %pq.path(),
                 status = response.status().as_u16(),
                 ms = started.elapsed().as_secs_f64() * 1000.0,
+                trace_id = %trace_id,
+                span_id = %span_id,
                 "proxied"
             );
         }
@@ -534,6 +611,15 @@ fn header_hint(headers: &http::HeaderMap) -> SessionHint {
         .get(key::HEADER)
         .and_then(|v| key::valid(v.as_bytes()))
         .map_or(SessionHint::None, |k| SessionHint::Key(k.into()))
+}
+
+/// A session key as a span shows it: hashed (a key may be all that
+/// continues someone's conversation).
+fn trace_hash(key: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// A try that got no response.

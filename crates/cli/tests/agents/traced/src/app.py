@@ -1,3 +1,5 @@
+import asyncio
+
 from fastapi import FastAPI, Request
 
 from .otel import tracer
@@ -15,3 +17,9 @@ async def work(request: Request):
 @app.get("/plain")
 async def plain(request: Request):
     return {"traceparent": request.headers.get("traceparent")}
+
+
+@app.get("/slow")
+async def slow(seconds: float = 1.0):
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}

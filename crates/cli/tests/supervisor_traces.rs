@@ -1,0 +1,212 @@
+//! End-to-end: one request followed from the client's `traceparent` through
+//! the supervisor and the worker into the agent's own OpenTelemetry spans,
+//! received by a real OTLP/HTTP receiver; the supervisor's span says how
+//! long the request waited in the agent's queue and for a wake from zero;
+//! gRPC A2A calls routed by `x-agent-id` are traced the same way.
+
+mod otlp_support;
+mod supervisor_support;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use otlp_support::Receiver;
+use serde_json::Value;
+use supervisor_support::*;
+
+fn traced_agent() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/agents/traced")
+}
+
+fn traceparent(trace: &str, span: &str) -> String {
+    format!("00-{trace}-{span}-01")
+}
+
+fn event<'a>(span: &'a Value, name: &str) -> &'a Value {
+    span["events"]
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["name"] == name))
+        .unwrap_or_else(|| panic!("no event {name:?} in {span:#}"))
+}
+
+#[test]
+fn a_request_is_one_trace_from_the_client_through_the_supervisor_into_the_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = Receiver::start(dir.path());
+    // The agents' own SDK sends its batches soon (an agent's env_vars, as
+    // a user would set it): a woken agent goes idle again a second later.
+    let agents = format!(
+        "[[agents]]\nid = \"traced\"\npackage = \"{0}\"\nmax_concurrency = 1\n\
+         env_vars = {{ OTEL_BSP_SCHEDULE_DELAY = \"100\" }}\n\n\
+         [[agents]]\nid = \"sleepy\"\npackage = \"{0}\"\nidle_timeout = \"1s\"\n\
+         env_vars = {{ OTEL_BSP_SCHEDULE_DELAY = \"100\" }}\n",
+        traced_agent().display()
+    );
+    let home = par_home();
+    let endpoint = format!("http://127.0.0.1:{}", rx.port);
+    let sup = Supervisor::start_with(
+        "traces",
+        "",
+        &agents,
+        &[
+            ("PAR_HOME", home.to_str().unwrap()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("PAR_ACCESS_LOG", "true"),
+        ],
+    );
+    sup.wait_ready("traced", Duration::from_secs(600));
+
+    // Through the supervisor: its span continues the client's, the worker's
+    // continues the supervisor's, the agent's own descend from the worker's.
+    let (t1, p1) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let r = http(
+        sup.port,
+        "GET",
+        "/agents/traced/work",
+        &[("traceparent", &traceparent(t1, p1))],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let supervisor = rx.wait_span(t1, "GET /agents/traced");
+    assert_eq!(supervisor["service"], "par-supervisor");
+    assert_eq!(supervisor["kind"], 2);
+    assert_eq!(supervisor["parent_span_id"], p1);
+    let a = &supervisor["attributes"];
+    assert_eq!(a["par.agent_id"], "traced", "{supervisor:#}");
+    assert_eq!(a["par.process_id"], "par-traced");
+    assert_eq!(a["http.response.status_code"], 200);
+    assert!(a["par.time_to_first_byte_ms"].as_f64().is_some());
+    assert!(a["http.response.body.size"].as_i64() > Some(0));
+    event(&supervisor, "admitted");
+    let worker = rx.wait_span(t1, "GET");
+    assert_eq!(worker["service"], "traced");
+    assert_eq!(worker["parent_span_id"], supervisor["span_id"]);
+    let agent = rx.wait_span(t1, "agent-work");
+    rx.assert_descends(&agent, &worker);
+    // The access log line carries the supervisor span's ids.
+    wait_until(Duration::from_secs(10), "the access log line", || {
+        sup.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| {
+                l["fields"]["target"] == "par::access"
+                    && l["fields"]["trace_id"] == t1
+                    && l["fields"]["span_id"] == supervisor["span_id"]
+            })
+    });
+
+    // Queued: the second request waits for the one slot (max_concurrency 1).
+    let (t2, p2) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let port = sup.port;
+    let slow = std::thread::spawn(move || {
+        http(port, "GET", "/agents/traced/slow?seconds=1.5", &[], b"").unwrap()
+    });
+    wait_until(
+        Duration::from_secs(10),
+        "the slow request in flight",
+        || (sup.agent_status("traced")["in_flight"] == 1).then_some(()),
+    );
+    let r = http(
+        sup.port,
+        "GET",
+        "/agents/traced/work",
+        &[("traceparent", &traceparent(t2, p2))],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(slow.join().unwrap().status, 200);
+    let queued = rx.wait_span(t2, "GET /agents/traced");
+    let waited = event(&queued, "admitted")["attributes"]["par.admission.wait_ms"]
+        .as_f64()
+        .unwrap();
+    eprintln!("queued request: admission wait {waited:.1} ms");
+    assert!(waited > 100.0, "{queued:#}");
+
+    // Woken from zero: the span says how long the wake took.
+    wait_until(Duration::from_secs(600), "sleepy to idle", || {
+        (sup.agent_status("sleepy")["state"] == "idle").then_some(())
+    });
+    let (t3, p3) = ("5b8aa5a2d2c872e8321cf37308d69df2", "051581bf3cb55c13");
+    let r = http(
+        sup.port,
+        "GET",
+        "/agents/sleepy/work",
+        &[("traceparent", &traceparent(t3, p3))],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let woken = rx.wait_span(t3, "GET /agents/sleepy");
+    let wake = woken["attributes"]["par.wake.wait_ms"].as_f64().unwrap();
+    eprintln!("woken request: wake wait {wake:.1} ms");
+    assert!(wake > 0.0, "{woken:#}");
+    rx.assert_descends(&rx.wait_span(t3, "agent-work"), &woken);
+
+    // gRPC A2A through the supervisor (`x-agent-id`), traceparent in metadata.
+    let (t4, p4) = ("a3ce929d0e0e47364bf92f3577b34da6", "0ba902b700f067aa");
+    let uri = format!("http://127.0.0.1:{}", sup.port);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let result = rt.block_on(async {
+        let mut client = par_a2a::client::connect(&uri).await.expect("connect");
+        let mut req = tonic::Request::new(par_a2a::proto::ActionRequest {
+            action: "echo".into(),
+            parameters: HashMap::from([("text".to_string(), "hi".to_string())]),
+            request_id: "r1".into(),
+        });
+        req.metadata_mut()
+            .insert("traceparent", traceparent(t4, p4).parse().unwrap());
+        req.metadata_mut()
+            .insert("x-agent-id", "traced".parse().unwrap());
+        client.invoke(req).await.expect("invoke").into_inner()
+    });
+    assert!(result.success, "{result:?}");
+    let grpc = rx.wait_span(t4, "POST /agents/traced");
+    assert_eq!(grpc["parent_span_id"], p4);
+    assert_eq!(grpc["attributes"]["rpc.system"], "grpc");
+    let worker = rx.wait_span(t4, "pixell.agent.AgentService/Invoke");
+    assert_eq!(worker["parent_span_id"], grpc["span_id"]);
+    rx.assert_descends(&rx.wait_span(t4, "agent-a2a"), &worker);
+
+    // Exported, nothing dropped.
+    let text = get(sup.port, "/metrics").unwrap().text();
+    assert!(text.contains("par_trace_spans_dropped_total 0"), "{text}");
+}
+
+#[test]
+fn a_receiver_that_is_down_costs_requests_nothing_and_drops_are_counted() {
+    // A port nothing listens on.
+    let dead = free_port();
+    let agents = format!(
+        "[[agents]]\nid = \"traced\"\npackage = \"{}\"\n",
+        traced_agent().display()
+    );
+    let home = par_home();
+    let endpoint = format!("http://127.0.0.1:{dead}");
+    let sup = Supervisor::start_with(
+        "traces-down",
+        "",
+        &agents,
+        &[
+            ("PAR_HOME", home.to_str().unwrap()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ],
+    );
+    sup.wait_ready("traced", Duration::from_secs(600));
+    let mut conn = Conn::open(sup.port).unwrap();
+    for _ in 0..50 {
+        let r = conn
+            .request("GET", "/agents/traced/plain", &[], b"")
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    wait_until(Duration::from_secs(20), "failed exports counted", || {
+        let text = get(sup.port, "/metrics").ok()?.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix("par_trace_export_failures_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|n| *n > 0)
+    });
+}
