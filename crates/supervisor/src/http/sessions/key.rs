@@ -45,11 +45,14 @@ pub struct FromBody {
     pub interaction: Option<String>,
 }
 
-/// The session fields of one level of a body (its top or its `params`);
-/// serde skips every other field as it reads, and borrows the strings
-/// unless they hold escapes.
+/// The session fields of one level of a body: the top, whose `params` is
+/// the level below (`P`), or `params` itself (`P` = nothing read). serde
+/// skips every other field as it reads (no `flatten`: it would keep them),
+/// and borrows the strings unless they hold escapes.
 #[derive(Deserialize, Default)]
-struct Fields<'a> {
+struct Level<'a, P> {
+    #[serde(default)]
+    params: Option<P>,
     #[serde(rename = "sessionId", default, borrow)]
     session_id: Option<Cow<'a, str>>,
     #[serde(rename = "clarificationId", default, borrow)]
@@ -62,38 +65,12 @@ struct Fields<'a> {
     permission_id: Option<Cow<'a, str>>,
 }
 
-/// A JSON-RPC request or a `/respond` body, as far as sessions go (no
-/// `flatten`: it would keep every other field).
-#[derive(Deserialize)]
-struct Body<'a> {
-    #[serde(default, borrow)]
-    params: Option<Fields<'a>>,
-    #[serde(rename = "sessionId", default, borrow)]
-    session_id: Option<Cow<'a, str>>,
-    #[serde(rename = "clarificationId", default, borrow)]
-    clarification_id: Option<Cow<'a, str>>,
-    #[serde(rename = "selectionId", default, borrow)]
-    selection_id: Option<Cow<'a, str>>,
-    #[serde(rename = "planId", default, borrow)]
-    plan_id: Option<Cow<'a, str>>,
-    #[serde(rename = "permissionId", default, borrow)]
-    permission_id: Option<Cow<'a, str>>,
-}
+/// `params` of a body.
+type Fields<'a> = Level<'a, serde::de::IgnoredAny>;
+/// A JSON-RPC request or a `/respond` body, as far as sessions go.
+type Body<'a> = Level<'a, Fields<'a>>;
 
-impl<'a> Body<'a> {
-    fn split(self) -> (Fields<'a>, Fields<'a>) {
-        let top = Fields {
-            session_id: self.session_id,
-            clarification_id: self.clarification_id,
-            selection_id: self.selection_id,
-            plan_id: self.plan_id,
-            permission_id: self.permission_id,
-        };
-        (self.params.unwrap_or_default(), top)
-    }
-}
-
-impl Fields<'_> {
+impl<P> Level<'_, P> {
     fn session(&self) -> Option<String> {
         string_key(self.session_id.as_deref())
     }
@@ -129,10 +106,12 @@ pub fn from_body(body: &[u8]) -> FromBody {
     let Ok(parsed) = serde_json::from_slice::<Body>(body) else {
         return FromBody::default();
     };
-    let (params, top) = parsed.split();
-    let session = params.session().or_else(|| top.session());
+    let params = parsed.params.as_ref();
+    let session = params.and_then(Level::session).or_else(|| parsed.session());
     let interaction = if session.is_none() {
-        params.interaction().or_else(|| top.interaction())
+        params
+            .and_then(Level::interaction)
+            .or_else(|| parsed.interaction())
     } else {
         None
     };
