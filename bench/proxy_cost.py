@@ -24,10 +24,12 @@ replies fall into reads and wake-ups), by 1-2 % at --conns 1: --rounds R
 gives the median of R n/3n pairs.
 
 The rows: GET /health and POST /invoke (today's plain request; nginx too),
-then an A2A JSON-RPC message/send (POSTed to /invoke, which the echo worker
-answers, echoing the body) with no session key; with a messageId in its
-message, as A2A clients send (no key); with a key in params.sessionId; with
-one in the x-par-session-id header (one key per connection: a
+the same invoke with a chunked body (the direct path hands such a request
+to the general one, hyper, which serves the connection from then on: the
+general path's cost), then an A2A JSON-RPC message/send (POSTed to
+/invoke, which the echo worker answers, echoing the body) with no session
+key; with a messageId in its message, as A2A clients send (no key); with a
+key in params.sessionId; with one in the x-par-session-id header (one key per connection: a
 conversation going on; "new body key": a new key every request, a
 conversation starting), to three agents on the same echo package:
   echo          1 replica, handler only: sessions not tracked (auto);
@@ -40,18 +42,66 @@ dumps of the counted threads (ROW.n, ROW.3n): bench/cost_breakdown.py
 gives each function's cost per request from them (and a row's difference
 from another).
 
+--tracing measures --par again with traces on and every request sampled
+(OTEL_EXPORTER_OTLP_ENDPOINT at a stand-in collector in this script that
+answers 200 to each POST /v1/traces and discards the protobuf body;
+OTEL_TRACES_SAMPLER=always_on), on the rows of TRACE_ROWS, against the same
+rows with tracing off. With tracing on every connection goes to the general
+path, so the proxy thread is the one whose accept loop ran; the exporter's
+own thread (par-otlp-export) is not in the figure and is given beside it.
+The workers get the OTEL_* variables too and export their own spans (other
+processes: not counted). The rows with tracing off are run with no OTEL_*
+variable at all.
+
 Usage: bench/proxy_cost.py [--par BINARY] [--before BINARY] [-n N] [--conns C]
-                           [--rounds R] [--no-nginx] [--json FILE]
+                           [--rounds R] [--no-nginx] [--tracing] [--json FILE]
 Needs valgrind (Debian: valgrind) and nginx; takes about 1.5 minutes per
 binary (--rounds 5, --before and nginx: about 8). Before the rows it checks
 that a request with a key to echo-tracked comes back with that key in
 x-par-session-id (each conversation from one process) and one to the
 others without it.
+
+Figures at 483cc1d (sessions' cheaper keys 76e80ec, traces 895859d), a
+loaded 2-core machine (load average 2-6), instructions per request, the
+median of 3 rounds; "/before inv": over the invoke row of a build before
+the sessions setting (6e3ab46~1):
+                                 8 connections          1 connection
+  request        agent           PAR  /before inv     PAR  /before inv
+  health         echo          14339     0.94       15937     0.94
+  invoke         echo          15308     1.00       18084     1.07
+  invoke chunked echo          64411     4.20       66152     3.91
+  rpc            echo          16524     1.08       17484     1.03
+  rpc+messageId  echo          16720     1.09       17737     1.05
+  rpc+body key   echo          16269     1.06       17735     1.05
+  rpc+header key echo          16927     1.10       18445     1.09
+  rpc            echo-off      15972     1.04       17672     1.04
+  rpc+body key   echo-off      16286     1.06       17946     1.06
+  rpc+header key echo-off      16781     1.09       19859     1.17
+  rpc            echo-tracked  16967     1.11       19174     1.13
+  rpc+messageId  echo-tracked  22685     1.48       24669     1.46
+  rpc+body key   echo-tracked  25217     1.65       26475     1.56
+  rpc+header key echo-tracked  19134     1.25       20711     1.22
+  rpc+new body k echo-tracked  25994     1.70       27188     1.61
+  (before's invoke row: 15327 at 8 connections, one round; 16937 at 1.)
+The POST rows' rounds spread by 5-10 % on that machine even at
+--conns 1 (health's by 0.1 %): read differences under 5 % as noise.
+A messageId with no key costs a tracked agent nearly as much as a key:
+the body's byte search for 'Id"' (may_name_one) matches "messageId", so
+the body is parsed (serde_json, from_body) and the reply scanned
+(Interactions::scan): +5500 over the tracked rpc row.
+With --tracing (8 connections, median of 3), on/off: health 62113 (4.33),
+invoke 67196 (4.39), invoke chunked 75731 (1.18), rpc 67500 (4.09),
+tracked rpc+body key 79649 (3.16), rpc+header key 75793 (3.96); the
+exporter thread another 22000-29000 per request, not counted. Nearly all
+of it is the general path (hyper) every connection takes while tracing:
+the same request there with tracing off (invoke chunked) costs 64411;
+the spans themselves add 18 % on it (allocation, hex ids, attributes).
 """
 
 import argparse
 import glob
 import http.client
+import http.server
 import json
 import mmap
 import os
@@ -91,14 +141,16 @@ class Ask:
     per connection; "body-new": params.sessionId, a new key every request, a
     conversation starting)."""
 
-    def __init__(self, path, body=None, key=None):
-        self.path, self.body, self.key = path, body, key
+    def __init__(self, path, body=None, key=None, chunked=False):
+        self.path, self.body, self.key, self.chunked = path, body, key, chunked
 
     def request(self, conn_key):
         """(method, path, body, headers) of one request on a connection whose key is `conn_key`."""
         if self.body is None and self.key is None:
             return "GET", self.path, None, {}
         headers = {"Content-Type": "application/json"}
+        if self.chunked:
+            headers["Transfer-Encoding"] = "chunked"
         if self.key is None:
             return "POST", self.path, self.body, headers
         if self.key == "body":
@@ -111,6 +163,9 @@ class Ask:
 
 HEALTH = Ask("/health")
 PLAIN = Ask("/invoke", INVOKE)
+# The same invoke with a chunked body: the direct path hands it to the
+# general one (hyper), which serves the connection from then on.
+CHUNKED = Ask("/invoke", INVOKE, chunked=True)
 # The JSON-RPC requests go to /invoke: the echo worker answers them there
 # (200, the body echoed), and the supervisor's work does not depend on the path.
 RPC = {"none": Ask("/invoke", rpc_body()), "messageId": Ask("/invoke", rpc_body(message_id=str(uuid.uuid4()))),
@@ -132,7 +187,7 @@ def load(port, prefix, ask, n, conns=8):
         key = str(uuid.uuid4())
         for _ in range(k):
             method, path, body, headers = ask.request(key)
-            c.request(method, prefix + path, body, headers)
+            c.request(method, prefix + path, body, headers, encode_chunked="Transfer-Encoding" in headers)
             r = c.getresponse()
             r.read()
             if r.status != 200:
@@ -160,9 +215,12 @@ class Callgrind:
     thread's apart. `marker`: a function name that picks the threads counted
     (those that ran it since the last dump; all threads when none did)."""
 
-    def __init__(self, cmd, out_dir, env=None, marker=None):
+    def __init__(self, cmd, out_dir, env=None, marker=None, apart=None):
         self.out = os.path.join(out_dir, "cg.out")
         self.marker = marker
+        # {name: marker}: threads summed apart, not counted (the exporter's).
+        self.apart = apart or {}
+        self.last = {}
         self.proc = subprocess.Popen(
             ["valgrind", "--tool=callgrind", "--separate-threads=yes",
              f"--callgrind-out-file={self.out}", *cmd],
@@ -196,7 +254,13 @@ class Callgrind:
         if not texts:
             raise SystemExit("callgrind wrote no dump")
         counts = {f: int(re.search(r"^totals: (\d+)", t, re.M).group(1)) for f, t in texts.items()}
-        counted = [f for f, t in texts.items() if self.marker and self.marker in t] or list(texts)
+        counted = [f for f, t in texts.items() if self.marker and self.marker in t]
+        if self.marker and not counted:
+            log(f"no thread ran {self.marker}: all threads counted")
+        counted = counted or list(texts)
+        self.last = {"threads counted": len(counted), "threads": len(texts)}
+        for name, marker in self.apart.items():
+            self.last[name] = sum(counts[f] for f, t in texts.items() if marker in t and f not in counted)
         if keep:
             for i, f in enumerate(sorted(counted)):
                 shutil.copyfile(f, f"{keep}.{i}" if len(counted) > 1 else keep)
@@ -215,11 +279,12 @@ def read(path):
         return f.read()
 
 
-def per_request(cg, port, prefix, ask, n, conns, rounds=1, keep=None):
+def per_request(cg, port, prefix, ask, n, conns, rounds=1, keep=None, apart=None):
     """Instructions per request: the marginal cost between n and 3n requests,
     the median of `rounds` such pairs; (median, every round's, every round's
     counted over all threads). `keep`: a path prefix the last pair's dumps
-    are copied to (.n and .3n)."""
+    are copied to (.n and .3n). `apart`: a dict given each of cg.apart's
+    threads' instructions per request, every round's."""
     if load(port, prefix, ask, 50, conns):
         raise SystemExit(f"{prefix}{ask.path} failed during the warm-up")
     cg.dump()
@@ -227,10 +292,17 @@ def per_request(cg, port, prefix, ask, n, conns, rounds=1, keep=None):
     for _ in range(rounds):
         errs = load(port, prefix, ask, n, conns)
         small = cg.dump(keep and f"{keep}.n")
+        small_apart = dict(cg.last)
         errs += load(port, prefix, ask, 3 * n, conns)
         large = cg.dump(keep and f"{keep}.3n")
         if errs:
             raise SystemExit(f"{errs} requests to {prefix}{ask.path} failed")
+        if cg.marker and max(small_apart["threads counted"], cg.last["threads counted"]) > 1:
+            log(f"{prefix}{ask.path}: more than one thread ran {cg.marker}: "
+                f"{small_apart['threads counted']}, {cg.last['threads counted']} counted")
+        for name in cg.apart:
+            if apart is not None:
+                apart.setdefault(name, []).append((cg.last[name] - small_apart[name]) / (2 * n))
         each.append((large[0] - small[0]) / (2 * n))
         every.append((large[1] - small[1]) / (2 * n))
     return statistics.median(each), each, every
@@ -241,6 +313,7 @@ def per_request(cg, port, prefix, ask, n, conns, rounds=1, keep=None):
 ROWS = [
     ("health", AGENT, HEALTH, "1 replica, handler only: not tracked"),
     ("invoke", AGENT, PLAIN, "1 replica, handler only: not tracked"),
+    ("invoke chunked", AGENT, CHUNKED, "1 replica, handler only: not tracked"),
     ("rpc", AGENT, RPC["none"], "not tracked (1 replica, handler only)"),
     ("rpc+messageId", AGENT, RPC["messageId"], "not tracked (1 replica, handler only)"),
     ("rpc+body key", AGENT, RPC["body"], "not tracked (1 replica, handler only)"),
@@ -255,6 +328,51 @@ ROWS = [
     ("rpc+new body key", TRACKED, RPC["body-new"], "tracked (replicas = 2)"),
 ]
 NGINX_ROWS = ("health", "invoke", "rpc")
+# The rows measured again with tracing on (--tracing).
+TRACE_ROWS = [(AGENT, "health"), (AGENT, "invoke"), (AGENT, "invoke chunked"), (AGENT, "rpc"),
+              (TRACKED, "rpc+body key"), (TRACKED, "rpc+header key")]
+# The proxy thread: the one running serve_direct; with tracing on every
+# connection goes to hyper at once, and the thread is the one whose
+# accept loop serves it. The exporter's thread is summed apart.
+TRACED_MARKER = "server::accept_loop"
+EXPORTER_MARKER = "trace::export::"
+
+
+class Receiver:
+    """A stand-in OTLP/HTTP collector: 200 to every POST to /v1/traces, the
+    (protobuf) body read and discarded; counts the POSTs and their bytes."""
+
+    def __init__(self):
+        seen = self.seen = {"posts": 0, "bytes": 0, "other": 0}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                size = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(size)
+                if self.path == "/v1/traces":
+                    seen["posts"] += 1
+                    seen["bytes"] += len(body)
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/x-protobuf")
+                else:
+                    seen["other"] += 1
+                    self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def knows_sessions(par):
@@ -263,10 +381,13 @@ def knows_sessions(par):
         return m.find(b"session_idle_timeout") >= 0
 
 
-def measure_par(par, label, n, conns, rounds, nginx=False, dumps=None):
+def measure_par(par, label, n, conns, rounds, nginx=False, dumps=None, tracing=None):
     """Every row of ROWS on one supervisor running `par` (and nginx's rows
     when `nginx`): {row key: (median, all)}. `dumps`: a folder the callgrind
-    dumps of each row are kept in."""
+    dumps of each row are kept in. `tracing`: a dict: the rows of TRACE_ROWS
+    only, with traces exported to a Receiver and every request sampled;
+    the dict is given the exporter thread's instructions per request of
+    each row and what the receiver got."""
     sessions = knows_sessions(par)
     result = {}
     with tempfile.TemporaryDirectory(prefix="par-cost-") as tmp:
@@ -286,24 +407,52 @@ def measure_par(par, label, n, conns, rounds, nginx=False, dumps=None):
             log(f"{label}: {par} has no sessions setting: {OFF} is the same as {TRACKED} there")
         # Under valgrind the agents keep the supervisor's uid (a uid change is
         # not what is measured here).
-        env = dict(os.environ, PAR_HOME=os.path.join(tmp, "home"), PAR_LOG="warn", PAR_AGENT_UIDS="off")
-        sup = Callgrind([par, "supervisor", "--config", cfg], tmp, env, marker="serve_direct")
+        # The admin port on a free one: two runs at once collided on 8900.
+        env = dict(os.environ, PAR_HOME=os.path.join(tmp, "home"), PAR_LOG="warn", PAR_AGENT_UIDS="off",
+                   PAR_ADMIN_PORT="0")
+        for var in [v for v in env if v.startswith("OTEL_")]:
+            del env[var]
+        receiver = None
+        if tracing is not None:
+            receiver = Receiver()
+            env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{receiver.port}",
+                       OTEL_TRACES_SAMPLER="always_on")
+            sup = Callgrind([par, "supervisor", "--config", cfg], tmp, env, marker=TRACED_MARKER,
+                            apart={"exporter": EXPORTER_MARKER})
+        else:
+            sup = Callgrind([par, "supervisor", "--config", cfg], tmp, env, marker="serve_direct")
         try:
             want = {AGENT: 1, TRACKED: 2, OFF: 2}
-            if not wait_for(lambda: ready_counts(port) == want, 180, 0.5):
-                raise SystemExit(f"the supervisor under valgrind did not run {want} ready replicas")
+            if not wait_for(lambda: sup.proc.poll() is not None or ready_counts(port) == want, 180, 0.5) \
+                    or sup.proc.poll() is not None:
+                raise SystemExit(f"the supervisor under valgrind did not run {want} ready replicas; "
+                                 f"its log:\n{read(os.path.join(tmp, 'valgrind.log'))[-2000:]}")
             if sessions:
                 check_sessions(port)
             for name, agent, ask, _ in ROWS:
+                if tracing is not None and (agent, name) not in TRACE_ROWS:
+                    continue
                 key = f"{agent}:{name}"
                 keep = dumps and os.path.join(dumps, f"{label}-{agent}-{name}".replace(" ", "_").replace("+", "-"))
-                result[key] = per_request(sup, port, f"/agents/{agent}", ask, n, conns, rounds, keep)
-                log(f"{label:6} {agent:12} {name:16} {result[key][0]:>9.0f} instructions per request")
+                apart = {}
+                result[key] = per_request(sup, port, f"/agents/{agent}", ask, n, conns, rounds, keep, apart)
+                extra = ""
+                if tracing is not None:
+                    tracing[key] = {k: statistics.median(v) for k, v in apart.items()}
+                    extra = f" (exporter thread, not counted: {tracing[key]['exporter']:.0f})"
+                log(f"{label:6} {agent:12} {name:16} {result[key][0]:>9.0f} instructions per request{extra}")
+            if receiver:
+                tracing["receiver"] = dict(receiver.seen)
+                log(f"{label}: the receiver got {receiver.seen}")
+                if not receiver.seen["posts"]:
+                    raise SystemExit("tracing on, but no spans reached the receiver")
             if nginx:
                 worker = worker_port(port)
                 result.update(measure_nginx(tmp, worker, n, conns, rounds))
         finally:
             sup.stop()
+            if receiver:
+                receiver.stop()
     return result
 
 
@@ -317,6 +466,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=1,
                     help="n/3n pairs per row, the median reported (default 1)")
     ap.add_argument("--no-nginx", action="store_true", help="measure PAR only")
+    ap.add_argument("--tracing", action="store_true",
+                    help="also measure --par with tracing on, every request sampled (TRACE_ROWS)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--dumps", help="keep each row's callgrind dumps in this folder (for callgrind_annotate)")
     args = ap.parse_args()
@@ -331,13 +482,31 @@ def main():
     if args.dumps:
         os.makedirs(args.dumps, exist_ok=True)
     result = measure_par(par, "PAR", args.n, args.conns, args.rounds, not args.no_nginx, args.dumps)
+    traced, exporter = {}, {}
+    if args.tracing:
+        traced = measure_par(par, "traced", args.n, args.conns, args.rounds, False, args.dumps, exporter)
     before = measure_par(args.before, "before", args.n, args.conns, args.rounds, False,
                          args.dumps) if args.before else {}
     report(result, before, args)
+    if traced:
+        report_tracing(result, traced, exporter)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"par": par, "before": args.before, "n": args.n, "conns": args.conns,
-                       "rounds": args.rounds, "result": result, "before_result": before}, f, indent=2)
+                       "rounds": args.rounds, "result": result, "before_result": before,
+                       "traced_result": traced, "traced_exporter": exporter}, f, indent=2)
+
+
+def report_tracing(result, traced, exporter):
+    print("\ntracing on (OTLP/HTTP to a local receiver, OTEL_TRACES_SAMPLER=always_on) against off, "
+          "same binary; the proxy thread only")
+    print(f"{'request':17} {'agent':13} {'off':>9} {'on':>9} {'on/off':>7} {'exporter':>9}")
+    for agent, name in TRACE_ROWS:
+        key = f"{agent}:{name}"
+        off, on = result[key][0], traced[key][0]
+        print(f"{name:17} {agent:13} {off:>9.0f} {on:>9.0f} {on / off:>7.3f} {exporter[key]['exporter']:>9.0f}")
+    print("(exporter: the par-otlp-export thread's instructions per request, not in 'on'; "
+          f"the receiver got {exporter['receiver']})")
 
 
 def report(result, before, args):
