@@ -67,11 +67,12 @@ pub enum Kind {
     Other,
 }
 
-/// The kind of a header line. Most names stop at the length check.
+/// The kind of a header line (`name`: a header name, token characters
+/// only). Most names stop at the length check; the rest cost a compare or two.
 #[inline]
 pub fn kind(name: &str) -> Kind {
     let n = name.as_bytes();
-    let is = |s: &str| n.eq_ignore_ascii_case(s.as_bytes());
+    let is = |s: &str| same_token(n, s.as_bytes());
     match n.len() {
         2 if is("te") => Kind::Te,
         4 if is("host") => Kind::Host,
@@ -97,25 +98,92 @@ pub fn kind(name: &str) -> Kind {
     }
 }
 
+/// Whether `name` (token characters, as long as `lower`) is `lower` (lowercase
+/// letters and `-`) in any case. A token character with bit 5 set is a
+/// lowercase letter or `-` only when it was that letter in either case or
+/// `-`, so whole words are compared at once.
+#[inline(always)]
+fn same_token(name: &[u8], lower: &[u8]) -> bool {
+    const LOW64: u64 = 0x2020_2020_2020_2020;
+    const LOW32: u32 = 0x2020_2020;
+    let n = lower.len();
+    if name.len() != n {
+        return false;
+    }
+    let w64 = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or([0; 8]));
+    let w32 = |s: &[u8], i: usize| u32::from_le_bytes(s[i..i + 4].try_into().unwrap_or([0; 4]));
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            if w64(name, i) | LOW64 != w64(lower, i) {
+                return false;
+            }
+            i += 8;
+        }
+        w64(name, n - 8) | LOW64 == w64(lower, n - 8)
+    } else if n >= 4 {
+        w32(name, 0) | LOW32 == w32(lower, 0) && w32(name, n - 4) | LOW32 == w32(lower, n - 4)
+    } else {
+        name.iter().zip(lower).all(|(a, b)| a | 0x20 == *b)
+    }
+}
+
 /// Where the rules write the lines they add: the direct path's bytes or
 /// hyper's `HeaderMap`. The rules add a name only when no line of it was
 /// passed on.
 pub trait HeadOut {
-    fn add(&mut self, name: &'static HeaderName, value: &HeaderValue);
+    fn add(&mut self, name: &Name, value: &HeaderValue);
     /// A value written in parts (`first, then`), not joined first.
-    fn add_parts(&mut self, name: &'static HeaderName, parts: &[&[u8]]);
+    fn add_parts(&mut self, name: &Name, parts: &[&[u8]]);
 }
+
+/// A name the rules write: its text for a byte writer (a constant where
+/// the writer is inlined), its `HeaderName` for a map.
+pub struct Name {
+    text: &'static str,
+    header: &'static HeaderName,
+}
+
+const REQUEST_ID_NAME: Name = Name {
+    text: REQUEST_ID,
+    header: &X_REQUEST_ID,
+};
+const PROCESS_NAME: Name = Name {
+    text: PROCESS,
+    header: &X_PAR_PROCESS,
+};
+const FORWARDED_FOR_NAME: Name = Name {
+    text: FORWARDED_FOR,
+    header: &X_FORWARDED_FOR,
+};
+const FORWARDED_PROTO_NAME: Name = Name {
+    text: FORWARDED_PROTO,
+    header: &X_FORWARDED_PROTO,
+};
+const FORWARDED_PREFIX_NAME: Name = Name {
+    text: FORWARDED_PREFIX,
+    header: &X_FORWARDED_PREFIX,
+};
+const SESSION_ID_NAME: Name = Name {
+    text: key::HEADER,
+    header: &X_PAR_SESSION_ID,
+};
+const SESSION_REBOUND_NAME: Name = Name {
+    text: key::REBOUND_HEADER,
+    header: &X_PAR_SESSION_REBOUND,
+};
 
 /// A head written as bytes, one `name: value\r\n` line each.
 impl HeadOut for Vec<u8> {
-    #[inline]
-    fn add(&mut self, name: &'static HeaderName, value: &HeaderValue) {
+    #[inline(always)]
+    fn add(&mut self, name: &Name, value: &HeaderValue) {
         self.add_parts(name, &[value.as_bytes()]);
     }
 
-    #[inline]
-    fn add_parts(&mut self, name: &'static HeaderName, parts: &[&[u8]]) {
-        self.extend_from_slice(name.as_str().as_bytes());
+    #[inline(always)]
+    fn add_parts(&mut self, name: &Name, parts: &[&[u8]]) {
+        self.reserve(name.text.len() + 4 + parts.iter().map(|p| p.len()).sum::<usize>());
+        self.extend_from_slice(name.text.as_bytes());
         self.extend_from_slice(b": ");
         for p in parts {
             self.extend_from_slice(p);
@@ -125,17 +193,17 @@ impl HeadOut for Vec<u8> {
 }
 
 impl HeadOut for HeaderMap {
-    fn add(&mut self, name: &'static HeaderName, value: &HeaderValue) {
-        self.insert(name.clone(), value.clone());
+    fn add(&mut self, name: &Name, value: &HeaderValue) {
+        self.insert(name.header.clone(), value.clone());
     }
 
-    fn add_parts(&mut self, name: &'static HeaderName, parts: &[&[u8]]) {
+    fn add_parts(&mut self, name: &Name, parts: &[&[u8]]) {
         let value = match parts {
             [one] => HeaderValue::from_bytes(one),
             _ => HeaderValue::from_bytes(&parts.concat()),
         };
         if let Ok(v) = value {
-            self.insert(name.clone(), v);
+            self.insert(name.header.clone(), v);
         }
     }
 }
@@ -263,7 +331,7 @@ impl RequestRules<'_> {
 
     /// Adds the rules' lines after those passed on: `made` is the request
     /// id made here when the client sent none (`seen` settled).
-    #[inline]
+    #[inline(always)]
     pub fn add<V: AsRef<[u8]>>(
         &self,
         seen: &RequestSeen<V>,
@@ -272,20 +340,20 @@ impl RequestRules<'_> {
         out: &mut impl HeadOut,
     ) {
         if let Some(id) = made {
-            out.add(&X_REQUEST_ID, id);
+            out.add(&REQUEST_ID_NAME, id);
         }
         let Some(f) = forwarded.filter(|_| !self.grpc) else {
             return;
         };
         match &seen.forwarded_for {
-            Some(prev) => out.add_parts(&X_FORWARDED_FOR, &[prev.as_ref(), b", ", f.peer_ip]),
-            None => out.add_parts(&X_FORWARDED_FOR, &[f.peer_ip]),
+            Some(prev) => out.add_parts(&FORWARDED_FOR_NAME, &[prev.as_ref(), b", ", f.peer_ip]),
+            None => out.add_parts(&FORWARDED_FOR_NAME, &[f.peer_ip]),
         }
         if !seen.forwarded_proto {
-            out.add(&X_FORWARDED_PROTO, &HTTP);
+            out.add(&FORWARDED_PROTO_NAME, &HTTP);
         }
         if let Some(p) = f.prefix {
-            out.add_parts(&X_FORWARDED_PREFIX, &[p]);
+            out.add_parts(&FORWARDED_PREFIX_NAME, &[p]);
         }
     }
 
@@ -372,16 +440,16 @@ impl ResponseRules<'_> {
 
     /// Adds the rules' lines after those passed on; `has_request_id`:
     /// an `x-request-id` line was passed on.
-    #[inline]
+    #[inline(always)]
     pub fn add(&self, has_request_id: bool, out: &mut impl HeadOut) {
         if !has_request_id {
-            out.add(&X_REQUEST_ID, self.request_id);
+            out.add(&REQUEST_ID_NAME, self.request_id);
         }
-        out.add(&X_PAR_PROCESS, self.process);
+        out.add(&PROCESS_NAME, self.process);
         if let Some(k) = self.session {
-            out.add_parts(&X_PAR_SESSION_ID, &[k.as_bytes()]);
+            out.add_parts(&SESSION_ID_NAME, &[k.as_bytes()]);
             if self.rebound {
-                out.add(&X_PAR_SESSION_REBOUND, &ONE);
+                out.add(&SESSION_REBOUND_NAME, &ONE);
             }
         }
     }

@@ -53,6 +53,56 @@ fn every_name_has_its_kind_in_any_case() {
     }
 }
 
+#[test]
+fn a_token_is_matched_in_any_case_and_nothing_else_is() {
+    // Every name `kind` knows is lowercase letters and `-` (what `same_token` needs).
+    for name in [
+        "te",
+        "host",
+        "expect",
+        "upgrade",
+        "trailer",
+        "connection",
+        "keep-alive",
+        REQUEST_ID,
+        "authorization",
+        PROCESS,
+        "content-length",
+        FORWARDED_FOR,
+        key::HEADER,
+        "proxy-connection",
+        "transfer-encoding",
+        FORWARDED_PROTO,
+        FORWARDED_PREFIX,
+        "proxy-authenticate",
+        "proxy-authorization",
+        key::REBOUND_HEADER,
+    ] {
+        assert!(
+            name.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+            "{name}"
+        );
+        assert_ne!(kind(name), Kind::Other, "{name}");
+        // Each byte changed to every other token character: no longer the name.
+        let tchars: Vec<u8> = (0x21u8..0x7f)
+            .filter(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+            .collect();
+        for i in 0..name.len() {
+            for &t in &tchars {
+                let mut other = name.as_bytes().to_vec();
+                other[i] = t;
+                let other = String::from_utf8(other).unwrap();
+                let same = other.eq_ignore_ascii_case(name);
+                assert_eq!(
+                    same_token(other.as_bytes(), name.as_bytes()),
+                    same,
+                    "{other:?}"
+                );
+            }
+        }
+    }
+}
+
 fn map(lines: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (n, v) in lines {

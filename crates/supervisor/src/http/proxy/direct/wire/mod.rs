@@ -105,10 +105,13 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
     let mut general = false;
     let mut seen = RequestSeen::<&[u8]>::default();
     let mut session = None;
-    for h in req.headers.iter() {
+    // Each line's kind, for both passes.
+    let mut kinds = [Kind::Other; MAX_HEADERS];
+    for (h, k) in req.headers.iter().zip(kinds.iter_mut()) {
         let name = h.name;
         rules.header(name.as_bytes(), h.value);
         let kind = policy::kind(name);
+        *k = kind;
         seen.see(kind, || h.value);
         match kind {
             Kind::Upgrade | Kind::Expect | Kind::TransferEncoding => general = true,
@@ -151,9 +154,8 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
     }
     out.extend_from_slice(rest.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for h in req.headers.iter() {
+    for (h, &kind) in req.headers.iter().zip(kinds.iter()) {
         let name = h.name;
-        let kind = policy::kind(name);
         if !cx.rules.passes(kind, name, h.value, &named) {
             continue;
         }
@@ -273,8 +275,10 @@ pub(super) fn parse_response(
     let mut n_connection = 0;
     let mut length: Option<u64> = None;
     let mut chunked = false;
-    for h in r.headers.iter() {
-        match policy::kind(h.name) {
+    let mut kinds = [Kind::Other; MAX_HEADERS * 2];
+    for (h, k) in r.headers.iter().zip(kinds.iter_mut()) {
+        *k = policy::kind(h.name);
+        match *k {
             Kind::ContentLength => match parse_length(h.value) {
                 Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
                 _ => return ParsedResponse::Invalid("an invalid content-length"),
@@ -319,9 +323,8 @@ pub(super) fn parse_response(
     out.extend_from_slice(b"\r\n");
     let named = |n: &str| policy::named_in(connection.iter().copied(), n);
     let mut has_request_id = false;
-    for h in r.headers.iter() {
+    for (h, &kind) in r.headers.iter().zip(kinds.iter()) {
         let name = h.name;
-        let kind = policy::kind(name);
         // A chunked body is passed through as it is, framing and all; a
         // length beside it is not the body's (RFC 9112 §6.3) and goes.
         let pass = match kind {
