@@ -85,6 +85,10 @@ the sessions setting (6e3ab46~1):
   (before's invoke row: 15327 at 8 connections, one round; 16937 at 1.)
 The POST rows' rounds spread by 5-10 % on that machine even at
 --conns 1 (health's by 0.1 %): read differences under 5 % as noise.
+What invoke gained since before (+1240 in one --conns 1 round, with
+cost_breakdown.py --vs) is the forwarding rules' move to proxy/policy.rs
+(bf4e85a: policy::kind, HeadOut::add_parts), not sessions: they add about
+200 to an untracked agent's request (tracks_sessions, the 'Id"' search).
 A messageId with no key costs a tracked agent nearly as much as a key:
 the body's byte search for 'Id"' (may_name_one) matches "messageId", so
 the body is parsed (serde_json, from_body) and the reply scanned
