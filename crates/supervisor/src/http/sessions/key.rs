@@ -91,11 +91,29 @@ fn string_key(v: Option<&str>) -> Option<String> {
     valid(v?.as_bytes()).map(str::to_owned)
 }
 
-/// Whether a body may name a session at all: one byte search, before any
-/// parse (`sessionId`, `clarificationId`, ... all end so).
+/// Whether a body may name a session at all, before any parse: one byte
+/// search for `Id"`, each hit checked for one of the names (`"sessionId"`,
+/// `"clarificationId"`, ...; an A2A message's `"messageId"` is not one).
 pub fn may_name_one(body: &[u8]) -> bool {
+    body.len() <= MAX_BODY
+        && id_hits(body).any(|end| {
+            is_named(body, end, "sessionId")
+                || INTERACTION_FIELDS.iter().any(|f| is_named(body, end, f))
+        })
+}
+
+/// Where each `Id"` in `buf` ends its name (the offset of its `d` + 1).
+fn id_hits(buf: &[u8]) -> impl Iterator<Item = usize> + '_ {
     static ID: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"Id\""));
-    body.len() <= MAX_BODY && ID.find(body).is_some()
+    ID.find_iter(buf).map(|at| at + 2)
+}
+
+/// Whether the quoted name ending at `name_end` in `buf` is `"<field>`.
+fn is_named(buf: &[u8], name_end: usize, field: &str) -> bool {
+    let f = field.as_bytes();
+    name_end > f.len()
+        && &buf[name_end - f.len()..name_end] == f
+        && buf[name_end - f.len() - 1] == b'"'
 }
 
 /// The session a request body names, if it is JSON that names one.
@@ -190,30 +208,23 @@ impl Interactions {
     /// Every `"<field>Id": "value"` in `buf`; with `seam`, only those whose
     /// name starts before it (the rest are found in the chunk itself).
     fn scan(&mut self, buf: &[u8], seam: Option<usize>) {
-        static ID: LazyLock<memmem::Finder<'static>> =
-            LazyLock::new(|| memmem::Finder::new(b"Id\""));
-        for at in ID.find_iter(buf) {
+        for name_end in id_hits(buf) {
             // `"clarificationId"`: the longest name, its quote before it.
-            if seam.is_some_and(|s| at >= s + "\"clarification".len()) {
+            if seam.is_some_and(|s| name_end - 2 >= s + "\"clarification".len()) {
                 break;
             }
-            let name_end = at + 2;
+            let named = |field: &str| is_named(buf, name_end, field);
+            let learnt = self.learn_session && named("sessionId");
+            if !learnt && !INTERACTION_FIELDS.iter().any(|f| named(f)) {
+                continue;
+            }
             let Some((value, _)) = value_after(&buf[name_end + 1..]) else {
                 continue;
             };
-            let named = |field: &str| {
-                let f = field.as_bytes();
-                name_end > f.len()
-                    && &buf[name_end - f.len()..name_end] == f
-                    && buf[name_end - f.len() - 1] == b'"'
-            };
-            if self.learn_session && named("sessionId") {
+            if learnt {
                 self.session = Some(value.to_owned());
                 self.learn_session = false;
-            } else if INTERACTION_FIELDS.iter().any(|f| named(f))
-                && self.found.len() < MAX_FOUND
-                && !self.found.iter().any(|f| f == value)
-            {
+            } else if self.found.len() < MAX_FOUND && !self.found.iter().any(|f| f == value) {
                 self.found.push(value.to_owned());
             }
         }
@@ -278,6 +289,11 @@ mod tests {
         // Not JSON, no field, a key that is not a string, a hostile key.
         assert_eq!(from_body(b"sessionId"), FromBody::default());
         assert_eq!(from_body(br#"{"a":1}"#), FromBody::default());
+        // An A2A message's own ids name no session (and cost no parse).
+        let b = br#"{"method":"message/send","params":{"message":{"messageId":"m1","parts":[]}}}"#;
+        assert!(!may_name_one(b));
+        assert!(may_name_one(br#"{"params":{"sessionId":"s"}}"#));
+        assert!(may_name_one(br#"{"clarificationId": "c"}"#));
         assert_eq!(
             from_body(br#"{"params":{"sessionId":7}}"#),
             FromBody::default()
