@@ -103,7 +103,8 @@ const ROLE: &[(&str, &str)] = &[
 ];
 
 /// Whether a variable an agent sees is one PAR allows: the base list, PAR's
-/// and Python's own settings, and what the agent's spec and `.env` set.
+/// and Python's own settings, the trace settings (README, Traces: its
+/// `OTEL_SERVICE_NAME` is its id), and what the agent's spec and `.env` set.
 fn allowed(name: &str, own: &[&str]) -> bool {
     [
         "PATH",
@@ -117,6 +118,7 @@ fn allowed(name: &str, own: &[&str]) -> bool {
     .contains(&name)
         || name.starts_with("LC_")
         || name.starts_with("PAR_")
+        || name.starts_with("OTEL_")
         || own.contains(&name)
 }
 

@@ -12,13 +12,20 @@ impl Supervisor {
         &mut self,
         a: &mut Agent,
         i: usize,
-        exit: ExitInfo,
+        mut exit: ExitInfo,
         errors: Vec<String>,
         out: &mut Out,
     ) {
         let Some(w) = a.replicas[i].worker().cloned() else {
             return;
         };
+        // A run is counted from when the worker was started here, as the
+        // API's `stable_at` is (the process itself may start later, after
+        // its package is staged): once the API shows a stable run, its exit
+        // is one.
+        if let Ok(d) = exit.at.duration_since(w.started_at) {
+            exit.ran_seconds = exit.ran_seconds.max(d.as_secs_f64());
+        }
         self.release(w.id, out);
         let r = &mut a.replicas[i];
         r.last_exit = Some(exit.clone());
