@@ -318,8 +318,7 @@ pub async fn disk_watch(
         let mut agents: std::collections::BTreeMap<String, (u64, Vec<WorkerId>)> =
             std::collections::BTreeMap::new();
         for p in procs.iter() {
-            let (Some(_), Some(worker), Some(limit)) =
-                (p.pid, p.worker, p.limits.disk_limit_mb)
+            let (Some(_), Some(worker), Some(limit)) = (p.pid, p.worker, p.limits.disk_limit_mb)
             else {
                 continue;
             };
