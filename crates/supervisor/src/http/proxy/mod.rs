@@ -13,9 +13,11 @@ mod direct;
 pub mod framing;
 mod gone;
 pub mod headers;
+mod hint;
 mod idle;
 pub mod policy;
 pub mod target;
+mod try_failed;
 pub mod upgrade;
 
 use std::net::SocketAddr;
@@ -34,17 +36,17 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::error::ApiError;
 use super::leftover::Guarded;
 use super::route_table::RouteTable;
-use super::sessions::key;
 use crate::control::Control;
 use crate::model::WorkerId;
-use admit::SessionHint;
 use body::{Replayable, RequestGuard, Silence, Tracked, Unsent};
 use conns::Lease;
 use futures_util::FutureExt as _;
 use futures_util::TryFutureExt as _;
 use headers::{grpc_error, with_request_id, X_AGENT_ID};
+use hint::{header_hint, trace_hash};
 use hyper::body::Incoming;
 use policy::{Forwarded, RequestRules, ResponseRules, X_PAR_PROCESS, X_REQUEST_ID};
+use try_failed::TryFailed;
 
 pub use direct::Served;
 pub use gone::ClientSocket;
@@ -557,142 +559,6 @@ impl Proxy {
         tokio::time::timeout(Duration::from_millis(250), rx.wait_for(|t| !serves(t)))
             .await
             .is_ok_and(|r| r.is_ok())
-    }
-}
-
-impl Proxy {
-    /// What a request says of its session: its `x-par-session-id`, else
-    /// (for an agent whose sessions are tracked) its JSON body's, read
-    /// ahead when its length is known and at most `key::MAX_BODY`.
-    async fn session_hint(
-        &self,
-        agent_id: &str,
-        parts: &http::request::Parts,
-        body: &mut Guarded,
-    ) -> SessionHint {
-        let hint = header_hint(&parts.headers);
-        // A gRPC call's body is protobuf (and may be a stream): its key is
-        // in its metadata only.
-        let grpc = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        if hint != SessionHint::None
-            || grpc
-            || parts.method == Method::GET
-            || parts.method == Method::HEAD
-        {
-            return hint;
-        }
-        let small = http_body::Body::size_hint(body)
-            .exact()
-            .is_some_and(|n| n > 0 && n <= key::MAX_BODY as u64);
-        if !small || !self.routes.tracks_sessions(agent_id) {
-            return SessionHint::None;
-        }
-        let Some(bytes) = body.prefetch(key::MAX_BODY, BODY_READ_AHEAD).await else {
-            return SessionHint::None;
-        };
-        let found = key::from_body(&bytes);
-        match (found.session, found.interaction) {
-            (Some(k), _) => SessionHint::Key(k.into()),
-            (None, Some(i)) => SessionHint::Interaction(i.into()),
-            (None, None) => SessionHint::None,
-        }
-    }
-}
-
-/// Longest wait for a small body read ahead for its session key.
-const BODY_READ_AHEAD: Duration = Duration::from_secs(60);
-
-/// The session a request's `x-par-session-id` names (when valid).
-fn header_hint(headers: &http::HeaderMap) -> SessionHint {
-    headers
-        .get(key::HEADER)
-        .and_then(|v| key::valid(v.as_bytes()))
-        .map_or(SessionHint::None, |k| SessionHint::Key(k.into()))
-}
-
-/// A session key as a span shows it: hashed (a key may be all that
-/// continues someone's conversation).
-fn trace_hash(key: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    format!("{:016x}", h.finish())
-}
-
-/// A try that got no response.
-struct TryFailed {
-    /// The connection could not be made.
-    connect: bool,
-    /// The request certainly never reached the worker (it was given back).
-    unsent: bool,
-    /// The connection closed before an answer came.
-    closed_early: bool,
-    error: Box<dyn std::error::Error + Send + Sync>,
-}
-
-impl TryFailed {
-    fn connect(e: idle::ConnectError) -> Self {
-        TryFailed {
-            connect: true,
-            unsent: true,
-            closed_early: false,
-            error: Box::new(e),
-        }
-    }
-
-    fn http(e: hyper::Error, given_back: bool) -> Self {
-        TryFailed {
-            connect: false,
-            unsent: given_back,
-            closed_early: e.is_canceled() || e.is_incomplete_message(),
-            error: Box::new(e),
-        }
-    }
-
-    /// A socket error on the direct path; `closed_early` when nothing came back.
-    fn io(e: std::io::Error, closed_early: bool) -> Self {
-        TryFailed {
-            connect: false,
-            unsent: false,
-            closed_early,
-            error: Box::new(e),
-        }
-    }
-
-    /// For a request held whole (the direct path): whether it can go to
-    /// another worker: it never reached this one, or it is idempotent and
-    /// the connection closed before any answer.
-    fn retriable_whole(&self, idempotent: bool) -> bool {
-        self.unsent || (idempotent && self.closed_early)
-    }
-
-    /// Whether the try certainly did not reach the worker's handler: the
-    /// connection was refused, the request given back, or the body never
-    /// read and the request idempotent or its connection closed before
-    /// any answer.
-    fn retriable(&self, body: &Unsent, method: &Method) -> bool {
-        if self.unsent {
-            return true;
-        }
-        let idempotent = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
-        body.untouched() && (idempotent || self.closed_early)
-    }
-}
-
-impl From<hyper_util::client::legacy::Error> for TryFailed {
-    fn from(e: hyper_util::client::legacy::Error) -> Self {
-        let closed_early = std::error::Error::source(&e)
-            .and_then(|s| s.downcast_ref::<hyper::Error>())
-            .is_some_and(|h| h.is_canceled() || h.is_incomplete_message());
-        TryFailed {
-            connect: e.is_connect(),
-            unsent: e.is_connect(),
-            closed_early,
-            error: Box::new(e),
-        }
     }
 }
 
