@@ -7,7 +7,6 @@
 mod otlp_support;
 mod supervisor_support;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -147,21 +146,7 @@ fn a_request_is_one_trace_from_the_client_through_the_supervisor_into_the_agent(
 
     // gRPC A2A through the supervisor (`x-agent-id`), traceparent in metadata.
     let (t4, p4) = ("a3ce929d0e0e47364bf92f3577b34da6", "0ba902b700f067aa");
-    let uri = format!("http://127.0.0.1:{}", sup.port);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let result = rt.block_on(async {
-        let mut client = par_a2a::client::connect(&uri).await.expect("connect");
-        let mut req = tonic::Request::new(par_a2a::proto::ActionRequest {
-            action: "echo".into(),
-            parameters: HashMap::from([("text".to_string(), "hi".to_string())]),
-            request_id: "r1".into(),
-        });
-        req.metadata_mut()
-            .insert("traceparent", traceparent(t4, p4).parse().unwrap());
-        req.metadata_mut()
-            .insert("x-agent-id", "traced".parse().unwrap());
-        client.invoke(req).await.expect("invoke").into_inner()
-    });
+    let result = otlp_support::grpc_echo(sup.port, &traceparent(t4, p4), Some("traced"));
     assert!(result.success, "{result:?}");
     let grpc = rx.wait_span(t4, "POST /agents/traced");
     assert_eq!(grpc["parent_span_id"], p4);

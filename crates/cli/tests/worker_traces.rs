@@ -5,7 +5,6 @@
 mod otlp_support;
 mod worker_support;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -185,19 +184,7 @@ fn the_callers_trace_reaches_the_agents_own_spans_on_every_surface() {
 
     // gRPC A2A: `traceparent` in the metadata.
     let (t3, p3) = ("5b8aa5a2d2c872e8321cf37308d69df2", "051581bf3cb55c13");
-    let uri = format!("http://127.0.0.1:{}", w.port);
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let result = rt.block_on(async {
-        let mut client = par_a2a::client::connect(&uri).await.expect("connect");
-        let mut req = tonic::Request::new(par_a2a::proto::ActionRequest {
-            action: "echo".into(),
-            parameters: HashMap::from([("text".to_string(), "hi".to_string())]),
-            request_id: "r1".into(),
-        });
-        req.metadata_mut()
-            .insert("traceparent", traceparent(t3, p3).parse().unwrap());
-        client.invoke(req).await.expect("invoke").into_inner()
-    });
+    let result = otlp_support::grpc_echo(w.port, &traceparent(t3, p3), None);
     assert!(result.success, "{result:?}");
     let server = rx.wait_span(t3, "pixell.agent.AgentService/Invoke");
     assert_eq!(server["parent_span_id"], p3);

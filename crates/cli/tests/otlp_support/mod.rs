@@ -113,3 +113,28 @@ impl Drop for Receiver {
         let _ = self.child.wait();
     }
 }
+
+/// An A2A gRPC `Invoke` ("echo") on `port` with `traceparent` in its
+/// metadata (and `x-agent-id` when going through the supervisor).
+pub fn grpc_echo(
+    port: u16,
+    traceparent: &str,
+    agent: Option<&str>,
+) -> par_a2a::proto::ActionResult {
+    let uri = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let mut client = par_a2a::client::connect(&uri).await.expect("connect");
+        let mut req = tonic::Request::new(par_a2a::proto::ActionRequest {
+            action: "echo".into(),
+            parameters: std::collections::HashMap::from([("text".to_string(), "hi".to_string())]),
+            request_id: "r1".into(),
+        });
+        req.metadata_mut()
+            .insert("traceparent", traceparent.parse().unwrap());
+        if let Some(a) = agent {
+            req.metadata_mut().insert("x-agent-id", a.parse().unwrap());
+        }
+        client.invoke(req).await.expect("invoke").into_inner()
+    })
+}
