@@ -243,6 +243,30 @@ impl Sessions {
         self.lock().interactions.get(interaction).cloned()
     }
 
+    /// A session an agent made up for a request that named none, bound to
+    /// the worker that made it (unless the key is bound already).
+    pub fn adopt(
+        &self,
+        key: &str,
+        upstream: &Arc<Upstream>,
+        settings: &SessionSettings,
+        counters: &Counters,
+        now: Instant,
+    ) {
+        let mut t = self.lock();
+        if t.bindings.contains_key(key) {
+            return;
+        }
+        counters.started.fetch_add(1, Ordering::Relaxed);
+        t.bind(key, Arc::clone(upstream), now);
+        while t.bindings.len() > settings.max_sessions {
+            if !t.evict_oldest() {
+                break;
+            }
+            counters.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Interaction ids remembered (bounded by the bindings).
     #[cfg(test)]
     pub fn interactions(&self) -> usize {
