@@ -106,24 +106,7 @@ impl Supervisor {
             return out.reply(waiter, Err(CommandError::not_found(id.as_str())));
         }
         self.with_agent(id, out, |s, a, out| {
-            a.goal = Goal::Run;
-            for i in 0..a.replicas.len() {
-                let r = &mut a.replicas[i];
-                r.failures = 0;
-                r.epoch += 1;
-                let (state, has_worker) = (r.state(), r.worker().is_some());
-                if let Some(then) = r.after_stop_mut() {
-                    *then = AfterStop::Start { count: true };
-                } else if has_worker {
-                    s.begin_stop(a, i, AfterStop::Start { count: true }, out);
-                } else {
-                    if matches!(state, State::Backoff | State::Crashed) {
-                        // Through `stopped`, so the transition table holds.
-                        set_life(&a.id, r, Life::Stopped, "restart requested", out);
-                    }
-                    s.start_replica(a, i, out);
-                }
-            }
+            s.start_all_again(a, true, "restart requested", out);
         });
         self.answer_now_or_later(id, wait.then_some(Wait::Settled), waiter, out);
     }

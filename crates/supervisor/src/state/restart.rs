@@ -3,9 +3,12 @@
 //! backoff as the restart policy says, the failure count reset after a
 //! stable run. Fetch failures back off the same way.
 
+use std::time::Duration;
+
 use super::agent::{AfterStop, Agent, Failure, Goal, Life, Package};
+use super::lifecycle::Replica;
 use super::{set_life, Out, Supervisor};
-use crate::model::{ExitInfo, FailureClass, FetchFailure, Level, Resolved, State, Timer};
+use crate::model::{AgentId, ExitInfo, FailureClass, FetchFailure, Level, Resolved, State, Timer};
 
 impl Supervisor {
     pub(super) fn exited(
@@ -138,25 +141,37 @@ impl Supervisor {
         self.schedule_restart(a, i, out);
     }
 
+    /// Every replica of `a` starts again from a clean slate (a restart, a
+    /// replaced spec): a running worker is stopped first and started at its
+    /// exit (`count`: as a restart); one in backoff or crashed goes through
+    /// `stopped` (`why`), so the transition table holds.
+    pub(super) fn start_all_again(&mut self, a: &mut Agent, count: bool, why: &str, out: &mut Out) {
+        a.goal = Goal::Run;
+        for i in 0..a.replicas.len() {
+            let r = &mut a.replicas[i];
+            r.failures = 0;
+            r.epoch += 1;
+            let (state, has_worker) = (r.state(), r.worker().is_some());
+            if let Some(then) = r.after_stop_mut() {
+                *then = AfterStop::Start { count };
+            } else if has_worker {
+                self.begin_stop(a, i, AfterStop::Start { count }, out);
+            } else {
+                if matches!(state, State::Backoff | State::Crashed) {
+                    set_life(&a.id, r, Life::Stopped, why, out);
+                }
+                self.start_replica(a, i, out);
+            }
+        }
+    }
+
     /// `backoff`, and a timer to start the replica again.
     pub(super) fn schedule_restart(&mut self, a: &mut Agent, i: usize, out: &mut Out) {
         let r = &mut a.replicas[i];
         let delay = a.spec.backoff().delay(r.failures, self.rng.f64());
-        r.failures += 1;
         r.restarts += 1;
-        r.epoch += 1;
         let why = format!("restart #{} in {} ms", r.restarts, delay.as_millis());
-        let until = out.clock.now + delay;
-        if set_life(&a.id, r, Life::Backoff { until }, why, out) {
-            out.timer(
-                delay,
-                Timer::Restart {
-                    agent: a.id.clone(),
-                    replica: r.index,
-                    epoch: r.epoch,
-                },
-            );
-        }
+        back_off(&a.id, r, delay, why, out);
     }
 
     /// A fetch of the agent's package ended (a rollout's fetch goes to the rollout).
@@ -211,23 +226,29 @@ impl Supervisor {
     fn fetch_backoff(&mut self, a: &mut Agent, i: usize, message: &str, out: &mut Out) {
         let r = &mut a.replicas[i];
         let delay = a.spec.backoff().delay(r.failures, self.rng.f64());
-        r.failures += 1;
-        r.epoch += 1;
         let why = format!(
             "fetch failed (will retry in {} ms): {message}",
             delay.as_millis()
         );
-        let until = out.clock.now + delay;
-        if set_life(&a.id, r, Life::Backoff { until }, why, out) {
-            out.timer(
-                delay,
-                Timer::Restart {
-                    agent: a.id.clone(),
-                    replica: r.index,
-                    epoch: r.epoch,
-                },
-            );
-        }
+        back_off(&a.id, r, delay, why, out);
+    }
+}
+
+/// One more failure: `backoff` for `delay`, and a timer to start the replica
+/// again (a fresh epoch, so an older timer finds nothing to do).
+fn back_off(agent: &AgentId, r: &mut Replica, delay: Duration, why: String, out: &mut Out) {
+    r.failures += 1;
+    r.epoch += 1;
+    let until = out.clock.now + delay;
+    if set_life(agent, r, Life::Backoff { until }, why, out) {
+        out.timer(
+            delay,
+            Timer::Restart {
+                agent: agent.clone(),
+                replica: r.index,
+                epoch: r.epoch,
+            },
+        );
     }
 }
 

@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use super::agent::{
-    AfterStop, Agent, Failure, Goal, Life, Package, Replica, Rollout, RolloutState,
-};
+use super::agent::{Agent, Failure, Goal, Life, Package, Replica, Rollout, RolloutState};
 use super::restart::fetched_message;
 use super::{set_life, Out, Supervisor};
 use crate::model::spec::{only_scaling, redacted, same_deployment};
@@ -112,23 +110,7 @@ impl Supervisor {
     fn replace_in_place(&mut self, a: &mut Agent, spec: AgentSpec, out: &mut Out) {
         a.package = Package::for_spec(&spec);
         a.spec = spec;
-        a.goal = Goal::Run;
-        for i in 0..a.replicas.len() {
-            let r = &mut a.replicas[i];
-            r.failures = 0;
-            r.epoch += 1;
-            let (state, has_worker) = (r.state(), r.worker().is_some());
-            if let Some(then) = r.after_stop_mut() {
-                *then = AfterStop::Start { count: false };
-            } else if has_worker {
-                self.begin_stop(a, i, AfterStop::Start { count: false }, out);
-            } else {
-                if matches!(state, State::Backoff | State::Crashed) {
-                    set_life(&a.id, r, Life::Stopped, "spec replaced", out);
-                }
-                self.start_replica(a, i, out);
-            }
-        }
+        self.start_all_again(a, false, "spec replaced", out);
     }
 
     /// Starts the rollout's new generation next to the serving one: as many

@@ -328,30 +328,28 @@ async fn installer(
     // else it or a build step prints (stderr) go to the agent's log; the
     // last of each is kept for the error.
     let (out_tail, err_tail) = (Arc::<Mutex<Tail>>::default(), Arc::<Mutex<Tail>>::default());
+    let capture = |stream: &'static str, pipe, tail: &Arc<Mutex<Tail>>| {
+        tokio::spawn(crate::logs::capture(
+            Arc::clone(i.logs),
+            i.agent.to_string(),
+            i.process.to_string(),
+            stream,
+            Tee {
+                inner: pipe,
+                tail: Arc::clone(tail),
+            },
+        ))
+    };
     let mut readers = Vec::new();
     if let Some(p) = child.stdout.take() {
-        readers.push(tokio::spawn(crate::logs::capture(
-            Arc::clone(i.logs),
-            i.agent.to_string(),
-            i.process.to_string(),
+        readers.push(capture(
             "stdout",
-            Tee {
-                inner: p,
-                tail: Arc::clone(&out_tail),
-            },
-        )));
+            Box::new(p) as Box<dyn AsyncRead + Unpin + Send>,
+            &out_tail,
+        ));
     }
     if let Some(p) = child.stderr.take() {
-        readers.push(tokio::spawn(crate::logs::capture(
-            Arc::clone(i.logs),
-            i.agent.to_string(),
-            i.process.to_string(),
-            "stderr",
-            Tee {
-                inner: p,
-                tail: Arc::clone(&err_tail),
-            },
-        )));
+        readers.push(capture("stderr", Box::new(p), &err_tail));
     }
     let status = child.wait().await;
     if let Some(pid) = pid {
