@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tower::ServiceExt as _;
 
-use super::connections::{Admitted, Connections, InFlight, Reading};
+use super::connections::{Admitted, Conn, Connections, InFlight, Reading};
 use super::leftover::{self, Guarded};
 use super::proxy::framing::HeadRules;
 use super::proxy::target::for_an_agent;
@@ -195,17 +195,7 @@ async fn accept_loop(
             return;
         }
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        // A client that shuts its sending side after its request still gets the answer.
-        .half_close(true)
-        // Also bounds an idle keep-alive connection's wait for its next request.
-        .header_read_timeout(conns.limits.keepalive_timeout)
-        .writev(true);
-    builder.http2().timer(TokioTimer::new());
+    let builder = http_builder(&conns);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // Held by each connection on the direct path: all gone when it closes.
     let (alive, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
@@ -227,64 +217,14 @@ async fn accept_loop(
                     Admitted::Full(c) | Admitted::HealthOnly(c) => Arc::new(c),
                     Admitted::Refused => continue,
                 };
-                let health_only = conn.health_only();
-                let app = Arc::clone(&app);
-                let (mut stop, alive) = (stopping.clone(), alive.clone());
-                let (builder, watcher) = (builder.clone(), graceful.watcher());
-                tokio::spawn(async move {
-                    // Nothing is spent on a connection until it sends a byte.
-                    // `peek` waits for one (readiness alone can be a false positive).
-                    let mut probe = [0u8; 1];
-                    tokio::select! {
-                        r = stream.peek(&mut probe) => if !matches!(r, Ok(n) if n > 0) { return },
-                        () = conn.expired() => return,
-                    }
-                    // Requests for agents go the direct way; the connection
-                    // turns to hyper at the first request that needs it.
-                    let (stream, read) = if health_only {
-                        (stream, Vec::new())
-                    } else {
-                        let _alive = alive;
-                        match app.proxy.serve_direct(stream, peer, &conn, &mut stop).await {
-                            Served::Done => return,
-                            Served::General(stream, read) => (stream, read),
-                        }
-                    };
-                    // A second descriptor of the socket, to notice a client that
-                    // leaves while its request waits in an agent's queue: for
-                    // connections that came here with a request for an agent only.
-                    let client = first_for_an_agent(&read).then(|| ClientSocket::of(&stream)).flatten();
-                    let for_svc = Arc::clone(&app);
-                    let in_svc = Arc::clone(&conn);
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (app, client) = (Arc::clone(&for_svc), client.clone());
-                        // The request is in flight (never evicted) until its
-                        // response body is written or dropped.
-                        let in_flight = in_svc.request();
-                        let in_svc_upgraded = Arc::clone(&in_svc);
-                        async move {
-                            let Some(in_flight) = in_flight else {
-                                return Ok::<_, Infallible>(too_many_connections());
-                            };
-                            let resp = app.serve(req, peer, health_only, client.as_ref()).await;
-                            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                                // A WebSocket: in flight until it closes (its socket,
-                                // which holds the connection's slot, goes with it).
-                                in_svc_upgraded.upgraded();
-                            }
-                            Ok(resp.map(|b| Body::new(Ending { inner: b, _in_flight: in_flight })))
-                        }
-                    });
-                    conn.watch();
-                    let io = TokioIo::new(Reading::new(Rewind::new(stream, read), Arc::clone(&conn)));
-                    let served = builder.serve_connection_with_upgrades(io, svc);
-                    // Closed when its wait for a request passes its deadline or
-                    // it is evicted (hyper's own header timeout is the keep-alive one).
-                    tokio::select! {
-                        _ = watcher.watch(served.into_owned()) => {}
-                        () = conn.expired() => {}
-                    }
-                });
+                let thread = ThreadParts {
+                    app: Arc::clone(&app),
+                    stop: stopping.clone(),
+                    alive: alive.clone(),
+                    builder: builder.clone(),
+                    watcher: graceful.watcher(),
+                };
+                tokio::spawn(serve_connection(stream, peer, conn, thread));
             }
             _ = stop.wait_for(|s| *s) => break,
         }
@@ -298,6 +238,108 @@ async fn accept_loop(
             "connections still open after {} s; closing them",
             budget.as_secs_f64()
         );
+    }
+}
+
+/// How hyper serves a connection handed to it (HTTP/1.1 or h2c).
+fn http_builder(conns: &Connections) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // A client that shuts its sending side after its request still gets the answer.
+        .half_close(true)
+        // Also bounds an idle keep-alive connection's wait for its next request.
+        .header_read_timeout(conns.limits.keepalive_timeout)
+        .writev(true);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// What a connection takes from its proxy thread.
+struct ThreadParts {
+    app: Arc<App>,
+    stop: watch::Receiver<bool>,
+    /// Held while the connection is on the direct path.
+    alive: tokio::sync::mpsc::Sender<()>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+/// One accepted connection, from its first byte to its close: the direct
+/// path first, then hyper from the first request that needs it.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    conn: Arc<Conn>,
+    thread: ThreadParts,
+) {
+    let ThreadParts {
+        app,
+        mut stop,
+        alive,
+        builder,
+        watcher,
+    } = thread;
+    let health_only = conn.health_only();
+    // Nothing is spent on a connection until it sends a byte.
+    // `peek` waits for one (readiness alone can be a false positive).
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        r = stream.peek(&mut probe) => if !matches!(r, Ok(n) if n > 0) { return },
+        () = conn.expired() => return,
+    }
+    // Requests for agents go the direct way; the connection
+    // turns to hyper at the first request that needs it.
+    let (stream, read) = if health_only {
+        (stream, Vec::new())
+    } else {
+        let _alive = alive;
+        match app.proxy.serve_direct(stream, peer, &conn, &mut stop).await {
+            Served::Done => return,
+            Served::General(stream, read) => (stream, read),
+        }
+    };
+    // A second descriptor of the socket, to notice a client that
+    // leaves while its request waits in an agent's queue: for
+    // connections that came here with a request for an agent only.
+    let client = first_for_an_agent(&read)
+        .then(|| ClientSocket::of(&stream))
+        .flatten();
+    let in_svc = Arc::clone(&conn);
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let (app, client) = (Arc::clone(&app), client.clone());
+        // The request is in flight (never evicted) until its
+        // response body is written or dropped.
+        let in_flight = in_svc.request();
+        let in_svc_upgraded = Arc::clone(&in_svc);
+        async move {
+            let Some(in_flight) = in_flight else {
+                return Ok::<_, Infallible>(too_many_connections());
+            };
+            let resp = app.serve(req, peer, health_only, client.as_ref()).await;
+            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                // A WebSocket: in flight until it closes (its socket,
+                // which holds the connection's slot, goes with it).
+                in_svc_upgraded.upgraded();
+            }
+            Ok(resp.map(|b| {
+                Body::new(Ending {
+                    inner: b,
+                    _in_flight: in_flight,
+                })
+            }))
+        }
+    });
+    conn.watch();
+    let io = TokioIo::new(Reading::new(Rewind::new(stream, read), Arc::clone(&conn)));
+    let served = builder.serve_connection_with_upgrades(io, svc);
+    // Closed when its wait for a request passes its deadline or
+    // it is evicted (hyper's own header timeout is the keep-alive one).
+    tokio::select! {
+        _ = watcher.watch(served.into_owned()) => {}
+        () = conn.expired() => {}
     }
 }
 
