@@ -304,7 +304,14 @@ fn packages_no_worker_uses_are_swept_from_the_cache() {
         let now = extracted(&home);
         (now.len() == 1 && now != first).then_some(now)
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // A package folder made now, used by nobody: once a sweep has taken it,
+    // v2's folder (older) has been through a sweep that found it unused for
+    // longer than 2 s but for its lease.
+    let decoy = "d".repeat(64);
+    std::fs::create_dir(home.join("packages").join(&decoy)).unwrap();
+    wait_until(Duration::from_secs(30), "an unused folder swept", || {
+        (!home.join("packages").join(&decoy).exists()).then_some(())
+    });
     assert_eq!(extracted(&home), after);
     assert_eq!(version_of(sup.port, "ver").as_deref(), Some("2.0.0"));
     let log = sup.log_text();

@@ -341,7 +341,14 @@ fn downloads_no_agent_needs_are_swept() {
     wait_until(Duration::from_secs(30), "v1's download swept", || {
         (cached() == want).then_some(())
     });
-    std::thread::sleep(Duration::from_secs(3));
+    // A download made now, used by nobody: once a sweep has taken it, v2's
+    // (older) has been through a sweep that kept it only as the version
+    // to roll back to.
+    let decoy = downloads.join(format!("{}.apkg", "d".repeat(64)));
+    std::fs::write(&decoy, b"unused").unwrap();
+    wait_until(Duration::from_secs(30), "an unused download swept", || {
+        (!decoy.exists()).then_some(())
+    });
     assert_eq!(cached(), want);
     assert!(sup.log_text().contains("download cache swept"));
 }
