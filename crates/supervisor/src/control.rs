@@ -18,13 +18,6 @@ pub enum Message {
         reply: oneshot::Sender<Reply>,
     },
     Input(Input),
-    /// A worker's preparation (its uid, files and environment) is done: the
-    /// runtime starts its process (on the dispatcher's thread, which the
-    /// parent-death signal is tied to).
-    Prepared {
-        worker: crate::model::WorkerId,
-        prepared: crate::runtime::isolation::Prepared,
-    },
 }
 
 /// The supervisor as a whole.
@@ -93,14 +86,6 @@ impl Control {
     /// Tells the state machine of an event; false once it has stopped.
     pub fn send(&self, input: Input) -> bool {
         self.tx.send(Message::Input(input)).is_ok()
-    }
-
-    pub fn prepared(
-        &self,
-        worker: crate::model::WorkerId,
-        prepared: crate::runtime::isolation::Prepared,
-    ) -> bool {
-        self.tx.send(Message::Prepared { worker, prepared }).is_ok()
     }
 
     pub fn processes(&self) -> Snapshot {

@@ -17,19 +17,60 @@ use crate::model::{
     WorkerId,
 };
 use crate::runtime::Runtime;
-use crate::state::{Route, Supervisor};
+use crate::state::{Route, RouteEntry, Supervisor};
 
 pub struct Dispatcher {
-    pub core: Supervisor,
-    pub runtime: Runtime,
-    pub rx: tokio::sync::mpsc::UnboundedReceiver<Message>,
+    core: Supervisor,
+    runtime: Runtime,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<Message>,
+    out: Outputs,
+    waiters: Waiters,
+    live: Live,
+}
+
+/// What the dispatcher writes and the HTTP side reads: the process snapshot
+/// and the agents' views (read through [`crate::control::Control`]), the
+/// routing table, and the logs and metrics its effects go to.
+pub struct Outputs {
     pub snapshot: watch::Sender<Snapshot>,
-    pub agents_view: watch::Sender<crate::control::Agents>,
+    pub agents: watch::Sender<crate::control::Agents>,
     pub routes: Arc<RouteTable>,
     pub logs: Arc<LogStore>,
     pub metrics: Arc<Registry>,
-    waiters: HashMap<WaiterId, oneshot::Sender<Reply>>,
-    next_waiter: u64,
+}
+
+/// The commands waiting for their answers.
+struct Waiters {
+    pending: HashMap<WaiterId, oneshot::Sender<Reply>>,
+    last: u64,
+}
+
+impl Waiters {
+    fn new() -> Self {
+        Waiters {
+            pending: HashMap::new(),
+            last: WaiterId::NOBODY.0,
+        }
+    }
+
+    fn add(&mut self, reply: oneshot::Sender<Reply>) -> WaiterId {
+        self.last += 1;
+        let waiter = WaiterId(self.last);
+        self.pending.insert(waiter, reply);
+        waiter
+    }
+
+    fn answer(&mut self, waiter: WaiterId, reply: Reply) {
+        if let Some(tx) = self.pending.remove(&waiter) {
+            let _ = tx.send(reply);
+        }
+    }
+}
+
+/// The live handles the dispatcher keeps between batches.
+#[derive(Default)]
+struct Live {
+    /// Each worker with a port, as the proxy reaches it.
     upstreams: HashMap<WorkerId, Arc<Upstream>>,
     /// Each agent's admission state, kept across its restarts.
     pools: HashMap<AgentId, Arc<Pool>>,
@@ -41,32 +82,19 @@ pub struct Dispatcher {
 const LOAD_SAMPLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Dispatcher {
-    // Each argument is a distinct channel or shared table the loop feeds.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         core: Supervisor,
         runtime: Runtime,
-        rx: tokio::sync::mpsc::UnboundedReceiver<Message>,
-        snapshot: watch::Sender<Snapshot>,
-        agents_view: watch::Sender<crate::control::Agents>,
-        routes: Arc<RouteTable>,
-        logs: Arc<LogStore>,
-        metrics: Arc<Registry>,
+        inbox: tokio::sync::mpsc::UnboundedReceiver<Message>,
+        out: Outputs,
     ) -> Self {
         Dispatcher {
             core,
             runtime,
-            rx,
-            snapshot,
-            agents_view,
-            routes,
-            logs,
-            metrics,
-            waiters: HashMap::new(),
-            next_waiter: WaiterId::NOBODY.0,
-            upstreams: HashMap::new(),
-            pools: HashMap::new(),
-            sampled: Vec::new(),
+            inbox,
+            out,
+            waiters: Waiters::new(),
+            live: Live::default(),
         }
     }
 
@@ -78,16 +106,23 @@ impl Dispatcher {
         loop {
             let mut queue = VecDeque::new();
             tokio::select! {
-                msg = self.rx.recv() => match msg {
+                msg = self.inbox.recv() => match msg {
                     Some(msg) => queue.extend(self.input(msg)),
                     None => return,
                 },
+                // A worker prepared to run under its agent's uid: started now.
+                Some((worker, prepared)) = self.runtime.prepared() => {
+                    queue.extend(self.start_prepared(worker, prepared));
+                }
                 // Only while some agent's load matters.
-                _ = tick.tick(), if !self.sampled.is_empty() => queue.extend(self.load_samples()),
+                _ = tick.tick(), if !self.live.sampled.is_empty() => queue.extend(self.load_samples()),
             }
             // Everything already queued joins the batch: one publish for all.
-            while let Ok(msg) = self.rx.try_recv() {
+            while let Ok(msg) = self.inbox.try_recv() {
                 queue.extend(self.input(msg));
+            }
+            while let Some((worker, prepared)) = self.runtime.try_prepared() {
+                queue.extend(self.start_prepared(worker, prepared));
             }
             while let Some(input) = queue.pop_front() {
                 let effects = self.core.handle(input, Clock::now());
@@ -105,10 +140,11 @@ impl Dispatcher {
     /// The load of each sampled agent; expired sessions end first.
     fn load_samples(&self) -> Vec<Input> {
         let now = std::time::Instant::now();
-        self.sampled
+        self.live
+            .sampled
             .iter()
             .filter_map(|a| {
-                let pool = self.pools.get(a)?;
+                let pool = self.live.pools.get(a)?;
                 if let Some(settings) = pool.session_settings() {
                     pool.sessions.sweep(&settings, &pool.metrics.sessions, now);
                 }
@@ -126,7 +162,8 @@ impl Dispatcher {
 
     /// The agent's workers with sessions bound to them.
     fn with_sessions(&self, agent: &AgentId) -> Vec<WorkerId> {
-        self.upstreams
+        self.live
+            .upstreams
             .values()
             .filter(|u| *u.agent_id == *agent.as_str() && u.sessions.get() > 0)
             .map(|u| u.worker)
@@ -146,20 +183,23 @@ impl Dispatcher {
                     }),
                     _ => None,
                 };
-                self.next_waiter += 1;
-                let waiter = WaiterId(self.next_waiter);
-                self.waiters.insert(waiter, reply);
+                let waiter = self.waiters.add(reply);
                 told.into_iter()
                     .chain([Input::Command { command, waiter }])
                     .collect()
             }
-            Message::Prepared { worker, prepared } => self
-                .runtime
-                .start_prepared(worker, prepared)
-                .map(|event| Input::Worker { worker, event })
-                .into_iter()
-                .collect(),
         }
+    }
+
+    /// The process of a prepared worker started (unless it was stopped
+    /// meanwhile): what became of it.
+    fn start_prepared(
+        &mut self,
+        worker: WorkerId,
+        prepared: crate::runtime::isolation::Prepared,
+    ) -> Option<Input> {
+        let event = self.runtime.start_prepared(worker, prepared)?;
+        Some(Input::Worker { worker, event })
     }
 
     fn execute(&mut self, effect: Effect, queue: &mut VecDeque<Input>) {
@@ -168,7 +208,7 @@ impl Dispatcher {
                 let outcome = self.runtime.spawn(&launch);
                 let failed = matches!(outcome.event, Some(WorkerEvent::SpawnFailed { .. }));
                 if let (Some(port), false) = (outcome.port, failed) {
-                    let metrics = self.metrics.agent(launch.agent.as_str());
+                    let metrics = self.out.metrics.agent(launch.agent.as_str());
                     let process = launch.agent.process_id(launch.replica);
                     let up = Upstream::new(
                         launch.agent.as_str(),
@@ -177,7 +217,7 @@ impl Dispatcher {
                         launch.worker,
                         metrics,
                     );
-                    self.upstreams.insert(launch.worker, Arc::new(up));
+                    self.live.upstreams.insert(launch.worker, Arc::new(up));
                 }
                 if let Some(event) = outcome.event {
                     queue.push_back(Input::Worker {
@@ -189,7 +229,7 @@ impl Dispatcher {
             Effect::Signal { worker, signal } => self.runtime.signal(worker, signal),
             Effect::Release { worker } => {
                 self.runtime.release(worker);
-                self.upstreams.remove(&worker);
+                self.live.upstreams.remove(&worker);
             }
             Effect::StopProbe { worker } => self.runtime.stop_probe(worker),
             Effect::Drain {
@@ -198,7 +238,7 @@ impl Dispatcher {
                 limit,
                 sessions,
             } => {
-                let up = self.upstreams.get(&worker);
+                let up = self.live.upstreams.get(&worker);
                 let in_flight = up.map(|u| Arc::clone(&u.in_flight));
                 let bound = up
                     .filter(|_| !sessions.is_zero())
@@ -213,33 +253,24 @@ impl Dispatcher {
             } => self.runtime.fetch(agent, fetch, package, sha256),
             Effect::Timer { at, timer } => self.runtime.timer(at, timer),
             Effect::Log(record) => self.log(record),
-            Effect::Reply { waiter, reply } => {
-                if let Some(tx) = self.waiters.remove(&waiter) {
-                    let _ = tx.send(reply);
-                }
-            }
+            Effect::Reply { waiter, reply } => self.waiters.answer(waiter, reply),
             Effect::Forget { agent } => {
-                self.metrics.forget(agent.as_str());
-                self.logs.forget(agent.as_str());
-                if let Some(pool) = self.pools.remove(&agent) {
+                self.out.metrics.forget(agent.as_str());
+                self.out.logs.forget(agent.as_str());
+                if let Some(pool) = self.live.pools.remove(&agent) {
                     pool.sessions.clear();
                 }
             }
             Effect::Metric(m) => match m {
                 MetricEvent::Autoscaled { agent, .. } => {
-                    self.metrics.agent(agent.as_str()).count_autoscale();
+                    self.out.metrics.agent(agent.as_str()).count_autoscale();
                 }
-                MetricEvent::Woken { agent } => self.metrics.agent(agent.as_str()).count_wake(),
+                MetricEvent::Woken { agent } => self.out.metrics.agent(agent.as_str()).count_wake(),
             },
         }
     }
 
     fn log(&self, r: LogRecord) {
-        let level = match r.level {
-            Level::Info => crate::logs::Level::Info,
-            Level::Warn => crate::logs::Level::Warn,
-            Level::Error => crate::logs::Level::Error,
-        };
         let fields = r.transition.map(|(from, to)| {
             let mut f = serde_json::Map::new();
             f.insert("from".into(), from.as_str().into());
@@ -251,8 +282,10 @@ impl Dispatcher {
             Level::Error => tracing::error!(agent, "{}", r.message),
             Level::Warn => tracing::warn!(agent, "{}", r.message),
             Level::Info => tracing::info!(agent, "{}", r.message),
+            Level::Debug => tracing::debug!(agent, "{}", r.message),
+            Level::Trace => tracing::trace!(agent, "{}", r.message),
         }
-        self.logs.record(agent, level, r.message, fields);
+        self.out.logs.record(agent, r.level, r.message, fields);
     }
 
     /// The routing table and the snapshot, from the state machine's views.
@@ -260,73 +293,84 @@ impl Dispatcher {
         let clock = Clock::now();
         let mut table = Table::new();
         let entries = self.core.routes(clock);
-        self.sampled = entries
+        self.live.sampled = entries
             .iter()
             .filter(|e| e.sampled)
             .map(|e| e.agent.clone())
             .collect();
         for entry in entries {
-            let pool = Arc::clone(self.pools.entry(entry.agent.clone()).or_insert_with(|| {
-                let metrics = self.metrics.agent(entry.agent.as_str());
-                Arc::new(Pool::new(entry.agent.as_str(), metrics))
-            }));
-            let admission = Admission {
-                max_concurrency: entry.max_concurrency,
-                max_queue: entry.max_queue,
-                queue_timeout: entry.queue_timeout,
-                wakes: entry.wakes,
-            };
-            pool.track_sessions(entry.sessions);
-            let route = match entry.route {
-                Route::Ready(ups) => {
-                    let ups: Vec<_> = ups
-                        .iter()
-                        .filter_map(|u| self.upstreams.get(&u.worker).cloned())
-                        .collect();
-                    pool.configure(admission, ups.len());
-                    if ups.is_empty() {
-                        continue;
-                    }
-                    let draining: Vec<_> = entry
-                        .draining
-                        .iter()
-                        .filter_map(|u| self.upstreams.get(&u.worker).cloned())
-                        .collect();
-                    TableRoute::Ready {
-                        pool,
-                        upstreams: ups.into(),
-                        draining: draining.into(),
-                    }
-                }
-                Route::Waking(state) => {
-                    pool.configure(admission, 0);
-                    TableRoute::Waking { pool, state }
-                }
-                Route::NotReady {
-                    state,
-                    retry_after_secs,
-                    reason,
-                } => {
-                    pool.configure(admission, 0);
-                    TableRoute::NotReady {
-                        state,
-                        retry_after_secs,
-                        reason: reason.map(Arc::from),
-                    }
-                }
-            };
-            table.insert(Arc::from(entry.agent.as_str()), route);
+            let agent = Arc::from(entry.agent.as_str());
+            if let Some(route) = self.live.route(entry, &self.out.metrics) {
+                table.insert(agent, route);
+            }
         }
-        self.routes.publish(table);
+        self.out.routes.publish(table);
         // The views as the state machine made them; the counters they are
         // shown with are the workers' and pools' own, read when shown.
-        self.snapshot.send_replace(Arc::new(self.core.views(clock)));
-        self.agents_view.send_replace(Arc::new(Published {
+        self.out
+            .snapshot
+            .send_replace(Arc::new(self.core.views(clock)));
+        self.out.agents.send_replace(Arc::new(Published {
             agents: self.core.agent_views(),
             counters: Counters {
-                workers: self.upstreams.clone(),
-                pools: self.pools.clone(),
+                workers: self.live.upstreams.clone(),
+                pools: self.live.pools.clone(),
             },
         }));
+    }
+}
+
+impl Live {
+    /// The proxy's route of one agent: its pool (made on first sight,
+    /// configured from the entry) and the upstreams of its ready and
+    /// draining workers; none while it is ready with no upstream yet.
+    fn route(&mut self, entry: RouteEntry, metrics: &Registry) -> Option<TableRoute> {
+        let pool = Arc::clone(self.pools.entry(entry.agent.clone()).or_insert_with(|| {
+            let metrics = metrics.agent(entry.agent.as_str());
+            Arc::new(Pool::new(entry.agent.as_str(), metrics))
+        }));
+        let admission = Admission {
+            max_concurrency: entry.max_concurrency,
+            max_queue: entry.max_queue,
+            queue_timeout: entry.queue_timeout,
+            wakes: entry.wakes,
+        };
+        pool.track_sessions(entry.sessions);
+        let upstreams = |workers: &[crate::state::Upstream]| -> Vec<Arc<Upstream>> {
+            workers
+                .iter()
+                .filter_map(|u| self.upstreams.get(&u.worker).cloned())
+                .collect()
+        };
+        Some(match entry.route {
+            Route::Ready(ups) => {
+                let ups = upstreams(&ups);
+                pool.configure(admission, ups.len());
+                if ups.is_empty() {
+                    return None;
+                }
+                TableRoute::Ready {
+                    pool,
+                    upstreams: ups.into(),
+                    draining: upstreams(&entry.draining).into(),
+                }
+            }
+            Route::Waking(state) => {
+                pool.configure(admission, 0);
+                TableRoute::Waking { pool, state }
+            }
+            Route::NotReady {
+                state,
+                retry_after_secs,
+                reason,
+            } => {
+                pool.configure(admission, 0);
+                TableRoute::NotReady {
+                    state,
+                    retry_after_secs,
+                    reason: reason.map(Arc::from),
+                }
+            }
+        })
     }
 }

@@ -9,14 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::control::{Control, Phase};
-use crate::dispatcher::Dispatcher;
+use crate::dispatcher::{Dispatcher, Outputs};
 use crate::http::api::{self, ApiState};
+use crate::http::connections::Connections;
+use crate::http::dashboard::AdminListener;
 use crate::http::metrics::Registry;
 use crate::http::proxy::ProxyOptions;
 use crate::http::route_table::RouteTable;
+use crate::http::server::Listening;
 use crate::logs::LogStore;
 use crate::model::{AgentId, Command, Origin};
 use crate::runtime::desired::{self, DesiredStatus};
@@ -31,6 +36,10 @@ use crate::state::{Budget, Config, Supervisor};
 /// Runs the supervisor on `listener` (the dashboard on `admin_listener`, its
 /// workers on the sockets of `ports`) until `shutdown` completes, then drains
 /// and stops every worker within `settings.shutdown_grace`.
+///
+/// In order: say how agents are isolated and what the task may use, start
+/// the state machine and its dispatcher, start the declared agents and the
+/// background tasks, serve, and on `shutdown` stop in order.
 pub async fn serve(
     settings: Settings,
     listener: TcpListener,
@@ -40,7 +49,69 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let port = listener.local_addr()?.port();
-    match &isolation {
+    log_isolation(&isolation);
+    let resources = task_resources().await;
+    let settings = Arc::new(settings);
+    let core = start_core(&settings, port, ports, &isolation, &resources);
+    start_declared(&core.control, &settings).await;
+    let tasks = start_tasks(&core.control, &settings, &isolation);
+    let _ = core.phase.send(Phase::Running);
+    let listeners = start_listeners(
+        Serving {
+            settings: &settings,
+            core: &core,
+            tasks: &tasks,
+            resources,
+            isolation,
+            port,
+        },
+        listener,
+        admin_listener,
+    )?;
+    shutdown.await;
+    stop(&settings, core, tasks, listeners).await;
+    Ok(())
+}
+
+/// The state machine at work: its dispatcher's task, the handle to it, and
+/// the tables and logs the dispatcher writes for the HTTP side.
+struct Core {
+    control: Control,
+    phase: watch::Sender<Phase>,
+    dispatcher: JoinHandle<()>,
+    routes: Arc<RouteTable>,
+    logs: Arc<LogStore>,
+    metrics: Arc<Registry>,
+}
+
+/// The tasks beside the dispatcher.
+struct Tasks {
+    desired: Arc<DesiredStatus>,
+    reload: mpsc::UnboundedSender<desired::Request>,
+    usage: Arc<UsageTable>,
+    sampler: JoinHandle<()>,
+    signals: JoinHandle<()>,
+}
+
+/// What the listeners are built from.
+struct Serving<'a> {
+    settings: &'a Arc<Settings>,
+    core: &'a Core,
+    tasks: &'a Tasks,
+    resources: TaskResources,
+    isolation: Isolation,
+    port: u16,
+}
+
+/// The main port's proxy threads and the dashboard's listener.
+struct Listeners {
+    main: Listening,
+    admin: Option<AdminListener>,
+}
+
+/// Says how agents are kept apart (loudly when they are not).
+fn log_isolation(isolation: &Isolation) {
+    match isolation {
         Isolation::PerAgentUid(per) => tracing::info!(
             isolation = isolation.name(),
             supervisor_uid = nix::unistd::geteuid().as_raw(),
@@ -57,6 +128,10 @@ pub async fn serve(
              (and the supervisor's); start the supervisor as root to give each agent a uid of its own"
         ),
     }
+}
+
+/// The CPUs and memory the task may use (the agents' budget).
+async fn task_resources() -> TaskResources {
     let resources = TaskResources::detect().await;
     tracing::info!(
         cpus = resources.cpus,
@@ -65,7 +140,18 @@ pub async fn serve(
         memory_source = %resources.memory_source,
         "task resources"
     );
-    let settings = Arc::new(settings);
+    resources
+}
+
+/// The state machine, the runtime that carries out its effects, and the
+/// dispatcher between them, started.
+fn start_core(
+    settings: &Arc<Settings>,
+    port: u16,
+    ports: Ports,
+    isolation: &Isolation,
+    resources: &TaskResources,
+) -> Core {
     let (control, channels) = Control::new();
     let logs = LogStore::new(settings.log_limits(), true);
     crate::http::proxy::upgrade::set_limits(
@@ -74,19 +160,7 @@ pub async fn serve(
     );
     let routes = Arc::new(RouteTable::default());
     let metrics = Arc::new(Registry::default());
-    let core = Supervisor::new(
-        Config {
-            stop_grace: settings.stop_timeout,
-            drain_timeout: settings.drain_timeout,
-            startup_timeout: settings.startup_timeout,
-            probe_failures: settings.probe_failures,
-            budget: Budget {
-                cpus: resources.cpus,
-                memory_mb: resources.memory_bytes / (1024 * 1024),
-            },
-        },
-        fastrand::u64(..),
-    );
+    let core = Supervisor::new(state_config(settings, resources), fastrand::u64(..));
     let runtime = Runtime::new(
         control.clone(),
         Arc::clone(&logs),
@@ -103,26 +177,43 @@ pub async fn serve(
         ports,
         isolation.clone(),
     );
-    let dispatcher = tokio::spawn(
-        Dispatcher::new(
-            core,
-            runtime,
-            channels.rx,
-            channels.snapshot,
-            channels.agents,
-            Arc::clone(&routes),
-            Arc::clone(&logs),
-            Arc::clone(&metrics),
-        )
-        .run(),
-    );
-    start_declared(&control, &settings).await;
-    let desired_status = Arc::new(DesiredStatus::default());
-    let reload = desired::spawn(
-        control.clone(),
-        Arc::clone(&settings),
-        Arc::clone(&desired_status),
-    );
+    let out = Outputs {
+        snapshot: channels.snapshot,
+        agents: channels.agents,
+        routes: Arc::clone(&routes),
+        logs: Arc::clone(&logs),
+        metrics: Arc::clone(&metrics),
+    };
+    let dispatcher = tokio::spawn(Dispatcher::new(core, runtime, channels.rx, out).run());
+    Core {
+        control,
+        phase: channels.phase,
+        dispatcher,
+        routes,
+        logs,
+        metrics,
+    }
+}
+
+/// The state machine's timeouts, and the budget its agents share.
+fn state_config(settings: &Settings, resources: &TaskResources) -> Config {
+    Config {
+        stop_grace: settings.stop_timeout,
+        drain_timeout: settings.drain_timeout,
+        startup_timeout: settings.startup_timeout,
+        probe_failures: settings.probe_failures,
+        budget: Budget {
+            cpus: resources.cpus,
+            memory_mb: resources.memory_bytes / (1024 * 1024),
+        },
+    }
+}
+
+/// The desired-state task, the resource and disk samplers, the downloads'
+/// sweeper and the signal watcher.
+fn start_tasks(control: &Control, settings: &Arc<Settings>, isolation: &Isolation) -> Tasks {
+    let desired = Arc::new(DesiredStatus::default());
+    let reload = desired::spawn(control.clone(), Arc::clone(settings), Arc::clone(&desired));
     let usage = Arc::new(UsageTable::default());
     let sampler = tokio::spawn(resources::sampler(
         control.clone(),
@@ -144,37 +235,37 @@ pub async fn serve(
         Err(e) => tracing::warn!("{e}; downloads are not swept"),
     }
     let signals = tokio::spawn(process_signals());
-    let _ = channels.phase.send(Phase::Running);
-
-    let unknown = Arc::new(AtomicU64::new(0));
-    let admin = admin_access(&settings, port);
-    let admin_credential = crate::http::api::auth::AdminCredential::new(&admin.token);
-    let api_state = Arc::new(ApiState {
-        control: control.clone(),
-        admin,
-        routes: Arc::clone(&routes),
-        settings: Arc::clone(&settings),
-        logs: Arc::clone(&logs),
-        metrics,
-        usage,
-        resources,
-        desired: desired_status,
+    Tasks {
+        desired,
         reload,
-        unknown_agents: Arc::clone(&unknown),
-        started: Instant::now(),
-        started_at: SystemTime::now(),
-        port,
-        isolation,
-    });
-    // The dashboard on its own origin; the main port keeps the API.
+        usage,
+        sampler,
+        signals,
+    }
+}
+
+/// The dashboard on its own origin (when it has a listener) and the main
+/// port: the API, and the proxy on its threads.
+fn start_listeners(
+    s: Serving<'_>,
+    listener: TcpListener,
+    admin_listener: Option<std::net::TcpListener>,
+) -> anyhow::Result<Listeners> {
+    let (settings, port) = (s.settings, s.port);
+    let unknown = Arc::new(AtomicU64::new(0));
+    let admin = admin_access(settings, port);
+    let admin_credential = crate::http::api::auth::AdminCredential::new(&admin.token);
+    let api_state = Arc::new(api_state(s, admin, Arc::clone(&unknown)));
     let admin_listener = match admin_listener {
-        Some(l) => Some(crate::http::dashboard::AdminListener::start(
+        Some(l) => Some(AdminListener::start(
             l,
             crate::http::dashboard::admin_router(api::router(Arc::clone(&api_state))),
         )?),
         None => None,
     };
     let admin_addr = admin_listener.as_ref().map(|a| a.addr);
+    let control = api_state.control.clone();
+    let routes = Arc::clone(&api_state.routes);
     let api = crate::http::dashboard::main_router(api::router(api_state), admin_addr);
     let proxy = ProxyOptions {
         header_timeout: settings.upstream_timeout,
@@ -182,22 +273,14 @@ pub async fn serve(
         access_log: settings.access_log,
         admin: Some(admin_credential),
     };
-    let open_files = crate::http::connections::raise_open_files();
-    let conns = crate::http::connections::Connections::new(crate::http::connections::Limits {
-        max_connections: settings
-            .max_connections
-            .unwrap_or_else(|| crate::http::connections::default_max_connections(open_files)),
-        client_header_timeout: settings.client_header_timeout,
-        keepalive_timeout: settings.keepalive_timeout,
-    });
     let listening = crate::http::server::start(
         listener.into_std()?,
         routes,
         api,
         proxy,
         unknown,
-        control.clone(),
-        conns,
+        control,
+        connections(settings),
     )?;
     tracing::info!(
         port,
@@ -206,12 +289,51 @@ pub async fn serve(
         dashboard = admin_addr.map(|a| format!("http://{a}/supervisor/ui/")),
         "supervisor listening"
     );
-    shutdown.await;
+    Ok(Listeners {
+        main: listening,
+        admin: admin_listener,
+    })
+}
 
-    // Stop accepting, let in-flight requests finish, then stop workers.
+/// What the management API reads.
+fn api_state(s: Serving<'_>, admin: api::Admin, unknown: Arc<AtomicU64>) -> ApiState {
+    ApiState {
+        control: s.core.control.clone(),
+        admin,
+        routes: Arc::clone(&s.core.routes),
+        settings: Arc::clone(s.settings),
+        logs: Arc::clone(&s.core.logs),
+        metrics: Arc::clone(&s.core.metrics),
+        usage: Arc::clone(&s.tasks.usage),
+        resources: s.resources,
+        desired: Arc::clone(&s.tasks.desired),
+        reload: s.tasks.reload.clone(),
+        unknown_agents: unknown,
+        started: Instant::now(),
+        started_at: SystemTime::now(),
+        port: s.port,
+        isolation: s.isolation,
+    }
+}
+
+/// The main port's connection limits (the open-files limit raised first).
+fn connections(settings: &Settings) -> Arc<Connections> {
+    let open_files = crate::http::connections::raise_open_files();
+    Connections::new(crate::http::connections::Limits {
+        max_connections: settings
+            .max_connections
+            .unwrap_or_else(|| crate::http::connections::default_max_connections(open_files)),
+        client_header_timeout: settings.client_header_timeout,
+        keepalive_timeout: settings.keepalive_timeout,
+    })
+}
+
+/// Stop accepting, let in-flight requests finish, then stop workers — all
+/// within `settings.shutdown_grace`.
+async fn stop(settings: &Settings, core: Core, tasks: Tasks, listeners: Listeners) {
     let started = Instant::now();
     let grace = settings.shutdown_grace;
-    let _ = channels.phase.send(Phase::Draining);
+    let _ = core.phase.send(Phase::Draining);
     let stop_budget = (grace / 3)
         .min(Duration::from_secs(10))
         .max(Duration::from_millis(500));
@@ -220,26 +342,25 @@ pub async fn serve(
         grace_s = grace.as_secs_f64(),
         "shutting down: draining connections"
     );
-    if let Some(a) = admin_listener {
+    if let Some(a) = listeners.admin {
         a.shutdown().await;
     }
-    listening.shutdown(drain_budget).await;
+    listeners.main.shutdown(drain_budget).await;
     let remaining = grace
         .saturating_sub(started.elapsed())
         .max(Duration::from_millis(500));
-    let stop = control.ask(Command::Shutdown {
+    let stop = core.control.ask(Command::Shutdown {
         grace: remaining.saturating_sub(Duration::from_millis(200)),
     });
     let _ = tokio::time::timeout(remaining + Duration::from_secs(1), stop).await;
-    let _ = channels.phase.send(Phase::Stopped);
-    sampler.abort();
-    signals.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(1), dispatcher).await;
+    let _ = core.phase.send(Phase::Stopped);
+    tasks.sampler.abort();
+    tasks.signals.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(1), core.dispatcher).await;
     tracing::info!(
         took_ms = started.elapsed().as_millis() as u64,
         "supervisor stopped"
     );
-    Ok(())
 }
 
 /// The admin token: `PAR_ADMIN_TOKEN`, or one made for this boot and

@@ -5,42 +5,10 @@
 use std::fmt;
 
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-}
-
-impl Level {
-    /// The one spelling of a level in logs and the API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Trace => "trace",
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Warn => "warn",
-            Level::Error => "error",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Level> {
-        Some(match s.to_ascii_lowercase().as_str() {
-            "trace" => Level::Trace,
-            "debug" => Level::Debug,
-            "info" | "notice" => Level::Info,
-            "warn" | "warning" => Level::Warn,
-            "error" | "err" | "critical" | "fatal" | "exception" => Level::Error,
-            _ => return None,
-        })
-    }
-}
+/// A line's level: the state machine's own log records have one too.
+pub use crate::model::Level;
 
 /// How much of a JSON line's fields is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

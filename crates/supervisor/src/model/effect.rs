@@ -78,11 +78,40 @@ pub struct Launch {
     pub task_role: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// The level of a log line, of the state machine's records (`Info`,
+/// `Warn`, `Error`) and of what workers and agents print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Level {
+    Trace,
+    Debug,
     Info,
     Warn,
     Error,
+}
+
+impl Level {
+    /// The one spelling of a level in logs and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Level> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "trace" => Level::Trace,
+            "debug" => Level::Debug,
+            "info" | "notice" => Level::Info,
+            "warn" | "warning" => Level::Warn,
+            "error" | "err" | "critical" | "fatal" | "exception" => Level::Error,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

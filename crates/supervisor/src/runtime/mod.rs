@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal as NixSignal;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::control::Control;
@@ -30,7 +31,7 @@ use drain::InFlight;
 use isolation::{Isolation, Prepared};
 use ports::Ports;
 use probe::{ProbeClient, ProbeOptions};
-use process::WorkerCommand;
+use process::{Starter, WorkerCommand};
 
 /// A worker as the runtime holds it, from its port's allocation to its release.
 struct Running {
@@ -61,13 +62,16 @@ pub struct SpawnOutcome {
 pub struct Runtime {
     control: Control,
     logs: Arc<LogStore>,
-    command: WorkerCommand,
+    starter: Starter,
     probe: ProbeOptions,
     client: ProbeClient,
     ports: Ports,
     home: std::path::PathBuf,
     isolation: Isolation,
     workers: HashMap<WorkerId, Running>,
+    /// Workers whose preparation is done, told by their preparing tasks.
+    prepared: mpsc::UnboundedReceiver<(WorkerId, Prepared)>,
+    prepared_tx: mpsc::UnboundedSender<(WorkerId, Prepared)>,
 }
 
 impl Runtime {
@@ -80,16 +84,24 @@ impl Runtime {
         isolation: Isolation,
     ) -> Self {
         let home = command.home.clone();
+        let starter = Starter {
+            command,
+            control: control.clone(),
+            logs: Arc::clone(&logs),
+        };
+        let (prepared_tx, prepared) = mpsc::unbounded_channel();
         Runtime {
             control,
             logs,
-            command,
+            starter,
             probe,
             client: probe::client(),
             ports,
             home,
             isolation,
             workers: HashMap::new(),
+            prepared,
+            prepared_tx,
         }
     }
 
@@ -122,6 +134,7 @@ impl Runtime {
             let task = tokio::spawn(prepare(
                 Arc::clone(per),
                 launch.clone(),
+                self.prepared_tx.clone(),
                 self.control.clone(),
                 Arc::clone(&self.logs),
             ));
@@ -138,15 +151,7 @@ impl Runtime {
             };
         }
         let listener = self.ports.lease(port);
-        let event = match process::spawn(
-            launch,
-            port,
-            listener,
-            &self.command,
-            &self.control,
-            &self.logs,
-            None,
-        ) {
+        let event = match self.starter.spawn(launch, port, listener, None) {
             Ok(started) => {
                 let running = Running {
                     process: Process::Started {
@@ -178,14 +183,26 @@ impl Runtime {
         WorkerEvent::SpawnFailed {
             reason: format!(
                 "failed to start the worker ({}): {e}",
-                self.command.argv.join(" ")
+                self.starter.command.argv.join(" ")
             ),
             kind: SpawnFailure::Exec,
         }
     }
 
+    /// The next worker whose preparation is done: the dispatcher has
+    /// [`Runtime::start_prepared`] start it.
+    pub async fn prepared(&mut self) -> Option<(WorkerId, Prepared)> {
+        self.prepared.recv().await
+    }
+
+    /// A worker whose preparation is done, if one is waiting.
+    pub fn try_prepared(&mut self) -> Option<(WorkerId, Prepared)> {
+        self.prepared.try_recv().ok()
+    }
+
     /// Starts the process of a prepared worker, unless it was stopped in the
-    /// meantime. Runs on the dispatcher's thread.
+    /// meantime. Runs on the dispatcher's task, which owns the worker table
+    /// the decision is made against (see [`prepare`]).
     pub fn start_prepared(&mut self, worker: WorkerId, prepared: Prepared) -> Option<WorkerEvent> {
         if let Some(refused) = self.refuse_leftovers(worker, prepared.uid) {
             return Some(refused);
@@ -198,13 +215,10 @@ impl Runtime {
             let _ = std::fs::remove_file(&prepared.package);
             return None;
         }
-        let spawned = process::spawn(
+        let spawned = self.starter.spawn(
             &w.launch,
             w.port,
             self.ports.lease(w.port),
-            &self.command,
-            &self.control,
-            &self.logs,
             Some((&prepared, self.isolation.per_agent()?)),
         );
         match spawned {
@@ -344,12 +358,20 @@ impl Runtime {
     }
 }
 
-/// Prepares a worker to start under its agent's uid, then hands it to the
-/// dispatcher; a failure is reported as the worker's exit (78 when the
-/// package is at fault), its reason in the agent's logs.
+/// Prepares a worker to start under its agent's uid, then hands it back to
+/// the runtime (`done`); a failure is reported as the worker's exit (78 when
+/// the package is at fault), its reason in the agent's logs.
+///
+/// The process is not started here but by [`Runtime::start_prepared`] on
+/// the dispatcher's task: whether it may start at all (not stopped or
+/// released meanwhile, no leftovers of its uid while no other worker of its
+/// agent runs) is decided against the runtime's table of workers and its
+/// ports, which only that task holds, in the same order as the effects
+/// that stop or release the worker.
 async fn prepare(
     per: Arc<isolation::PerAgent>,
     launch: Launch,
+    done: mpsc::UnboundedSender<(WorkerId, Prepared)>,
     control: Control,
     logs: Arc<LogStore>,
 ) {
@@ -359,7 +381,7 @@ async fn prepare(
     let agent = launch.agent.as_str().to_string();
     match per.prepare(launch, Arc::clone(&logs)).await {
         Ok(prepared) => {
-            control.prepared(worker, prepared);
+            let _ = done.send((worker, prepared));
         }
         Err(f) => {
             let at = std::time::SystemTime::now();

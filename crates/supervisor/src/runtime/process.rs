@@ -35,35 +35,150 @@ pub struct Started {
     pub exited: Arc<AtomicBool>,
 }
 
-/// Spawns the worker for `launch` on `port` (serving on `listener`, the
-/// port's socket the supervisor holds, when given) and the tasks that watch
-/// it (under its agent's uid when `isolated`). Must run on a long-lived
-/// runtime thread (see [`super::unix::isolate`]).
-#[allow(clippy::too_many_arguments)]
-pub fn spawn(
+/// What every worker is started with, and where what becomes of it goes:
+/// its command, the state machine (its exit), the log store (its output).
+pub struct Starter {
+    pub command: WorkerCommand,
+    pub control: Control,
+    pub logs: Arc<LogStore>,
+}
+
+impl Starter {
+    /// Spawns the worker for `launch` on `port` (serving on `listener`, the
+    /// port's socket the supervisor holds, when given) and the tasks that
+    /// watch it (under its agent's uid when `isolated`). Must run on a
+    /// long-lived runtime thread (see [`super::unix::isolate`]).
+    pub fn spawn(
+        &self,
+        launch: &Launch,
+        port: u16,
+        listener: Option<super::ports::Lease>,
+        isolated: Option<(&Prepared, &Arc<PerAgent>)>,
+    ) -> std::io::Result<Started> {
+        let mut cmd = self.command_for(launch, port, listener.as_ref(), isolated)?;
+        let child = super::unix::spawn_tracked(|| {
+            let child = cmd.spawn()?;
+            let pid = child.id().unwrap_or(0);
+            Ok((child, pid))
+        })?;
+        Ok(self.watch(child, launch, listener))
+    }
+
+    /// The worker's command: its program, a clean environment, its
+    /// identity when isolated, the port's socket, its own process group.
+    fn command_for(
+        &self,
+        launch: &Launch,
+        port: u16,
+        listener: Option<&super::ports::Lease>,
+        isolated: Option<(&Prepared, &Arc<PerAgent>)>,
+    ) -> std::io::Result<tokio::process::Command> {
+        let command = &self.command;
+        let (program, args) = command.argv.split_first().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty worker command")
+        })?;
+        // Under agent uids through the binary opened at start: its folders need
+        // not be theirs to walk (see `isolation::program`).
+        let mut cmd = match isolated {
+            Some((_, per)) if per.program.path.as_os_str() == program.as_str() => {
+                per.program.command()
+            }
+            _ => tokio::process::Command::new(program),
+        };
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        worker_env(&mut cmd, command, launch, port, isolated);
+        if let Some(lease) = listener {
+            cmd.env(env::LISTEN_FD, lease.fd().to_string());
+            super::ports::inherit(&mut cmd, lease.fd());
+        }
+        super::unix::isolate(&mut cmd);
+        Ok(cmd)
+    }
+
+    /// Captures the worker's output, and tells the state machine when it
+    /// exits, with the error lines it printed.
+    fn watch(
+        &self,
+        mut child: tokio::process::Child,
+        launch: &Launch,
+        listener: Option<super::ports::Lease>,
+    ) -> Started {
+        let pid = child.id().unwrap_or(0);
+        let (started, started_at) = (Instant::now(), SystemTime::now());
+        let agent = launch.agent.to_string();
+        let process = launch.agent.process_id(launch.replica);
+        let capture = |stream| {
+            (
+                Arc::clone(&self.logs),
+                agent.clone(),
+                process.clone(),
+                stream,
+            )
+        };
+        let out = child.stdout.take().map(|p| {
+            let (logs, agent, process, stream) = capture("stdout");
+            tokio::spawn(crate::logs::capture(logs, agent, process, stream, p))
+        });
+        let err = child.stderr.take().map(|p| {
+            let (logs, agent, process, stream) = capture("stderr");
+            tokio::spawn(crate::logs::capture(logs, agent, process, stream, p))
+        });
+
+        let exited = Arc::new(AtomicBool::new(false));
+        let (flag, control, logs, worker) = (
+            Arc::clone(&exited),
+            self.control.clone(),
+            Arc::clone(&self.logs),
+            launch.worker,
+        );
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            if let Some(lease) = &listener {
+                lease.worker_gone();
+            }
+            flag.store(true, Ordering::Release);
+            super::unix::untrack(pid);
+            let exit = ExitInfo {
+                code: status.as_ref().ok().and_then(|s| s.code()),
+                signal: status.as_ref().ok().and_then(|s| s.signal()),
+                at: SystemTime::now(),
+                ran_seconds: started.elapsed().as_secs_f64(),
+            };
+            // The reason of a failure is in its last lines: let them arrive first.
+            let drain = async {
+                for t in [out, err].into_iter().flatten() {
+                    let _ = t.await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+            let errors = if exit.success() {
+                Vec::new()
+            } else {
+                logs.last_errors_since(&process, EXIT_ERROR_LINES, started_at)
+            };
+            control.send(Input::Worker {
+                worker,
+                event: WorkerEvent::Exited { exit, errors },
+            });
+        });
+        Started { pid, exited }
+    }
+}
+
+/// A clean environment: the allow-list of the supervisor's, then the
+/// spec's, then the worker's own variables (and, under its agent's uid,
+/// its folders and identity).
+fn worker_env(
+    cmd: &mut tokio::process::Command,
+    command: &WorkerCommand,
     launch: &Launch,
     port: u16,
-    listener: Option<super::ports::Lease>,
-    command: &WorkerCommand,
-    control: &Control,
-    logs: &Arc<LogStore>,
     isolated: Option<(&Prepared, &Arc<PerAgent>)>,
-) -> std::io::Result<Started> {
-    let (program, args) = command.argv.split_first().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty worker command")
-    })?;
-    // Under agent uids through the binary opened at start: its folders need
-    // not be theirs to walk (see `isolation::program`).
-    let mut cmd = match isolated {
-        Some((_, per)) if per.program.path.as_os_str() == program.as_str() => per.program.command(),
-        _ => tokio::process::Command::new(program),
-    };
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(false);
-    // A clean environment: the allow-list of the supervisor's, then the spec's.
+) {
     let inherit = Inherit {
         task_role: launch.task_role,
         installs: isolated.is_none(),
@@ -94,72 +209,10 @@ pub fn spawn(
                 .env(env::ISOLATION, "per-agent-uid");
             // Before the parent-death signal: a change of uid clears it.
             let id = per.identity(prepared.uid);
-            privileges::become_identity(&mut cmd, id, Some(&prepared.dir));
+            privileges::become_identity(cmd, id, Some(&prepared.dir));
         }
         None => {
             cmd.env(env::ISOLATION, "shared-uid");
         }
     }
-    if let Some(lease) = &listener {
-        cmd.env(env::LISTEN_FD, lease.fd().to_string());
-        super::ports::inherit(&mut cmd, lease.fd());
-    }
-    super::unix::isolate(&mut cmd);
-    let mut child = super::unix::spawn_tracked(|| {
-        let child = cmd.spawn()?;
-        let pid = child.id().unwrap_or(0);
-        Ok((child, pid))
-    })?;
-    let pid = child.id().unwrap_or(0);
-    let (started, started_at) = (Instant::now(), SystemTime::now());
-    let agent = launch.agent.to_string();
-    let process = launch.agent.process_id(launch.replica);
-    let capture = |stream| (Arc::clone(logs), agent.clone(), process.clone(), stream);
-    let out = child.stdout.take().map(|p| {
-        let (logs, agent, process, stream) = capture("stdout");
-        tokio::spawn(crate::logs::capture(logs, agent, process, stream, p))
-    });
-    let err = child.stderr.take().map(|p| {
-        let (logs, agent, process, stream) = capture("stderr");
-        tokio::spawn(crate::logs::capture(logs, agent, process, stream, p))
-    });
-
-    let exited = Arc::new(AtomicBool::new(false));
-    let (flag, control, logs, worker) = (
-        Arc::clone(&exited),
-        control.clone(),
-        Arc::clone(logs),
-        launch.worker,
-    );
-    tokio::spawn(async move {
-        let status = child.wait().await;
-        if let Some(lease) = &listener {
-            lease.worker_gone();
-        }
-        flag.store(true, Ordering::Release);
-        super::unix::untrack(pid);
-        let exit = ExitInfo {
-            code: status.as_ref().ok().and_then(|s| s.code()),
-            signal: status.as_ref().ok().and_then(|s| s.signal()),
-            at: SystemTime::now(),
-            ran_seconds: started.elapsed().as_secs_f64(),
-        };
-        // The reason of a failure is in its last lines: let them arrive first.
-        let drain = async {
-            for t in [out, err].into_iter().flatten() {
-                let _ = t.await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
-        let errors = if exit.success() {
-            Vec::new()
-        } else {
-            logs.last_errors_since(&process, EXIT_ERROR_LINES, started_at)
-        };
-        control.send(Input::Worker {
-            worker,
-            event: WorkerEvent::Exited { exit, errors },
-        });
-    });
-    Ok(Started { pid, exited })
 }
