@@ -21,7 +21,7 @@ pub(super) struct Admitted {
     pub upstream: Arc<Upstream>,
     pub slot: Option<OwnedSemaphorePermit>,
     /// The session it belongs to (agents whose sessions are tracked).
-    pub session: Option<Box<str>>,
+    pub session: Option<Arc<str>>,
     /// Its session's process was gone: it starts over on this one.
     pub rebound: bool,
     /// How long it waited for the agent to wake from zero, when it did.
@@ -32,7 +32,7 @@ impl SessionHint {
     /// The key it names itself (not one found from an interaction id).
     pub fn key(&self) -> Option<&str> {
         match self {
-            SessionHint::Key(k) => Some(k),
+            SessionHint::Key(k) => Some(&**k),
             _ => None,
         }
     }
@@ -43,7 +43,8 @@ impl SessionHint {
 pub enum SessionHint {
     #[default]
     None,
-    Key(Box<str>),
+    /// Shared by the admission, the reply's watch and its header.
+    Key(Arc<str>),
     /// An answer to something the agent asked in a session it named then.
     Interaction(Box<str>),
 }
@@ -56,7 +57,7 @@ fn choose(
     draining: &[Arc<Upstream>],
     avoid: &[WorkerId],
     hint: &SessionHint,
-) -> Option<(Arc<Upstream>, Option<Box<str>>, bool)> {
+) -> Option<(Arc<Upstream>, Option<Arc<str>>, bool)> {
     let settings = match hint {
         SessionHint::None => None,
         _ => pool.session_settings(),
@@ -65,9 +66,9 @@ fn choose(
         return pick(upstreams, avoid).map(|u| (u, None, false));
     };
     let key = match hint {
-        SessionHint::Key(k) => k.clone(),
+        SessionHint::Key(k) => Arc::clone(k),
         SessionHint::Interaction(id) => match pool.sessions.session_of(id) {
-            Some(k) => k,
+            Some(k) => k.into(),
             None => return pick(upstreams, avoid).map(|u| (u, None, false)),
         },
         SessionHint::None => return None,

@@ -16,7 +16,8 @@ use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use memchr::memmem;
-use serde::Deserialize;
+
+use super::skim;
 
 /// The header any client may send its session key in.
 pub const HEADER: &str = "x-par-session-id";
@@ -37,58 +38,27 @@ pub fn valid(key: &[u8]) -> Option<&str> {
     std::str::from_utf8(key).ok()
 }
 
-/// What a body says about its session.
+/// What a body says about its session (borrowed from it unless written
+/// with escapes).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct FromBody {
-    pub session: Option<String>,
+pub struct FromBody<'a> {
+    pub session: Option<Cow<'a, str>>,
     /// An interaction id answered, when no session is named.
-    pub interaction: Option<String>,
+    pub interaction: Option<Cow<'a, str>>,
 }
 
-/// The session fields of one level of a body: the top, whose `params` is
-/// the level below (`P`), or `params` itself (`P` = nothing read). serde
-/// skips every other field as it reads (no `flatten`: it would keep them),
-/// and borrows the strings unless they hold escapes.
-#[derive(Deserialize, Default)]
-struct Level<'a, P> {
-    #[serde(default)]
-    params: Option<P>,
-    #[serde(rename = "sessionId", default, borrow)]
-    session_id: Option<Cow<'a, str>>,
-    #[serde(rename = "clarificationId", default, borrow)]
-    clarification_id: Option<Cow<'a, str>>,
-    #[serde(rename = "selectionId", default, borrow)]
-    selection_id: Option<Cow<'a, str>>,
-    #[serde(rename = "planId", default, borrow)]
-    plan_id: Option<Cow<'a, str>>,
-    #[serde(rename = "permissionId", default, borrow)]
-    permission_id: Option<Cow<'a, str>>,
-}
-
-/// `params` of a body.
-type Fields<'a> = Level<'a, serde::de::IgnoredAny>;
-/// A JSON-RPC request or a `/respond` body, as far as sessions go.
-type Body<'a> = Level<'a, Fields<'a>>;
-
-impl<P> Level<'_, P> {
-    fn session(&self) -> Option<String> {
-        string_key(self.session_id.as_deref())
+impl<'a> skim::Level<'a> {
+    /// Its `sessionId`, when a usable key.
+    fn session(&self) -> Option<Cow<'a, str>> {
+        self.fields[0].and_then(|s| s.key())
     }
 
-    fn interaction(&self) -> Option<String> {
-        [
-            &self.clarification_id,
-            &self.selection_id,
-            &self.plan_id,
-            &self.permission_id,
-        ]
-        .into_iter()
-        .find_map(|v| string_key(v.as_deref()))
+    /// The first of its interaction ids that is a usable key.
+    fn interaction(&self) -> Option<Cow<'a, str>> {
+        self.fields[1..]
+            .iter()
+            .find_map(|f| f.and_then(|s| s.key()))
     }
-}
-
-fn string_key(v: Option<&str>) -> Option<String> {
-    valid(v?.as_bytes()).map(str::to_owned)
 }
 
 /// Whether a body may name a session at all, before any parse: one byte
@@ -116,20 +86,25 @@ fn is_named(buf: &[u8], name_end: usize, field: &str) -> bool {
         && buf[name_end - f.len() - 1] == b'"'
 }
 
-/// The session a request body names, if it is JSON that names one.
-pub fn from_body(body: &[u8]) -> FromBody {
+/// The session a request body names, if it is JSON that names one:
+/// `params.sessionId`, else a top-level `sessionId`; else the first
+/// interaction id of `params`, else of the top. A body that is not JSON,
+/// or whose session fields are not strings, names nothing (`skim`).
+pub fn from_body(body: &[u8]) -> FromBody<'_> {
     if !may_name_one(body) {
         return FromBody::default();
     }
-    let Ok(parsed) = serde_json::from_slice::<Body>(body) else {
+    named(body)
+}
+
+/// `from_body` without the byte search first.
+pub(super) fn named(body: &[u8]) -> FromBody<'_> {
+    let Ok(b) = skim::skim(body) else {
         return FromBody::default();
     };
-    let params = parsed.params.as_ref();
-    let session = params.and_then(Level::session).or_else(|| parsed.session());
+    let session = b.params.session().or_else(|| b.top.session());
     let interaction = if session.is_none() {
-        params
-            .and_then(Level::interaction)
-            .or_else(|| parsed.interaction())
+        b.params.interaction().or_else(|| b.top.interaction())
     } else {
         None
     };
@@ -140,13 +115,13 @@ pub fn from_body(body: &[u8]) -> FromBody {
 }
 
 /// Finds interaction ids in a reply as it streams by (SSE events or one
-/// JSON document), across the boundaries of its chunks.
-#[derive(Debug, Default)]
+/// JSON document), across the boundaries of its chunks. Nothing is
+/// allocated until an id is found.
+#[derive(Debug)]
 pub struct Interactions {
     /// The end of the previous chunk, where a field may have been cut.
-    tail: Vec<u8>,
-    /// The tail and the start of the next chunk, scanned for a field cut in two.
-    seam: Vec<u8>,
+    tail: [u8; TAIL],
+    tail_len: usize,
     found: Vec<String>,
     /// Also look for the first `sessionId` (a session the agent made up
     /// for a request that named none).
@@ -160,6 +135,18 @@ const TAIL: usize = super::MAX_KEY + 32;
 
 /// Interaction ids kept per reply.
 const MAX_FOUND: usize = 64;
+
+impl Default for Interactions {
+    fn default() -> Self {
+        Interactions {
+            tail: [0; TAIL],
+            tail_len: 0,
+            found: Vec::new(),
+            learn_session: false,
+            session: None,
+        }
+    }
+}
 
 impl Interactions {
     /// A scan that also finds the session the reply names.
@@ -180,23 +167,25 @@ impl Interactions {
         if bytes.is_empty() {
             return;
         }
-        if !self.tail.is_empty() {
+        let kept = self.tail_len;
+        if kept > 0 {
             // A field that starts in the tail and ends in these bytes.
-            let mut seam = std::mem::take(&mut self.seam);
-            seam.clear();
-            seam.extend_from_slice(&self.tail);
-            seam.extend_from_slice(&bytes[..bytes.len().min(TAIL)]);
-            self.scan(&seam, Some(self.tail.len()));
-            self.seam = seam;
+            let mut seam = [0u8; 2 * TAIL];
+            let more = bytes.len().min(TAIL);
+            seam[..kept].copy_from_slice(&self.tail[..kept]);
+            seam[kept..kept + more].copy_from_slice(&bytes[..more]);
+            self.scan(&seam[..kept + more], Some(kept));
         }
         self.scan(bytes, None);
+        // The last TAIL bytes of the tail and these.
         if bytes.len() >= TAIL {
-            self.tail.clear();
-            self.tail.extend_from_slice(&bytes[bytes.len() - TAIL..]);
+            self.tail.copy_from_slice(&bytes[bytes.len() - TAIL..]);
+            self.tail_len = TAIL;
         } else {
-            self.tail.extend_from_slice(bytes);
-            let over = self.tail.len().saturating_sub(TAIL);
-            self.tail.drain(..over);
+            let keep = kept.min(TAIL - bytes.len());
+            self.tail.copy_within(kept - keep..kept, 0);
+            self.tail[keep..keep + bytes.len()].copy_from_slice(bytes);
+            self.tail_len = keep + bytes.len();
         }
     }
 

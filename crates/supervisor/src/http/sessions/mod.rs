@@ -15,6 +15,7 @@
 //! How a request's key is found is in `key`.
 
 pub mod key;
+mod skim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -330,7 +331,7 @@ impl Table {
 pub struct Watch {
     pool: Arc<crate::http::route_table::Pool>,
     upstream: Arc<Upstream>,
-    key: Option<Box<str>>,
+    key: Option<Arc<str>>,
     scan: key::Interactions,
 }
 
@@ -339,7 +340,7 @@ impl Watch {
     pub fn new(
         pool: Arc<crate::http::route_table::Pool>,
         upstream: Arc<Upstream>,
-        session: Option<Box<str>>,
+        session: Option<Arc<str>>,
     ) -> Self {
         let scan = if session.is_some() {
             key::Interactions::default()
