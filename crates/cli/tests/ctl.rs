@@ -1,7 +1,8 @@
 //! `par ctl` end to end against a real supervisor running the example agents:
 //! ls, logs (and `-f` ended by SIGINT), restart/stop/start/rm, rollout
-//! --wait, reload, top; the exit codes of a missing supervisor, a missing or
-//! wrong token, and an unknown agent.
+//! --wait, set (replicas and sessions in place, env by a rollout, refusals
+//! here and by the supervisor), reload, top; the exit codes of a missing
+//! supervisor, a missing or wrong token, and an unknown agent.
 
 mod supervisor_support;
 
@@ -378,4 +379,248 @@ fn ctl_needs_the_admin_token_when_one_is_set() {
     let o = ctl(port, &home, &["start", "a"]);
     expect(&o, 4, "a stale token file");
     assert!(err(&o).contains(".token"), "{}", err(&o));
+}
+
+/// One agent `a` on the fake worker (fast to start, echoes every request).
+fn start_fake(tag: &str) -> Supervisor {
+    let sup = Supervisor::start(tag, "", "[[agents]]\nid = \"a\"\npackage = \"pkg\"\n", &[]);
+    sup.wait_ready("a", LONG);
+    sup
+}
+
+/// The pid of `process_id` (`par-a`, `par-a-2`, ...).
+fn pid_of(sup: &Supervisor, process_id: &str) -> Value {
+    sup.processes()
+        .into_iter()
+        .find(|p| p["process_id"] == process_id)
+        .map(|p| p["pid"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// A request to `a` carrying a session key; the key the response echoes.
+fn keyed(port: u16, key: &str) -> Option<String> {
+    let r = http(
+        port,
+        "GET",
+        "/agents/a/hello",
+        &[("x-par-session-id", key)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.header("x-par-session-id").map(str::to_string)
+}
+
+fn metric(port: u16, line_prefix: &str) -> f64 {
+    let text = get(port, "/metrics").unwrap().text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_prefix} in /metrics:\n{text}"))
+}
+
+#[test]
+fn ctl_set_changes_replicas_and_sessions_in_place_and_env_by_a_rollout() {
+    let sup = start_fake("ctl-set");
+    let home = sup.dir.path().join("home");
+    let port = sup.port;
+    let first = pid_of(&sup, "par-a");
+    assert_eq!(sup.agent_status("a")["sessions_tracked"], false);
+
+    // Two replicas, sessions bounded to 5: applied to the running process.
+    let o = ctl(
+        port,
+        &home,
+        &[
+            "set",
+            "a",
+            "--replicas",
+            "2",
+            "--max-sessions",
+            "5",
+            "--wait",
+        ],
+    );
+    expect(&o, 0, "set --replicas 2 --max-sessions 5 --wait");
+    let text = out(&o);
+    assert!(
+        text.contains("replicas=2")
+            && text.contains("max_sessions=5")
+            && text.contains("outcome: scaled")
+            && text.contains("a: ready, 2 of 2 replicas ready; sessions tracked"),
+        "{text}"
+    );
+    let a = sup.agent_status("a");
+    assert_eq!(
+        (
+            &a["desired_replicas"],
+            &a["ready_replicas"],
+            &a["sessions_tracked"]
+        ),
+        (&Value::from(2), &Value::from(2), &Value::Bool(true)),
+        "{a}"
+    );
+    assert_eq!(
+        pid_of(&sup, "par-a"),
+        first,
+        "no rollout: par-a kept its process"
+    );
+    assert!(pid_of(&sup, "par-a-1").is_u64());
+    // max_sessions holds: 12 keys, 5 bound, 7 evicted.
+    for i in 0..12 {
+        assert_eq!(keyed(port, &format!("k{i}")), Some(format!("k{i}")));
+    }
+    assert_eq!(sup.agent_status("a")["sessions"], 5);
+    assert_eq!(
+        metric(port, "par_agent_sessions_evicted_total{agent_id=\"a\"}"),
+        7.0
+    );
+
+    // A short session_idle_timeout ends the bindings made under the default (15m).
+    let o = ctl(port, &home, &["set", "a", "--session-idle-timeout", "1s"]);
+    expect(&o, 0, "set --session-idle-timeout 1s");
+    assert!(out(&o).contains("outcome: scaled"), "{}", out(&o));
+    wait_until(
+        Duration::from_secs(60),
+        "the sessions to expire after 1s idle",
+        || (sup.agent_status("a")["sessions"] == 0).then_some(()),
+    );
+
+    // sessions = off: not tracked, no key echoed; the same again changes nothing.
+    let o = ctl(port, &home, &["set", "a", "--sessions", "off"]);
+    expect(&o, 0, "set --sessions off");
+    assert!(
+        out(&o).contains("outcome: scaled") && out(&o).contains("sessions not tracked"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(sup.agent_status("a")["sessions_tracked"], false);
+    assert_eq!(keyed(port, "after-off"), None);
+    let o = ctl(port, &home, &["set", "a", "--sessions", "off"]);
+    expect(&o, 0, "set --sessions off again");
+    assert!(out(&o).contains("outcome: unchanged"), "{}", out(&o));
+    assert_eq!(pid_of(&sup, "par-a"), first);
+
+    // An environment variable is a new deployment: blue/green, followed with
+    // --wait; the value is not printed; the other settings are kept.
+    let o = ctl(
+        port,
+        &home,
+        &["set", "a", "--env", "CTL_SET_MARK=secret-value", "--wait"],
+    );
+    expect(&o, 0, "set --env --wait");
+    let text = out(&o);
+    assert!(
+        text.contains("env CTL_SET_MARK set")
+            && text.contains("outcome: rolling (blue/green")
+            && text.contains("rolled out a in"),
+        "{text}"
+    );
+    assert!(!text.contains("secret-value"), "{text}");
+    assert_ne!(pid_of(&sup, "par-a"), first, "a new generation serves");
+    let a = sup.agent_status("a");
+    assert_eq!(
+        (&a["desired_replicas"], &a["sessions_tracked"]),
+        (&Value::from(2), &Value::Bool(false)),
+        "{a}"
+    );
+
+    // --reset returns replicas to the default, one.
+    let o = ctl(
+        port,
+        &home,
+        &["set", "par-a", "--reset", "replicas", "--wait"],
+    );
+    expect(&o, 0, "set --reset replicas");
+    assert!(
+        out(&o).contains("replicas reset") && out(&o).contains("outcome: scaled"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(sup.agent_status("a")["desired_replicas"], 1);
+}
+
+#[test]
+fn ctl_set_refuses_a_bad_value_without_asking_the_supervisor() {
+    // A listener no request may reach: every refusal is made before one is sent.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = TempDir::new("ctl-set-local");
+    for (args, named) in [
+        (&["set", "a", "--replicas", "three"][..], "--replicas"),
+        (
+            &["set", "a", "--session-idle-timeout", "soon"],
+            "--session-idle-timeout",
+        ),
+        (&["set", "a", "--session-drain-timeout", "20"], "time unit"),
+        (&["set", "a", "--sessions", "maybe"], "maybe"),
+        (&["set", "a", "--max-sessions=-5"], "--max-sessions"),
+        (&["set", "a", "--target-concurrency", "NaN"], "finite"),
+        (&["set", "a", "--env", "NOVALUE"], "KEY=VALUE"),
+        (&["set", "a", "--reset", "colour"], "colour"),
+        (&["set", "a", "--colour", "blue"], "--colour"),
+        (&["set", "a"], "nothing to set"),
+        (
+            &["set", "a", "--replicas", "2", "--reset", "replicas"],
+            "both name replicas",
+        ),
+        (
+            &["set", "a", "--env", "K=1", "--unset-env", "K"],
+            "K is named by both",
+        ),
+        (&["set", "Not An Id", "--replicas", "2"], "Not An Id"),
+    ] {
+        let o = ctl(port, dir.path(), args);
+        expect(&o, 2, &format!("{args:?}"));
+        assert!(err(&o).contains(named), "{args:?}: {}", err(&o));
+    }
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("par ctl set connected to the supervisor: {other:?}"),
+    }
+}
+
+#[test]
+fn ctl_set_shows_the_supervisors_refusal() {
+    let sup = start_fake("ctl-set-refused");
+    let home = sup.dir.path().join("home");
+    let port = sup.port;
+    let first = pid_of(&sup, "par-a");
+    for (args, says) in [
+        (
+            &["set", "a", "--replicas", "2", "--max-replicas", "4"][..],
+            &[
+                "replicas: is chosen by the autoscaler when max_replicas is set; leave it out",
+                "target_concurrency: is required to autoscale",
+            ][..],
+        ),
+        (
+            &["set", "a", "--replicas", "0"],
+            &["replicas: must be between 1 and 64"],
+        ),
+        (
+            &["set", "a", "--session-idle-timeout", "50ms"],
+            &["session_idle_timeout: must be at least 100ms and at most 24h"],
+        ),
+        (
+            &["set", "a", "--env", "PAR_PORT=1"],
+            &["env_vars.PAR_PORT: is set by the supervisor and cannot be overridden"],
+        ),
+    ] {
+        let o = ctl(port, &home, args);
+        expect(&o, 1, &format!("{args:?}"));
+        let e = err(&o);
+        assert!(e.contains("(422 invalid_request)"), "{args:?}: {e}");
+        for s in says {
+            assert!(e.contains(s), "{args:?}: {e}");
+        }
+        assert!(out(&o).is_empty(), "{args:?}: {}", out(&o));
+    }
+    let a = sup.agent_status("a");
+    assert_eq!(a["desired_replicas"], 1, "{a}");
+    assert!(a["autoscale"].is_null(), "{a}");
+    assert_eq!(pid_of(&sup, "par-a"), first);
+    let o = ctl(port, &home, &["set", "nobody", "--replicas", "2"]);
+    expect(&o, 5, "set of an unknown agent");
 }

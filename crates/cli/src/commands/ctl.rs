@@ -1,6 +1,6 @@
 //! `par ctl`: the supervisor's management API from a terminal (list, logs,
-//! restart/stop/start/rm, rollout, reload, top), with exit codes a script can
-//! rely on.
+//! restart/stop/start/rm, rollout, set, reload, top), with exit codes a
+//! script can rely on.
 //!
 //! Exit codes: 0 done (also `logs -f` and `top` ended by Ctrl-C), 1 the
 //! operation failed (refused by the supervisor, a rollout or start that
@@ -10,6 +10,7 @@
 mod client;
 mod logs;
 mod rollout;
+mod set;
 mod status;
 mod table;
 mod top;
@@ -66,6 +67,15 @@ enum CtlCommand {
     /// Only the package changes (PATCH): the supervisor keeps the rest of the
     /// agent's spec, env_vars, restart, replica and limit settings included.
     Rollout(rollout::RolloutArgs),
+    /// Change an agent's settings: replicas, autoscale, sessions, limits, env...
+    ///
+    /// Only the settings named change (PATCH, under their spec keys); the
+    /// supervisor keeps the rest of the spec. Replicas, autoscale, admission,
+    /// idling and sessions are applied to the running processes (outcome:
+    /// scaled); limits, restarts, env_vars and task_role start a blue/green
+    /// rollout (outcome: rolling). E.g. `par ctl set AGENT --replicas 3
+    /// --sessions off --session-idle-timeout 20m --max-sessions 5000`.
+    Set(Box<set::SetArgs>),
     /// Re-read the declared agents and reconcile.
     Reload,
     /// A refreshing view of CPU, memory and requests (Ctrl-C ends it).
@@ -154,6 +164,7 @@ async fn dispatch(api: Api, command: CtlCommand) -> anyhow::Result<()> {
         CtlCommand::Start(a) => act(&api, Action::Start, a).await,
         CtlCommand::Rm(a) => act(&api, Action::Remove, a).await,
         CtlCommand::Rollout(a) => rollout::run(&api, a).await,
+        CtlCommand::Set(a) => set::run(&api, *a).await,
         CtlCommand::Reload => reload(&api).await,
         CtlCommand::Top(a) => top::run(&api, a).await,
     }

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{json, Map, Value};
 
-use super::client::{str_field, typed, Api, CtlError};
-use super::status::{cell, words, Process, RolloutSeen};
+use super::client::{typed, Api, CtlError};
+use super::status::{cell, words, PatchAnswer, Process, RolloutSeen};
 use super::table::Out;
-use par_supervisor::model::RolloutStatus;
+use par_supervisor::model::{PutOutcome, RolloutStatus};
 
 #[derive(Args)]
 pub struct RolloutArgs {
@@ -80,9 +80,9 @@ pub async fn run(api: &Api, a: RolloutArgs) -> anyhow::Result<()> {
     let resp = api
         .send("PATCH", &format!("/supervisor/agents/{id}"), Some(&body))
         .await?;
+    let answer: PatchAnswer = typed(resp, &format!("PATCH /supervisor/agents/{id}"))?;
     let mut out = Out::stdout();
-    let outcome = str_field(&resp, "outcome");
-    if outcome == "unchanged" {
+    if answer.outcome == PutOutcome::Unchanged {
         out.line(&format!("{id} already runs {package}; nothing to roll out"))?;
         return Ok(());
     }
@@ -90,13 +90,38 @@ pub async fn run(api: &Api, a: RolloutArgs) -> anyhow::Result<()> {
     if !a.wait {
         return Ok(());
     }
+    let done = follow(api, &id, &answer.process, a.timeout, &mut out).await?;
+    out.line(&format!(
+        "rolled out {id}: {from} -> {} in {} ({})",
+        cell(done.process.package_id.as_deref()),
+        done.took,
+        done.strategy
+    ))?;
+    Ok(())
+}
+
+/// A rollout that ended well: the agent then, how long it took, and how
+/// (`blue-green`, `in-place`).
+pub struct Followed {
+    pub process: Process,
+    pub took: String,
+    pub strategy: String,
+}
+
+/// Shows the progress of the rollout a PATCH answered with (`answered`),
+/// until it is rolled out (Ok), has failed, or `timeout` ran out (Err).
+pub async fn follow(
+    api: &Api,
+    id: &str,
+    answered: &Process,
+    timeout: Duration,
+    out: &mut Out,
+) -> anyhow::Result<Followed> {
     let path = format!("/supervisor/agents/{id}");
-    let ours = typed::<Process>(resp, &path)?
-        .rollout
-        .and_then(|r| r.started_at);
+    let ours = answered.rollout.as_ref().and_then(|r| r.started_at.clone());
     let tty = std::io::stdout().is_terminal();
     let started = Instant::now();
-    let deadline = started + a.timeout;
+    let deadline = started + timeout;
     let mut last_phase = String::new();
     const SPIN: [char; 4] = ['|', '/', '-', '\\'];
     let mut tick = 0usize;
@@ -135,12 +160,12 @@ pub async fn run(api: &Api, a: RolloutArgs) -> anyhow::Result<()> {
                 ))
                 .into());
             }
-            out.line(&format!(
-                "rolled out {id}: {from} -> {} in {took} ({})",
-                cell(p.package_id.as_deref()),
-                cell(r.and_then(|r| r.strategy.as_ref()).map(words))
-            ))?;
-            return Ok(());
+            let strategy = cell(r.and_then(|r| r.strategy.as_ref()).map(words));
+            return Ok(Followed {
+                process: p,
+                took,
+                strategy,
+            });
         }
         if Instant::now() >= deadline {
             if tty {
@@ -148,7 +173,7 @@ pub async fn run(api: &Api, a: RolloutArgs) -> anyhow::Result<()> {
             }
             return Err(CtlError::Failed(format!(
                 "rollout of {id} still {phase} after {}",
-                humantime::format_duration(a.timeout)
+                humantime::format_duration(timeout)
             ))
             .into());
         }

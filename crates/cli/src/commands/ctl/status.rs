@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use par_supervisor::model::{RolloutPhase, RolloutStatus, RolloutStrategy, State};
+use par_supervisor::model::{PutOutcome, RolloutPhase, RolloutStatus, RolloutStrategy, State};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -14,6 +14,8 @@ pub struct Status {
     pub supervisor: Supervisor,
     pub agents_ready: Option<u64>,
     pub agents_total: Option<u64>,
+    /// Each agent as a whole (its replicas together).
+    pub agents: Vec<AgentSeen>,
     pub processes: Vec<Process>,
 }
 
@@ -68,6 +70,56 @@ pub struct Process {
     pub resources: Option<ResourcesSeen>,
     #[serde(default)]
     pub rollout: Option<RolloutSeen>,
+}
+
+/// One agent as a whole: its replicas, sessions and routing settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentSeen {
+    pub agent_id: String,
+    pub state: State,
+    #[serde(default)]
+    pub desired_replicas: Option<u32>,
+    #[serde(default)]
+    pub ready_replicas: Option<u32>,
+    #[serde(default)]
+    pub sessions_tracked: Option<bool>,
+    /// Live sessions.
+    #[serde(default)]
+    pub sessions: Option<u64>,
+    #[serde(default)]
+    pub autoscale: Option<AutoscaleSeen>,
+    /// As the supervisor writes a duration (`20m`).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AutoscaleSeen {
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub target_concurrency: f64,
+}
+
+/// The answer to `PUT`/`PATCH /supervisor/agents/{id}`: the agent's first
+/// process and what the supervisor did.
+#[derive(Debug, Deserialize)]
+pub struct PatchAnswer {
+    #[serde(flatten)]
+    pub process: Process,
+    #[serde(deserialize_with = "put_outcome")]
+    pub outcome: PutOutcome,
+}
+
+/// A `PutOutcome` by the name the supervisor gives it (`scaled`, `rolling`...).
+fn put_outcome<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PutOutcome, D::Error> {
+    use PutOutcome::*;
+    let name = String::deserialize(d)?;
+    [Created, Rolling, Scaled, Unchanged, Superseded]
+        .into_iter()
+        .find(|o| o.as_str() == name)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown outcome {name:?}")))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,5 +225,37 @@ mod tests {
         assert_eq!(words(&r.state), "rolling");
         assert_eq!(s.processes[1].package_id(), Some("b@1"));
         assert!(!s.processes[1].running());
+        assert!(s.agents.is_empty());
+    }
+
+    #[test]
+    fn agents_and_a_patch_answer_read_into_their_types() {
+        let a: AgentSeen = serde_json::from_value(serde_json::json!({
+            "agent_id": "a", "state": "ready", "desired_replicas": 3, "ready_replicas": 2,
+            "in_flight": 0, "queued": 0, "sessions_tracked": true, "sessions": 4,
+            "autoscale": {"min_replicas": 1, "max_replicas": 4, "target_concurrency": 2.0},
+            "idle_timeout": "20m", "max_concurrency": null, "processes": ["par-a"]
+        }))
+        .unwrap();
+        assert_eq!((a.desired_replicas, a.ready_replicas), (Some(3), Some(2)));
+        assert_eq!(a.autoscale.map(|s| s.max_replicas), Some(4));
+        assert_eq!(a.idle_timeout.as_deref(), Some("20m"));
+        for o in [
+            PutOutcome::Created,
+            PutOutcome::Rolling,
+            PutOutcome::Scaled,
+            PutOutcome::Unchanged,
+            PutOutcome::Superseded,
+        ] {
+            let p: PatchAnswer = serde_json::from_value(serde_json::json!({
+                "agent_id": "a", "process_id": "par-a", "state": "ready", "outcome": o.as_str()
+            }))
+            .unwrap();
+            assert_eq!((p.outcome, p.process.agent_id.as_str()), (o, "a"));
+        }
+        assert!(serde_json::from_value::<PatchAnswer>(serde_json::json!({
+            "agent_id": "a", "process_id": "par-a", "state": "ready", "outcome": "exploded"
+        }))
+        .is_err());
     }
 }
