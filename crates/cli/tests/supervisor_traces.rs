@@ -2,7 +2,9 @@
 //! the supervisor and the worker into the agent's own OpenTelemetry spans,
 //! received by a real OTLP/HTTP receiver; the supervisor's span says how
 //! long the request waited in the agent's queue and for a wake from zero;
-//! gRPC A2A calls routed by `x-agent-id` are traced the same way.
+//! gRPC A2A calls routed by `x-agent-id` are traced the same way. A plain
+//! request (no body, or a `Content-Length` one) is served by the direct
+//! path, a chunked one by the general path (hyper): both give the same span.
 
 mod otlp_support;
 mod supervisor_support;
@@ -158,6 +160,126 @@ fn a_request_is_one_trace_from_the_client_through_the_supervisor_into_the_agent(
     // Exported, nothing dropped.
     let text = get(sup.port, "/metrics").unwrap().text();
     assert!(text.contains("par_trace_spans_dropped_total 0"), "{text}");
+}
+
+/// A POST with a chunked body (the general path's), read to its close.
+fn post_chunked(port: u16, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("\r\n{:x}\r\n", body.len()));
+    let mut raw = req.into_bytes();
+    raw.extend_from_slice(body);
+    raw.extend_from_slice(b"\r\n0\r\n\r\n");
+    s.write_all(&raw).expect("send");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, text)
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn both_paths_give_the_same_span_and_the_worker_continues_it_not_the_client() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = Receiver::start(dir.path());
+    let agents = format!(
+        "[[agents]]\nid = \"traced\"\npackage = \"{}\"\n\
+         env_vars = {{ OTEL_BSP_SCHEDULE_DELAY = \"100\" }}\n",
+        traced_agent().display()
+    );
+    let home = par_home();
+    let endpoint = format!("http://127.0.0.1:{}", rx.port);
+    let sup = Supervisor::start_with(
+        "traces-paths",
+        "",
+        &agents,
+        &[
+            ("PAR_HOME", home.to_str().unwrap()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ],
+    );
+    sup.wait_ready("traced", Duration::from_secs(600));
+    let body = br#"{"x": 1}"#;
+    let mut spans = Vec::new();
+    for (chunked, trace, parent) in [
+        (
+            false,
+            "6e0c63257de34c926f9efcd03927272e",
+            "3f4a2b1c0d9e8f7a",
+        ),
+        (true, "7f1d74368ef45da37a0f0de14a38383f", "4e5b3c2d1e0f9a8b"),
+    ] {
+        let tp = traceparent(trace, parent);
+        let headers = [
+            ("traceparent", tp.as_str()),
+            ("tracestate", "client=1"),
+            ("content-type", "application/json"),
+        ];
+        if chunked {
+            let (status, text) =
+                post_chunked(sup.port, "/agents/traced/invoke", &headers[..2], body);
+            assert_eq!(status, 200, "{text}");
+        } else {
+            let r = http(sup.port, "POST", "/agents/traced/invoke", &headers, body).unwrap();
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        // The supervisor's span continues the client's...
+        let s = rx.wait_span(trace, "POST /agents/traced");
+        assert_eq!(s["parent_span_id"], parent, "chunked {chunked}: {s:#}");
+        assert_eq!(s["trace_state"], "client=1");
+        assert_eq!(s["kind"], 2);
+        let a = &s["attributes"];
+        assert_eq!(a["http.request.method"], "POST");
+        assert_eq!(a["url.path"], "/agents/traced/invoke");
+        assert_eq!(a["client.address"], "127.0.0.1");
+        assert_eq!(a["par.agent_id"], "traced");
+        assert_eq!(a["par.process_id"], "par-traced");
+        assert_eq!(a["http.response.status_code"], 200);
+        assert_eq!(a["par.retries"], 0);
+        assert!(a["par.time_to_first_byte_ms"].as_f64().is_some(), "{s:#}");
+        assert!(a["http.response.body.size"].as_i64() > Some(0), "{s:#}");
+        event(&s, "admitted");
+        // ... and the worker's continues the supervisor's, not the client's:
+        // the worker got the span's traceparent (and the tracestate on).
+        let w = rx.wait_span(trace, "POST /invoke");
+        assert_eq!(w["service"], "traced");
+        assert_eq!(
+            w["parent_span_id"], s["span_id"],
+            "chunked {chunked}: {w:#}"
+        );
+        assert_eq!(w["trace_state"], "client=1");
+        rx.assert_descends(&rx.wait_span(trace, "agent-invoke"), &w);
+        spans.push(s);
+    }
+    // The same span on both paths: the same attributes, the same events.
+    assert_eq!(keys(&spans[0]["attributes"]), keys(&spans[1]["attributes"]));
+    let events = |s: &Value| -> Vec<Value> {
+        s["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].clone())
+            .collect()
+    };
+    assert_eq!(events(&spans[0]), events(&spans[1]));
 }
 
 #[test]

@@ -64,13 +64,30 @@ impl fmt::Display for SpanId {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The length of a `traceparent` (version 00).
+pub const TRACEPARENT_LEN: usize = 55;
+
 fn hex(b: &[u8]) -> String {
-    let mut s = String::with_capacity(b.len() * 2);
-    for &c in b {
-        s.push(HEX[(c >> 4) as usize] as char);
-        s.push(HEX[(c & 15) as usize] as char);
+    let mut buf = [0u8; 32];
+    let out = &mut buf[..2 * b.len().min(16)];
+    hex_into(&b[..out.len() / 2], out);
+    out.iter().map(|&c| c as char).collect()
+}
+
+/// `b` as lowercase hex into `out` (twice its length).
+fn hex_into(b: &[u8], out: &mut [u8]) {
+    for (&c, o) in b.iter().zip(out.chunks_exact_mut(2)) {
+        o[0] = HEX[(c >> 4) as usize];
+        o[1] = HEX[(c & 15) as usize];
     }
-    s
+}
+
+/// `v` without the spaces and tabs around it (HTTP's optional whitespace).
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let ows = |c: &u8| *c == b' ' || *c == b'\t';
+    let start = v.iter().position(|c| !ows(c)).unwrap_or(v.len());
+    let end = v.iter().rposition(|c| !ows(c)).map_or(start, |e| e + 1);
+    &v[start..end]
 }
 
 /// Lowercase hex only (the W3C grammar: `HEXDIGLC`).
@@ -112,15 +129,21 @@ impl SpanContext {
 
     /// `00-<trace id>-<span id>-<flags>`, 55 characters.
     pub fn traceparent(&self) -> String {
-        let mut s = String::with_capacity(55);
-        s.push_str("00-");
-        s.push_str(&self.trace_id.to_hex());
-        s.push('-');
-        s.push_str(&self.span_id.to_hex());
-        s.push('-');
-        s.push(HEX[(self.flags >> 4) as usize] as char);
-        s.push(HEX[(self.flags & 15) as usize] as char);
-        s
+        let b = self.traceparent_bytes();
+        // Hex digits and dashes only.
+        b.iter().map(|&c| c as char).collect()
+    }
+
+    /// The `traceparent` as bytes (lowercase hex and dashes), written
+    /// without allocating: what a head written as bytes carries.
+    pub fn traceparent_bytes(&self) -> [u8; TRACEPARENT_LEN] {
+        let mut b = [b'-'; TRACEPARENT_LEN];
+        b[0] = b'0';
+        b[1] = b'0';
+        hex_into(&self.trace_id.0, &mut b[3..35]);
+        hex_into(&self.span_id.0, &mut b[36..52]);
+        hex_into(&[self.flags], &mut b[53..55]);
+        b
     }
 
     /// Sets `traceparent` (and `tracestate`, or removes a stale one) in
@@ -151,7 +174,12 @@ impl SpanContext {
 /// characters, lowercase hex, ids not all zero. `None` for anything else
 /// (the caller then starts a new trace).
 pub fn parse_traceparent(v: &str) -> Option<SpanContext> {
-    let b = v.trim_matches([' ', '\t']).as_bytes();
+    parse_traceparent_bytes(v.as_bytes())
+}
+
+/// [`parse_traceparent`] of a header's bytes (no `str` or map needed).
+pub fn parse_traceparent_bytes(v: &[u8]) -> Option<SpanContext> {
+    let b = trim_ows(v);
     if b.len() != 55 || b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
         return None;
     }
@@ -177,10 +205,17 @@ pub fn parse_traceparent(v: &str) -> Option<SpanContext> {
 /// ASCII, at most 32 list members, each `key=value`. `None` otherwise (the
 /// W3C rule: an invalid tracestate is dropped, the traceparent kept).
 pub fn parse_tracestate(v: &str) -> Option<Box<str>> {
-    let v = v.trim_matches([' ', '\t']);
-    if v.is_empty() || v.len() > 512 || !v.bytes().all(|c| (0x20..0x7f).contains(&c)) {
+    parse_tracestate_bytes(v.as_bytes())
+}
+
+/// [`parse_tracestate`] of a header's bytes.
+pub fn parse_tracestate_bytes(v: &[u8]) -> Option<Box<str>> {
+    let v = trim_ows(v);
+    if v.is_empty() || v.len() > 512 || !v.iter().all(|c| (0x20..0x7f).contains(c)) {
         return None;
     }
+    // Printable ASCII only.
+    let v = std::str::from_utf8(v).ok()?;
     let mut members = 0;
     for m in v.split(',') {
         let m = m.trim_matches([' ', '\t']);
@@ -260,6 +295,25 @@ impl Incoming {
             one("tracestate"),
             one("x-amzn-trace-id"),
         )
+    }
+
+    /// The same from the values as bytes (a head read without a map):
+    /// each `None` when its header is absent or appears twice.
+    pub fn from_bytes(
+        traceparent: Option<&[u8]>,
+        tracestate: Option<&[u8]>,
+        amzn: Option<&[u8]>,
+    ) -> Incoming {
+        let parent = traceparent.and_then(parse_traceparent_bytes).map(|mut p| {
+            p.state = tracestate.and_then(parse_tracestate_bytes);
+            p
+        });
+        Incoming {
+            parent,
+            link: amzn
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(parse_amzn_trace_id),
+        }
     }
 
     /// The same from the values themselves (gRPC metadata, a host frame).

@@ -247,6 +247,7 @@ fn any_value(v: &Value) -> proto::AnyValue {
     proto::AnyValue {
         value: Some(match v {
             Value::Str(s) => V::StringValue(s.to_string()),
+            Value::Shared(s) => V::StringValue(s.to_string()),
             Value::Int(i) => V::IntValue(*i),
             Value::Float(f) => V::DoubleValue(*f),
             Value::Bool(b) => V::BoolValue(*b),

@@ -41,8 +41,8 @@ pub mod proto;
 
 pub use config::{Config, Sampler};
 pub use context::{
-    parse_amzn_trace_id, parse_traceparent, parse_tracestate, Incoming, SpanContext, SpanId,
-    TraceId, SAMPLED,
+    parse_amzn_trace_id, parse_traceparent, parse_traceparent_bytes, parse_tracestate,
+    parse_tracestate_bytes, Incoming, SpanContext, SpanId, TraceId, SAMPLED, TRACEPARENT_LEN,
 };
 
 /// Most attributes, events and links one span keeps (the SDKs' defaults);
@@ -135,6 +135,8 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Str(Cow<'static, str>),
+    /// A string shared with what holds it already (an agent's id): no copy.
+    Shared(Arc<str>),
     Int(i64),
     Float(f64),
     Bool(bool),
@@ -148,6 +150,11 @@ impl From<&'static str> for Value {
 impl From<String> for Value {
     fn from(v: String) -> Value {
         Value::Str(Cow::Owned(v))
+    }
+}
+impl From<Arc<str>> for Value {
+    fn from(v: Arc<str>) -> Value {
+        Value::Shared(v)
     }
 }
 impl From<Cow<'static, str>> for Value {
@@ -284,7 +291,7 @@ impl Tracer {
         name: impl Into<Cow<'static, str>>,
         headers: &http::HeaderMap,
     ) -> Span {
-        self.start_incoming(name, Kind::Server, &Incoming::from_headers(headers))
+        self.start_from(name, Kind::Server, Incoming::from_headers(headers))
     }
 
     /// A span continuing what came in (parent and link), sampled by the sampler.
@@ -294,10 +301,23 @@ impl Tracer {
         kind: Kind,
         incoming: &Incoming,
     ) -> Span {
-        let mut span = self.start(name, kind, incoming.parent.as_ref());
-        if let (Some(link), Some(r)) = (&incoming.link, span.recording.as_mut()) {
+        self.start_from(name, kind, incoming.clone())
+    }
+
+    /// [`Tracer::start_incoming`] taking what came in (its `tracestate`
+    /// moves to the span, not copied).
+    pub fn start_from(
+        &'static self,
+        name: impl Into<Cow<'static, str>>,
+        kind: Kind,
+        incoming: Incoming,
+    ) -> Span {
+        let Incoming { mut parent, link } = incoming;
+        let state = parent.as_mut().and_then(|p| p.state.take());
+        let mut span = self.start_with(name, kind, parent.as_ref(), state);
+        if let (Some(link), Some(r)) = (link, span.recording.as_mut()) {
             r.links
-                .push((link.clone(), vec![("source", "x-amzn-trace-id".into())]));
+                .push((link, vec![("source", "x-amzn-trace-id".into())]));
         }
         span
     }
@@ -310,17 +330,31 @@ impl Tracer {
         kind: Kind,
         parent: Option<&SpanContext>,
     ) -> Span {
+        let state = parent.and_then(|p| p.state.clone());
+        self.start_with(name, kind, parent, state)
+    }
+
+    /// A span under `parent` carrying `state` on (the parent's tracestate).
+    fn start_with(
+        &'static self,
+        name: impl Into<Cow<'static, str>>,
+        kind: Kind,
+        parent: Option<&SpanContext>,
+        state: Option<Box<str>>,
+    ) -> Span {
         let trace_id = parent.map_or_else(TraceId::random, |p| p.trace_id);
         let sampled = self.sampler.should_sample(parent, trace_id);
-        let context = SpanContext {
-            trace_id,
-            span_id: SpanId::random(),
-            flags: if sampled { context::SAMPLED } else { 0 },
-            state: parent.and_then(|p| p.state.clone()),
-        };
+        let span_id = SpanId::random();
+        let flags = if sampled { context::SAMPLED } else { 0 };
         let recording = sampled.then(|| {
             Box::new(SpanData {
-                context: context.clone(),
+                // Its tracestate is moved in when the span ends (one copy, not two).
+                context: SpanContext {
+                    trace_id,
+                    span_id,
+                    flags,
+                    state: None,
+                },
                 parent: parent.map(|p| p.span_id),
                 name: name.into(),
                 kind,
@@ -336,7 +370,12 @@ impl Tracer {
         });
         Span {
             tracer: self,
-            context,
+            context: SpanContext {
+                trace_id,
+                span_id,
+                flags,
+                state,
+            },
             recording,
         }
     }
@@ -393,6 +432,11 @@ impl Span {
     /// The span id as 16 hex digits (for log lines).
     pub fn span_id(&self) -> String {
         self.context.span_id.to_hex()
+    }
+
+    /// The trace and span ids (formatted only when shown: a log line).
+    pub fn ids(&self) -> (TraceId, SpanId) {
+        (self.context.trace_id, self.context.span_id)
     }
 
     /// A child of this span, in this process.
@@ -478,6 +522,7 @@ impl Span {
     fn finish(&mut self, end: u64) {
         if let Some(mut r) = self.recording.take() {
             r.end = end.max(r.start);
+            r.context.state = self.context.state.take();
             self.tracer.finish(r);
         }
     }

@@ -16,6 +16,7 @@ pub mod headers;
 mod hint;
 mod idle;
 pub mod policy;
+mod span;
 pub mod target;
 mod try_failed;
 pub mod upgrade;
@@ -43,7 +44,7 @@ use conns::Lease;
 use futures_util::FutureExt as _;
 use futures_util::TryFutureExt as _;
 use headers::{grpc_error, with_request_id, X_AGENT_ID};
-use hint::{header_hint, trace_hash};
+use hint::header_hint;
 use hyper::body::Incoming;
 use policy::{Forwarded, RequestRules, ResponseRules, X_PAR_PROCESS, X_REQUEST_ID};
 use try_failed::TryFailed;
@@ -196,32 +197,32 @@ impl Proxy {
             prefix: prefix.map(str::as_bytes),
         };
         // The request's span (tracing on): it continues the client's trace
-        // context, and the worker continues it.
+        // context, and the worker continues it (the rules write its context).
         let mut span = par_telemetry::trace::tracer().map(|t| {
-            let name = format!("{} /agents/{agent_id}", parts.method);
-            let mut s = t.server_span(name, &parts.headers);
-            if s.is_recording() {
-                s.set("http.request.method", parts.method.to_string());
-                s.set("url.path", parts.uri.path().to_string());
-                s.set("client.address", peer.ip().to_canonical().to_string());
-                s.set("par.agent_id", agent_id.to_string());
-                if grpc {
-                    s.set("rpc.system", "grpc");
-                }
-                if let Some(k) = hint.key() {
-                    s.set("par.session.hash", trace_hash(k));
-                }
-            }
+            let incoming = par_telemetry::trace::Incoming::from_headers(&parts.headers);
+            let mut s = span::start(t, parts.method.as_str(), agent_id, incoming);
+            span::describe(
+                &mut s,
+                span::Request {
+                    method: parts.method.as_str(),
+                    path: parts.uri.path(),
+                    client: String::from_utf8_lossy(forwarded.peer_ip)
+                        .into_owned()
+                        .into(),
+                    agent_id,
+                    grpc,
+                    session: hint.key(),
+                },
+            );
             s
         });
-        let request_id = self
-            .request_rules(grpc)
-            .apply(&mut parts.headers, Some(&forwarded));
-        if let Some(s) = &span {
-            s.context().inject(&mut parts.headers);
+        let request_id = RequestRules {
+            trace: span.as_ref().map(|s| s.context()),
+            ..self.request_rules(grpc)
         }
+        .apply(&mut parts.headers, Some(&forwarded));
         // For the access log (the span itself may end with the body).
-        let trace_ids = span.as_ref().map(|s| (s.trace_id(), s.span_id()));
+        let trace_ids = span.as_ref().map(|s| s.ids());
         // The path was already validated by the server's parser; this only re-checks it.
         let Ok(pq) = PathAndQuery::try_from(path_and_query) else {
             return ApiError::bad_request("the request target is not valid").into_response_body();
@@ -264,21 +265,8 @@ impl Proxy {
                 Err(e) if grpc => break grpc_status_of(&e),
                 Err(e) => break with_request_id(e.into_response_body(), &parts.headers),
             };
-            if let Some(s) = span.as_mut().filter(|s| s.is_recording()) {
-                let waited = started.elapsed().as_secs_f64() * 1000.0;
-                s.event(
-                    "admitted",
-                    &[
-                        ("par.process_id", admitted.upstream.agent_process()),
-                        ("par.admission.wait_ms", waited.into()),
-                    ],
-                );
-                if let Some(w) = admitted.woke {
-                    s.set("par.wake.wait_ms", w.as_secs_f64() * 1000.0);
-                }
-                if admitted.rebound {
-                    s.set("par.session.rebound", true);
-                }
+            if let Some(s) = span.as_mut() {
+                span::admitted(s, started, &admitted);
             }
             let upstream = Arc::clone(&admitted.upstream);
             let watch = direct::watch(
@@ -325,14 +313,8 @@ impl Proxy {
                     upstream
                         .metrics
                         .observe(rp.status.as_u16(), started.elapsed());
-                    if let Some(s) = span.as_mut().filter(|s| s.is_recording()) {
-                        s.set("http.response.status_code", rp.status.as_u16());
-                        s.set("par.process_id", upstream.agent_process());
-                        s.set(
-                            "par.time_to_first_byte_ms",
-                            started.elapsed().as_secs_f64() * 1000.0,
-                        );
-                        s.set("par.retries", avoid.len());
+                    if let Some(s) = span.as_mut() {
+                        span::answered(s, rp.status.as_u16(), &upstream, started, avoid.len());
                     }
                     let rb = Tracked::new(rb, self.opts.idle_timeout, lease, guard)
                         .watched(watch)
@@ -350,17 +332,14 @@ impl Proxy {
                     // It never reached the worker: another one may take it.
                     drop(guard);
                     if let Some(s) = span.as_mut() {
-                        s.event("retry", &[("par.process_id", upstream.agent_process())]);
+                        span::retry(s, &upstream);
                     }
                     avoid.push(upstream.worker);
                 }
                 Ok(Err(f)) => {
                     drop(guard);
                     if let Some(s) = span.as_mut() {
-                        s.event(
-                            "worker_failed",
-                            &[("par.process_id", upstream.agent_process())],
-                        );
+                        span::worker_failed(s, &upstream);
                     }
                     break self.upstream_failed(&f, &upstream, started, grpc).await;
                 }
@@ -374,7 +353,7 @@ impl Proxy {
                 Err(None) => {
                     drop(guard);
                     if let Some(s) = span.as_mut() {
-                        s.event("client_gone", &[]);
+                        span::client_gone(s);
                     }
                     break ApiError::unavailable("the client went away during its request", 1)
                         .into_response_body();
@@ -387,18 +366,11 @@ impl Proxy {
                 .insert(X_REQUEST_ID.clone(), request_id);
         }
         // A reply made here (no worker's body to carry the span to its end).
-        if let Some(mut s) = span {
-            let status = response.status().as_u16();
-            s.set("http.response.status_code", status);
-            if status >= 500 {
-                s.set_status(par_telemetry::trace::Status::Error(
-                    format!("answered {status} by the supervisor").into(),
-                ));
-            }
-            s.end();
+        if let Some(s) = span {
+            span::made_here(s, response.status().as_u16());
         }
         if self.opts.access_log {
-            let (trace_id, span_id) = trace_ids.unwrap_or_default();
+            let (trace_id, span_id) = span::log_ids(trace_ids);
             tracing::info!(
                 target: "par::access",
                 agent = %agent_id,
@@ -496,6 +468,7 @@ impl Proxy {
         RequestRules {
             admin: self.opts.admin.as_ref(),
             grpc,
+            trace: None,
         }
     }
 

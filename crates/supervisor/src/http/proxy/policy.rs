@@ -13,6 +13,9 @@
 //!   was never sent (no request id, forwarded chain or scheme is read from it);
 //! - the admin token never reaches agent code, whoever sends it along;
 //! - `x-request-id`: the client's (its first), else one made here;
+//! - `traceparent` and `tracestate` (tracing on): the worker gets the
+//!   supervisor span's context, never the client's (the client's is the
+//!   span's parent; its tracestate is carried on in the span's);
 //! - `X-Forwarded-For` continued with the peer's address, `-Proto` `http`
 //!   unless the client said, `-Prefix` the `/agents/{id}` the worker does
 //!   not see (not for gRPC);
@@ -23,6 +26,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use par_telemetry::trace::SpanContext;
 
 use crate::http::api::auth::AdminCredential;
 use crate::http::proxy::framing::has_token;
@@ -33,6 +37,9 @@ const PROCESS: &str = "x-par-process";
 const FORWARDED_FOR: &str = "x-forwarded-for";
 const FORWARDED_PROTO: &str = "x-forwarded-proto";
 const FORWARDED_PREFIX: &str = "x-forwarded-prefix";
+const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
+const AMZN_TRACE_ID: &str = "x-amzn-trace-id";
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
 pub static X_PAR_PROCESS: HeaderName = HeaderName::from_static(PROCESS);
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static(FORWARDED_FOR);
@@ -42,6 +49,8 @@ static X_PAR_SESSION_ID: HeaderName = HeaderName::from_static(key::HEADER);
 static X_PAR_SESSION_REBOUND: HeaderName = HeaderName::from_static(key::REBOUND_HEADER);
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static ONE: HeaderValue = HeaderValue::from_static("1");
+static X_TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT);
+static X_TRACESTATE: HeaderName = HeaderName::from_static(TRACESTATE);
 
 /// What a header line is to the rules (and to the writers), by its name in any case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +73,10 @@ pub enum Kind {
     Process,
     SessionId,
     SessionRebound,
+    TraceParent,
+    TraceState,
+    /// `x-amzn-trace-id`: read for the span's link, passed on as it is.
+    AmznTraceId,
     Other,
 }
 
@@ -81,11 +94,14 @@ pub fn kind(name: &str) -> Kind {
         7 if is("trailer") => Kind::HopByHop,
         10 if is("connection") => Kind::Connection,
         10 if is("keep-alive") => Kind::HopByHop,
+        10 if is(TRACESTATE) => Kind::TraceState,
+        11 if is(TRACEPARENT) => Kind::TraceParent,
         12 if is(REQUEST_ID) => Kind::RequestId,
         13 if is("authorization") => Kind::Authorization,
         13 if is(PROCESS) => Kind::Process,
         14 if is("content-length") => Kind::ContentLength,
         15 if is(FORWARDED_FOR) => Kind::ForwardedFor,
+        15 if is(AMZN_TRACE_ID) => Kind::AmznTraceId,
         16 if is(key::HEADER) => Kind::SessionId,
         16 if is("proxy-connection") => Kind::HopByHop,
         17 if is("transfer-encoding") => Kind::TransferEncoding,
@@ -172,6 +188,14 @@ const SESSION_REBOUND_NAME: Name = Name {
     text: key::REBOUND_HEADER,
     header: &X_PAR_SESSION_REBOUND,
 };
+const TRACEPARENT_NAME: Name = Name {
+    text: TRACEPARENT,
+    header: &X_TRACEPARENT,
+};
+const TRACESTATE_NAME: Name = Name {
+    text: TRACESTATE,
+    header: &X_TRACESTATE,
+};
 
 /// A head written as bytes, one `name: value\r\n` line each.
 impl HeadOut for Vec<u8> {
@@ -235,6 +259,9 @@ pub struct RequestRules<'a> {
     pub admin: Option<&'a AdminCredential>,
     /// A gRPC call: keeps `te: trailers`, gets no `X-Forwarded-*`.
     pub grpc: bool,
+    /// The request's span (tracing on): its context is the worker's
+    /// `traceparent` and `tracestate`, in place of the client's.
+    pub trace: Option<&'a SpanContext>,
 }
 
 /// Where the request came from, for `X-Forwarded-*` (not for gRPC).
@@ -308,6 +335,7 @@ impl RequestRules<'_> {
             Kind::Te => self.grpc,
             // Replaced by the rules' own.
             Kind::ForwardedFor | Kind::ForwardedPrefix if !self.grpc => false,
+            Kind::TraceParent | Kind::TraceState if self.trace.is_some() => false,
             _ => !by_connection(kind, self.grpc, name, named),
         }
     }
@@ -341,6 +369,12 @@ impl RequestRules<'_> {
     ) {
         if let Some(id) = made {
             out.add(&REQUEST_ID_NAME, id);
+        }
+        if let Some(c) = self.trace {
+            out.add_parts(&TRACEPARENT_NAME, &[&c.traceparent_bytes()]);
+            if let Some(state) = &c.state {
+                out.add_parts(&TRACESTATE_NAME, &[state.as_bytes()]);
+            }
         }
         let Some(f) = forwarded.filter(|_| !self.grpc) else {
             return;

@@ -11,6 +11,10 @@
 //! API, WebSockets, chunked or large uploads, `Expect`, HTTP/1.0, h2c, a
 //! malformed head) hands the connection, with the bytes read so far, to the
 //! general path (hyper) for the rest of its life.
+//!
+//! With tracing on, each request gets the same span as on the general path
+//! (`proxy::span`), started once its head is read, ended when its reply has
+//! been passed on; the worker's head carries the span's trace context.
 
 mod upstream;
 pub mod wire;
@@ -32,7 +36,7 @@ use super::admit::SessionHint;
 use super::body::RequestGuard;
 use super::gone::{client_left, Input};
 use super::policy::{ResponseRules, X_REQUEST_ID};
-use super::{Proxy, TryFailed, TRIES};
+use super::{span, Proxy, TryFailed, TRIES};
 use crate::http::connections::Conn;
 use crate::http::route_table::Upstream;
 use crate::http::sessions::key;
@@ -69,6 +73,50 @@ struct Buffers {
     watch: Option<Watch>,
     /// Whether the client's input ended during this request.
     input: Input,
+    /// The request's span (tracing on).
+    trace: Spans,
+}
+
+/// The spans of one connection's requests (tracing on): what
+/// `wire::parse_request` starts them with.
+struct Spans {
+    tracer: Option<&'static par_telemetry::trace::Tracer>,
+    /// The client's address, shared by its requests' spans.
+    client: std::sync::Arc<str>,
+    /// The current request's.
+    span: Option<par_telemetry::trace::Span>,
+    /// Reply body bytes passed on.
+    bytes: u64,
+}
+
+impl wire::Trace for Spans {
+    fn on(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    fn start(
+        &mut self,
+        method: &str,
+        path: &str,
+        agent_id: &str,
+        incoming: par_telemetry::trace::Incoming,
+    ) -> Option<&par_telemetry::trace::SpanContext> {
+        let t = self.tracer?;
+        let mut s = span::start(t, method, agent_id, incoming);
+        span::describe(
+            &mut s,
+            span::Request {
+                method,
+                path,
+                client: std::sync::Arc::clone(&self.client).into(),
+                agent_id,
+                grpc: false,
+                session: None,
+            },
+        );
+        self.bytes = 0;
+        Some(self.span.insert(s).context())
+    }
 }
 
 /// The end of one exchange: whether the client's connection can go on.
@@ -87,13 +135,9 @@ impl Proxy {
         conn: &Conn,
         stop: &mut watch::Receiver<bool>,
     ) -> Served {
-        // With tracing on, every request gets a span on the general path
-        // (this one carries none): the direct path is for tracing off.
-        if par_telemetry::trace::tracer().is_some() {
-            return Served::General(client, Vec::new());
-        }
         let mut ip = [0u8; 45];
         let peer_ip = super::policy::ip_text(peer.ip(), &mut ip);
+        let tracer = par_telemetry::trace::tracer();
         // Allocated as they are needed: a connection holding a partial
         // head costs its few bytes, not a request's buffers.
         let mut b = Buffers {
@@ -105,6 +149,15 @@ impl Proxy {
             session: SessionHint::None,
             watch: None,
             input: Input::Open,
+            trace: Spans {
+                tracer,
+                client: match tracer {
+                    Some(_) => String::from_utf8_lossy(peer_ip).into(),
+                    None => "".into(),
+                },
+                span: None,
+                bytes: 0,
+            },
         };
         loop {
             // One request head (and its body), within the keep-alive time.
@@ -114,7 +167,7 @@ impl Proxy {
             };
             let req = loop {
                 if !b.client.is_empty() {
-                    match wire::parse_request(&b.client, &cx, &mut b.request) {
+                    match wire::parse_request(&b.client, &cx, &mut b.trace, &mut b.request) {
                         // Due from its first byte (when not whole at once).
                         Parsed::Partial => conn.head_started(),
                         Parsed::General => return Served::General(client, b.client),
@@ -159,6 +212,9 @@ impl Proxy {
             b.session = session_hint(&b.client, &req, whole, || {
                 self.routes.tracks_sessions(&b.agent)
             });
+            if let (Some(s), Some(k)) = (b.trace.span.as_mut(), b.session.key()) {
+                span::session(s, k);
+            }
             b.client.drain(..whole);
             let close = req.close || *stop.borrow();
             let next = self.exchange(&mut client, &req, close, &mut b).await;
@@ -170,7 +226,8 @@ impl Proxy {
     }
 
     /// One request: admitted, sent (again to another worker when it never
-    /// reached one), and its reply passed to the client.
+    /// reached one), and its reply passed to the client. Its span (tracing
+    /// on) ends with it.
     async fn exchange(
         &self,
         client: &mut TcpStream,
@@ -182,6 +239,8 @@ impl Proxy {
         b.input = Input::Open;
         let idempotent = matches!(req.method, Method::Idempotent { .. });
         let head_request = req.method == Method::Idempotent { head: true };
+        // For the access log (the span ends before it is written).
+        let trace_ids = b.trace.span.as_ref().map(|s| s.ids());
         let mut avoid = Vec::new();
         let (next, status) = loop {
             let gone = client_left(client, &mut b.client, &mut b.input, false);
@@ -189,7 +248,13 @@ impl Proxy {
                 .admit_unless_gone(&b.agent, &avoid, &b.session, gone)
                 .await
             {
-                None => return Next::Close,
+                None => {
+                    // As the general path has it: a 503 nobody reads.
+                    if let Some(s) = b.trace.span.take() {
+                        span::made_here(s, 503);
+                    }
+                    return Next::Close;
+                }
                 Some(Ok(a)) => a,
                 Some(Err(e)) => {
                     let resp = e.into_response_body();
@@ -197,6 +262,9 @@ impl Proxy {
                     break (self.reply(client, resp, req, close, b).await, status);
                 }
             };
+            if let Some(s) = b.trace.span.as_mut() {
+                span::admitted(s, started, &admitted);
+            }
             let upstream = Arc::clone(&admitted.upstream);
             b.watch = watch(&admitted, req.method == Method::Other);
             let guard = RequestGuard::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
@@ -214,17 +282,29 @@ impl Proxy {
             let sent = self.send_direct(&upstream, client, idempotent, &reply, b);
             let resp = match tokio::time::timeout(self.opts.header_timeout, sent).await {
                 Ok(Ok(r)) => r,
-                Ok(Err(Failed::ClientGone)) => return Next::Close,
+                Ok(Err(Failed::ClientGone)) => {
+                    if let Some(mut s) = b.trace.span.take() {
+                        span::client_gone(&mut s);
+                        span::made_here(s, 503);
+                    }
+                    return Next::Close;
+                }
                 Ok(Err(Failed::Worker(f)))
                     if avoid.len() + 1 < TRIES && f.retriable_whole(idempotent) =>
                 {
                     // It never reached the worker: another one may take it.
                     drop(guard);
+                    if let Some(s) = b.trace.span.as_mut() {
+                        span::retry(s, &upstream);
+                    }
                     avoid.push(upstream.worker);
                     continue;
                 }
                 Ok(Err(Failed::Worker(f))) => {
                     drop(guard);
+                    if let Some(s) = b.trace.span.as_mut() {
+                        span::worker_failed(s, &upstream);
+                    }
                     let resp = self.upstream_failed(&f, &upstream, started, false).await;
                     let status = resp.status().as_u16();
                     break (self.reply(client, resp, req, close, b).await, status);
@@ -237,19 +317,32 @@ impl Proxy {
             };
             let (socket, head) = resp;
             upstream.metrics.observe(head.status, started.elapsed());
+            if let Some(s) = b.trace.span.as_mut() {
+                span::answered(s, head.status, &upstream, started, avoid.len());
+            }
             let next = self.pass_body(client, socket, &head, &upstream, b).await;
             drop(guard);
             b.watch = None;
+            if let Some(s) = b.trace.span.take() {
+                span::body_ended(s, b.trace.bytes);
+            }
             break (next, head.status);
         };
+        // A reply made here.
+        if let Some(s) = b.trace.span.take() {
+            span::made_here(s, status);
+        }
         if self.opts.access_log {
             let path = b.request.split(|&c| c == b' ').nth(1).unwrap_or_default();
+            let (trace_id, span_id) = span::log_ids(trace_ids);
             tracing::info!(
                 target: "par::access",
                 agent = %b.agent,
                 path = %String::from_utf8_lossy(path),
                 status,
                 ms = started.elapsed().as_secs_f64() * 1000.0,
+                trace_id = %trace_id,
+                span_id = %span_id,
                 "proxied"
             );
         }
@@ -386,6 +479,7 @@ impl Proxy {
             if let Some(w) = b.watch.as_mut() {
                 w.feed(data);
             }
+            b.trace.bytes += take as u64;
             let written = if first {
                 b.reply.extend_from_slice(data);
                 client.write_all(&b.reply).await
@@ -396,6 +490,9 @@ impl Proxy {
             };
             first = false;
             if written.is_err() {
+                if let Some(s) = b.trace.span.as_mut() {
+                    span::client_gone(s);
+                }
                 return Next::Close;
             }
             if ended {
@@ -420,6 +517,9 @@ impl Proxy {
                 Ok(Some(Ok(_))) if head.framing == Framing::Close => return Next::Close,
                 Ok(None) => {
                     tracing::debug!(agent = %upstream.agent_id, "the client went away during the reply");
+                    if let Some(s) = b.trace.span.as_mut() {
+                        span::client_gone(s);
+                    }
                     return Next::Close;
                 }
                 _ => {
@@ -518,7 +618,7 @@ fn session_hint(
     if !key::may_name_one(body) || !tracked() {
         return SessionHint::None;
     }
-    let found = key::from_body(body);
+    let found = key::named(body);
     match (found.session, found.interaction) {
         (Some(k), _) => SessionHint::Key(k.into()),
         (None, Some(i)) => SessionHint::Interaction(i.into()),

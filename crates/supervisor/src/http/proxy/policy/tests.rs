@@ -134,6 +134,7 @@ fn hop_by_hop_headers_go_and_the_others_stay() {
     let rules = RequestRules {
         admin: None,
         grpc: false,
+        trace: None,
     };
     let mut h = map(&lines);
     let id = rules.apply(&mut h, None);
@@ -143,6 +144,7 @@ fn hop_by_hop_headers_go_and_the_others_stay() {
     RequestRules {
         admin: None,
         grpc: true,
+        trace: None,
     }
     .apply(&mut grpc, None);
     assert_eq!(names(&grpc), ["accept", "te", "x-request-id"]);
@@ -153,6 +155,7 @@ fn forwarded_for_is_continued_and_what_connection_names_is_not_read() {
     let rules = RequestRules {
         admin: None,
         grpc: false,
+        trace: None,
     };
     let f = Forwarded {
         peer_ip: b"10.0.0.7",
@@ -200,6 +203,7 @@ fn only_the_admin_token_is_dropped() {
     let rules = RequestRules {
         admin: Some(&admin),
         grpc: false,
+        trace: None,
     };
     let mut h = map(&[
         ("authorization", "Bearer user"),
@@ -256,4 +260,70 @@ fn a_response_carries_the_supervisors_headers_alone() {
     let mut h = map(&[("x-request-id", "worker's"), ("connection", "x-request-id")]);
     rules.apply(&mut h);
     assert_eq!(h[&X_REQUEST_ID], "req");
+}
+
+#[test]
+fn the_worker_gets_the_spans_trace_context_not_the_clients() {
+    use par_telemetry::trace::{parse_traceparent, SpanContext};
+    let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let lines = [
+        ("traceparent", client),
+        ("tracestate", "client=1"),
+        (
+            "x-amzn-trace-id",
+            "Root=1-5759e988-bd862e3fe1be46a994272793",
+        ),
+        ("accept", "*/*"),
+    ];
+    // Tracing off: passed on as they came.
+    let mut h = map(&lines);
+    RequestRules {
+        admin: None,
+        grpc: false,
+        trace: None,
+    }
+    .apply(&mut h, None);
+    assert_eq!(h["traceparent"], client);
+    assert_eq!(h["tracestate"], "client=1");
+    // On: the span's, its tracestate (the client's carried on) or none.
+    let span = SpanContext {
+        span_id: par_telemetry::trace::SpanId([0xab; 8]),
+        state: Some("carried=1".into()),
+        ..parse_traceparent(client).unwrap()
+    };
+    for state in [Some("carried=1"), None] {
+        let span = SpanContext {
+            state: state.map(Into::into),
+            ..span.clone()
+        };
+        for grpc in [false, true] {
+            let rules = RequestRules {
+                admin: None,
+                grpc,
+                trace: Some(&span),
+            };
+            let mut h = map(&lines);
+            rules.apply(&mut h, None);
+            assert_eq!(
+                h.get_all("traceparent").iter().collect::<Vec<_>>(),
+                [&span.traceparent()]
+            );
+            assert_eq!(
+                h.get("tracestate").map(|v| v.to_str().unwrap()),
+                state,
+                "grpc {grpc}"
+            );
+            assert_eq!(
+                h["x-amzn-trace-id"],
+                "Root=1-5759e988-bd862e3fe1be46a994272793"
+            );
+            let mut out = Vec::new();
+            rules.add(&RequestSeen::<&[u8]>::default(), None, None, &mut out);
+            let want = match state {
+                Some(s) => format!("traceparent: {}\r\ntracestate: {s}\r\n", span.traceparent()),
+                None => format!("traceparent: {}\r\n", span.traceparent()),
+            };
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
 }

@@ -2,11 +2,14 @@
 //! the worker by the direct path's byte writer (`parse_request`) and by the
 //! general path's `HeaderMap` (`RequestRules::apply`, as `Proxy::send` and
 //! the WebSocket handshake do), gives the worker the same header lines;
-//! and the same worker response gives the client the same lines.
+//! and the same worker response gives the client the same lines. With
+//! tracing on, both read the same trace context from the client and give
+//! the worker the span's (a span id fixed here), never the client's.
 
 use std::collections::BTreeMap;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use par_telemetry::trace::{SpanId, TraceId};
 use proptest::prelude::*;
 
 use super::*;
@@ -101,7 +104,63 @@ fn request_line() -> impl Strategy<Value = (String, String)> {
         (spelled("accept"), value(&["*/*", "text/plain"])),
         (spelled("x-custom"), value(&["a", "b,c", " spaced "])),
         (spelled("content-type"), value(&["application/json"])),
+        (
+            spelled("traceparent"),
+            value(&[
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+                " 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01 ",
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                "garbage",
+            ])
+        ),
+        (
+            spelled("tracestate"),
+            value(&["rojo=00f067aa0ba902b7,congo=t61rcWkgMzE", "novalue", "a=b"])
+        ),
+        (
+            spelled("x-amzn-trace-id"),
+            value(&[
+                "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1",
+                "Root=2-x",
+            ])
+        ),
     ]
+}
+
+/// Tracing on, the span's id fixed: its context made from what came in as
+/// `Tracer::start_from` makes it (the trace continued, its tracestate carried on).
+fn context_of(i: &Incoming) -> SpanContext {
+    SpanContext {
+        trace_id: i.parent.as_ref().map_or(TraceId([7; 16]), |p| p.trace_id),
+        span_id: SpanId([9; 8]),
+        flags: par_telemetry::trace::SAMPLED,
+        state: i.parent.as_ref().and_then(|p| p.state.clone()),
+    }
+}
+
+/// The direct path's span starter with a fixed span id; keeps what it was given.
+#[derive(Default)]
+struct Fixed {
+    started: Option<(String, String, String, Incoming)>,
+    context: Option<SpanContext>,
+}
+
+impl Trace for Fixed {
+    fn on(&self) -> bool {
+        true
+    }
+    fn start(
+        &mut self,
+        method: &str,
+        path: &str,
+        agent_id: &str,
+        incoming: Incoming,
+    ) -> Option<&SpanContext> {
+        self.context = Some(context_of(&incoming));
+        self.started = Some((method.into(), path.into(), agent_id.into(), incoming));
+        self.context.as_ref()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +170,8 @@ struct Case {
     head: Vec<(String, String)>,
     body: &'static str,
     admin: Option<&'static str>,
+    /// Tracing on.
+    traced: bool,
 }
 
 impl Case {
@@ -136,13 +197,15 @@ fn case() -> impl Strategy<Value = Case> {
         proptest::collection::vec(request_line(), 0..12),
         proptest::sample::select(&["", "{}"][..]),
         proptest::option::of(proptest::sample::select(&["root", "other"][..])),
+        any::<bool>(),
     )
-        .prop_map(|(method, id, rest, head, body, admin)| Case {
+        .prop_map(|(method, id, rest, head, body, admin, traced)| Case {
             method,
             target: format!("/agents/{id}{rest}"),
             head,
             body,
             admin,
+            traced,
         })
         // The direct path takes at most four `Connection` lines (more: the general path).
         .prop_filter("at most 4 connection lines", |c| {
@@ -154,15 +217,26 @@ fn case() -> impl Strategy<Value = Case> {
         })
 }
 
-/// What the direct path sends the worker: its request id and head lines.
-fn direct_path(c: &Case, admin: Option<&AdminCredential>) -> (HeaderValue, Lines, String) {
+/// What the direct path sends the worker: its request id and head lines,
+/// and (tracing on) what its span was started with.
+fn direct_path(c: &Case, admin: Option<&AdminCredential>) -> (HeaderValue, Lines, String, Fixed) {
     let raw = c.raw();
     let cx = Context {
         peer_ip: b"10.0.0.7",
-        rules: RequestRules { admin, grpc: false },
+        rules: RequestRules {
+            admin,
+            grpc: false,
+            trace: None,
+        },
     };
     let mut out = Vec::new();
-    let r = match parse_request(&raw, &cx, &mut out) {
+    let mut fixed = Fixed::default();
+    let parsed = if c.traced {
+        parse_request(&raw, &cx, &mut fixed, &mut out)
+    } else {
+        parse_request(&raw, &cx, &mut (), &mut out)
+    };
+    let r = match parsed {
         Parsed::Direct(r) => r,
         other => panic!("not served directly: {other:?}"),
     };
@@ -175,12 +249,17 @@ fn direct_path(c: &Case, admin: Option<&AdminCredential>) -> (HeaderValue, Lines
     assert_eq!(n, out.len(), "the head is all that is written");
     let target = req.path.unwrap().to_string();
     let l = lines(req.headers.iter().map(|h| (h.name, h.value)));
-    (r.request_id, l, target)
+    (r.request_id, l, target, fixed)
 }
 
 /// What the general path sends: the client's lines as hyper parses them
-/// into a `HeaderMap`, the rules applied.
-fn general_path(c: &Case, admin: Option<&AdminCredential>, prefix: &str) -> (HeaderValue, Lines) {
+/// into a `HeaderMap`, the rules applied (tracing on: what its span would
+/// continue, read from the map as `Proxy::send` reads it).
+fn general_path(
+    c: &Case,
+    admin: Option<&AdminCredential>,
+    prefix: &str,
+) -> (HeaderValue, Lines, Option<Incoming>) {
     let raw = c.raw();
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -196,9 +275,16 @@ fn general_path(c: &Case, admin: Option<&AdminCredential>, prefix: &str) -> (Hea
         peer_ip: b"10.0.0.7",
         prefix: Some(prefix.as_bytes()),
     };
-    let id = RequestRules { admin, grpc: false }.apply(&mut map, Some(&forwarded));
+    let incoming = c.traced.then(|| Incoming::from_headers(&map));
+    let context = incoming.as_ref().map(context_of);
+    let rules = RequestRules {
+        admin,
+        grpc: false,
+        trace: context.as_ref(),
+    };
+    let id = rules.apply(&mut map, Some(&forwarded));
     let l = lines(map.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
-    (id, l)
+    (id, l, incoming)
 }
 
 /// A request id made here stands in for "made"; the worker must have it.
@@ -223,11 +309,29 @@ proptest! {
     #[test]
     fn the_worker_receives_the_same_head_on_both_paths(c in case()) {
         let admin = c.admin.map(AdminCredential::new);
-        let (direct_id, direct, target) = direct_path(&c, admin.as_ref());
+        let (direct_id, direct, target, fixed) = direct_path(&c, admin.as_ref());
         let id = c.target.strip_prefix("/agents/").unwrap();
         let id_len = id.find(['/', '?']).unwrap_or(id.len());
         let prefix = &c.target[..8 + id_len];
-        let (general_id, general) = general_path(&c, admin.as_ref(), prefix);
+        let (general_id, general, incoming) = general_path(&c, admin.as_ref(), prefix);
+        // Both read the same trace context from the client; the span is
+        // named after the method and the agent, its path without the query.
+        match (&fixed.started, &incoming) {
+            (Some((method, path, agent, direct_in)), Some(general_in)) => {
+                prop_assert_eq!(direct_in, general_in);
+                prop_assert_eq!(method.as_str(), c.method);
+                prop_assert_eq!(agent.as_str(), &id[..id_len]);
+                prop_assert_eq!(path.as_str(), c.target.split('?').next().unwrap());
+            }
+            (None, None) => prop_assert!(!c.traced),
+            other => prop_assert!(false, "a span on one path only: {:?}", other),
+        }
+        // The worker gets the span's context, never the client's.
+        if let Some(ctx) = &fixed.context {
+            prop_assert_eq!(&direct["traceparent"], &vec![ctx.traceparent().into_bytes()]);
+            let state = ctx.state.as_ref().map(|s| vec![s.as_bytes().to_vec()]);
+            prop_assert_eq!(direct.get("tracestate"), state.as_ref());
+        }
         // The client's id, when it sent one both paths read.
         let client_id = c
             .head

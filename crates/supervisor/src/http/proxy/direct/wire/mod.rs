@@ -4,6 +4,7 @@
 //! here (an error) written out. Nothing here does I/O.
 
 use http::HeaderValue;
+use par_telemetry::trace::{Incoming, SpanContext};
 
 use crate::http::proxy::framing::{has_token, parse_length, BodyFraming, HeadRules, Refusal};
 use crate::http::proxy::policy::{self, Kind, RequestRules, RequestSeen, ResponseRules};
@@ -59,6 +60,52 @@ pub(super) enum Parsed {
     Refused(Refusal),
 }
 
+/// Who starts a request's span (tracing on): the direct path's tracer, or
+/// a test's fixed context. The worker's head carries the span's context
+/// (`policy::RequestRules::trace`), not the client's.
+pub(super) trait Trace {
+    /// Whether a span is started (the trace headers are read only then).
+    fn on(&self) -> bool;
+    /// Starts the span of a request the direct path serves (`method` and
+    /// `path` as the client sent them, without the query) continuing what
+    /// came in; the span's context.
+    fn start(
+        &mut self,
+        method: &str,
+        path: &str,
+        agent_id: &str,
+        incoming: Incoming,
+    ) -> Option<&SpanContext>;
+}
+
+/// Tracing off.
+impl Trace for () {
+    fn on(&self) -> bool {
+        false
+    }
+    fn start(&mut self, _: &str, _: &str, _: &str, _: Incoming) -> Option<&SpanContext> {
+        None
+    }
+}
+
+/// A trace header's value as read from a head: absent, or given twice
+/// (then absent too, as `Incoming::from_headers` has it).
+#[derive(Default, Clone, Copy)]
+struct One<'b> {
+    value: Option<&'b [u8]>,
+    twice: bool,
+}
+
+impl<'b> One<'b> {
+    fn see(&mut self, v: &'b [u8]) {
+        self.twice |= self.value.is_some();
+        self.value = Some(v);
+    }
+    fn get(self) -> Option<&'b [u8]> {
+        self.value.filter(|_| !self.twice)
+    }
+}
+
 /// What the rewrite needs to know besides the request.
 pub(super) struct Context<'a> {
     /// The client's address as `X-Forwarded-For` writes it (`policy::ip_text`).
@@ -70,7 +117,15 @@ pub(super) struct Context<'a> {
 /// path serves, writes the head for the worker to `out`: origin-form target
 /// without `/agents/{id}`, hop-by-hop headers gone, the admin token dropped,
 /// `x-request-id`, `x-forwarded-for`, `-proto` and `-prefix` set.
-pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> Parsed {
+/// With tracing on (`trace`), the request's span is started here once the
+/// request is known to be the direct path's, and the worker's head carries
+/// its context.
+pub(super) fn parse_request(
+    buf: &[u8],
+    cx: &Context<'_>,
+    trace: &mut impl Trace,
+    out: &mut Vec<u8>,
+) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -105,6 +160,8 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
     let mut general = false;
     let mut seen = RequestSeen::<&[u8]>::default();
     let mut session = None;
+    let traced = trace.on();
+    let (mut traceparent, mut tracestate, mut amzn) = <(One, One, One)>::default();
     // Each line's kind, for both passes.
     let mut kinds = [Kind::Other; MAX_HEADERS];
     for (h, k) in req.headers.iter().zip(kinds.iter_mut()) {
@@ -124,6 +181,9 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
                 let at = h.value.as_ptr() as usize - buf.as_ptr() as usize;
                 session = Some(at..at + h.value.len());
             }
+            Kind::TraceParent if traced => traceparent.see(h.value),
+            Kind::TraceState if traced => tracestate.see(h.value),
+            Kind::AmznTraceId if traced => amzn.see(h.value),
             _ => {}
         }
     }
@@ -144,6 +204,17 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
     let close = connection.iter().any(|v| has_token(v, "close"));
     let named = |n: &str| policy::named_in(connection.iter().copied(), n);
     seen.settle(named);
+    let context = if traced {
+        let incoming = Incoming::from_bytes(traceparent.get(), tracestate.get(), amzn.get());
+        let path = target.split_once('?').map_or(target, |(p, _)| p);
+        trace.start(method, path, &target[8..8 + id_len], incoming)
+    } else {
+        None
+    };
+    let rules = RequestRules {
+        trace: context,
+        ..cx.rules
+    };
 
     out.clear();
     out.extend_from_slice(method.as_bytes());
@@ -156,7 +227,7 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (h, &kind) in req.headers.iter().zip(kinds.iter()) {
         let name = h.name;
-        if !cx.rules.passes(kind, name, h.value, &named) {
+        if !rules.passes(kind, name, h.value, &named) {
             continue;
         }
         // The same length given twice is passed on once (as hyper does).
@@ -176,8 +247,7 @@ pub(super) fn parse_request(buf: &[u8], cx: &Context<'_>, out: &mut Vec<u8>) -> 
         peer_ip: cx.peer_ip,
         prefix: Some(prefix.as_bytes()),
     };
-    cx.rules
-        .add(&seen, made.then_some(&request_id), Some(&forwarded), out);
+    rules.add(&seen, made.then_some(&request_id), Some(&forwarded), out);
     out.extend_from_slice(b"\r\n");
 
     let method = match method {

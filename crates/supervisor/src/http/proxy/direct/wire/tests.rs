@@ -9,13 +9,14 @@ fn cx() -> Context<'static> {
         rules: RequestRules {
             admin: None,
             grpc: false,
+            trace: None,
         },
     }
 }
 
 fn direct(raw: &str, cx: &Context<'_>) -> (Request, String) {
     let mut out = Vec::new();
-    match parse_request(raw.as_bytes(), cx, &mut out) {
+    match parse_request(raw.as_bytes(), cx, &mut (), &mut out) {
         Parsed::Direct(r) => (r, String::from_utf8(out).unwrap()),
         other => panic!("not direct: {other:?}"),
     }
@@ -48,6 +49,7 @@ fn a_request_id_is_made_and_the_admin_token_dropped() {
         rules: RequestRules {
             admin: Some(&admin),
             grpc: false,
+            trace: None,
         },
     };
     let raw = "GET /agents/a HTTP/1.1\r\nhost: x\r\nAuthorization: Bearer root\r\nConnection: close\r\n\r\n";
@@ -97,14 +99,14 @@ fn what_the_direct_path_does_not_serve_goes_to_the_general_one() {
     ] {
         assert!(
             matches!(
-                parse_request(raw.as_bytes(), &cx(), &mut out),
+                parse_request(raw.as_bytes(), &cx(), &mut (), &mut out),
                 Parsed::General
             ),
             "{raw:?}"
         );
     }
     assert!(matches!(
-        parse_request(b"GET /agents/a HTTP/1.1\r\nHo", &cx(), &mut out),
+        parse_request(b"GET /agents/a HTTP/1.1\r\nHo", &cx(), &mut (), &mut out),
         Parsed::Partial
     ));
 }
@@ -126,12 +128,12 @@ fn a_head_whose_framing_would_change_is_refused_not_passed_on() {
         ("POST /agents/a HTTP/1.1\r\nHost: x\r\nExpect: 999-bogus\r\nContent-Length: 1\r\n\r\nx", 417),
         ("CONNECT /agents/a HTTP/1.1\r\nHost: x\r\n\r\n", 405),
     ] {
-        match parse_request(raw.as_bytes(), &cx(), &mut out) {
+        match parse_request(raw.as_bytes(), &cx(), &mut (), &mut out) {
             Parsed::Refused(r) => assert_eq!(r.status.as_u16(), status, "{raw:?}: {}", r.message),
             other => panic!("{raw:?}: {other:?}"),
         }
     }
-    let refused = |raw: &str| match parse_request(raw.as_bytes(), &cx(), &mut Vec::new()) {
+    let refused = |raw: &str| match parse_request(raw.as_bytes(), &cx(), &mut (), &mut Vec::new()) {
         Parsed::Refused(r) => r.message,
         other => panic!("{other:?}"),
     };

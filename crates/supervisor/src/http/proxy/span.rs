@@ -1,0 +1,163 @@
+//! A proxied request's span (tracing on), built the same way on both
+//! paths: its name, its attributes, its events, and how it ends. The
+//! worker continues it: the forwarding rules write its context into the
+//! worker's head (`policy::RequestRules::trace`).
+
+use std::time::Instant;
+
+use par_telemetry::trace::{Incoming, Kind, Span, SpanId, Status, TraceId, Tracer, Value};
+
+use super::admit::Admitted;
+use crate::http::route_table::Upstream;
+
+/// The span of a request for `agent_id`, continuing what came in
+/// (`traceparent`, `tracestate`, `x-amzn-trace-id`): `{method} /agents/{id}`.
+pub(super) fn start(t: &'static Tracer, method: &str, agent_id: &str, incoming: Incoming) -> Span {
+    const AGENTS: &str = " /agents/";
+    let mut name = String::with_capacity(method.len() + AGENTS.len() + agent_id.len());
+    name.push_str(method);
+    name.push_str(AGENTS);
+    name.push_str(agent_id);
+    t.start_from(name, Kind::Server, incoming)
+}
+
+/// What a span says of the request itself.
+pub(super) struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The client's address (`policy::ip_text`).
+    pub client: Value,
+    pub agent_id: &'a str,
+    pub grpc: bool,
+    /// The session key it names (shown hashed).
+    pub session: Option<&'a str>,
+}
+
+/// Sets the request's attributes (when the span records).
+pub(super) fn describe(s: &mut Span, r: Request<'_>) {
+    if !s.is_recording() {
+        return;
+    }
+    s.set("http.request.method", method_value(r.method));
+    s.set("url.path", r.path.to_owned());
+    s.set("client.address", r.client);
+    s.set("par.agent_id", r.agent_id.to_owned());
+    if r.grpc {
+        s.set("rpc.system", "grpc");
+    }
+    if let Some(k) = r.session {
+        session(s, k);
+    }
+}
+
+/// The session key the request names (shown hashed).
+pub(super) fn session(s: &mut Span, key: &str) {
+    if s.is_recording() {
+        s.set("par.session.hash", super::hint::trace_hash(key));
+    }
+}
+
+/// A method as an attribute: the common ones are constants (no copy).
+fn method_value(m: &str) -> Value {
+    match m {
+        "GET" => "GET".into(),
+        "POST" => "POST".into(),
+        "PUT" => "PUT".into(),
+        "DELETE" => "DELETE".into(),
+        "PATCH" => "PATCH".into(),
+        "HEAD" => "HEAD".into(),
+        "OPTIONS" => "OPTIONS".into(),
+        _ => m.to_owned().into(),
+    }
+}
+
+/// The request was admitted (a worker chosen) after waiting since `started`.
+pub(super) fn admitted(s: &mut Span, started: Instant, a: &Admitted) {
+    if !s.is_recording() {
+        return;
+    }
+    let waited = started.elapsed().as_secs_f64() * 1000.0;
+    s.event(
+        "admitted",
+        &[
+            ("par.process_id", a.upstream.agent_process()),
+            ("par.admission.wait_ms", waited.into()),
+        ],
+    );
+    if let Some(w) = a.woke {
+        s.set("par.wake.wait_ms", w.as_secs_f64() * 1000.0);
+    }
+    if a.rebound {
+        s.set("par.session.rebound", true);
+    }
+}
+
+/// The worker's response head came: its status, who answered, how soon,
+/// after how many tries that never reached a worker.
+pub(super) fn answered(
+    s: &mut Span,
+    status: u16,
+    upstream: &Upstream,
+    started: Instant,
+    retries: usize,
+) {
+    if !s.is_recording() {
+        return;
+    }
+    s.set("http.response.status_code", status);
+    s.set("par.process_id", upstream.agent_process());
+    s.set(
+        "par.time_to_first_byte_ms",
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
+    s.set("par.retries", retries);
+}
+
+/// A try that never reached the worker: the request goes to another one.
+pub(super) fn retry(s: &mut Span, upstream: &Upstream) {
+    if s.is_recording() {
+        s.event("retry", &[("par.process_id", upstream.agent_process())]);
+    }
+}
+
+/// The worker failed the request (a reply is made here).
+pub(super) fn worker_failed(s: &mut Span, upstream: &Upstream) {
+    if s.is_recording() {
+        s.event(
+            "worker_failed",
+            &[("par.process_id", upstream.agent_process())],
+        );
+    }
+}
+
+/// The client went away before its reply.
+pub(super) fn client_gone(s: &mut Span) {
+    s.event("client_gone", &[]);
+}
+
+/// Ends the span of a request answered here (no worker's body to carry it
+/// to its end): its status, an error when 5xx.
+pub(super) fn made_here(mut s: Span, status: u16) {
+    if s.is_recording() {
+        s.set("http.response.status_code", status);
+        if status >= 500 {
+            s.set_status(Status::Error(
+                format!("answered {status} by the supervisor").into(),
+            ));
+        }
+    }
+    s.end();
+}
+
+/// Ends the span of a request whose worker's reply body was passed on
+/// (`bytes` of it).
+pub(super) fn body_ended(mut s: Span, bytes: u64) {
+    s.set("http.response.body.size", bytes);
+    s.end();
+}
+
+/// The ids an access-log line shows (empty with tracing off).
+pub(super) fn log_ids(ids: Option<(TraceId, SpanId)>) -> (String, String) {
+    ids.map(|(t, s)| (t.to_hex(), s.to_hex()))
+        .unwrap_or_default()
+}
