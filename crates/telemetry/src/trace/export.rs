@@ -120,26 +120,28 @@ async fn run(
     loop {
         let mut batch = Vec::with_capacity(64);
         let mut flush = None;
+        // What is queued is taken at once (`recv_many`): one wake-up and one
+        // timer per batch, not per span.
         tokio::select! {
-            s = spans.recv() => match s {
-                Some(s) => batch.push(s),
-                None => return,
+            n = spans.recv_many(&mut batch, BATCH) => if n == 0 {
+                return;
             },
             Some(f) = flushes.recv() => flush = Some(f),
         }
         if flush.is_none() {
-            let deadline = Instant::now() + BATCH_DELAY;
+            let deadline = tokio::time::sleep_until(Instant::now() + BATCH_DELAY);
+            tokio::pin!(deadline);
             while batch.len() < BATCH {
+                let room = BATCH - batch.len();
                 tokio::select! {
-                    s = spans.recv() => match s {
-                        Some(s) => batch.push(s),
-                        None => break,
+                    n = spans.recv_many(&mut batch, room) => if n == 0 {
+                        break;
                     },
                     Some(f) = flushes.recv() => {
                         flush = Some(f);
                         break;
                     }
-                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = &mut deadline => break,
                 }
             }
         }
