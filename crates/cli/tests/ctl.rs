@@ -624,3 +624,38 @@ fn ctl_set_shows_the_supervisors_refusal() {
     let o = ctl(port, &home, &["set", "nobody", "--replicas", "2"]);
     expect(&o, 5, "set of an unknown agent");
 }
+
+/// What a PATCH answered is what the next read of status shows: the
+/// supervisor publishes a batch's views before it answers its commands.
+#[test]
+fn status_read_right_after_a_patch_shows_it() {
+    let sup = start_fake("patch-read");
+    for round in 0..20u64 {
+        let (replicas, tracked) = (1 + round % 2 + 1, round % 3 != 0);
+        let body = format!(
+            r#"{{"replicas":{replicas},"sessions":"{}"}}"#,
+            if tracked { "auto" } else { "off" }
+        );
+        let r = http(
+            sup.port,
+            "PATCH",
+            "/supervisor/agents/a",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        // Settled, so the change is applied in place (no rollout).
+        assert_eq!(r.json()["outcome"], "scaled", "{}", r.text());
+        let a = sup.agent_status("a");
+        assert_eq!(
+            (&a["desired_replicas"], &a["sessions_tracked"]),
+            (&Value::from(replicas), &Value::Bool(tracked)),
+            "round {round}, after {body}: {a}"
+        );
+        wait_until(LONG, "the agent settled", || {
+            let a = sup.agent_status("a");
+            (a["ready_replicas"] == a["desired_replicas"]).then_some(())
+        });
+    }
+}

@@ -42,6 +42,8 @@ pub struct Outputs {
 /// The commands waiting for their answers.
 struct Waiters {
     pending: HashMap<WaiterId, oneshot::Sender<Reply>>,
+    /// Answers made in this batch, sent once it is published.
+    ready: Vec<(WaiterId, Reply)>,
     last: u64,
 }
 
@@ -49,6 +51,7 @@ impl Waiters {
     fn new() -> Self {
         Waiters {
             pending: HashMap::new(),
+            ready: Vec::new(),
             last: WaiterId::NOBODY.0,
         }
     }
@@ -60,9 +63,18 @@ impl Waiters {
         waiter
     }
 
+    /// Held until the batch's views are published: whoever is answered
+    /// reads a status, a route table, that already shows what it did.
     fn answer(&mut self, waiter: WaiterId, reply: Reply) {
-        if let Some(tx) = self.pending.remove(&waiter) {
-            let _ = tx.send(reply);
+        self.ready.push((waiter, reply));
+    }
+
+    /// Sends the answers the batch made (after its publish).
+    fn send_ready(&mut self) {
+        for (waiter, reply) in self.ready.drain(..) {
+            if let Some(tx) = self.pending.remove(&waiter) {
+                let _ = tx.send(reply);
+            }
         }
     }
 }
@@ -131,6 +143,7 @@ impl Dispatcher {
                 }
             }
             self.publish();
+            self.waiters.send_ready();
             if self.core.finished() {
                 break;
             }

@@ -91,7 +91,8 @@ impl Supervisor {
     /// Adds or removes replicas to reach `n` (the highest indices go first).
     pub(super) fn scale_to(&mut self, a: &mut Agent, n: u32, out: &mut Out) {
         let n = n.max(1) as usize;
-        while a.replicas.len() < n {
+        // A replica on its way out (dropped, still stopping) is not one of the `n`.
+        while a.replicas.iter().filter(|r| !dropping(r)).count() < n {
             let index = self.free_index(a, &[]);
             a.replicas.push(Replica::new(index, out.clock.wall));
             let i = a.replicas.len() - 1;

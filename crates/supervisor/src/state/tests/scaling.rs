@@ -428,3 +428,21 @@ fn an_idle_timeout_scales_a_crashed_agent_to_zero_but_leaves_a_failed_one_failed
     assert!(load(&mut h, "f", 0, 2_000).is_empty());
     assert_eq!(h.state("f"), State::Failed);
 }
+
+#[test]
+fn scaling_up_again_while_a_removed_replica_stops_starts_a_new_one() {
+    let mut h = H::new();
+    let (_, fx) = h.spawn_spec(with("u", |s| s.replicas = 3), false);
+    let ws = ready_all(&mut h, &fx);
+    // 3 -> 2: the highest replica is stopping, not gone yet.
+    let (_, fx) = put(&mut h, with("u", |s| s.replicas = 2), false);
+    assert!(!has(&fx, |e| matches!(e, Effect::Spawn(_))), "{fx:?}");
+    assert_eq!(summary(&h, "u").desired_replicas, 2);
+    // 2 -> 3 before it has stopped: a third replica starts all the same.
+    let (_, fx) = put(&mut h, with("u", |s| s.replicas = 3), false);
+    let started = ready_all(&mut h, &fx);
+    assert_eq!(started.len(), 1, "one new replica: {fx:?}");
+    assert!(!ws.contains(&started[0]));
+    assert_eq!(summary(&h, "u").desired_replicas, 3);
+    assert_eq!(summary(&h, "u").ready_replicas, 3);
+}
