@@ -120,38 +120,42 @@ impl Runtime {
                 event: Some(event),
             };
         };
-        let probe = || {
-            tokio::spawn(probe::run(
-                self.control.clone(),
-                launch.worker,
-                Arc::from(launch.agent.as_str()),
-                port,
-                self.client.clone(),
-                self.probe,
-            ))
+        let event = match self.isolation.per_agent() {
+            Some(per) => {
+                self.prepare_then_start(Arc::clone(per), launch, port);
+                None
+            }
+            None => Some(self.start_now(launch, port)),
         };
-        if let Some(per) = self.isolation.per_agent() {
-            let task = tokio::spawn(prepare(
-                Arc::clone(per),
-                launch.clone(),
-                self.prepared_tx.clone(),
-                self.control.clone(),
-                Arc::clone(&self.logs),
-            ));
-            let running = Running {
-                process: Process::Preparing(task),
-                port,
-                probe: Some(probe()),
-                launch: launch.clone(),
-            };
-            self.workers.insert(launch.worker, running);
-            return SpawnOutcome {
-                port: Some(port),
-                event: None,
-            };
+        SpawnOutcome {
+            port: Some(port),
+            event,
         }
+    }
+
+    /// Under its agent's uid: its uid, files and environment are prepared
+    /// on a task of their own; [`Runtime::start_prepared`] starts it.
+    fn prepare_then_start(&mut self, per: Arc<isolation::PerAgent>, launch: &Launch, port: u16) {
+        let task = tokio::spawn(prepare(
+            per,
+            launch.clone(),
+            self.prepared_tx.clone(),
+            self.control.clone(),
+            Arc::clone(&self.logs),
+        ));
+        let running = Running {
+            process: Process::Preparing(task),
+            port,
+            probe: Some(self.start_probe(launch, port)),
+            launch: launch.clone(),
+        };
+        self.workers.insert(launch.worker, running);
+    }
+
+    /// As the supervisor's uid: started at once.
+    fn start_now(&mut self, launch: &Launch, port: u16) -> WorkerEvent {
         let listener = self.ports.lease(port);
-        let event = match self.starter.spawn(launch, port, listener, None) {
+        match self.starter.spawn(launch, port, listener, None) {
             Ok(started) => {
                 let running = Running {
                     process: Process::Started {
@@ -159,7 +163,7 @@ impl Runtime {
                         exited: started.exited,
                     },
                     port,
-                    probe: Some(probe()),
+                    probe: Some(self.start_probe(launch, port)),
                     launch: launch.clone(),
                 };
                 self.workers.insert(launch.worker, running);
@@ -172,11 +176,19 @@ impl Runtime {
                 self.ports.release(port);
                 self.spawn_failed(e)
             }
-        };
-        SpawnOutcome {
-            port: Some(port),
-            event: Some(event),
         }
+    }
+
+    /// The worker's health probe, from now until it is stopped or released.
+    fn start_probe(&self, launch: &Launch, port: u16) -> JoinHandle<()> {
+        tokio::spawn(probe::run(
+            self.control.clone(),
+            launch.worker,
+            Arc::from(launch.agent.as_str()),
+            port,
+            self.client.clone(),
+            self.probe,
+        ))
     }
 
     fn spawn_failed(&self, e: std::io::Error) -> WorkerEvent {
