@@ -97,8 +97,8 @@ pub fn from_body(body: &[u8]) -> FromBody<'_> {
     named(body)
 }
 
-/// `from_body` without the byte search first.
-pub(super) fn named(body: &[u8]) -> FromBody<'_> {
+/// `from_body` without the byte search first (made already).
+pub fn named(body: &[u8]) -> FromBody<'_> {
     let Ok(b) = skim::skim(body) else {
         return FromBody::default();
     };

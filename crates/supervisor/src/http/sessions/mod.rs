@@ -113,7 +113,8 @@ impl Sessions {
         let t = &mut *guard;
         let mut rebound = false;
         if let Some(b) = t.bindings.get_mut(key) {
-            let expired = now.saturating_duration_since(b.used.0) >= settings.idle_timeout
+            let idle = now.saturating_duration_since(b.used.0);
+            let expired = idle >= settings.idle_timeout
                 || now.saturating_duration_since(b.started) >= settings.max_lifetime;
             let worker = b.upstream.worker;
             let drained = b.upstream.drained_for_sessions();
@@ -126,7 +127,7 @@ impl Sessions {
                     let up = Arc::clone(up);
                     // The order of use is kept to a second: a session's
                     // every request need not move it in the index.
-                    if now.saturating_duration_since(b.used.0) >= USE_GRAIN {
+                    if idle >= USE_GRAIN {
                         t.seq += 1;
                         let used = (now, t.seq);
                         let old = std::mem::replace(&mut b.used, used);

@@ -103,10 +103,19 @@ impl<'a> Str<'a> {
         } else {
             self.raw
         };
-        if name == b"params" {
-            return Some(Field::Params);
+        let field = match name.len() {
+            6 if name == b"params" => Field::Params,
+            6 => Field::Named(3),
+            9 => Field::Named(0),
+            11 => Field::Named(2),
+            12 => Field::Named(4),
+            15 => Field::Named(1),
+            _ => return None,
+        };
+        match field {
+            Field::Named(n) if NAMES[n] != name => None,
+            f => Some(f),
         }
-        NAMES.iter().position(|n| *n == name).map(Field::Named)
     }
 }
 
@@ -165,28 +174,34 @@ fn hex4(b: &[u8]) -> Option<u16> {
     Some(v)
 }
 
-/// What a byte is inside a string.
-const PLAIN: u8 = 0;
-const QUOTE: u8 = 1;
-const BACKSLASH: u8 = 2;
-const CONTROL: u8 = 3;
-const HIGH: u8 = 4;
-
-static CLASS: [u8; 256] = {
-    let mut t = [PLAIN; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = match i as u8 {
-            b'"' => QUOTE,
-            b'\\' => BACKSLASH,
-            0..=0x1f => CONTROL,
-            0x80..=0xff => HIGH,
-            _ => PLAIN,
-        };
+/// The first quote, backslash or control byte (< 0x20) in `b` from `i`
+/// (`b.len()` if none), eight bytes a step.
+fn special(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        // A byte's high bit is set where it is below 0x20, or equal to a
+        // quote or backslash (the lowest such byte is exact).
+        let control = x.wrapping_sub(ONES * 0x20) & !x;
+        let q = x ^ (ONES * u64::from(b'"'));
+        let quote = q.wrapping_sub(ONES) & !q;
+        let e = x ^ (ONES * u64::from(b'\\'));
+        let backslash = e.wrapping_sub(ONES) & !e;
+        let found = (control | quote | backslash) & HIGH;
+        if found != 0 {
+            return i + found.trailing_zeros() as usize / 8;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c < 0x20 || c == b'"' || c == b'\\' {
+            break;
+        }
         i += 1;
     }
-    t
-};
+    i
+}
 
 /// Open arrays and objects while a value is skipped: a bit each
 /// (1: an object), the first 128 in place, deeper ones in `more`.
@@ -357,41 +372,26 @@ impl<'a> Skim<'a> {
     fn string(&mut self, text: bool) -> Res<Str<'a>> {
         let start = self.i;
         let mut escaped = false;
-        // Where the bytes not yet checked as UTF-8 start (text), and
-        // whether any is not ASCII.
-        let mut run = start;
-        let mut high = false;
         loop {
-            let mut i = self.i;
-            let class = loop {
-                let c = *self.b.get(i).ok_or(Invalid)?;
-                match CLASS[c as usize] {
-                    PLAIN => i += 1,
-                    HIGH => {
-                        high = true;
-                        i += 1;
-                    }
-                    k => break k,
-                }
-            };
-            self.i = i;
-            if text && high {
+            // The bytes up to the next quote, backslash or control byte.
+            let run = self.i;
+            let i = special(self.b, run);
+            if text && !self.b[run..i].is_ascii() {
+                // Escapes give whole characters: each run between them
+                // must be UTF-8 itself.
                 std::str::from_utf8(&self.b[run..i]).map_err(|_| Invalid)?;
-                high = false;
             }
-            match class {
-                QUOTE => {
-                    self.i += 1;
+            self.i = i + 1;
+            match self.b.get(i) {
+                Some(b'"') => {
                     return Ok(Str {
                         raw: &self.b[start..i],
                         escaped,
-                    });
+                    })
                 }
-                BACKSLASH => {
+                Some(b'\\') => {
                     escaped = true;
-                    self.i += 1;
                     self.escape(text)?;
-                    run = self.i;
                 }
                 _ => return Err(Invalid),
             }

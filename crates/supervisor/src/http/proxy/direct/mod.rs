@@ -618,7 +618,7 @@ fn session_hint(
     if !key::may_name_one(body) || !tracked() {
         return SessionHint::None;
     }
-    let found = key::from_body(body);
+    let found = key::named(body);
     match (found.session, found.interaction) {
         (Some(k), _) => SessionHint::Key(k.into()),
         (None, Some(i)) => SessionHint::Interaction(i.into()),
