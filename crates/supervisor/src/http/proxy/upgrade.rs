@@ -1,7 +1,7 @@
 //! WebSocket upgrades through the proxy: the client's handshake goes to the
 //! agent's worker on a connection of its own; when the worker switches
 //! protocols both sides are upgraded and frames are relayed as they come
-//! (`relay`), each direction on its own, until one side closes, the socket
+//! (`relay`), both directions in one task, until one side closes, the socket
 //! idles too long, or the worker goes away — then the client gets close code
 //! 1012 (service restart) so that it reconnects instead of hanging.
 
@@ -286,7 +286,22 @@ async fn handshake(
             messages_out: &metrics.websocket_messages_out,
             shutdown: closing().subscribe(),
         };
-        relay.run(TokioIo::new(client), TokioIo::new(worker)).await;
+        // The worker's side is the socket itself (and what hyper read past
+        // the 101): no layer between the relay and its reads and writes.
+        // The client's came through the server's own layers and stays in them.
+        match worker.downcast::<TokioIo<tokio::net::TcpStream>>() {
+            Ok(w) => {
+                let ahead = w.read_buf;
+                relay
+                    .run(TokioIo::new(client), w.io.into_inner(), &ahead)
+                    .await;
+            }
+            Err(worker) => {
+                relay
+                    .run(TokioIo::new(client), TokioIo::new(worker), &[])
+                    .await;
+            }
+        }
     });
     Response::from_parts(parts, Body::empty())
 }

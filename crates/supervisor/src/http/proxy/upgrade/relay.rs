@@ -6,10 +6,13 @@
 //! Frames from the client stay masked as it sent them (what a client must
 //! send); the worker's are unmasked, as a server's must be.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{GOING_AWAY, PROTOCOL_ERROR, SERVICE_RESTART, TOO_BIG};
 
@@ -128,75 +131,96 @@ impl Activity {
     }
 }
 
-/// The reading side of one direction, with what it knows of the frame in
-/// passage. Every step is cancel-safe: a pump dropped mid-frame leaves the
-/// state to resume (or to drain) from.
-struct Inbound<R> {
-    from: R,
+/// One direction's state: what was read ahead from its sending side, and
+/// what it knows of the frames in passage. The sockets are passed to each
+/// call, so that one task can serve both directions; every step is
+/// cancel-safe: a pump dropped mid-frame leaves the state to resume (or to
+/// drain) from.
+struct Inbound {
     /// Frames from a client are masked; from a worker they must not be.
     from_client: bool,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
-    /// Bytes of the frame in passage (its header included) still to pass
+    /// Bytes of the frames in passage (headers included) still to pass
     /// on: zero when the writer on the other side is at a frame boundary.
+    /// Every frame wholly read when a header is admitted is admitted with
+    /// it, so that one write passes them all on.
     remaining: u64,
-    /// The frame in passage ends a data message, or is a close.
+    /// The last frame in passage ends a data message, or is a close.
     ends_message: bool,
     is_close: bool,
+    /// Data messages ended by the frames in passage before the last one.
+    messages_ahead: u64,
     /// Inside a fragmented data message, and its length so far.
     in_message: bool,
     message_len: u64,
 }
 
-impl<R: AsyncRead + Unpin> Inbound<R> {
-    fn new(from: R, from_client: bool) -> Self {
+impl Inbound {
+    /// `ahead`: bytes already read from the side (after its handshake).
+    fn new(from_client: bool, ahead: &[u8]) -> Self {
+        let mut buf = vec![0; BUFFER.max(ahead.len())].into_boxed_slice();
+        buf[..ahead.len()].copy_from_slice(ahead);
         Inbound {
-            from,
             from_client,
-            buf: vec![0; BUFFER].into_boxed_slice(),
+            buf,
             start: 0,
-            end: 0,
+            end: ahead.len(),
             remaining: 0,
             ends_message: false,
             is_close: false,
+            messages_ahead: 0,
             in_message: false,
             message_len: 0,
         }
     }
 
     /// Reads more; `false` at the end of the connection or on an error.
-    async fn fill(&mut self, activity: &Activity) -> bool {
+    fn poll_fill<R: AsyncRead + Unpin>(
+        &mut self,
+        from: &mut R,
+        activity: &Activity,
+        cx: &mut Context<'_>,
+    ) -> Poll<bool> {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
         } else if self.end == self.buf.len() {
             self.buf.copy_within(self.start..self.end, 0);
             (self.start, self.end) = (0, self.end - self.start);
         }
-        match self.from.read(&mut self.buf[self.end..]).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.end += n;
+        let mut read = ReadBuf::new(&mut self.buf[self.end..]);
+        match ready!(Pin::new(from).poll_read(cx, &mut read)) {
+            Ok(()) if !read.filled().is_empty() => {
+                self.end += read.filled().len();
                 activity.touch();
-                true
+                Poll::Ready(true)
             }
+            _ => Poll::Ready(false),
         }
     }
 
-    /// The next frame's header, read ahead and not consumed.
-    async fn next_header(&mut self, activity: &Activity) -> Option<Header> {
+    /// The next frame's header, read ahead and not consumed; `None` at
+    /// the end of the connection.
+    fn poll_header<R: AsyncRead + Unpin>(
+        &mut self,
+        from: &mut R,
+        activity: &Activity,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Header>> {
         loop {
             if let Some(h) = parse_header(&self.buf[self.start..self.end]) {
-                return Some(h);
+                return Poll::Ready(Some(h));
             }
-            if !self.fill(activity).await {
-                return None;
+            if !ready!(self.poll_fill(from, activity, cx)) {
+                return Poll::Ready(None);
             }
         }
     }
 
     /// Checks a header against the protocol and the limits and, when it
-    /// passes, notes the frame as in passage.
+    /// passes, notes the frame as in passage (nothing changes when it
+    /// does not).
     fn admit(&mut self, h: &Header, limits: Limits) -> Result<(), Pumped> {
         let reserved = h.opcode & 0x07 >= 3;
         if h.rsv != 0 || reserved || h.masked != self.from_client || h.payload >> 63 != 0 {
@@ -230,68 +254,115 @@ impl<R: AsyncRead + Unpin> Inbound<R> {
         Ok(())
     }
 
+    /// After a header was admitted: admits the frames after it that were
+    /// read whole, up to a close or a frame that does not pass (met again,
+    /// and refused, when the writer gets to it).
+    fn admit_read_ahead(&mut self, limits: Limits) {
+        self.messages_ahead = 0;
+        let mut through = self.remaining;
+        while !self.is_close && through < (self.end - self.start) as u64 {
+            let at = self.start + through as usize;
+            let Some(h) = parse_header(&self.buf[at..self.end]) else {
+                break;
+            };
+            if h.size as u64 + h.payload > (self.end - at) as u64 {
+                break;
+            }
+            let ended = self.ends_message;
+            if self.admit(&h, limits).is_err() {
+                // `admit` left the last frame's state as it was.
+                self.remaining = through;
+                break;
+            }
+            self.messages_ahead += u64::from(ended);
+            through += self.remaining;
+            self.remaining = through;
+        }
+    }
+
     /// Passes frames on to `to` until a close has gone through or a side
     /// stops; `messages` counts the data messages passed on.
-    async fn pump<W: AsyncWrite + Unpin>(
+    fn poll_pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
+        from: &mut R,
         to: &mut W,
-        limits: Limits,
-        activity: &Activity,
-        messages: &AtomicU64,
-    ) -> Pumped {
+        (limits, activity, messages): (Limits, &Activity, &AtomicU64),
+        cx: &mut Context<'_>,
+    ) -> Poll<Pumped> {
         loop {
             if self.remaining == 0 {
-                let Some(h) = self.next_header(activity).await else {
-                    return Pumped::Gone;
+                let Some(h) = ready!(self.poll_header(from, activity, cx)) else {
+                    return Poll::Ready(Pumped::Gone);
                 };
                 if let Err(stop) = self.admit(&h, limits) {
-                    return stop;
+                    return Poll::Ready(stop);
                 }
+                self.admit_read_ahead(limits);
             }
-            if self.start == self.end && !self.fill(activity).await {
-                return Pumped::Gone;
+            if self.start == self.end && !ready!(self.poll_fill(from, activity, cx)) {
+                return Poll::Ready(Pumped::Gone);
             }
             let n =
                 (self.end - self.start).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-            match to.write(&self.buf[self.start..self.start + n]).await {
-                Ok(0) | Err(_) => return Pumped::PeerGone,
+            match ready!(Pin::new(&mut *to).poll_write(cx, &self.buf[self.start..self.start + n])) {
+                Ok(0) | Err(_) => return Poll::Ready(Pumped::PeerGone),
                 Ok(w) => {
                     self.start += w;
                     self.remaining -= w as u64;
                 }
             }
             if self.remaining == 0 {
-                if self.is_close {
-                    return Pumped::Closed;
+                let ended = self.messages_ahead + u64::from(self.ends_message);
+                self.messages_ahead = 0;
+                if ended > 0 {
+                    messages.fetch_add(ended, Ordering::Relaxed);
                 }
-                if self.ends_message {
-                    messages.fetch_add(1, Ordering::Relaxed);
+                if self.is_close {
+                    return Poll::Ready(Pumped::Closed);
                 }
             }
         }
     }
 
+    async fn pump<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+        &mut self,
+        from: &mut R,
+        to: &mut W,
+        counting: (Limits, &Activity, &AtomicU64),
+    ) -> Pumped {
+        std::future::poll_fn(|cx| self.poll_pump(from, to, counting, cx)).await
+    }
+
     /// Reads and drops frames until the side's close frame (or its end).
-    async fn drain(&mut self, activity: &Activity) {
+    fn poll_drain<R: AsyncRead + Unpin>(
+        &mut self,
+        from: &mut R,
+        activity: &Activity,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
         loop {
             if self.remaining == 0 {
-                let Some(h) = self.next_header(activity).await else {
-                    return;
+                let Some(h) = ready!(self.poll_header(from, activity, cx)) else {
+                    return Poll::Ready(());
                 };
                 self.remaining = h.size as u64 + h.payload;
                 self.is_close = h.opcode == CLOSE;
             }
-            if self.start == self.end && !self.fill(activity).await {
-                return;
+            if self.start == self.end && !ready!(self.poll_fill(from, activity, cx)) {
+                return Poll::Ready(());
             }
             let n =
                 (self.end - self.start).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
             self.start += n;
             self.remaining -= n as u64;
             if self.remaining == 0 && self.is_close {
-                return;
+                return Poll::Ready(());
             }
         }
+    }
+
+    async fn drain<R: AsyncRead + Unpin>(&mut self, from: &mut R, activity: &Activity) {
+        std::future::poll_fn(|cx| self.poll_drain(from, activity, cx)).await
     }
 }
 
@@ -334,38 +405,73 @@ pub struct Relay<'a> {
 impl Relay<'_> {
     /// Relays between the client's and the worker's connections until one
     /// side closes or goes, the socket idles for `idle`, or shutdown.
-    pub async fn run<C, W>(mut self, client: C, worker: W)
+    /// `worker_ahead`: what was read from the worker after its handshake.
+    ///
+    /// Both directions are served by this one task, each turn polling the
+    /// two sides' reads (as an event loop would) with no lock or channel
+    /// between them; the sockets are split only for the closing handshake.
+    pub async fn run<C, W>(mut self, mut client: C, mut worker: W, worker_ahead: &[u8])
     where
         C: AsyncRead + AsyncWrite + Unpin,
         W: AsyncRead + AsyncWrite + Unpin,
     {
-        let (client_read, mut to_client) = tokio::io::split(client);
-        let (worker_read, mut to_worker) = tokio::io::split(worker);
-        let mut up = Inbound::new(client_read, true);
-        let mut down = Inbound::new(worker_read, false);
+        let mut up = Inbound::new(true, &[]);
+        let mut down = Inbound::new(false, worker_ahead);
         let activity = Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
         };
         let (limits, a) = (self.limits, &activity);
-        let end = tokio::select! {
-            p = up.pump(&mut to_worker, limits, a, self.messages_in) => match p {
-                Pumped::Closed => End::Closed(Side::Client),
-                Pumped::Gone => End::ClientGone,
-                Pumped::PeerGone => End::WorkerGone,
-                Pumped::TooBig => End::TooBig(Side::Client),
-                Pumped::Protocol => End::Protocol(Side::Client),
-            },
-            p = down.pump(&mut to_client, limits, a, self.messages_out) => match p {
-                Pumped::Closed => End::Closed(Side::Worker),
-                Pumped::Gone => End::WorkerGone,
-                Pumped::PeerGone => End::ClientGone,
-                Pumped::TooBig => End::TooBig(Side::Worker),
-                Pumped::Protocol => End::Protocol(Side::Worker),
-            },
-            () = activity.idle_for(self.idle) => End::Idle,
-            () = async { let _ = self.shutdown.wait_for(|c| *c).await; } => End::Shutdown,
-        };
+        let (count_in, count_out) = (
+            (limits, a, self.messages_in),
+            (limits, a, self.messages_out),
+        );
+        let mut idle = std::pin::pin!(activity.idle_for(self.idle));
+        let shutdown = &mut self.shutdown;
+        let mut shutdown = std::pin::pin!(async move {
+            let _ = shutdown.wait_for(|c| *c).await;
+        });
+        // Which direction goes first this turn: they take turns, so that a
+        // side that never stops sending (each turn ends when the runtime's
+        // budget does) cannot starve the other.
+        let mut down_first = false;
+        let end = std::future::poll_fn(|cx| {
+            down_first = !down_first;
+            for down_turn in [down_first, !down_first] {
+                let end = if down_turn {
+                    down.poll_pump(&mut worker, &mut client, count_out, cx)
+                        .map(|p| match p {
+                            Pumped::Closed => End::Closed(Side::Worker),
+                            Pumped::Gone => End::WorkerGone,
+                            Pumped::PeerGone => End::ClientGone,
+                            Pumped::TooBig => End::TooBig(Side::Worker),
+                            Pumped::Protocol => End::Protocol(Side::Worker),
+                        })
+                } else {
+                    up.poll_pump(&mut client, &mut worker, count_in, cx)
+                        .map(|p| match p {
+                            Pumped::Closed => End::Closed(Side::Client),
+                            Pumped::Gone => End::ClientGone,
+                            Pumped::PeerGone => End::WorkerGone,
+                            Pumped::TooBig => End::TooBig(Side::Client),
+                            Pumped::Protocol => End::Protocol(Side::Client),
+                        })
+                };
+                if end.is_ready() {
+                    return end;
+                }
+            }
+            if idle.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::Idle);
+            }
+            if shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::Shutdown);
+            }
+            Poll::Pending
+        })
+        .await;
+        let (mut client_read, mut to_client) = tokio::io::split(client);
+        let (mut worker_read, mut to_worker) = tokio::io::split(worker);
         // A writer takes a frame of the relay's own only between frames.
         let client_ready = down.remaining == 0;
         let worker_ready = up.remaining == 0;
@@ -373,18 +479,17 @@ impl Relay<'_> {
             match end {
                 // The other side's reply (and what it still sends) passes on.
                 End::Closed(Side::Client) => {
-                    down.pump(&mut to_client, limits, a, self.messages_out)
-                        .await;
+                    down.pump(&mut worker_read, &mut to_client, count_out).await;
                 }
                 End::Closed(Side::Worker) => {
-                    up.pump(&mut to_worker, limits, a, self.messages_in).await;
+                    up.pump(&mut client_read, &mut to_worker, count_in).await;
                 }
                 // The worker sees its connection end: the app gets a disconnect (1006).
                 End::ClientGone => {}
                 End::WorkerGone => {
                     if client_ready {
                         send_close(&mut to_client, SERVICE_RESTART, "service restart", false).await;
-                        up.drain(a).await;
+                        up.drain(&mut client_read, a).await;
                     }
                 }
                 End::TooBig(side) | End::Protocol(side) => {
@@ -411,8 +516,8 @@ impl Relay<'_> {
                                 send_close(&mut to_worker, c, r, true).await;
                             }
                         },
-                        up.drain(a),
-                        down.drain(a),
+                        up.drain(&mut client_read, a),
+                        down.drain(&mut worker_read, a),
                     );
                 }
                 End::Idle | End::Shutdown => {
@@ -432,8 +537,8 @@ impl Relay<'_> {
                                 send_close(&mut to_worker, GOING_AWAY, reason, true).await;
                             }
                         },
-                        up.drain(a),
-                        down.drain(a),
+                        up.drain(&mut client_read, a),
+                        down.drain(&mut worker_read, a),
                     );
                 }
             }

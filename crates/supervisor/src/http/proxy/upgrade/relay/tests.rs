@@ -1,6 +1,7 @@
 //! The relay's frame parsing, admission and pass-through.
 
 use super::*;
+use tokio::io::AsyncReadExt;
 
 #[test]
 fn headers_of_every_length_form() {
@@ -28,7 +29,7 @@ fn admission_follows_the_protocol_and_the_limits() {
         max_message: 1000,
         max_frame: 400,
     };
-    let mut up = Inbound::new(tokio::io::empty(), true);
+    let mut up = Inbound::new(true, &[]);
     let h = |fin: bool, opcode: u8, masked: bool, payload: u64| Header {
         size: 2,
         fin,
@@ -80,7 +81,7 @@ fn admission_follows_the_protocol_and_the_limits() {
     assert_eq!(up.admit(&h(true, 0, true, 100), limits), Ok(()));
     assert!(!up.in_message);
     // From a worker, frames must not be masked.
-    let mut down = Inbound::new(tokio::io::empty(), false);
+    let mut down = Inbound::new(false, &[]);
     assert_eq!(
         down.admit(&h(true, 1, true, 1), limits),
         Err(Pumped::Protocol)
@@ -148,7 +149,7 @@ async fn frames_pass_through_as_they_are() {
         shutdown,
     };
     let expected = input.clone();
-    let run = relay.run(relay_side, worker_side);
+    let run = relay.run(relay_side, worker_side, &[]);
     let drive = async {
         let mut got = vec![0; expected.len()];
         let (w, r) = tokio::join!(client.write_all(&input), worker.read_exact(&mut got));
@@ -166,4 +167,107 @@ async fn frames_pass_through_as_they_are() {
     };
     tokio::join!(run, drive);
     assert_eq!(m_in.load(Ordering::Relaxed), 2);
+}
+
+/// A masked frame from a client.
+fn client_frame(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [9, 8, 7, 6];
+    let mut f = vec![(u8::from(fin) << 7) | op, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+fn relay_for_test<'a>(
+    m_in: &'a AtomicU64,
+    m_out: &'a AtomicU64,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Relay<'a> {
+    Relay {
+        limits: Limits {
+            max_message: 1 << 20,
+            max_frame: 1 << 20,
+        },
+        idle: Duration::from_secs(60),
+        messages_in: m_in,
+        messages_out: m_out,
+        shutdown,
+    }
+}
+
+/// Frames that arrive together leave together, each counted; a frame the
+/// protocol does not allow among them stops the relay at its first byte:
+/// the frames before it pass, nothing of it does, and both sides get a close.
+#[tokio::test]
+async fn frames_read_together_pass_together_up_to_a_bad_one() {
+    let (mut client, relay_side) = tokio::io::duplex(64 * 1024);
+    let (worker_side, mut worker) = tokio::io::duplex(64 * 1024);
+    let mut good = Vec::new();
+    for i in 0..10u8 {
+        good.extend(client_frame(true, 1, &[b'a' + i; 5]));
+    }
+    let mut input = good.clone();
+    // Not masked: a client's frames must be.
+    input.extend_from_slice(&[0x81, 0x02, b'n', b'o']);
+    let (_tx, shutdown) = tokio::sync::watch::channel(false);
+    let (m_in, m_out) = (AtomicU64::new(0), AtomicU64::new(0));
+    let relay = relay_for_test(&m_in, &m_out, shutdown);
+    let run = relay.run(relay_side, worker_side, &[]);
+    let drive = async {
+        client.write_all(&input).await.unwrap();
+        let mut got = vec![0; good.len()];
+        worker.read_exact(&mut got).await.unwrap();
+        assert!(got == good, "the worker got other bytes");
+        // Then the relay's own close, masked, 1001.
+        let mut head = [0u8; 6];
+        worker.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[0], 0x88);
+        let len = usize::from(head[1] & 0x7f);
+        let mut payload = vec![0; len];
+        worker.read_exact(&mut payload).await.unwrap();
+        let code = u16::from_be_bytes([payload[0] ^ head[2], payload[1] ^ head[3]]);
+        assert_eq!(code, GOING_AWAY);
+        worker
+            .write_all(&close_frame(1001, "", false))
+            .await
+            .unwrap();
+        let mut reply = vec![0; 4];
+        client.read_exact(&mut reply).await.unwrap();
+        assert_eq!(&reply[..4], &[0x88, 16, 0x03, 0xea]);
+        drop(client);
+        drop(worker);
+    };
+    tokio::join!(run, drive);
+    assert_eq!(m_in.load(Ordering::Relaxed), 10);
+}
+
+/// What hyper read from the worker past its 101 goes to the client first.
+#[tokio::test]
+async fn bytes_read_with_the_handshake_come_first() {
+    let (mut client, relay_side) = tokio::io::duplex(1024);
+    let (worker_side, mut worker) = tokio::io::duplex(1024);
+    let (_tx, shutdown) = tokio::sync::watch::channel(false);
+    let (m_in, m_out) = (AtomicU64::new(0), AtomicU64::new(0));
+    let relay = relay_for_test(&m_in, &m_out, shutdown);
+    let ahead = [0x81, 0x02, b'h', b'i', 0x81, 0x03, b'y'];
+    let run = relay.run(relay_side, worker_side, &ahead);
+    let drive = async {
+        worker.write_all(b"ou").await.unwrap();
+        let mut got = [0u8; 9];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"\x81\x02hi\x81\x03you");
+        client
+            .write_all(&close_frame(1000, "", true))
+            .await
+            .unwrap();
+        worker
+            .write_all(&close_frame(1000, "", false))
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, close_frame(1000, "", false));
+    };
+    tokio::join!(run, drive);
+    assert_eq!(m_out.load(Ordering::Relaxed), 2);
 }
