@@ -10,14 +10,14 @@ use tokio::sync::{oneshot, watch};
 use crate::control::{Message, Snapshot};
 use crate::http::api::view::{Counters, Published};
 use crate::http::metrics::Registry;
-use crate::http::route_table::{Admission, Pool, Route as TableRoute, RouteTable, Table, Upstream};
+use crate::http::route_table::{Admission, Pool, Route, RouteTable, Table, Upstream};
 use crate::logs::LogStore;
 use crate::model::{
     AgentId, Clock, Effect, Input, Level, LogRecord, MetricEvent, Reply, WaiterId, WorkerEvent,
     WorkerId,
 };
 use crate::runtime::Runtime;
-use crate::state::{Route, RouteEntry, Supervisor};
+use crate::state::{RouteDecision, RouteEntry, Supervisor};
 
 pub struct Dispatcher {
     core: Supervisor,
@@ -337,7 +337,7 @@ impl Live {
     /// The proxy's route of one agent: its pool (made on first sight,
     /// configured from the entry) and the upstreams of its ready and
     /// draining workers; none while it is ready with no upstream yet.
-    fn route(&mut self, entry: RouteEntry, metrics: &Registry) -> Option<TableRoute> {
+    fn route(&mut self, entry: RouteEntry, metrics: &Registry) -> Option<Route> {
         let pool = Arc::clone(self.pools.entry(entry.agent.clone()).or_insert_with(|| {
             let metrics = metrics.agent(entry.agent.as_str());
             Arc::new(Pool::new(entry.agent.as_str(), metrics))
@@ -349,36 +349,36 @@ impl Live {
             wakes: entry.wakes,
         };
         pool.track_sessions(entry.sessions);
-        let upstreams = |workers: &[crate::state::Upstream]| -> Vec<Arc<Upstream>> {
+        let upstreams = |workers: &[crate::state::RoutedWorker]| -> Vec<Arc<Upstream>> {
             workers
                 .iter()
                 .filter_map(|u| self.upstreams.get(&u.worker).cloned())
                 .collect()
         };
         Some(match entry.route {
-            Route::Ready(ups) => {
+            RouteDecision::Ready(ups) => {
                 let ups = upstreams(&ups);
                 pool.configure(admission, ups.len());
                 if ups.is_empty() {
                     return None;
                 }
-                TableRoute::Ready {
+                Route::Ready {
                     pool,
                     upstreams: ups.into(),
                     draining: upstreams(&entry.draining).into(),
                 }
             }
-            Route::Waking(state) => {
+            RouteDecision::Waking(state) => {
                 pool.configure(admission, 0);
-                TableRoute::Waking { pool, state }
+                Route::Waking { pool, state }
             }
-            Route::NotReady {
+            RouteDecision::NotReady {
                 state,
                 retry_after_secs,
                 reason,
             } => {
                 pool.configure(admission, 0);
-                TableRoute::NotReady {
+                Route::NotReady {
                     state,
                     retry_after_secs,
                     reason: reason.map(Arc::from),

@@ -370,8 +370,8 @@ impl Conn {
 
     /// A guard that ends the request when dropped (hyper's path: the
     /// response body, dropped once written, or the request abandoned).
-    pub fn request(self: &Arc<Self>) -> Option<InFlight> {
-        self.begin_request().then(|| InFlight(Arc::clone(self)))
+    pub fn request(self: &Arc<Self>) -> Option<ConnRequest> {
+        self.begin_request().then(|| ConnRequest(Arc::clone(self)))
     }
 
     /// When the wait for the current request must end.
@@ -443,9 +443,9 @@ impl Conn {
 }
 
 /// A request in flight on hyper's path; ended when dropped.
-pub struct InFlight(Arc<Conn>);
+pub struct ConnRequest(Arc<Conn>);
 
-impl Drop for InFlight {
+impl Drop for ConnRequest {
     fn drop(&mut self) {
         self.0.end_request();
     }

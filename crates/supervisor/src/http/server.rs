@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tower::ServiceExt as _;
 
-use super::connections::{Admitted, Conn, Connections, InFlight, Reading};
+use super::connections::{Admitted, Conn, ConnRequest, Connections, Reading};
 use super::leftover::{self, Guarded};
 use super::proxy::framing::HeadRules;
 use super::proxy::target::for_an_agent;
@@ -109,7 +109,7 @@ fn too_many_connections() -> Response<Body> {
 /// again) when written whole or dropped.
 struct Ending {
     inner: Body,
-    _in_flight: InFlight,
+    _in_flight: ConnRequest,
 }
 
 impl http_body::Body for Ending {

@@ -36,7 +36,7 @@ use crate::model::{
 use agent::{Agent, Goal, Life};
 pub(crate) use lifecycle::set_life;
 pub use limits::Budget;
-pub use view::{Route, RouteEntry, Upstream};
+pub use view::{RouteDecision, RouteEntry, RoutedWorker};
 
 /// The settings decisions depend on.
 #[derive(Debug, Clone)]

@@ -12,16 +12,16 @@ use crate::model::{
 
 /// One ready worker as the proxy needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
+pub struct RoutedWorker {
     pub worker: WorkerId,
     pub port: u16,
     pub process_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Route {
+pub enum RouteDecision {
     /// Requests go to these workers.
-    Ready(Vec<Upstream>),
+    Ready(Vec<RoutedWorker>),
     /// Scaled to zero or starting after a wake: requests wait for it.
     Waking(State),
     /// Known but not routable: 503 with `Retry-After`.
@@ -36,7 +36,7 @@ pub enum Route {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteEntry {
     pub agent: AgentId,
-    pub route: Route,
+    pub route: RouteDecision,
     /// In flight per replica (`None`: no limit).
     pub max_concurrency: Option<u32>,
     pub max_queue: u32,
@@ -48,7 +48,7 @@ pub struct RouteEntry {
     /// How its sessions are kept, when they are tracked.
     pub sessions: Option<SessionSettings>,
     /// Workers kept only for the sessions bound to them (tracked agents).
-    pub draining: Vec<Upstream>,
+    pub draining: Vec<RoutedWorker>,
 }
 
 impl Supervisor {
@@ -226,7 +226,7 @@ fn add_agent(shares: &mut Shares, a: &Agent) {
 
 /// Workers on their way out that still serve their sessions: the old
 /// version's after a rollout, replicas scaled away, until SIGTERM.
-fn draining(a: &Agent) -> Vec<Upstream> {
+fn draining(a: &Agent) -> Vec<RoutedWorker> {
     let retiring = a.retiring.iter().map(|w| (w, None));
     let stopping = a.replicas.iter().filter_map(|r| match r.life() {
         Life::Stopping(w, super::agent::AfterStop::Drop) => Some((w, Some(r.index))),
@@ -241,7 +241,7 @@ fn draining(a: &Agent) -> Vec<Upstream> {
                 Some(i) => a.id.process_id(i),
                 None => a.id.process_id(0),
             };
-            Some(Upstream {
+            Some(RoutedWorker {
                 worker: w.id,
                 port,
                 process_id,
@@ -250,12 +250,12 @@ fn draining(a: &Agent) -> Vec<Upstream> {
         .collect()
 }
 
-fn route(a: &Agent, clock: Clock) -> Route {
+fn route(a: &Agent, clock: Clock) -> RouteDecision {
     let ready: Vec<_> = a
         .replicas
         .iter()
         .filter_map(|r| match r.life() {
-            Life::Ready(w) => w.port.map(|port| Upstream {
+            Life::Ready(w) => w.port.map(|port| RoutedWorker {
                 worker: w.id,
                 port,
                 process_id: a.id.process_id(r.index),
@@ -264,7 +264,7 @@ fn route(a: &Agent, clock: Clock) -> Route {
         })
         .collect();
     if !ready.is_empty() {
-        return Route::Ready(ready);
+        return RouteDecision::Ready(ready);
     }
     let first = &a.replicas[0];
     let state = first.state();
@@ -273,9 +273,9 @@ fn route(a: &Agent, clock: Clock) -> Route {
         State::Idle | State::Pending | State::Fetching | State::Starting
     );
     if a.spec.idle_timeout.is_some() && a.goal == super::agent::Goal::Run && waking {
-        return Route::Waking(state);
+        return RouteDecision::Waking(state);
     }
-    Route::NotReady {
+    RouteDecision::NotReady {
         state,
         retry_after_secs: match (first.life(), state) {
             (Life::Backoff { until }, _) => {

@@ -15,7 +15,7 @@ fn stop_drains_then_terminates_and_answers_at_the_exit() {
     assert!(reply_to(&fx, waiter).is_none(), "answered before the exit");
     assert!(matches!(
         h.route("a"),
-        Some(Route::NotReady {
+        Some(RouteDecision::NotReady {
             state: State::Stopping,
             ..
         })

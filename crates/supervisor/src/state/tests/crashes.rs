@@ -150,7 +150,7 @@ fn a_package_failure_while_starting_fails_at_once() {
     assert!(!h.seen.contains(&(State::Starting, State::Crashed)));
     assert!(matches!(
         h.route("a"),
-        Some(Route::NotReady {
+        Some(RouteDecision::NotReady {
             reason: Some(_),
             retry_after_secs: 30,
             ..

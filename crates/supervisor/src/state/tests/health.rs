@@ -14,7 +14,7 @@ fn liveness_failures_make_it_unhealthy_then_restart_it() {
         },
     );
     assert_eq!(h.state("a"), State::Unhealthy);
-    assert!(matches!(h.route("a"), Some(Route::NotReady { .. })));
+    assert!(matches!(h.route("a"), Some(RouteDecision::NotReady { .. })));
     h.ev(
         w,
         WorkerEvent::Probe {

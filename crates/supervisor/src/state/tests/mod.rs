@@ -15,7 +15,7 @@ mod waits;
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Budget, Config, Route, Supervisor};
+use super::{Budget, Config, RouteDecision, Supervisor};
 use crate::model::{
     AgentId, AgentSpec, Answer, Clock, Command, CommandError, Effect, ErrorKind, ExitInfo,
     FetchFailure, FetchId, Health, Input, Origin, PutOutcome, Reply, Resolved, RestartPolicy,
@@ -163,7 +163,7 @@ impl H {
         self.s.views(self.clock).iter().any(|v| v.agent_id == agent)
     }
 
-    pub(super) fn route(&self, agent: &str) -> Option<Route> {
+    pub(super) fn route(&self, agent: &str) -> Option<RouteDecision> {
         self.s
             .routes(self.clock)
             .into_iter()

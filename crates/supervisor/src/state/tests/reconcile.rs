@@ -129,7 +129,7 @@ fn backoff_counts_down_in_views_and_retry_after() {
     let later = left(&h);
     assert!((first - later - 2.0).abs() < 1e-6, "{first} {later}");
     assert!(
-        matches!(h.route("a"), Some(Route::NotReady { state: State::Backoff, retry_after_secs, .. }) if retry_after_secs >= 2)
+        matches!(h.route("a"), Some(RouteDecision::NotReady { state: State::Backoff, retry_after_secs, .. }) if retry_after_secs >= 2)
     );
 }
 

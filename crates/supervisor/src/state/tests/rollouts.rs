@@ -17,10 +17,10 @@ fn a_rollout_switches_only_when_the_new_worker_is_ready() {
         },
     );
     // Still routed to the old worker while the new one starts.
-    assert!(matches!(h.route("a"), Some(Route::Ready(u)) if u[0].worker == old));
+    assert!(matches!(h.route("a"), Some(RouteDecision::Ready(u)) if u[0].worker == old));
     assert_eq!(h.view("a").rollout.unwrap().worker_port, Some(9100));
     let fx = h.ev(new, ready());
-    assert!(matches!(h.route("a"), Some(Route::Ready(u)) if u[0].worker == new));
+    assert!(matches!(h.route("a"), Some(RouteDecision::Ready(u)) if u[0].worker == new));
     assert!(has(
         &fx,
         |e| matches!(e, Effect::StopProbe { worker } if *worker == old)
@@ -76,7 +76,7 @@ fn a_broken_new_version_keeps_the_old_one_serving() {
             errors: vec!["ImportError: no module named x".into()],
         },
     });
-    assert!(matches!(h.route("a"), Some(Route::Ready(u)) if u[0].worker == old));
+    assert!(matches!(h.route("a"), Some(RouteDecision::Ready(u)) if u[0].worker == old));
     let v = h.view("a");
     assert_eq!(v.state, State::Ready);
     assert_eq!(v.package_path, "/pkgs/a");
@@ -197,7 +197,7 @@ fn a_remote_rollout_fetches_then_starts_next_to_the_old_worker() {
         result: Ok(resolved()),
     });
     assert!(spawned(&fx).is_some());
-    assert!(matches!(h.route("a"), Some(Route::Ready(u)) if u[0].worker == old));
+    assert!(matches!(h.route("a"), Some(RouteDecision::Ready(u)) if u[0].worker == old));
 }
 
 #[test]

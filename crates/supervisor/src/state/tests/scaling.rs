@@ -60,13 +60,13 @@ fn a_fixed_count_starts_every_replica_with_its_own_process_id() {
             .map(|v| v.process_id)
             .collect();
     assert_eq!(ids, ["par-a", "par-a-1", "par-a-2"]);
-    assert!(matches!(h.route("a"), Some(Route::Ready(u)) if u.len() == 3));
+    assert!(matches!(h.route("a"), Some(RouteDecision::Ready(u)) if u.len() == 3));
     let a = summary(&h, "a");
     assert_eq!((a.desired_replicas, a.ready_replicas), (3, 3));
     // One replica's crash restarts that replica only.
     let fx = h.exits(ws[1], Some(1), None, 1.0);
     assert!(restart_delay(&fx, h.clock.now).is_some());
-    assert!(matches!(h.route("a"), Some(Route::Ready(u)) if u.len() == 2));
+    assert!(matches!(h.route("a"), Some(RouteDecision::Ready(u)) if u.len() == 2));
     assert_eq!(summary(&h, "a").ready_replicas, 2);
 }
 
@@ -95,12 +95,12 @@ fn a_rollout_replaces_every_replica_at_once() {
     h.ev(new[0], ready());
     // Half ready: the old generation still serves.
     assert!(
-        matches!(h.route("a"), Some(Route::Ready(u)) if u.iter().all(|x| old.contains(&x.worker)))
+        matches!(h.route("a"), Some(RouteDecision::Ready(u)) if u.iter().all(|x| old.contains(&x.worker)))
     );
     h.ev(new[1], WorkerEvent::Spawned { pid: 8, port: 9201 });
     let fx = h.ev(new[1], ready());
     assert!(
-        matches!(h.route("a"), Some(Route::Ready(u)) if u.iter().all(|x| new.contains(&x.worker)) && u.len() == 2)
+        matches!(h.route("a"), Some(RouteDecision::Ready(u)) if u.iter().all(|x| new.contains(&x.worker)) && u.len() == 2)
     );
     for w in old {
         assert!(has(
@@ -141,7 +141,10 @@ fn an_idle_agent_stops_every_replica_and_a_request_wakes_it() {
     assert_eq!((v.state, v.pid), (State::Idle, None));
     assert_eq!(summary(&h, "z").desired_replicas, 0);
     assert_eq!(h.s.views(h.clock).len(), 1, "one idle process stays listed");
-    assert!(matches!(h.route("z"), Some(Route::Waking(State::Idle))));
+    assert!(matches!(
+        h.route("z"),
+        Some(RouteDecision::Waking(State::Idle))
+    ));
     // A request wakes it: both replicas start, requests wait meanwhile.
     let fx = h.input(Input::Wake { agent: id("z") });
     assert_eq!(
@@ -152,14 +155,17 @@ fn an_idle_agent_stops_every_replica_and_a_request_wakes_it() {
         e,
         Effect::Metric(crate::model::MetricEvent::Woken { .. })
     )));
-    assert!(matches!(h.route("z"), Some(Route::Waking(State::Starting))));
+    assert!(matches!(
+        h.route("z"),
+        Some(RouteDecision::Waking(State::Starting))
+    ));
     // A second wake while it starts changes nothing.
     assert!(!has(
         &h.input(Input::Wake { agent: id("z") }),
         |e| matches!(e, Effect::Spawn(_))
     ));
     ready_all(&mut h, &fx);
-    assert!(matches!(h.route("z"), Some(Route::Ready(u)) if u.len() == 2));
+    assert!(matches!(h.route("z"), Some(RouteDecision::Ready(u)) if u.len() == 2));
 }
 
 #[test]
@@ -178,7 +184,7 @@ fn a_failed_wake_is_a_failure_the_held_requests_see() {
     h.exits(spawned(&fx).unwrap(), Some(78), None, 0.2);
     assert!(matches!(
         h.route("z"),
-        Some(Route::NotReady {
+        Some(RouteDecision::NotReady {
             state: State::Failed,
             ..
         })
@@ -331,7 +337,7 @@ fn a_lower_replica_count_is_applied_in_place_and_spares_the_replica_with_session
         e.draining.iter().map(|u| u.worker).collect::<Vec<_>>(),
         vec![ws[1]]
     );
-    assert!(matches!(e.route, Route::Ready(u) if u.len() == 2));
+    assert!(matches!(e.route, RouteDecision::Ready(u) if u.len() == 2));
     let fx = h.input(Input::Drained {
         worker: ws[1],
         in_flight: 0,
@@ -383,7 +389,9 @@ fn a_rollout_keeps_the_old_workers_for_their_sessions_unless_they_are_off() {
             )));
         }
         let e = entry(&h, "r");
-        assert!(matches!(&e.route, Route::Ready(u) if u.iter().all(|x| new.contains(&x.worker))));
+        assert!(
+            matches!(&e.route, RouteDecision::Ready(u) if u.iter().all(|x| new.contains(&x.worker)))
+        );
         let mut draining: Vec<_> = e.draining.iter().map(|u| u.worker).collect();
         draining.sort();
         if mode == crate::model::SessionMode::Auto {

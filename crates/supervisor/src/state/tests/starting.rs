@@ -10,7 +10,7 @@ fn a_local_agent_starts_then_gets_ready_and_routable() {
     let w = spawned(&fx).unwrap();
     assert!(matches!(
         h.route("a"),
-        Some(Route::NotReady {
+        Some(RouteDecision::NotReady {
             state: State::Starting,
             retry_after_secs: 1,
             ..
@@ -31,7 +31,7 @@ fn a_local_agent_starts_then_gets_ready_and_routable() {
     );
     assert_eq!(v.package_id.as_deref(), Some("pkg@1"));
     assert!(
-        matches!(h.route("a"), Some(Route::Ready(u)) if u[0].port == 9001 && u[0].process_id == "par-a")
+        matches!(h.route("a"), Some(RouteDecision::Ready(u)) if u[0].port == 9001 && u[0].process_id == "par-a")
     );
 }
 
