@@ -202,16 +202,7 @@ async fn accept_loop(
     let stopping = stop.clone();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+            (stream, peer) = accept(&listener, "") => {
                 let _ = stream.set_nodelay(true);
                 let conn = match conns.admit(whole_head_arrived(&stream)) {
                     Admitted::Full(c) | Admitted::HealthOnly(c) => Arc::new(c),
@@ -238,6 +229,23 @@ async fn accept_loop(
             "connections still open after {} s; closing them",
             budget.as_secs_f64()
         );
+    }
+}
+
+/// The next connection; a failed accept (EMFILE and friends) is logged
+/// (after `prefix`) and tried again after a pause, instead of spinning.
+pub(super) async fn accept(
+    listener: &TcpListener,
+    prefix: &str,
+) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(x) => return x,
+            Err(e) => {
+                tracing::warn!("{prefix}accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

@@ -121,15 +121,7 @@ async fn accept_loop(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!("admin port: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+            (stream, peer) = crate::http::server::accept(&listener, "admin port: ") => {
                 // Over the limit: closed at once, nothing is held for it.
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                     continue;
