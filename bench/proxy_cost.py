@@ -89,10 +89,35 @@ What invoke gained since before (+1240 in one --conns 1 round, with
 cost_breakdown.py --vs) is the forwarding rules' move to proxy/policy.rs
 (bf4e85a: policy::kind, HeadOut::add_parts), not sessions: they add about
 200 to an untracked agent's request (tracks_sessions, the 'Id"' search).
-A messageId with no key costs a tracked agent nearly as much as a key:
-the body's byte search for 'Id"' (may_name_one) matches "messageId", so
-the body is parsed (serde_json, from_body) and the reply scanned
-(Interactions::scan): +5500 over the tracked rpc row.
+Sessions' rows with cfb869d's sessions code (a build of 284be9d with
+it: the body's session fields read by sessions/skim.rs, not serde_json;
+keys shared as Arc<str>; the reply watch's seam kept in place; e64434d's
+traced direct path not in it), median of 3, the same run's before-build
+("/bi": over its invoke row, 15120 at 8 connections, 17363 at 1; "/br":
+over its same row):
+                                 8 connections          1 connection
+  request        agent           PAR   /bi   /br        PAR   /bi   /br
+  rpc            echo          15592  1.03  1.05      18198  1.05  1.06
+  rpc            echo-off      15903  1.05  1.03      18357  1.06  1.05
+  rpc            echo-tracked  16365  1.08  1.06      18804  1.08  1.07
+  rpc+messageId  echo-tracked  17006  1.12  1.09      19420  1.12  1.12
+  rpc+body key   echo-tracked  21906  1.45  1.39      24304  1.40  1.38
+  rpc+header key echo-tracked  17857  1.18  1.12      19693  1.13  1.11
+  rpc+new body k echo-tracked  22724  1.50  1.47      24208  1.39  1.38
+(invoke itself is 1.05 over before's in both: the forwarding rules, above.)
+Issue 27's goals (no key <= 1.05, a key <= 1.25) are not met by the
+tracked rows without a key (1.08) and with a body key (1.40-1.45); the
+header key meets its goal. Down from 1.11-1.13, 1.56-1.65, 1.22-1.25.
+With cost_breakdown.py (--conns 1, one round): a tracked agent's request
+without a key pays the reply's watch (Watch::feed, about 350: the 'Id"'
+search over the reply, its last bytes kept for the next chunk) over
+echo-off; a key in the header adds about 1300 (Sessions::place about
+500: the SipHash of the key, the table's lock, Instant::now; the header
+parsed and written back); a key in the body about 4000 more: the skim of
+the body (about 4000 for these 190 bytes, where serde_json took 6000:
+Skim::string about 1750 for its 16 strings, skip_value 800, the two
+levels 800, the key's check 290) and tracks_sessions (300: the route
+table read before the skim).
 With --tracing (8 connections, median of 3), on/off: health 62113 (4.33),
 invoke 67196 (4.39), invoke chunked 75731 (1.18), rpc 67500 (4.09),
 tracked rpc+body key 79649 (3.16), rpc+header key 75793 (3.96); the
