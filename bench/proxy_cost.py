@@ -46,8 +46,10 @@ from another).
 (OTEL_EXPORTER_OTLP_ENDPOINT at a stand-in collector in this script that
 answers 200 to each POST /v1/traces and discards the protobuf body;
 OTEL_TRACES_SAMPLER=always_on), on the rows of TRACE_ROWS, against the same
-rows with tracing off. With tracing on every connection goes to the general
-path, so the proxy thread is the one whose accept loop ran; the exporter's
+rows with tracing off. With tracing on the direct path serves what it
+serves with tracing off (each request's span built there, the worker given
+its traceparent) and a chunked request still goes to the general path; the
+proxy thread is the one running serve_direct either way. The exporter's
 own thread (par-otlp-export) is not in the figure and is given beside it.
 The workers get the OTEL_* variables too and export their own spans (other
 processes: not counted). The rows with tracing off are run with no OTEL_*
@@ -118,13 +120,22 @@ the body (about 4000 for these 190 bytes, where serde_json took 6000:
 Skim::string about 1750 for its 16 strings, skip_value 800, the two
 levels 800, the key's check 290) and tracks_sessions (300: the route
 table read before the skim).
-With --tracing (8 connections, median of 3), on/off: health 62113 (4.33),
-invoke 67196 (4.39), invoke chunked 75731 (1.18), rpc 67500 (4.09),
-tracked rpc+body key 79649 (3.16), rpc+header key 75793 (3.96); the
-exporter thread another 22000-29000 per request, not counted. Nearly all
-of it is the general path (hyper) every connection takes while tracing:
-the same request there with tracing off (invoke chunked) costs 64411;
-the spans themselves add 18 % on it (allocation, hex ids, attributes).
+With --tracing (8 connections, median of 3), off -> on (on/off), at
+6c909c7 (the direct path serves traced requests), proxy thread only:
+health 14330 -> 18937 (1.32), invoke 15782 -> 20112 (1.27), invoke
+chunked 64165 -> 73119 (1.14, the general path), rpc 16163 -> 20537
+(1.27), tracked rpc+body key 22277 -> 27691 (1.24), rpc+header key
+18260 -> 23544 (1.29); the exporter thread another 18000-29000 per
+request (span), not counted (about 185 spans per POST: the cost is the
+conversion to protobuf and its encoding, not the requests). Before it
+(483cc1d, every traced connection handed to the general path): health
+62113 (4.33), invoke 67196 (4.39), rpc 67500 (4.09), tracked rpc+body
+key 79649 (3.16), rpc+header key 75793 (3.96), the exporter 22000-29000.
+A sampled span costs the direct path about 4300-5400 instructions: the
++15 % goal is not met. Not yet broken down with cost_breakdown.py; what a
+span does per request: the span, its attributes' and events' vectors,
+the name, url.path, par.agent_id and the process id (twice) allocated,
+clock reads, two random ids, and the queue to the exporter.
 """
 
 import argparse
@@ -360,10 +371,11 @@ NGINX_ROWS = ("health", "invoke", "rpc")
 # The rows measured again with tracing on (--tracing).
 TRACE_ROWS = [(AGENT, "health"), (AGENT, "invoke"), (AGENT, "invoke chunked"), (AGENT, "rpc"),
               (TRACKED, "rpc+body key"), (TRACKED, "rpc+header key")]
-# The proxy thread: the one running serve_direct; with tracing on every
-# connection goes to hyper at once, and the thread is the one whose
-# accept loop serves it. The exporter's thread is summed apart.
-TRACED_MARKER = "server::accept_loop"
+# The proxy thread: the one running serve_direct, tracing on or off (a
+# connection for the general path is handed over from there; a build before
+# the direct path served traced requests handed every one over at once). The
+# exporter's thread is summed apart.
+TRACED_MARKER = "serve_direct"
 EXPORTER_MARKER = "trace::export::"
 
 
