@@ -147,7 +147,14 @@ fn every_line_of_a_supervisor_run_has_the_one_schema() {
     ));
     assert_eq!(r.status, 201, "{}", r.text());
     // A request, with the access log on.
-    let r = invoke(sup.port, "a", "{}");
+    let r = http(
+        sup.port,
+        "POST",
+        "/agents/a/invoke?attempt=1",
+        &[("Content-Type", "application/json")],
+        b"{}",
+    )
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     // A crash: kill -9 of a's worker; it is restarted.
     unsafe_free_kill(first["pid"].as_u64().unwrap() as i32, 9);
@@ -270,6 +277,11 @@ fn every_line_of_a_supervisor_run_has_the_one_schema() {
         sup_line(v, Some("a")) && field(v, "target") == "par::access"
     });
     assert_eq!(field(&access, "status"), 200, "{access}");
+    assert_eq!(
+        (field(&access, "method"), field(&access, "path")),
+        (&Value::from("POST"), &Value::from("/invoke")),
+        "the worker's path, its query left out: {access}"
+    );
     assert_eq!(access["level"], "info");
     // The crash.
     let crash = find("a's crash", &|v| {

@@ -370,17 +370,13 @@ impl Proxy {
             span::made_here(s, response.status().as_u16());
         }
         if self.opts.access_log {
-            let (trace_id, span_id) = span::log_ids(trace_ids);
-            tracing::info!(
-                target: "par::access",
-                agent = %agent_id,
-                method = %parts.method,
-                path = %pq.path(),
-                status = response.status().as_u16(),
-                ms = started.elapsed().as_secs_f64() * 1000.0,
-                trace_id = %trace_id,
-                span_id = %span_id,
-                "proxied"
+            log_access(
+                agent_id,
+                parts.method.as_str(),
+                pq.path(),
+                response.status().as_u16(),
+                started,
+                trace_ids,
             );
         }
         response
@@ -560,4 +556,28 @@ fn grpc_status_of(e: &ApiError) -> Response<Body> {
         14
     };
     grpc_error(code, &e.message)
+}
+
+/// The access-log line of one proxied request, the same on both paths:
+/// `path` as the worker got it, without its query.
+fn log_access(
+    agent: &str,
+    method: &str,
+    path: &str,
+    status: u16,
+    started: Instant,
+    ids: Option<(par_telemetry::trace::TraceId, par_telemetry::trace::SpanId)>,
+) {
+    let (trace_id, span_id) = span::log_ids(ids);
+    tracing::info!(
+        target: "par::access",
+        agent = %agent,
+        method = %method,
+        path = %path,
+        status,
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        trace_id = %trace_id,
+        span_id = %span_id,
+        "proxied"
+    );
 }

@@ -333,17 +333,18 @@ impl Proxy {
             span::made_here(s, status);
         }
         if self.opts.access_log {
-            let path = b.request.split(|&c| c == b' ').nth(1).unwrap_or_default();
-            let (trace_id, span_id) = span::log_ids(trace_ids);
-            tracing::info!(
-                target: "par::access",
-                agent = %b.agent,
-                path = %String::from_utf8_lossy(path),
+            let mut line = b.request.split(|&c| c == b' ');
+            let method = line.next().unwrap_or_default();
+            let target = line.next().unwrap_or_default();
+            let path = target.split(|&c| c == b'?').next().unwrap_or_default();
+            // The head was checked as HTTP (its method a token, its target a URI): ASCII.
+            super::log_access(
+                &b.agent,
+                std::str::from_utf8(method).unwrap_or_default(),
+                std::str::from_utf8(path).unwrap_or_default(),
                 status,
-                ms = started.elapsed().as_secs_f64() * 1000.0,
-                trace_id = %trace_id,
-                span_id = %span_id,
-                "proxied"
+                started,
+                trace_ids,
             );
         }
         next
