@@ -89,6 +89,13 @@ impl AgentMetrics {
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// A request the proxy answered itself because the worker failed it
+    /// (`status`: 502, 503, 504): counted as a proxy error and observed.
+    pub fn observe_failed(&self, status: u16, latency: Duration) {
+        self.proxy_errors.fetch_add(1, Ordering::Relaxed);
+        self.observe(status, latency);
+    }
+
     pub fn observe(&self, status: u16, latency: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.by_class[class].fetch_add(1, Ordering::Relaxed);

@@ -22,7 +22,7 @@ mod try_failed;
 pub mod upgrade;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -442,11 +442,7 @@ impl Proxy {
         started: Instant,
         grpc: bool,
     ) -> Response<Body> {
-        upstream
-            .metrics
-            .proxy_errors
-            .fetch_add(1, Ordering::Relaxed);
-        upstream.metrics.observe(504, started.elapsed());
+        upstream.metrics.observe_failed(504, started.elapsed());
         let msg = format!(
             "agent '{}' did not answer within {} s",
             upstream.agent_id,
@@ -478,10 +474,6 @@ impl Proxy {
         started: Instant,
         grpc: bool,
     ) -> Response<Body> {
-        upstream
-            .metrics
-            .proxy_errors
-            .fetch_add(1, Ordering::Relaxed);
         let (status, msg) = if self.replaced_soon(upstream).await {
             (
                 503,
@@ -502,7 +494,7 @@ impl Proxy {
                 format!("agent '{}' worker {what}: {detail}", upstream.agent_id),
             )
         };
-        upstream.metrics.observe(status, started.elapsed());
+        upstream.metrics.observe_failed(status, started.elapsed());
         let mut resp = match (grpc, status) {
             (true, _) => grpc_error(14, &msg),
             (false, 503) => ApiError::unavailable(msg, 1).into_response_body(),

@@ -160,11 +160,7 @@ async fn handshake(
     rules: &ResponseRules<'_>,
 ) -> Response<Body> {
     let fail = |status: u16, e: ApiError| {
-        upstream
-            .metrics
-            .proxy_errors
-            .fetch_add(1, Ordering::Relaxed);
-        upstream.metrics.observe(status, started.elapsed());
+        upstream.metrics.observe_failed(status, started.elapsed());
         e.into_response_body()
     };
     if *closing().borrow() {
