@@ -31,11 +31,26 @@ const INTERACTION_FIELDS: [&str; 4] = ["clarificationId", "selectionId", "planId
 
 /// A usable key: 1..=MAX_KEY bytes of visible ASCII.
 pub fn valid(key: &[u8]) -> Option<&str> {
-    if key.is_empty() || key.len() > super::MAX_KEY || !key.iter().all(|b| (0x21..0x7f).contains(b))
-    {
+    if key.is_empty() || key.len() > super::MAX_KEY || !visible_ascii(key) {
         return None;
     }
     std::str::from_utf8(key).ok()
+}
+
+/// Whether every byte is in 0x21..0x7f, eight bytes a step.
+fn visible_ascii(b: &[u8]) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES << 7;
+    let mut chunks = b.chunks_exact(8);
+    let mut bad = 0;
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        // A byte's high bit is set where it is below 0x21 (exact when none
+        // is: a borrow comes only from one that is), or 0x7f and above
+        // (exact when none is: a carry comes only from 0xff).
+        bad |= (x.wrapping_sub(ONES * 0x21) & !x) | x.wrapping_add(ONES) | x;
+    }
+    bad & HIGH == 0 && chunks.remainder().iter().all(|b| (0x21..0x7f).contains(b))
 }
 
 /// What a body says about its session (borrowed from it unless written
@@ -47,7 +62,7 @@ pub struct FromBody<'a> {
     pub interaction: Option<Cow<'a, str>>,
 }
 
-impl<'a> skim::Level<'a> {
+impl<'a> skim::SessionFields<'a> {
     /// Its `sessionId`, when a usable key.
     fn session(&self) -> Option<Cow<'a, str>> {
         self.fields[0].and_then(|s| s.key())
@@ -259,6 +274,15 @@ mod tests {
         assert_eq!(valid("é".as_bytes()), None);
         assert_eq!(valid(&[b'a'; 256]).map(str::len), Some(256));
         assert_eq!(valid(&[b'a'; 257]), None);
+        // Every byte at every place of a word and of the rest after it.
+        for at in 0..11 {
+            for c in 0..=255u8 {
+                let mut k = *b"abcdefghijk";
+                k[at] = c;
+                let want = (0x21..0x7f).contains(&c);
+                assert_eq!(valid(&k).is_some(), want, "{c:#x} at {at}");
+            }
+        }
     }
 
     #[test]

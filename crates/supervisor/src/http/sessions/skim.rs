@@ -19,12 +19,18 @@
 //!   written as an array.
 //!
 //! An error anywhere means no field at all, as a failed parse does.
+//!
+//! The scan is a handful of functions that take the body and an offset and
+//! return the offset past what they read, so the offset stays in a register;
+//! a string's end is found eight bytes a step, and UTF-8 is checked only in
+//! a string read that has a byte outside ASCII.
 
 use std::borrow::Cow;
 
-/// One level's fields, each a string still escaped.
+/// The session fields of one level (the top, or its `params`), each a
+/// string still escaped.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Level<'a> {
+pub struct SessionFields<'a> {
     /// `sessionId`, `clarificationId`, `selectionId`, `planId`, `permissionId`.
     pub fields: [Option<Str<'a>>; 5],
 }
@@ -32,8 +38,8 @@ pub struct Level<'a> {
 /// The two levels of a body: the top and its `params`.
 #[derive(Debug, Default)]
 pub struct Body<'a> {
-    pub top: Level<'a>,
-    pub params: Level<'a>,
+    pub top: SessionFields<'a>,
+    pub params: SessionFields<'a>,
 }
 
 /// A string's bytes between its quotes, as written (valid JSON; `escaped`
@@ -54,11 +60,11 @@ type Res<T> = Result<T, Invalid>;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Field {
     Params,
-    /// An index into `Level::fields`.
+    /// An index into `SessionFields::fields`.
     Named(usize),
 }
 
-/// The names, unescaped, in the order of `Level::fields`.
+/// The names, unescaped, in the order of `SessionFields::fields`.
 const NAMES: [&[u8]; 5] = [
     b"sessionId",
     b"clarificationId",
@@ -72,11 +78,9 @@ const LONGEST: usize = 15;
 
 /// Reads `body`'s session fields.
 pub fn skim(body: &[u8]) -> Res<Body<'_>> {
-    let mut s = Skim { b: body, i: 0 };
     let mut out = Body::default();
-    s.level(true, &mut out)?;
-    s.ws();
-    if s.i != s.b.len() {
+    let i = level::<true>(body, 0, &mut out)?;
+    if ws(body, i) != body.len() {
         return Err(Invalid);
     }
     Ok(out)
@@ -93,33 +97,37 @@ impl<'a> Str<'a> {
         let n = unescape(self.raw, &mut buf)?;
         super::key::valid(&buf[..n]).map(|k| Cow::Owned(k.to_owned()))
     }
+}
 
-    /// Which field a name is, if one of ours.
-    fn field(&self) -> Option<Field> {
-        let mut buf = [0u8; LONGEST];
-        let name = if self.escaped {
-            let n = unescape(self.raw, &mut buf)?;
-            &buf[..n]
-        } else {
-            self.raw
-        };
-        let field = match name.len() {
-            6 if name == b"params" => Field::Params,
-            6 => Field::Named(3),
-            9 => Field::Named(0),
-            11 => Field::Named(2),
-            12 => Field::Named(4),
-            15 => Field::Named(1),
-            _ => return None,
-        };
-        match field {
-            Field::Named(n) if NAMES[n] != name => None,
-            f => Some(f),
-        }
+/// Which field a name is (its bytes between the quotes, checked), if one
+/// of ours.
+#[inline]
+fn field(raw: &[u8], escaped: bool) -> Option<Field> {
+    if escaped {
+        return escaped_field(raw);
+    }
+    // Told by the length, then compared as arrays (no call).
+    let is = |name: &[u8]| raw == name;
+    match raw.len() {
+        6 if is(b"params") => Some(Field::Params),
+        6 if is(b"planId") => Some(Field::Named(3)),
+        9 if is(b"sessionId") => Some(Field::Named(0)),
+        11 if is(b"selectionId") => Some(Field::Named(2)),
+        12 if is(b"permissionId") => Some(Field::Named(4)),
+        15 if is(b"clarificationId") => Some(Field::Named(1)),
+        _ => None,
     }
 }
 
-/// Writes the string `raw` (valid JSON, as `Skim::string` checked it)
+/// `field` of a name written with escapes.
+#[cold]
+fn escaped_field(raw: &[u8]) -> Option<Field> {
+    let mut buf = [0u8; LONGEST];
+    let n = unescape(raw, &mut buf)?;
+    field(&buf[..n], false)
+}
+
+/// Writes the string `raw` (valid JSON, as `string` checked it)
 /// unescaped into `out`: its length, or None when it does not fit.
 fn unescape(raw: &[u8], out: &mut [u8]) -> Option<usize> {
     let mut n = 0;
@@ -174,380 +182,381 @@ fn hex4(b: &[u8]) -> Option<u16> {
     Some(v)
 }
 
-/// The first quote, backslash or control byte (< 0x20) in `b` from `i`
-/// (`b.len()` if none), eight bytes a step.
-fn special(b: &[u8], mut i: usize) -> usize {
-    const ONES: u64 = u64::MAX / 255;
-    const HIGH: u64 = ONES << 7;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        // A byte's high bit is set where it is below 0x20, or equal to a
-        // quote or backslash (the lowest such byte is exact).
-        let control = x.wrapping_sub(ONES * 0x20) & !x;
-        let q = x ^ (ONES * u64::from(b'"'));
-        let quote = q.wrapping_sub(ONES) & !q;
-        let e = x ^ (ONES * u64::from(b'\\'));
-        let backslash = e.wrapping_sub(ONES) & !e;
-        let found = (control | quote | backslash) & HIGH;
-        if found != 0 {
-            return i + found.trailing_zeros() as usize / 8;
-        }
-        i += 8;
+/// Past the whitespace at `i`.
+#[inline(always)]
+fn ws(b: &[u8], mut i: usize) -> usize {
+    // Most often none, or one space.
+    match b.get(i) {
+        Some(&c) if c > b' ' => return i,
+        Some(b' ') if b.get(i + 1).is_some_and(|&c| c > b' ') => return i + 1,
+        _ => {}
     }
-    while let Some(&c) = b.get(i) {
-        if c < 0x20 || c == b'"' || c == b'\\' {
-            break;
-        }
+    while let Some(b' ' | b'\n' | b'\t' | b'\r') = b.get(i) {
         i += 1;
     }
     i
 }
 
+/// Past the word `w` at `i`.
+#[inline(always)]
+fn word<const N: usize>(b: &[u8], i: usize, w: &[u8; N]) -> Res<usize> {
+    match b.get(i..i + N) {
+        Some(x) if x == w => Ok(i + N),
+        _ => Err(Invalid),
+    }
+}
+
+const ONES: u64 = u64::MAX / 255;
+const HIGH: u64 = ONES << 7;
+
+/// The rest of a string whose opening quote is before `i`: the offset of
+/// its closing quote, and whether it holds an escape. `TEXT`: it must be
+/// UTF-8 (no lone surrogate in its escapes); else only its escapes are
+/// checked, as serde_json does with a string it skips.
+#[inline(always)]
+fn string<const TEXT: bool>(b: &[u8], start: usize) -> Res<(usize, bool)> {
+    let mut i = start;
+    let mut escaped = false;
+    // The bytes passed, or-ed together (their high bits: outside ASCII).
+    let mut high = 0u64;
+    loop {
+        // The next quote, backslash or control byte (< 0x20), eight bytes
+        // a step.
+        while let Some(chunk) = b.get(i..i + 8) {
+            let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            // A byte's high bit is set where it is below 0x20, or equal to
+            // a quote or backslash (the lowest such byte is exact).
+            let control = x.wrapping_sub(ONES * 0x20) & !x;
+            let q = x ^ (ONES * u64::from(b'"'));
+            let quote = q.wrapping_sub(ONES) & !q;
+            let e = x ^ (ONES * u64::from(b'\\'));
+            let backslash = e.wrapping_sub(ONES) & !e;
+            let found = (control | quote | backslash) & HIGH;
+            if found != 0 {
+                let bit = found.trailing_zeros();
+                if TEXT {
+                    // The bytes below the one found.
+                    high |= x & ((1u64 << (bit & !7)) - 1);
+                }
+                i += bit as usize / 8;
+                break;
+            }
+            if TEXT {
+                high |= x;
+            }
+            i += 8;
+        }
+        // Fewer than eight bytes were left: one at a time.
+        while let Some(&c) = b.get(i) {
+            if c < 0x20 || c == b'"' || c == b'\\' {
+                break;
+            }
+            if TEXT {
+                high |= u64::from(c);
+            }
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'"') => break,
+            Some(b'\\') => {
+                escaped = true;
+                i = escape::<TEXT>(b, i + 1)?;
+            }
+            _ => return Err(Invalid),
+        }
+    }
+    // Escapes are ASCII and give whole characters: the raw string is UTF-8
+    // exactly when each run between its escapes is.
+    if TEXT && high & HIGH != 0 && std::str::from_utf8(&b[start..i]).is_err() {
+        return Err(Invalid);
+    }
+    Ok((i, escaped))
+}
+
+/// An escape whose backslash is before `i`: the offset past it.
+#[inline(never)]
+fn escape<const TEXT: bool>(b: &[u8], i: usize) -> Res<usize> {
+    match b.get(i) {
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 1),
+        Some(b'u') => {
+            let n = hex4(&b[i + 1..]).ok_or(Invalid)?;
+            let i = i + 5;
+            if !TEXT || !(0xD800..=0xDFFF).contains(&n) {
+                return Ok(i);
+            }
+            // A surrogate: a high one, a low one after it.
+            if n >= 0xDC00 || !b[i..].starts_with(b"\\u") {
+                return Err(Invalid);
+            }
+            match hex4(&b[i + 2..]) {
+                Some(0xDC00..=0xDFFF) => Ok(i + 6),
+                _ => Err(Invalid),
+            }
+        }
+        _ => Err(Invalid),
+    }
+}
+
+/// Past the digits at `i`.
+#[inline(always)]
+fn digits(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
+}
+
+/// Past a number at `i`: `-`? (`0` | [1-9][0-9]*) (`.` [0-9]+)? ([eE] [+-]? [0-9]+)?
+fn number(b: &[u8], mut i: usize) -> Res<usize> {
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i) {
+        Some(b'0') => {
+            i += 1;
+            if b.get(i).is_some_and(u8::is_ascii_digit) {
+                return Err(Invalid);
+            }
+        }
+        Some(b'1'..=b'9') => i = digits(b, i + 1),
+        _ => return Err(Invalid),
+    }
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        if !b.get(i).is_some_and(u8::is_ascii_digit) {
+            return Err(Invalid);
+        }
+        i = digits(b, i);
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        if !b.get(i).is_some_and(u8::is_ascii_digit) {
+            return Err(Invalid);
+        }
+        i = digits(b, i);
+    }
+    Ok(i)
+}
+
+/// A level's fields into `out` from `i` (whitespace first), the offset
+/// past it: the top (`TOP`, whose `params` is the level below, read into
+/// `out.params`) or `params` (its own `params` skipped).
+#[inline(always)]
+fn level<'a, const TOP: bool>(b: &'a [u8], i: usize, out: &mut Body<'a>) -> Res<usize> {
+    let mut i = ws(b, i);
+    let (array, close) = match b.get(i) {
+        Some(b'{') => (false, b'}'),
+        Some(b'[') => (true, b']'),
+        _ => return Err(Invalid),
+    };
+    i = ws(b, i + 1);
+    if b.get(i) == Some(&close) {
+        return Ok(i + 1);
+    }
+    // Fields seen: bit 0 params, then the names.
+    let mut seen = 0u8;
+    let mut at = 0;
+    loop {
+        // A member (or element) at `i`.
+        let field = if array {
+            // Past the sixth element: only the end may follow.
+            if at == NAMES.len() + 1 {
+                return Err(Invalid);
+            }
+            at += 1;
+            Some(if at == 1 {
+                Field::Params
+            } else {
+                Field::Named(at - 2)
+            })
+        } else {
+            if b.get(i) != Some(&b'"') {
+                return Err(Invalid);
+            }
+            let (end, escaped) = string::<true>(b, i + 1)?;
+            let field = field(&b[i + 1..end], escaped);
+            i = ws(b, end + 1);
+            if b.get(i) != Some(&b':') {
+                return Err(Invalid);
+            }
+            i += 1;
+            let bit = match field {
+                None => 0,
+                Some(Field::Params) => 1,
+                Some(Field::Named(n)) => 2 << n,
+            };
+            if seen & bit != 0 {
+                return Err(Invalid);
+            }
+            seen |= bit;
+            field
+        };
+        i = match field {
+            None => {
+                // A string or number inline; the rest in `skip_value`.
+                i = ws(b, i);
+                match b.get(i) {
+                    Some(b'"') => string::<false>(b, i + 1)?.0 + 1,
+                    Some(b'0'..=b'9') => number(b, i)?,
+                    _ => skip_value(b, i)?,
+                }
+            }
+            Some(Field::Named(n)) => {
+                i = ws(b, i);
+                let value = match b.get(i) {
+                    Some(b'"') => {
+                        let (end, escaped) = string::<true>(b, i + 1)?;
+                        let raw = &b[i + 1..end];
+                        i = end + 1;
+                        Some(Str { raw, escaped })
+                    }
+                    Some(b'n') => {
+                        i = word(b, i, b"null")?;
+                        None
+                    }
+                    _ => return Err(Invalid),
+                };
+                let level = if TOP { &mut out.top } else { &mut out.params };
+                level.fields[n] = value;
+                i
+            }
+            Some(Field::Params) => {
+                i = ws(b, i);
+                if !TOP || b.get(i) == Some(&b'n') {
+                    // `null`, or below the top any value: skipped.
+                    skip_value(b, i)?
+                } else {
+                    level::<false>(b, i, out)?
+                }
+            }
+        };
+        i = ws(b, i);
+        match b.get(i) {
+            Some(&c) if c == close => return Ok(i + 1),
+            // A comma, then a member (a comma before the end is an error
+            // where the member is read).
+            Some(b',') => i = ws(b, i + 1),
+            _ => return Err(Invalid),
+        }
+    }
+}
+
 /// Open arrays and objects while a value is skipped: a bit each
-/// (1: an object), the first 128 in place, deeper ones in `more`.
-#[derive(Default)]
+/// (1: an object), the first 64 in place, deeper ones in `more`.
 struct Nest {
     depth: usize,
-    bits: u128,
+    bits: u64,
     more: Vec<bool>,
 }
 
 impl Nest {
+    #[inline(always)]
     fn push(&mut self, object: bool) {
-        if self.depth < 128 {
-            self.bits = self.bits & !(1 << self.depth) | (u128::from(object) << self.depth);
+        if self.depth < 64 {
+            self.bits = self.bits & !(1 << self.depth) | (u64::from(object) << self.depth);
         } else {
             self.more.push(object);
         }
         self.depth += 1;
     }
 
-    /// The innermost: whether it is an object; None when none is open.
-    fn top(&self) -> Option<bool> {
+    /// The innermost: whether it is an object (one is open).
+    #[inline(always)]
+    fn top(&self) -> bool {
         match self.depth {
-            0 => None,
-            d if d <= 128 => Some(self.bits >> (d - 1) & 1 == 1),
-            _ => self.more.last().copied(),
+            d if d <= 64 => self.bits >> (d - 1) & 1 == 1,
+            _ => self.more.last().copied().unwrap_or_default(),
         }
     }
 
+    #[inline(always)]
     fn pop(&mut self) {
-        if self.depth > 128 {
+        if self.depth > 64 {
             self.more.pop();
         }
         self.depth -= 1;
     }
 }
 
-struct Skim<'a> {
-    b: &'a [u8],
-    i: usize,
+/// Past any one value at `i` (whitespace first), checked (arrays and
+/// objects of any depth, without recursion).
+#[inline(never)]
+fn skip_value(b: &[u8], mut i: usize) -> Res<usize> {
+    let mut nest = Nest {
+        depth: 0,
+        bits: 0,
+        more: Vec::new(),
+    };
+    loop {
+        // A value.
+        i = ws(b, i);
+        match *b.get(i).ok_or(Invalid)? {
+            b'"' => i = string::<false>(b, i + 1)?.0 + 1,
+            b'{' => {
+                i = ws(b, i + 1);
+                if b.get(i) == Some(&b'}') {
+                    i += 1;
+                } else {
+                    nest.push(true);
+                    i = member_name(b, i)?;
+                    continue;
+                }
+            }
+            b'[' => {
+                i = ws(b, i + 1);
+                if b.get(i) == Some(&b']') {
+                    i += 1;
+                } else {
+                    nest.push(false);
+                    continue;
+                }
+            }
+            b'-' | b'0'..=b'9' => i = number(b, i)?,
+            b'n' => i = word(b, i, b"null")?,
+            b't' => i = word(b, i, b"true")?,
+            b'f' => i = word(b, i, b"false")?,
+            _ => return Err(Invalid),
+        }
+        // After a value: the ends of what it closes, then a comma.
+        loop {
+            if nest.depth == 0 {
+                return Ok(i);
+            }
+            let object = nest.top();
+            i = ws(b, i);
+            match *b.get(i).ok_or(Invalid)? {
+                b',' => {
+                    i += 1;
+                    if object {
+                        i = member_name(b, ws(b, i))?;
+                    }
+                    break;
+                }
+                b']' if !object => {}
+                b'}' if object => {}
+                _ => return Err(Invalid),
+            }
+            i += 1;
+            nest.pop();
+        }
+    }
 }
 
-impl<'a> Skim<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
+/// Past a skipped object's member name at `i` and its colon.
+#[inline(always)]
+fn member_name(b: &[u8], i: usize) -> Res<usize> {
+    if b.get(i) != Some(&b'"') {
+        return Err(Invalid);
     }
-
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
-            self.i += 1;
-        }
+    let (end, _) = string::<false>(b, i + 1)?;
+    let i = ws(b, end + 1);
+    if b.get(i) != Some(&b':') {
+        return Err(Invalid);
     }
-
-    /// After whitespace, `c` (taken).
-    fn expect(&mut self, c: u8) -> Res<()> {
-        self.ws();
-        if self.peek() != Some(c) {
-            return Err(Invalid);
-        }
-        self.i += 1;
-        Ok(())
-    }
-
-    /// A level's fields into `out`: the top (whose `params` is the level
-    /// below, read into `out.params`) or `params` (its own `params` skipped).
-    fn level(&mut self, top: bool, out: &mut Body<'a>) -> Res<()> {
-        self.ws();
-        let array = match self.peek() {
-            Some(b'{') => false,
-            Some(b'[') => true,
-            _ => return Err(Invalid),
-        };
-        self.i += 1;
-        // Fields seen: bit 0 params, then the names.
-        let mut seen = 0u8;
-        let mut first = true;
-        for at in 0.. {
-            self.ws();
-            let c = self.peek().ok_or(Invalid)?;
-            if c == if array { b']' } else { b'}' } {
-                self.i += 1;
-                return Ok(());
-            }
-            if !first {
-                // A comma, then a field (a comma before the end is an
-                // error where the field is read).
-                if c != b',' {
-                    return Err(Invalid);
-                }
-                self.i += 1;
-                self.ws();
-            }
-            first = false;
-            let field = if array {
-                // Past the sixth element: only the end may follow.
-                if at == NAMES.len() + 1 {
-                    return Err(Invalid);
-                }
-                Some(if at == 0 {
-                    Field::Params
-                } else {
-                    Field::Named(at - 1)
-                })
-            } else {
-                if self.peek() != Some(b'"') {
-                    return Err(Invalid);
-                }
-                self.i += 1;
-                let name = self.string(true)?;
-                self.expect(b':')?;
-                let field = name.field();
-                let bit = match field {
-                    None => 0,
-                    Some(Field::Params) => 1,
-                    Some(Field::Named(n)) => 2 << n,
-                };
-                if seen & bit != 0 {
-                    return Err(Invalid);
-                }
-                seen |= bit;
-                field
-            };
-            match field {
-                None => self.skip_value()?,
-                Some(Field::Named(n)) => {
-                    let value = self.string_or_null()?;
-                    let level = if top { &mut out.top } else { &mut out.params };
-                    level.fields[n] = value;
-                }
-                Some(Field::Params) => {
-                    self.ws();
-                    if !top || self.peek() == Some(b'n') {
-                        // `null`, or below the top any value: skipped.
-                        self.skip_value()?;
-                    } else {
-                        self.level(false, out)?;
-                    }
-                }
-            }
-        }
-        unreachable!()
-    }
-
-    /// A session field's value: a string (checked as text) or `null`.
-    fn string_or_null(&mut self) -> Res<Option<Str<'a>>> {
-        self.ws();
-        match self.peek() {
-            Some(b'"') => {
-                self.i += 1;
-                self.string(true).map(Some)
-            }
-            Some(b'n') => self.word(b"null").map(|()| None),
-            _ => Err(Invalid),
-        }
-    }
-
-    fn word(&mut self, w: &[u8]) -> Res<()> {
-        if !self.b[self.i..].starts_with(w) {
-            return Err(Invalid);
-        }
-        self.i += w.len();
-        Ok(())
-    }
-
-    /// The rest of a string whose opening quote was taken. `text`: it must
-    /// be UTF-8 (no lone surrogate in its escapes); else only its escapes
-    /// are checked, as serde_json does with a string it skips.
-    fn string(&mut self, text: bool) -> Res<Str<'a>> {
-        let start = self.i;
-        let mut escaped = false;
-        loop {
-            // The bytes up to the next quote, backslash or control byte.
-            let run = self.i;
-            let i = special(self.b, run);
-            if text && !self.b[run..i].is_ascii() {
-                // Escapes give whole characters: each run between them
-                // must be UTF-8 itself.
-                std::str::from_utf8(&self.b[run..i]).map_err(|_| Invalid)?;
-            }
-            self.i = i + 1;
-            match self.b.get(i) {
-                Some(b'"') => {
-                    return Ok(Str {
-                        raw: &self.b[start..i],
-                        escaped,
-                    })
-                }
-                Some(b'\\') => {
-                    escaped = true;
-                    self.escape(text)?;
-                }
-                _ => return Err(Invalid),
-            }
-        }
-    }
-
-    /// An escape after its backslash.
-    fn escape(&mut self, text: bool) -> Res<()> {
-        let c = self.peek().ok_or(Invalid)?;
-        self.i += 1;
-        match c {
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(()),
-            b'u' => {
-                let n = self.hex()?;
-                if !text {
-                    return Ok(());
-                }
-                if (0xDC00..=0xDFFF).contains(&n) {
-                    return Err(Invalid);
-                }
-                if (0xD800..=0xDBFF).contains(&n) {
-                    // A low surrogate must follow.
-                    if !self.b[self.i..].starts_with(b"\\u") {
-                        return Err(Invalid);
-                    }
-                    self.i += 2;
-                    if !(0xDC00..=0xDFFF).contains(&self.hex()?) {
-                        return Err(Invalid);
-                    }
-                }
-                Ok(())
-            }
-            _ => Err(Invalid),
-        }
-    }
-
-    fn hex(&mut self) -> Res<u16> {
-        let v = hex4(&self.b[self.i..]).ok_or(Invalid)?;
-        self.i += 4;
-        Ok(v)
-    }
-
-    /// A number's grammar: `-`? (`0` | [1-9][0-9]*) (`.` [0-9]+)? ([eE] [+-]? [0-9]+)?
-    fn number(&mut self) -> Res<()> {
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        match self.peek() {
-            Some(b'0') => {
-                self.i += 1;
-                if self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                    return Err(Invalid);
-                }
-            }
-            Some(b'1'..=b'9') => self.digits(),
-            _ => return Err(Invalid),
-        }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                return Err(Invalid);
-            }
-            self.digits();
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
-            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
-                return Err(Invalid);
-            }
-            self.digits();
-        }
-        Ok(())
-    }
-
-    fn digits(&mut self) {
-        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
-            self.i += 1;
-        }
-    }
-
-    /// Any one value, checked and passed over (arrays and objects of any
-    /// depth, without recursion).
-    fn skip_value(&mut self) -> Res<()> {
-        let mut nest = Nest::default();
-        loop {
-            // A value.
-            self.ws();
-            match self.peek().ok_or(Invalid)? {
-                b'n' => self.word(b"null")?,
-                b't' => self.word(b"true")?,
-                b'f' => self.word(b"false")?,
-                b'-' | b'0'..=b'9' => self.number()?,
-                b'"' => {
-                    self.i += 1;
-                    self.string(false)?;
-                }
-                b'[' => {
-                    self.i += 1;
-                    self.ws();
-                    if self.peek() == Some(b']') {
-                        self.i += 1;
-                    } else {
-                        nest.push(false);
-                        continue;
-                    }
-                }
-                b'{' => {
-                    self.i += 1;
-                    self.ws();
-                    if self.peek() == Some(b'}') {
-                        self.i += 1;
-                    } else {
-                        nest.push(true);
-                        self.member_name()?;
-                        continue;
-                    }
-                }
-                _ => return Err(Invalid),
-            }
-            // After a value: the ends of what it closes, then a comma.
-            loop {
-                let Some(object) = nest.top() else {
-                    return Ok(());
-                };
-                self.ws();
-                match self.peek().ok_or(Invalid)? {
-                    b',' => {
-                        self.i += 1;
-                        if object {
-                            self.ws();
-                            self.member_name()?;
-                        }
-                        break;
-                    }
-                    b']' if !object => {}
-                    b'}' if object => {}
-                    _ => return Err(Invalid),
-                }
-                self.i += 1;
-                nest.pop();
-            }
-        }
-    }
-
-    /// A skipped object's member name and its colon.
-    fn member_name(&mut self) -> Res<()> {
-        if self.peek() != Some(b'"') {
-            return Err(Invalid);
-        }
-        self.i += 1;
-        self.string(false)?;
-        self.expect(b':')
-    }
+    Ok(i + 1)
 }
 
 #[cfg(test)]

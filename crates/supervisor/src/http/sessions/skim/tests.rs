@@ -13,7 +13,7 @@ use super::super::key::{self, FromBody};
 
 /// The reference: the session fields of one level, as serde reads them.
 #[derive(Deserialize, Default)]
-struct Level<'a, P> {
+struct SessionFields<'a, P> {
     #[serde(default)]
     params: Option<P>,
     #[serde(rename = "sessionId", default, borrow)]
@@ -28,14 +28,14 @@ struct Level<'a, P> {
     permission_id: Option<Cow<'a, str>>,
 }
 
-type Fields<'a> = Level<'a, serde::de::IgnoredAny>;
-type Body<'a> = Level<'a, Fields<'a>>;
+type Fields<'a> = SessionFields<'a, serde::de::IgnoredAny>;
+type Body<'a> = SessionFields<'a, Fields<'a>>;
 
 fn string_key(v: Option<&str>) -> Option<Cow<'static, str>> {
     key::valid(v?.as_bytes()).map(|k| Cow::Owned(k.to_owned()))
 }
 
-impl<P> Level<'_, P> {
+impl<P> SessionFields<'_, P> {
     fn session(&self) -> Option<Cow<'static, str>> {
         string_key(self.session_id.as_deref())
     }
@@ -58,10 +58,12 @@ fn reference(body: &[u8]) -> FromBody<'static> {
         return FromBody::default();
     };
     let params = parsed.params.as_ref();
-    let session = params.and_then(Level::session).or_else(|| parsed.session());
+    let session = params
+        .and_then(SessionFields::session)
+        .or_else(|| parsed.session());
     let interaction = if session.is_none() {
         params
-            .and_then(Level::interaction)
+            .and_then(SessionFields::interaction)
             .or_else(|| parsed.interaction())
     } else {
         None
@@ -533,8 +535,16 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// Cases of the property: 4000, or `PROPTEST_CASES` when set (a longer run).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(4000))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn the_skim_agrees_with_serde(b in body()) {
