@@ -74,11 +74,21 @@ fn hex(b: &[u8]) -> String {
     out.iter().map(|&c| c as char).collect()
 }
 
+/// Each byte's two hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    t
+};
+
 /// `b` as lowercase hex into `out` (twice its length).
 fn hex_into(b: &[u8], out: &mut [u8]) {
     for (&c, o) in b.iter().zip(out.chunks_exact_mut(2)) {
-        o[0] = HEX[(c >> 4) as usize];
-        o[1] = HEX[(c & 15) as usize];
+        o.copy_from_slice(&HEX_PAIRS[c as usize]);
     }
 }
 

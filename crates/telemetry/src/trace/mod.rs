@@ -137,9 +137,31 @@ pub enum Value {
     Str(Cow<'static, str>),
     /// A string shared with what holds it already (an agent's id): no copy.
     Shared(Arc<str>),
+    /// A header's value (a process id the proxy holds as one): no copy.
+    Header(http::HeaderValue),
+    /// Bytes `.0..1` of the span's own text ([`SpanData::text`]), where
+    /// [`Span::add_text`] copies a string (no allocation of its own).
+    Text(u32, u32),
     Int(i64),
     Float(f64),
     Bool(bool),
+}
+
+impl Value {
+    /// A string value's text (`None` for the other values), `span_text`
+    /// the text of the span holding it ([`Value::Text`]); a header's not
+    /// UTF-8 replaced, as a `str`'s would be.
+    pub fn as_text<'a>(&'a self, span_text: &'a str) -> Option<Cow<'a, str>> {
+        match self {
+            Value::Str(s) => Some(Cow::Borrowed(s)),
+            Value::Shared(s) => Some(Cow::Borrowed(s)),
+            Value::Header(h) => Some(String::from_utf8_lossy(h.as_bytes())),
+            Value::Text(a, b) => Some(Cow::Borrowed(
+                span_text.get(*a as usize..*b as usize).unwrap_or(""),
+            )),
+            _ => None,
+        }
+    }
 }
 
 impl From<&'static str> for Value {
@@ -155,6 +177,11 @@ impl From<String> for Value {
 impl From<Arc<str>> for Value {
     fn from(v: Arc<str>) -> Value {
         Value::Shared(v)
+    }
+}
+impl From<http::HeaderValue> for Value {
+    fn from(v: http::HeaderValue) -> Value {
+        Value::Header(v)
     }
 }
 impl From<Cow<'static, str>> for Value {
@@ -222,12 +249,28 @@ pub fn now_nanos() -> u64 {
         .unwrap_or(0)
 }
 
+impl SpanData {
+    /// Its name ([`Tracer::start_parts`] writes it in the span's text).
+    pub fn name(&self) -> &str {
+        match &self.name_at {
+            Some(r) => self.text.get(r.clone()).unwrap_or(""),
+            None => &self.name,
+        }
+    }
+
+    /// A string value's text (`None` for the other values).
+    pub fn text_of<'a>(&'a self, v: &'a Value) -> Option<Cow<'a, str>> {
+        v.as_text(&self.text)
+    }
+}
+
 /// A recorded event.
 #[derive(Debug, Clone)]
 pub struct EventData {
     pub time: u64,
     pub name: Cow<'static, str>,
-    pub attributes: Vec<Attribute>,
+    /// Its attributes: these of the span's `event_attributes`.
+    pub attributes: std::ops::Range<usize>,
 }
 
 /// What a finished span holds, as the exporter receives it.
@@ -236,12 +279,18 @@ pub struct SpanData {
     pub context: SpanContext,
     pub parent: Option<SpanId>,
     pub name: Cow<'static, str>,
+    /// The name's place in `text` instead (see [`SpanData::name`]).
+    pub name_at: Option<std::ops::Range<usize>>,
+    /// Strings the span holds ([`Value::Text`]), one after the other.
+    pub text: String,
     pub kind: Kind,
     pub start: u64,
     pub end: u64,
     pub attributes: Vec<Attribute>,
     pub dropped_attributes: u32,
     pub events: Vec<EventData>,
+    /// The events' attributes, one after the other (one vector a span).
+    pub event_attributes: Vec<Attribute>,
     pub dropped_events: u32,
     pub links: Vec<(SpanContext, Vec<Attribute>)>,
     pub status: Status,
@@ -322,6 +371,20 @@ impl Tracer {
         span
     }
 
+    /// [`Tracer::start_from`] with a name made of `parts`, written in the
+    /// span's own text when it records (no allocation of its own).
+    pub fn start_parts(&'static self, parts: &[&str], kind: Kind, incoming: Incoming) -> Span {
+        let mut span = self.start_from("", kind, incoming);
+        if let Some(r) = span.recording.as_mut() {
+            let from = r.text.len();
+            for p in parts {
+                r.text.push_str(p);
+            }
+            r.name_at = Some(from..r.text.len());
+        }
+        span
+    }
+
     /// A span under `parent` (a remote caller's or one of this process's
     /// own), or the root of a new trace.
     pub fn start(
@@ -347,26 +410,44 @@ impl Tracer {
         let span_id = SpanId::random();
         let flags = if sampled { context::SAMPLED } else { 0 };
         let recording = sampled.then(|| {
-            Box::new(SpanData {
-                // Its tracestate is moved in when the span ends (one copy, not two).
-                context: SpanContext {
-                    trace_id,
-                    span_id,
-                    flags,
-                    state: None,
-                },
-                parent: parent.map(|p| p.span_id),
-                name: name.into(),
-                kind,
-                start: now_nanos(),
-                end: 0,
-                attributes: Vec::with_capacity(16),
-                dropped_attributes: 0,
-                events: Vec::new(),
-                dropped_events: 0,
-                links: Vec::new(),
-                status: Status::Unset,
-            })
+            // Its tracestate is moved in when the span ends (one copy, not two).
+            let context = SpanContext {
+                trace_id,
+                span_id,
+                flags,
+                state: None,
+            };
+            let parent = parent.map(|p| p.span_id);
+            let start = now_nanos();
+            // One the exporter is done with (its vectors' room kept), or a new one.
+            match self.queue.recycled() {
+                Some(mut d) => {
+                    d.context = context;
+                    d.parent = parent;
+                    d.name = name.into();
+                    d.name_at = None;
+                    d.kind = kind;
+                    d.start = start;
+                    d
+                }
+                None => Box::new(SpanData {
+                    context,
+                    parent,
+                    name: name.into(),
+                    name_at: None,
+                    text: String::new(),
+                    kind,
+                    start,
+                    end: 0,
+                    attributes: Vec::with_capacity(16),
+                    dropped_attributes: 0,
+                    events: Vec::with_capacity(4),
+                    event_attributes: Vec::with_capacity(4),
+                    dropped_events: 0,
+                    links: Vec::new(),
+                    status: Status::Unset,
+                }),
+            }
         });
         Span {
             tracer: self,
@@ -458,6 +539,39 @@ impl Span {
         }
     }
 
+    /// Adds an attribute the span does not have yet (no search for an
+    /// earlier value of it: what describes a request as it starts).
+    pub fn add(&mut self, key: &'static str, value: impl Into<Value>) {
+        let Some(r) = self.recording.as_mut() else {
+            return;
+        };
+        debug_assert!(
+            r.attributes.iter().all(|(k, _)| *k != key),
+            "{key} set twice"
+        );
+        if r.attributes.len() < MAX_ATTRIBUTES {
+            r.attributes.push((key, value.into()));
+        } else {
+            r.dropped_attributes += 1;
+        }
+    }
+
+    /// [`Span::add`] of a string copied into the span's own text.
+    pub fn add_text(&mut self, key: &'static str, value: &str) {
+        let Some(r) = self.recording.as_mut() else {
+            return;
+        };
+        let from = r.text.len();
+        let to = from + value.len();
+        match (u32::try_from(from), u32::try_from(to)) {
+            (Ok(a), Ok(b)) => {
+                r.text.push_str(value);
+                self.add(key, Value::Text(a, b));
+            }
+            _ => self.add(key, value.to_owned()),
+        }
+    }
+
     /// Records an event now.
     pub fn event(&mut self, name: impl Into<Cow<'static, str>>, attributes: &[Attribute]) {
         if self.recording.is_some() {
@@ -476,10 +590,12 @@ impl Span {
             return;
         };
         if r.events.len() < MAX_EVENTS {
+            let from = r.event_attributes.len();
+            r.event_attributes.extend_from_slice(attributes);
             r.events.push(EventData {
                 time,
                 name: name.into(),
-                attributes: attributes.to_vec(),
+                attributes: from..r.event_attributes.len(),
             });
         } else {
             r.dropped_events += 1;

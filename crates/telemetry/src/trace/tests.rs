@@ -9,20 +9,13 @@ fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     move |k: &str| owned.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
 }
 
-/// A tracer whose queue (of `capacity`) nobody drains; the receivers are
-/// returned so that pushing into it stays possible.
-fn detached(
-    capacity: usize,
-    sampler: Sampler,
-) -> (&'static Tracer, tokio::sync::mpsc::Receiver<Box<SpanData>>) {
-    let (queue, rx, frx) = export::Queue::detached(capacity);
-    std::mem::forget(frx);
-    let t = Box::leak(Box::new(Tracer {
+/// A tracer whose queue (of `capacity`) nobody drains but the test.
+fn detached(capacity: usize, sampler: Sampler) -> &'static Tracer {
+    Box::leak(Box::new(Tracer {
         sampler,
-        queue,
+        queue: export::Queue::detached(capacity),
         stats: Arc::default(),
-    }));
-    (t, rx)
+    }))
 }
 
 #[test]
@@ -165,7 +158,7 @@ fn samplers() {
 
 #[test]
 fn spans_continue_the_parent_and_record_what_was_set() {
-    let (t, mut rx) = detached(16, Sampler::default());
+    let t = detached(16, Sampler::default());
     let mut h = http::HeaderMap::new();
     h.insert(
         "traceparent",
@@ -198,10 +191,11 @@ fn spans_continue_the_parent_and_record_what_was_set() {
     child.end();
     s.set_status(Status::Error("boom".into()));
     drop(s);
-    let c = rx.try_recv().unwrap();
+    let mut rx = t.queue.take().into_iter();
+    let c = rx.next().unwrap();
     assert_eq!(c.parent, Some(parse_traceparent(&tp).unwrap().span_id));
     assert_eq!(c.context.span_id, child_id);
-    let d = rx.try_recv().unwrap();
+    let d = rx.next().unwrap();
     assert_eq!(d.parent.unwrap().to_hex(), "00f067aa0ba902b7");
     assert_eq!(d.context.state.as_deref(), Some("rojo=1"));
     assert_eq!(d.kind, Kind::Server);
@@ -218,8 +212,7 @@ fn spans_continue_the_parent_and_record_what_was_set() {
     );
 
     // The protobuf the collector gets decodes to the same.
-    let res = proto::Resource::default();
-    let body = export::encode(&res, &[d]);
+    let body = export::encode(&[], &[d]);
     let back = proto::ExportTraceServiceRequest::decode(&body[..]).unwrap();
     let sp = &back.resource_spans[0].scope_spans[0].spans[0];
     assert_eq!(hexs(&sp.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -231,13 +224,101 @@ fn spans_continue_the_parent_and_record_what_was_set() {
     assert_eq!(sp.links.len(), 1);
 }
 
+/// The encoder writes the bytes prost writes for `proto`'s messages, for
+/// spans with every kind of field and value (and lengths of one, two and
+/// three bytes).
+#[test]
+fn the_encoding_is_protos() {
+    let t = detached(16, Sampler::default());
+    let p = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    let mut a = t.start("", Kind::Client, Some(&p));
+    a.set("", "");
+    a.set("neg", -5i64);
+    a.set("zero", 0i64);
+    a.set("f", 0.0);
+    a.set("no", false);
+    a.set("shared", Arc::<str>::from("x"));
+    a.set("header", http::HeaderValue::from_static("p-1"));
+    a.set("long", "y".repeat(300));
+    a.event("", &[]);
+    a.event("e", &[("k", "v".into()), ("n", 1i64.into())]);
+    a.link(p.clone(), vec![]);
+    a.set_status(Status::Ok);
+    a.end();
+    let mut b = t.start("big", Kind::Server, None);
+    b.set("huge", "z".repeat(20_000));
+    b.set_status(Status::Error("".into()));
+    b.end();
+    let mut c = t.start("c", Kind::Internal, None);
+    c.set_status(Status::Error("why".into()));
+    c.end();
+    let mut d = t.start_parts(
+        &["GET", " /agents/", "echo"],
+        Kind::Server,
+        Incoming::default(),
+    );
+    d.add_text("url.path", "/agents/echo/invoke");
+    d.add_text("empty", "");
+    d.event("admitted", &[("p", "x".into())]);
+    d.add_text("par.agent_id", "echo");
+    d.end();
+    let spans = t.queue.take();
+    let resource: Vec<(String, Value)> = vec![
+        ("service.name".into(), "par".into()),
+        ("n".into(), 3i64.into()),
+    ];
+    let ours = export::encode(&resource, &spans);
+    let theirs = export::reference(&resource, &spans).encode_to_vec();
+    assert_eq!(&ours[..], &theirs[..]);
+    let ours = export::encode(&[], &spans[..1]);
+    let theirs = export::reference(&[], &spans[..1]).encode_to_vec();
+    assert_eq!(&ours[..], &theirs[..]);
+}
+
+/// A span built on an exported one's room carries nothing of it.
+#[test]
+fn a_reused_span_starts_empty() {
+    let t = detached(16, Sampler::default());
+    let mut p =
+        parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    p.state = Some("rojo=1".into());
+    let mut a = t.start_parts(
+        &["a", "b"],
+        Kind::Client,
+        Incoming {
+            parent: Some(p.clone()),
+            link: None,
+        },
+    );
+    a.add_text("k", "v");
+    a.event("e", &[("n", 1i64.into())]);
+    a.link(p.clone(), vec![("x", true.into())]);
+    a.set_status(Status::Error("boom".into()));
+    a.end();
+    t.queue.give_back(t.queue.take());
+    let mut b = t.start("b", Kind::Server, None);
+    b.event("f", &[]);
+    b.end();
+    let b = t.queue.take().pop().unwrap();
+    assert_eq!(b.name(), "b");
+    assert!(b.text.is_empty() && b.name_at.is_none());
+    assert_eq!(b.kind, Kind::Server);
+    assert_eq!(b.parent, None);
+    assert_eq!(b.context.state, None);
+    assert!(b.attributes.is_empty() && b.links.is_empty() && b.event_attributes.is_empty());
+    assert_eq!(b.events.len(), 1);
+    assert_eq!(b.events[0].attributes, 0..0);
+    assert_eq!(b.status, Status::Unset);
+    assert!(b.end >= b.start && b.start > 0);
+}
+
 fn hexs(b: &[u8]) -> String {
     b.iter().map(|c| format!("{c:02x}")).collect()
 }
 
 #[test]
 fn unsampled_spans_pass_the_trace_on_and_record_nothing() {
-    let (t, mut rx) = detached(16, Sampler::default());
+    let t = detached(16, Sampler::default());
     let p = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
     let mut s = t.start("x", Kind::Server, Some(&p));
     s.set("a", 1i64);
@@ -248,30 +329,26 @@ fn unsampled_spans_pass_the_trace_on_and_record_nothing() {
         .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
     assert!(s.context().traceparent().ends_with("-00"));
     drop(s);
-    assert!(rx.try_recv().is_err());
+    assert!(t.queue.take().is_empty());
 }
 
 #[test]
 fn a_full_queue_drops_and_counts_and_never_waits() {
-    let (t, mut rx) = detached(QUEUE, Sampler::default());
+    let t = detached(QUEUE, Sampler::default());
     let started = std::time::Instant::now();
     for _ in 0..QUEUE + 500 {
         t.start("s", Kind::Internal, None).end();
     }
     let took = started.elapsed();
     assert_eq!(t.counters().dropped, 500);
-    let mut queued = 0;
-    while rx.try_recv().is_ok() {
-        queued += 1;
-    }
-    assert_eq!(queued, QUEUE);
+    assert_eq!(t.queue.take().len(), QUEUE);
     println!("{} spans offered to a full queue in {took:?}", QUEUE + 500);
 }
 
 /// Prints what building and ending one span costs (a benchmark, not a check).
 #[test]
 fn cost_per_span() {
-    let (t, mut rx) = detached(1 << 20, Sampler::default());
+    let t = detached(1 << 20, Sampler::default());
     let n = 100_000;
     let h = http::HeaderMap::new();
     let started = std::time::Instant::now();
@@ -284,7 +361,7 @@ fn cost_per_span() {
         s.event("host.reply", &[("bytes", (i as i64).into())]);
         s.end();
         if i % 1024 == 0 {
-            while rx.try_recv().is_ok() {}
+            drop(t.queue.take());
         }
     }
     let per = started.elapsed().as_nanos() / n as u128;

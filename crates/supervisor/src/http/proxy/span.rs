@@ -13,12 +13,8 @@ use crate::http::route_table::Upstream;
 /// The span of a request for `agent_id`, continuing what came in
 /// (`traceparent`, `tracestate`, `x-amzn-trace-id`): `{method} /agents/{id}`.
 pub(super) fn start(t: &'static Tracer, method: &str, agent_id: &str, incoming: Incoming) -> Span {
-    const AGENTS: &str = " /agents/";
-    let mut name = String::with_capacity(method.len() + AGENTS.len() + agent_id.len());
-    name.push_str(method);
-    name.push_str(AGENTS);
-    name.push_str(agent_id);
-    t.start_from(name, Kind::Server, incoming)
+    // Written in the span's own text: no allocation.
+    t.start_parts(&[method, " /agents/", agent_id], Kind::Server, incoming)
 }
 
 /// What a span says of the request itself.
@@ -38,12 +34,13 @@ pub(super) fn describe(s: &mut Span, r: Request<'_>) {
     if !s.is_recording() {
         return;
     }
-    s.set("http.request.method", method_value(r.method));
-    s.set("url.path", r.path.to_owned());
-    s.set("client.address", r.client);
-    s.set("par.agent_id", r.agent_id.to_owned());
+    // A span just started: nothing set yet (no search for earlier values).
+    s.add("http.request.method", method_value(r.method));
+    s.add_text("url.path", r.path);
+    s.add("client.address", r.client);
+    s.add_text("par.agent_id", r.agent_id);
     if r.grpc {
-        s.set("rpc.system", "grpc");
+        s.add("rpc.system", "grpc");
     }
     if let Some(k) = r.session {
         session(s, k);
@@ -71,6 +68,11 @@ fn method_value(m: &str) -> Value {
     }
 }
 
+/// Its process id as an attribute: the proxy's header value, shared (no copy).
+fn process(u: &Upstream) -> Value {
+    u.process_id.clone().into()
+}
+
 /// The request was admitted (a worker chosen) after waiting since `started`.
 pub(super) fn admitted(s: &mut Span, started: Instant, a: &Admitted) {
     if !s.is_recording() {
@@ -80,7 +82,7 @@ pub(super) fn admitted(s: &mut Span, started: Instant, a: &Admitted) {
     s.event(
         "admitted",
         &[
-            ("par.process_id", a.upstream.agent_process()),
+            ("par.process_id", process(&a.upstream)),
             ("par.admission.wait_ms", waited.into()),
         ],
     );
@@ -104,29 +106,27 @@ pub(super) fn answered(
     if !s.is_recording() {
         return;
     }
-    s.set("http.response.status_code", status);
-    s.set("par.process_id", upstream.agent_process());
-    s.set(
+    // Once a span, and nothing before it sets these (no search for them).
+    s.add("http.response.status_code", status);
+    s.add("par.process_id", process(upstream));
+    s.add(
         "par.time_to_first_byte_ms",
         started.elapsed().as_secs_f64() * 1000.0,
     );
-    s.set("par.retries", retries);
+    s.add("par.retries", retries);
 }
 
 /// A try that never reached the worker: the request goes to another one.
 pub(super) fn retry(s: &mut Span, upstream: &Upstream) {
     if s.is_recording() {
-        s.event("retry", &[("par.process_id", upstream.agent_process())]);
+        s.event("retry", &[("par.process_id", process(upstream))]);
     }
 }
 
 /// The worker failed the request (a reply is made here).
 pub(super) fn worker_failed(s: &mut Span, upstream: &Upstream) {
     if s.is_recording() {
-        s.event(
-            "worker_failed",
-            &[("par.process_id", upstream.agent_process())],
-        );
+        s.event("worker_failed", &[("par.process_id", process(upstream))]);
     }
 }
 
@@ -152,7 +152,7 @@ pub(super) fn made_here(mut s: Span, status: u16) {
 /// Ends the span of a request whose worker's reply body was passed on
 /// (`bytes` of it).
 pub(super) fn body_ended(mut s: Span, bytes: u64) {
-    s.set("http.response.body.size", bytes);
+    s.add("http.response.body.size", bytes);
     s.end();
 }
 
