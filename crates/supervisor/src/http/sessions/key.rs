@@ -114,9 +114,10 @@ pub fn from_body(body: &[u8]) -> FromBody<'_> {
 
 /// `from_body` without the byte search first (made already).
 pub fn named(body: &[u8]) -> FromBody<'_> {
-    let Ok(b) = skim::skim(body) else {
+    let mut b = skim::Body::default();
+    if skim::skim(body, &mut b).is_err() {
         return FromBody::default();
-    };
+    }
     let session = b.params.session().or_else(|| b.top.session());
     let interaction = if session.is_none() {
         b.params.interaction().or_else(|| b.top.interaction())

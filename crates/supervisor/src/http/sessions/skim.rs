@@ -76,14 +76,14 @@ const NAMES: [&[u8]; 5] = [
 /// Longest name (`clarificationId`).
 const LONGEST: usize = 15;
 
-/// Reads `body`'s session fields.
-pub fn skim(body: &[u8]) -> Res<Body<'_>> {
-    let mut out = Body::default();
-    let i = level::<true>(body, 0, &mut out)?;
+/// Reads `body`'s session fields into `out` (all `None` to start with;
+/// written in place, not returned: it is ten strings wide).
+pub fn skim<'a>(body: &'a [u8], out: &mut Body<'a>) -> Res<()> {
+    let i = level::<true>(body, 0, out)?;
     if ws(body, i) != body.len() {
         return Err(Invalid);
     }
-    Ok(out)
+    Ok(())
 }
 
 impl<'a> Str<'a> {
@@ -106,15 +106,18 @@ fn field(raw: &[u8], escaped: bool) -> Option<Field> {
     if escaped {
         return escaped_field(raw);
     }
-    // Told by the length, then compared as arrays (no call).
-    let is = |name: &[u8]| raw == name;
+    // Told by the length, then compared as arrays of that length (a few
+    // word compares, no call).
+    fn is<const N: usize>(raw: &[u8], name: &[u8; N]) -> bool {
+        <&[u8; N]>::try_from(raw).is_ok_and(|r| r == name)
+    }
     match raw.len() {
-        6 if is(b"params") => Some(Field::Params),
-        6 if is(b"planId") => Some(Field::Named(3)),
-        9 if is(b"sessionId") => Some(Field::Named(0)),
-        11 if is(b"selectionId") => Some(Field::Named(2)),
-        12 if is(b"permissionId") => Some(Field::Named(4)),
-        15 if is(b"clarificationId") => Some(Field::Named(1)),
+        6 if is(raw, b"params") => Some(Field::Params),
+        6 if is(raw, b"planId") => Some(Field::Named(3)),
+        9 if is(raw, b"sessionId") => Some(Field::Named(0)),
+        11 if is(raw, b"selectionId") => Some(Field::Named(2)),
+        12 if is(raw, b"permissionId") => Some(Field::Named(4)),
+        15 if is(raw, b"clarificationId") => Some(Field::Named(1)),
         _ => None,
     }
 }
