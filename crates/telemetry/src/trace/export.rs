@@ -7,6 +7,9 @@
 //! waits up to [`BATCH_DELAY`] for more), by a full batch, and by a flush.
 //! The protobuf is written straight from the spans into one buffer a batch.
 
+// A span moves as the Box its `Span` built (queued, exported, reused whole).
+#![allow(clippy::vec_box)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;

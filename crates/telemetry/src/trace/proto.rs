@@ -1,5 +1,8 @@
 //! The OTLP/HTTP trace request (`opentelemetry/proto/collector/trace/v1`),
 //! the messages PAR sends and nothing more, as prost structs written here.
+//! The exporter writes their bytes itself, straight from the spans
+//! (`export::Encoder`); the tests check those bytes against prost's
+//! encoding of these messages and decode with them.
 //!
 //! Why not the `opentelemetry-proto` crate: its `trace` feature brings the
 //! whole `opentelemetry` and `opentelemetry_sdk` crates into the build (it
