@@ -120,6 +120,34 @@ the body (about 4000 for these 190 bytes, where serde_json took 6000:
 Skim::string about 1750 for its 16 strings, skip_value 800, the two
 levels 800, the key's check 290) and tracks_sessions (300: the route
 table read before the skim).
+With 1d107d4's skimmer (a build of f33f27e with it: free functions over
+(body, offset), whitespace's common cases first, a string or number
+skipped inline at the levels, UTF-8 checked only in a string read with a
+byte outside ASCII, the key's check eight bytes a step), median of 3, the
+same run's before-build (its invoke row 15269 at 8 connections, 16981 at 1):
+                                 8 connections          1 connection
+  request        agent           PAR   /bi   /br        PAR   /bi   /br
+  rpc            echo          16026  1.05  1.06      17626  1.04  1.03
+  rpc            echo-off      16291  1.07  1.05      17842  1.05  1.00
+  rpc            echo-tracked  16834  1.10  1.08      18527  1.09  1.08
+  rpc+messageId  echo-tracked  16993  1.11  1.11      18932  1.11  1.11
+  rpc+body key   echo-tracked  20434  1.34  1.32      22229  1.31  1.31
+  rpc+header key echo-tracked  17998  1.18  1.13      19993  1.18  1.08
+  rpc+new body k echo-tracked  21285  1.39  1.37      23284  1.37  1.34
+A body key is down from 1.40-1.45 to 1.31-1.34 and still over its 1.25;
+the tracked rows without a key (1.09-1.10) are within their spread of
+57cb82f's 1.08 and still over 1.05. cost_breakdown.py (--conns 1, one
+round, body key --vs header key: +2288): key::named 2450 (was about
+4000): the skim 2090 (skip_value 720 of it, for the message object's 60
+bytes; the two levels with their six names and four values about 1200),
+the key's check 280 (from_utf8 120 of it); tracks_sessions still 300.
+9c33a97 takes about 110 more off the skim (names compared as arrays of
+their length, the fields written in place; measured on the skim alone,
+not yet in this table). What remains is about 35 instructions a token
+(60 tokens, 16 strings in 186 bytes): the goal needs the skim under
+about 750 (8 connections) to 1100 (1), a different scan (strings' and structure's positions found
+eight bytes a step, then the tokens checked from those), not this one
+made tighter.
 With --tracing (8 connections, median of 3), off -> on (on/off), at
 6c909c7 (the direct path serves traced requests), proxy thread only:
 health 14330 -> 18937 (1.32), invoke 15782 -> 20112 (1.27), invoke
