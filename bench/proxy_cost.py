@@ -145,9 +145,9 @@ the key's check 280 (from_utf8 120 of it); tracks_sessions still 300.
 their length, the fields written in place; measured on the skim alone,
 not yet in this table). What remains is about 35 instructions a token
 (60 tokens, 16 strings in 186 bytes): the goal needs the skim under
-about 750 (8 connections) to 1100 (1), a different scan (strings' and structure's positions found
-eight bytes a step, then the tokens checked from those), not this one
-made tighter.
+about 750 (8 connections) to 1100 (1): a different scan (the strings'
+and the structure's positions found eight bytes a step, then the tokens
+checked from those), not this one made tighter.
 With --tracing (8 connections, median of 3), off -> on (on/off), at
 6c909c7 (the direct path serves traced requests), proxy thread only:
 health 14330 -> 18937 (1.32), invoke 15782 -> 20112 (1.27), invoke
