@@ -148,22 +148,32 @@ not yet in this table). What remains is about 35 instructions a token
 about 750 (8 connections) to 1100 (1): a different scan (the strings'
 and the structure's positions found eight bytes a step, then the tokens
 checked from those), not this one made tighter.
-With --tracing (8 connections, median of 3), off -> on (on/off), at
-6c909c7 (the direct path serves traced requests), proxy thread only:
-health 14330 -> 18937 (1.32), invoke 15782 -> 20112 (1.27), invoke
-chunked 64165 -> 73119 (1.14, the general path), rpc 16163 -> 20537
-(1.27), tracked rpc+body key 22277 -> 27691 (1.24), rpc+header key
-18260 -> 23544 (1.29); the exporter thread another 18000-29000 per
-request (span), not counted (about 185 spans per POST: the cost is the
-conversion to protobuf and its encoding, not the requests). Before it
-(483cc1d, every traced connection handed to the general path): health
-62113 (4.33), invoke 67196 (4.39), rpc 67500 (4.09), tracked rpc+body
-key 79649 (3.16), rpc+header key 75793 (3.96), the exporter 22000-29000.
-A sampled span costs the direct path about 4300-5400 instructions: the
-+15 % goal is not met. Not yet broken down with cost_breakdown.py; what a
-span does per request: the span, its attributes' and events' vectors,
-the name, url.path, par.agent_id and the process id (twice) allocated,
-clock reads, two random ids, and the queue to the exporter.
+With --tracing (8 connections, median of 3), off -> on (on/off), proxy
+thread only, at ff878f5 (spans reused, their strings in their own text,
+the exporter woken per batch, the protobuf written straight from the
+spans): health 14341 -> 16841 (1.17), invoke 16191 -> 18396 (1.14),
+invoke chunked 64136 -> 69417 (1.08, the general path), rpc 16021 ->
+18344 (1.15), tracked rpc+body key 20577 -> 23794 (1.16), rpc+header key
+18113 -> 21314 (1.18); the exporter thread another 3900-5000 per request
+(span), not counted. A sampled span costs the
+direct path about 2200-3200 instructions: the +15 % goal is met by invoke
+and rpc, not quite by health and the tracked rows (1.16-1.18). Where it
+goes (cost_breakdown.py --vs, invoke): starting the span 300 (two random
+ids, the sampler, a reused span from the exporter's list, its name
+written), the clock 350 (three SystemTime reads, two Instant::elapsed),
+the attributes and the event 700 (add/add_text, the event's attributes
+cloned), the worker's traceparent written 120, url.path's split at '?'
+in wire::parse_request 100-190. No allocation is left on the proxy
+thread once the exporter has handed spans back (before: nine a span, most
+of them missing the thread's cache, as the exporter freed them).
+At 6c909c7 (before): health 14330 -> 18937 (1.32), invoke 15782 ->
+20112 (1.27), chunked 64165 -> 73119 (1.14), rpc 16163 -> 20537 (1.27),
+tracked rpc+body key 22277 -> 27691 (1.24), rpc+header key 18260 ->
+23544 (1.29); the exporter 18000-29000 a span (conversion to prost's
+messages, a String a value, and a wake-up a span). At 483cc1d (every
+traced connection handed to the general path): health 62113 (4.33),
+invoke 67196 (4.39), rpc 67500 (4.09), tracked rpc+body key 79649
+(3.16), rpc+header key 75793 (3.96), the exporter 22000-29000.
 """
 
 import argparse
