@@ -535,16 +535,8 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
-/// Cases of the property: 4000, or `PROPTEST_CASES` when set (a longer run).
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(4000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(4000))]
 
     #[test]
     fn the_skim_agrees_with_serde(b in body()) {
