@@ -8,6 +8,7 @@ pub mod failure;
 pub mod id;
 pub mod lifecycle;
 pub mod report;
+pub mod settings;
 pub mod spec;
 pub mod view;
 
@@ -23,6 +24,7 @@ pub use failure::FailureClass;
 pub use id::{AgentId, FetchId, WaiterId, WorkerId};
 pub use lifecycle::State;
 pub use report::{ReconcileFailure, ReconcileReport};
+pub use settings::AgentSettings;
 pub use spec::{AgentSpec, RestartPolicy, SessionMode, SessionSettings};
 pub use view::{
     AgentView, AutoscaleView, DrainingView, Enforcement, LimitSource, Limits, PackageRecord,

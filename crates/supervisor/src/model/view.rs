@@ -13,6 +13,7 @@ use super::event::{ExitInfo, Origin};
 use super::failure::FailureClass;
 use super::id::WorkerId;
 use super::lifecycle::State;
+use super::settings::AgentSettings;
 use super::spec::RestartPolicy;
 
 pub fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -71,6 +72,8 @@ pub struct ProcessView {
     pub rollout: Option<RolloutView>,
     /// Old workers of a rollout finishing their requests.
     pub draining: Vec<DrainingView>,
+    /// Its agent's settings in force.
+    pub settings: AgentSettings,
 }
 
 /// One agent as a whole: its replicas (its load is the API's to add).
@@ -88,6 +91,8 @@ pub struct AgentView {
     pub idle_timeout: Option<std::time::Duration>,
     pub max_concurrency: Option<u32>,
     pub processes: Vec<String>,
+    /// Its settings in force.
+    pub settings: AgentSettings,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -6,8 +6,8 @@ use super::limits::{self, Shares};
 use super::Supervisor;
 use crate::model::spec::redacted;
 use crate::model::{
-    AgentId, AgentView, AutoscaleView, Clock, DrainingView, ProcessView, RolloutPhase,
-    RolloutStatus, RolloutStrategy, RolloutView, SessionSettings, State, WorkerId,
+    AgentId, AgentSettings, AgentView, AutoscaleView, Clock, DrainingView, ProcessView,
+    RolloutPhase, RolloutStatus, RolloutStrategy, RolloutView, SessionSettings, State, WorkerId,
 };
 
 /// One ready worker as the proxy needs it.
@@ -166,6 +166,7 @@ impl Supervisor {
                     worker: w.id,
                 })
                 .collect(),
+            settings: AgentSettings::of(&a.spec),
         }
     }
 }
@@ -210,6 +211,7 @@ fn agent_view(a: &Agent) -> AgentView {
             .iter()
             .map(|r| a.id.process_id(r.index))
             .collect(),
+        settings: AgentSettings::of(&a.spec),
     }
 }
 

@@ -151,7 +151,10 @@ pub fn parse_spec(body: &[u8]) -> Result<AgentSpec, ApiError> {
                 if let Err(e) = serde_json::from_value::<AgentSpec>(one) {
                     let msg = e.to_string();
                     let msg = if msg.starts_with("unknown field") {
-                        "is not a known field".to_string()
+                        format!(
+                            "is not a known field (a spec takes: {})",
+                            crate::model::settings::spec_field_names().join(", ")
+                        )
                     } else {
                         msg
                     };
@@ -190,6 +193,15 @@ mod tests {
         assert!(e.message.starts_with("cpu_limit:"), "{}", e.message);
         let e = parse_spec(br#"{"agent_id":"a","bogus":1}"#).unwrap_err();
         assert!(e.message.contains("bogus"), "{}", e.message);
+        // The names it would take are listed, other names of a field included.
+        for name in [
+            "max_queue",
+            "session_drain_timeout",
+            "package_path",
+            "env_vars",
+        ] {
+            assert!(e.message.contains(name), "{}", e.message);
+        }
         let e = parse_spec(b"[1]").unwrap_err();
         assert!(e.message.contains("body"));
         assert!(parse_spec(br#"{"agent_id":"a","package_path":"/x"}"#).is_ok());

@@ -15,8 +15,8 @@ use serde_json::Value;
 use crate::http::route_table::{Pool, Upstream};
 use crate::model::view::{ser_opt_time, ser_time};
 use crate::model::{
-    AgentId, AgentView, AutoscaleView, ExitInfo, FailureClass, Limits, Origin, PackageRecord,
-    ProcessView, RestartPolicy, RolloutView, State, WorkerId,
+    AgentId, AgentSettings, AgentView, AutoscaleView, ExitInfo, FailureClass, Limits, Origin,
+    PackageRecord, ProcessView, RestartPolicy, RolloutView, State, WorkerId,
 };
 use crate::runtime::resources::Usage;
 
@@ -106,6 +106,8 @@ pub struct ProcessStatus<'a> {
     pub previous_package: Option<&'a PackageRecord>,
     pub rollout: Option<RolloutShown>,
     pub draining: Vec<DrainingStatus>,
+    /// Its agent's settings in force, under the names PUT/PATCH take.
+    pub settings: &'a AgentSettings,
     /// The status listings' usage of the process (not in answers to commands).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
@@ -240,6 +242,7 @@ pub fn process<'a>(
                 }
             })
             .collect(),
+        settings: &p.settings,
         resources,
     }
 }
@@ -262,6 +265,8 @@ pub struct AgentStatus<'a> {
     pub idle_timeout: Option<Duration>,
     pub max_concurrency: Option<u32>,
     pub processes: &'a [String],
+    /// Its settings in force, under the names PUT/PATCH take.
+    pub settings: &'a AgentSettings,
 }
 
 pub fn agent<'a>(a: &'a AgentView, counters: &Counters) -> AgentStatus<'a> {
@@ -279,6 +284,7 @@ pub fn agent<'a>(a: &'a AgentView, counters: &Counters) -> AgentStatus<'a> {
         idle_timeout: a.idle_timeout,
         max_concurrency: a.max_concurrency,
         processes: &a.processes,
+        settings: &a.settings,
     }
 }
 
@@ -295,8 +301,9 @@ mod tests {
     use crate::model::{AgentSpec, Clock, Command, Effect, Input, WaiterId, WorkerEvent};
     use crate::state::{Budget, Config, Supervisor};
 
-    /// An agent whose package failed, the failure quoting its output.
-    fn failed() -> ProcessView {
+    /// A supervisor told to spawn `spec` (no effect carried out), and the
+    /// worker it asked for.
+    fn spawned(spec: AgentSpec) -> (Supervisor, Clock, crate::model::WorkerId) {
         let cfg = Config {
             stop_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
@@ -310,8 +317,8 @@ mod tests {
         let mut s = Supervisor::new(cfg, 1);
         let clock = Clock::now();
         let command = Command::Spawn {
-            agent: AgentId::new("a").unwrap(),
-            spec: AgentSpec::new("a", "/pkgs/a"),
+            agent: AgentId::new(&spec.id).unwrap(),
+            spec,
             origin: Origin::Api,
             wait: false,
         };
@@ -329,6 +336,12 @@ mod tests {
                 _ => None,
             })
             .unwrap();
+        (s, clock, worker)
+    }
+
+    /// An agent whose package failed, the failure quoting its output.
+    fn failed() -> ProcessView {
+        let (mut s, clock, worker) = spawned(AgentSpec::new("a", "/pkgs/a"));
         let exit = ExitInfo {
             code: Some(par_contract::exit::PACKAGE_FAILURE),
             signal: None,
@@ -434,5 +447,37 @@ mod tests {
         assert!(keys["reason"].is_null() && !keys.contains_key("reason_class"));
         let admin = shown(&p, Access::Admin, Rendering::Listing(None));
         assert!(!admin["rollout"].as_object().unwrap().contains_key("reason"));
+    }
+
+    #[test]
+    fn the_agent_and_each_of_its_processes_show_its_settings() {
+        let mut spec = AgentSpec::new("a", "/pkgs/a");
+        spec.replicas = 2;
+        spec.max_queue = 5;
+        spec.session_idle_timeout = Duration::from_secs(20 * 60);
+        spec.env_vars.insert("KEY".into(), "secret-value".into());
+        let (s, clock, _) = spawned(spec.clone());
+        let expected = serde_json::to_value(AgentSettings::of(&spec)).unwrap();
+        let c = Counters::default();
+        let views = s.views(clock);
+        assert_eq!(views.len(), 2);
+        for p in &views {
+            for rendering in [Rendering::Listing(None), Rendering::Answer] {
+                let v = shown(p, Access::Public, rendering);
+                assert_eq!(v["settings"], expected, "{v}");
+                assert_eq!(v["settings"]["max_queue"], 5);
+                assert_eq!(v["settings"]["session_idle_timeout"], "20m");
+                assert!(!v.to_string().contains("secret-value"), "{v}");
+            }
+        }
+        let agents = s.agent_views();
+        let v = serde_json::to_value(agent(&agents[0], &c)).unwrap();
+        assert_eq!(v["settings"], expected, "{v}");
+        assert_eq!(v["settings"]["replicas"], 2);
+        assert!(!v.to_string().contains("secret-value"), "{v}");
+        // The fields that were there before keep their names and shapes.
+        assert_eq!(v["idle_timeout"], Value::Null);
+        assert_eq!(v["desired_replicas"], 2);
+        assert_eq!(v["sessions"], 0);
     }
 }
