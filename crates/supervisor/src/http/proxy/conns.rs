@@ -132,37 +132,77 @@ mod tests {
 
     type Pool = Arc<Conns<Empty<Bytes>>>;
 
-    /// A plain HTTP/1.1 server on loopback answering "ok" to each request,
-    /// that closes a connection after `per_conn` replies (without saying
-    /// so). Returns its port and the count of connections it accepted.
-    async fn server(per_conn: usize) -> (u16, Arc<AtomicUsize>) {
+    /// A plain HTTP/1.1 server on loopback answering "ok" to each request.
+    struct Server {
+        port: u16,
+        /// Connections accepted.
+        accepted: Arc<AtomicUsize>,
+        /// Connections it closed.
+        closed: Arc<AtomicUsize>,
+        /// Lets a connection that gave its last reply close.
+        close: Arc<tokio::sync::Notify>,
+    }
+
+    /// A server that closes a connection (without saying so) after
+    /// `per_conn` replies, once `close` lets it.
+    async fn server(per_conn: usize) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = Arc::clone(&accepted);
+        let server = Server {
+            port: listener.local_addr().unwrap().port(),
+            accepted: Arc::default(),
+            closed: Arc::default(),
+            close: Arc::default(),
+        };
+        let (count, gone) = (Arc::clone(&server.accepted), Arc::clone(&server.closed));
+        let close = Arc::clone(&server.close);
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
+                let (gone, close) = (Arc::clone(&gone), Arc::clone(&close));
                 tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    for _ in 0..per_conn {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            let mut chunk = [0u8; 1024];
-                            match s.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.clear();
-                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if s.write_all(reply).await.is_err() {
-                            return;
-                        }
+                    if answer(&mut s, per_conn).await {
+                        close.notified().await;
                     }
+                    drop(s);
+                    gone.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        (port, accepted)
+        server
+    }
+
+    /// Answers "ok" to up to `replies` requests on `s`: whether it gave
+    /// them all (the client may have gone first).
+    async fn answer(s: &mut tokio::net::TcpStream, replies: usize) -> bool {
+        let mut buf = Vec::new();
+        for _ in 0..replies {
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.clear();
+            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+            if s.write_all(reply).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Waits until `done` holds, looking again every millisecond; fails
+    /// after 10 s.
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not so within 10 s: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// One GET over the pool, as the proxy sends it: a pooled connection
@@ -195,37 +235,58 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn one_connection_serves_requests_one_after_another() {
-        let (port, accepted) = server(usize::MAX).await;
+        let server = server(usize::MAX).await;
         let pool: Pool = Conns::new(Duration::from_secs(60), Duration::from_secs(5));
         for _ in 0..5 {
-            assert_eq!(get(&pool, port).await, "ok");
+            assert_eq!(get(&pool, server.port).await, "ok");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.idle_count(), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_connection_the_worker_closed_is_not_used_again() {
-        let (port, accepted) = server(1).await;
+        let server = server(1).await;
         let pool: Pool = Conns::new(Duration::from_secs(60), Duration::from_secs(5));
         for i in 0..5 {
-            assert_eq!(get(&pool, port).await, "ok", "request {i}");
-            // Let the connection's task see the worker's close.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            assert!(pool.checkout(WorkerId(1)).is_none());
+            assert_eq!(get(&pool, server.port).await, "ok", "request {i}");
+            // Kept while open; then the worker closes it.
+            until("the connection kept", || pool.idle_count() == 1).await;
+            server.close.notify_one();
+            until("the worker closed it", || {
+                server.closed.load(Ordering::SeqCst) == i + 1
+            })
+            .await;
+            // Until its connection has seen the close, the pool may lend it
+            // (open: it goes back); from then on, never.
+            until("the pool no longer lends it", || {
+                match pool.checkout(WorkerId(1)) {
+                    Some(s) => {
+                        assert!(!s.is_closed(), "a closed connection lent (request {i})");
+                        pool.lease(WorkerId(1), s).release();
+                        false
+                    }
+                    None => true,
+                }
+            })
+            .await;
+            assert_eq!(server.accepted.load(Ordering::SeqCst), i + 1);
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 5);
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 5);
     }
 
+    /// Kept no time at all (idle timeout zero), a connection is already
+    /// idle too long when next looked for: a new one is made, no clock
+    /// needs to pass.
     #[tokio::test(flavor = "current_thread")]
     async fn connections_idle_too_long_are_closed_not_reused() {
-        let (port, accepted) = server(usize::MAX).await;
-        let pool: Pool = Conns::new(Duration::from_millis(50), Duration::from_secs(5));
-        assert_eq!(get(&pool, port).await, "ok");
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        let server = server(usize::MAX).await;
+        let pool: Pool = Conns::new(Duration::ZERO, Duration::from_secs(5));
+        assert_eq!(get(&pool, server.port).await, "ok");
+        until("the connection kept", || pool.idle_count() == 1).await;
         assert!(pool.checkout(WorkerId(1)).is_none());
-        assert_eq!(get(&pool, port).await, "ok");
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(get(&pool, server.port).await, "ok");
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(flavor = "current_thread")]
