@@ -317,3 +317,92 @@ fn a_receiver_that_is_down_costs_requests_nothing_and_drops_are_counted() {
             .filter(|n| *n > 0)
     });
 }
+
+#[test]
+fn a_websocket_handshake_is_traced_and_logged_like_any_request() {
+    use tungstenite::client::IntoClientRequest;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rx = Receiver::start(dir.path());
+    let agents = format!(
+        "[[agents]]\nid = \"traced\"\npackage = \"{}\"\n\
+         env_vars = {{ OTEL_BSP_SCHEDULE_DELAY = \"100\" }}\n",
+        traced_agent().display()
+    );
+    let home = par_home();
+    let endpoint = format!("http://127.0.0.1:{}", rx.port);
+    let sup = Supervisor::start_with(
+        "traces-ws",
+        "",
+        &agents,
+        &[
+            ("PAR_HOME", home.to_str().unwrap()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("PAR_ACCESS_LOG", "true"),
+        ],
+    );
+    sup.wait_ready("traced", Duration::from_secs(600));
+    let (trace, parent) = ("5c1e9a2b7d3f40e68a9b0c1d2e3f4a5b", "1a2b3c4d5e6f7a8b");
+    let mut req = format!("ws://127.0.0.1:{}/agents/traced/ws", sup.port)
+        .into_client_request()
+        .unwrap();
+    let h = req.headers_mut();
+    h.insert("traceparent", traceparent(trace, parent).parse().unwrap());
+    h.insert("tracestate", "client=1".parse().unwrap());
+    let stream = std::net::TcpStream::connect(("127.0.0.1", sup.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (mut ws, resp) = tungstenite::client(req, stream).expect("handshake");
+    assert_eq!(resp.status(), 101);
+    // The context the agent was handed.
+    let seen = ws
+        .read()
+        .expect("the agent's first message")
+        .into_text()
+        .unwrap();
+    ws.send(tungstenite::Message::text("bye")).unwrap();
+
+    // The supervisor's span continues the client's; it ends at the 101.
+    let s = rx.wait_span(trace, "GET /agents/traced");
+    assert_eq!(s["parent_span_id"], parent, "{s:#}");
+    assert_eq!(s["trace_state"], "client=1");
+    let a = &s["attributes"];
+    assert_eq!(a["url.path"], "/agents/traced/ws");
+    assert_eq!(a["par.process_id"], "par-traced");
+    assert_eq!(a["http.response.status_code"], 101);
+    event(&s, "admitted");
+    // What reached the worker is the supervisor's context, never the
+    // client's: the agent's parent is the supervisor's span or below it.
+    let fields: Vec<&str> = seen.split('-').collect();
+    assert_eq!(fields.len(), 4, "the agent saw {seen:?}");
+    assert_eq!(fields[1], trace, "the agent saw {seen:?}");
+    assert_ne!(
+        fields[2], parent,
+        "the client's context went through: {seen:?}"
+    );
+    if fields[2] != s["span_id"] {
+        let worker = wait_until(Duration::from_secs(20), "the agent's parent span", || {
+            rx.spans()
+                .into_iter()
+                .find(|w| w["trace_id"] == trace && w["span_id"] == fields[2])
+        });
+        rx.assert_descends(&worker, &s);
+    }
+    // The access log has the handshake, with the span's ids.
+    wait_until(
+        Duration::from_secs(10),
+        "the handshake's access log line",
+        || {
+            sup.log_text()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|l| {
+                    l["fields"]["target"] == "par::access"
+                        && l["fields"]["path"] == "/ws"
+                        && l["fields"]["status"] == 101
+                        && l["fields"]["trace_id"] == trace
+                        && l["fields"]["span_id"] == s["span_id"]
+                })
+        },
+    );
+}

@@ -133,24 +133,10 @@ impl Proxy {
             return ApiError::not_found("not an agent path").into_response_body();
         };
         if upgrade::is_websocket(&req) {
-            let hint = header_hint(req.headers());
-            let admitted = match self.admit(&agent_id, &[], &hint).await {
-                Ok(a) => a,
-                Err(e) => return with_request_id(e.into_response_body(), req.headers()),
-            };
-            let opts = upgrade::Options {
-                connect_timeout: CONNECT_TIMEOUT,
-                header_timeout: self.opts.header_timeout,
-                idle_timeout: self.opts.idle_timeout,
-            };
-            let to = upgrade::To {
-                path_and_query: &path_and_query,
-                prefix: &prefix,
-                peer,
-                rules: self.request_rules(false),
-            };
             // A socket holds no slot of the agent's concurrency limit.
-            return upgrade::proxy(req, admitted, to, opts).await;
+            return self
+                .websocket(req, &agent_id, &path_and_query, &prefix, peer)
+                .await;
         }
         let prefix = Some(prefix.as_str());
         self.send(req, &agent_id, path_and_query, prefix, peer, false, client)

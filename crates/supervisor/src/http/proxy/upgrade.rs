@@ -16,8 +16,8 @@ use http::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
-use super::admit::Admitted;
 use super::policy::{ip_text, Forwarded, RequestRules, ResponseRules, X_REQUEST_ID};
+use super::span;
 use crate::http::error::ApiError;
 use crate::http::leftover::Guarded;
 use crate::http::route_table::{Pool, Upstream};
@@ -99,55 +99,127 @@ pub async fn close_all(within: Duration) {
     let _ = tokio::time::timeout(within, open.wait_for(|n| *n == 0)).await;
 }
 
-/// Where a handshake goes and what the forwarding rules need for it.
-pub(super) struct To<'a> {
-    /// The worker's path and query.
-    pub path_and_query: &'a str,
-    /// The `/agents/{id}` the worker does not see.
-    pub prefix: &'a str,
-    pub peer: SocketAddr,
-    pub rules: RequestRules<'a>,
+impl super::Proxy {
+    /// A WebSocket handshake for `agent_id`: admitted (a session key in
+    /// the header binds it like any request), forwarded to the worker with
+    /// the forwarding rules applied (`policy`), traced and logged like any
+    /// request up to the worker's answer; on 101 the client gets the
+    /// worker's 101 and the two sockets are relayed in a task of the
+    /// current runtime; any other answer is passed on.
+    pub(super) async fn websocket(
+        &self,
+        mut req: Request<Guarded>,
+        agent_id: &str,
+        path_and_query: &str,
+        prefix: &str,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let mut ip = [0u8; 45];
+        let forwarded = Forwarded {
+            peer_ip: ip_text(peer.ip(), &mut ip),
+            prefix: Some(prefix.as_bytes()),
+        };
+        let hint = super::header_hint(req.headers());
+        // The handshake's span (tracing on), as any request's: the worker
+        // continues it, not the client's context.
+        let mut span = par_telemetry::trace::tracer().map(|t| {
+            let incoming = par_telemetry::trace::Incoming::from_headers(req.headers());
+            let mut s = span::start(t, req.method().as_str(), agent_id, incoming);
+            span::describe(
+                &mut s,
+                span::Request {
+                    method: req.method().as_str(),
+                    path: req.uri().path(),
+                    client: String::from_utf8_lossy(forwarded.peer_ip)
+                        .into_owned()
+                        .into(),
+                    agent_id,
+                    grpc: false,
+                    session: hint.key(),
+                },
+            );
+            s
+        });
+        let trace_ids = span.as_ref().map(|s| s.ids());
+        let path = path_and_query.split('?').next().unwrap_or_default();
+        let log = |status: u16| {
+            if self.opts.access_log {
+                super::log_access(agent_id, "GET", path, status, started, trace_ids);
+            }
+        };
+        let admitted = match self.admit(agent_id, &[], &hint).await {
+            Ok(a) => a,
+            Err(e) => {
+                let resp = super::with_request_id(e.into_response_body(), req.headers());
+                log(resp.status().as_u16());
+                if let Some(s) = span {
+                    span::made_here(s, resp.status().as_u16());
+                }
+                return resp;
+            }
+        };
+        if let Some(s) = span.as_mut() {
+            span::admitted(s, started, &admitted);
+        }
+        let rules = RequestRules {
+            trace: span.as_ref().map(|s| s.context()),
+            ..self.request_rules(false)
+        };
+        let mut headers = req.headers().clone();
+        let request_id = rules.apply(&mut headers, Some(&forwarded));
+        let response_rules = ResponseRules {
+            grpc: false,
+            request_id: &request_id,
+            process: &admitted.upstream.process_id,
+            session: admitted.session.as_deref(),
+            rebound: admitted.rebound,
+        };
+        let opts = Options {
+            connect_timeout: super::CONNECT_TIMEOUT,
+            header_timeout: self.opts.header_timeout,
+            idle_timeout: self.opts.idle_timeout,
+        };
+        let upstream = Arc::clone(&admitted.upstream);
+        let answer = handshake(
+            &mut req,
+            headers,
+            (Arc::clone(&admitted.upstream), Arc::clone(&admitted.pool)),
+            path_and_query,
+            opts,
+            started,
+            &response_rules,
+        )
+        .await;
+        let mut resp = match answer {
+            Answer::Worker(resp) => {
+                if let Some(mut s) = span {
+                    span::answered(&mut s, resp.status().as_u16(), &upstream, started, 0);
+                    s.end();
+                }
+                resp
+            }
+            Answer::MadeHere(resp) => {
+                if let Some(s) = span {
+                    span::made_here(s, resp.status().as_u16());
+                }
+                resp
+            }
+        };
+        log(resp.status().as_u16());
+        resp.headers_mut()
+            .entry(X_REQUEST_ID.clone())
+            .or_insert(request_id.clone());
+        resp
+    }
 }
 
-/// Forwards the handshake to the admitted worker (with the forwarding
-/// rules applied, `policy`); on 101 answers the client with the worker's
-/// 101 and relays the two sockets in a task of the current runtime; any
-/// other answer is passed on.
-pub(super) async fn proxy(
-    mut req: Request<Guarded>,
-    admitted: Admitted,
-    to: To<'_>,
-    opts: Options,
-) -> Response<Body> {
-    let started = Instant::now();
-    let mut headers = req.headers().clone();
-    let mut ip = [0u8; 45];
-    let forwarded = Forwarded {
-        peer_ip: ip_text(to.peer.ip(), &mut ip),
-        prefix: Some(to.prefix.as_bytes()),
-    };
-    let request_id = to.rules.apply(&mut headers, Some(&forwarded));
-    let rules = ResponseRules {
-        grpc: false,
-        request_id: &request_id,
-        process: &admitted.upstream.process_id,
-        session: admitted.session.as_deref(),
-        rebound: admitted.rebound,
-    };
-    let mut resp = handshake(
-        &mut req,
-        headers,
-        (Arc::clone(&admitted.upstream), Arc::clone(&admitted.pool)),
-        to.path_and_query,
-        opts,
-        started,
-        &rules,
-    )
-    .await;
-    resp.headers_mut()
-        .entry(X_REQUEST_ID.clone())
-        .or_insert(request_id.clone());
-    resp
+/// Who answered a handshake.
+enum Answer {
+    /// The worker: its 101, or its refusal passed on.
+    Worker(Response<Body>),
+    /// The supervisor: the worker could not be reached or did not answer.
+    MadeHere(Response<Body>),
 }
 
 async fn handshake(
@@ -158,10 +230,10 @@ async fn handshake(
     opts: Options,
     started: Instant,
     rules: &ResponseRules<'_>,
-) -> Response<Body> {
+) -> Answer {
     let fail = |status: u16, e: ApiError| {
         upstream.metrics.observe_failed(status, started.elapsed());
-        e.into_response_body()
+        Answer::MadeHere(e.into_response_body())
     };
     if *closing().borrow() {
         return fail(503, ApiError::shutting_down());
@@ -249,7 +321,7 @@ async fn handshake(
         // Refused (403), no such route (404), ...: the worker's answer as it is.
         let (mut parts, body) = resp.into_parts();
         rules.apply(&mut parts.headers);
-        return Response::from_parts(parts, Body::new(body));
+        return Answer::Worker(Response::from_parts(parts, Body::new(body)));
     }
     let worker_side = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();
@@ -299,7 +371,7 @@ async fn handshake(
             }
         }
     });
-    Response::from_parts(parts, Body::empty())
+    Answer::Worker(Response::from_parts(parts, Body::empty()))
 }
 
 /// Counts a WebSocket as in flight (a draining worker waits for it, an

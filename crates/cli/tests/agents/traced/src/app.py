@@ -1,6 +1,6 @@
 import asyncio
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 
 from .otel import tracer
 
@@ -23,3 +23,12 @@ async def plain(request: Request):
 async def slow(seconds: float = 1.0):
     await asyncio.sleep(seconds)
     return {"slept": seconds}
+
+
+@app.websocket("/ws")
+async def ws(websocket: WebSocket):
+    # The context the agent was handed, as its first message.
+    await websocket.accept()
+    await websocket.send_text(websocket.headers.get("traceparent") or "")
+    await websocket.receive_text()
+    await websocket.close()
