@@ -1,8 +1,9 @@
 //! `par ctl` end to end against a real supervisor running the example agents:
 //! ls, logs (and `-f` ended by SIGINT), restart/stop/start/rm, rollout
 //! --wait, set (replicas and sessions in place, env by a rollout, refusals
-//! here and by the supervisor), reload, top; the exit codes of a missing
-//! supervisor, a missing or wrong token, and an unknown agent.
+//! here and by the supervisor), status AGENT (every setting PATCH takes, set
+//! and reset, read back there and from the API), reload, top; the exit codes
+//! of a missing supervisor, a missing or wrong token, and an unknown agent.
 
 mod supervisor_support;
 
@@ -658,4 +659,314 @@ fn status_read_right_after_a_patch_shows_it() {
             (a["ready_replicas"] == a["desired_replicas"]).then_some(())
         });
     }
+}
+
+/// The echo example as agent `a`, under the real worker.
+fn start_echo(tag: &str) -> Supervisor {
+    let agents = format!(
+        "[[agents]]\nid = \"a\"\npackage = \"{}/examples/agents/echo\"\n",
+        repo_root().display()
+    );
+    let sup = Supervisor::start_with(tag, "", &agents, &[]);
+    let p = sup.wait_ready("a", LONG);
+    // The worker loaded the package (the fake one has none).
+    assert_eq!(p["meta"]["name"], "echo", "{p}");
+    sup
+}
+
+/// Every setting an agent's view shows: the spec fields PUT/PATCH and
+/// `par ctl set` take, less the ones shown beside them or not at all.
+const SETTINGS: [&str; 24] = [
+    "replicas",
+    "min_replicas",
+    "max_replicas",
+    "target_concurrency",
+    "scale_down_window",
+    "max_concurrency",
+    "max_queue",
+    "queue_timeout",
+    "idle_timeout",
+    "sessions",
+    "session_idle_timeout",
+    "session_max_lifetime",
+    "session_drain_timeout",
+    "max_sessions",
+    "memory_limit_mb",
+    "disk_limit_mb",
+    "cpu_limit",
+    "restart_policy",
+    "max_restarts",
+    "restart_delay_seconds",
+    "backoff_multiplier",
+    "max_restart_delay_seconds",
+    "stable_period_seconds",
+    "task_role",
+];
+
+/// Spec fields that are not in `settings`: the agent's id and package are
+/// shown beside it (under these keys of the process view), `env_vars` is not
+/// shown (its values are the agent's secrets); and the other names of
+/// fields the parser also takes.
+const BESIDE: [(&str, &str); 4] = [
+    ("id", "agent_id"),
+    ("package", "package_path"),
+    ("package_id", "package_id"),
+    ("sha256", "sha256"),
+];
+const NOT_SHOWN: [&str; 4] = ["env_vars", "agent_id", "package_path", "env"];
+
+/// The settings of `a` as GET /supervisor/agents/a shows them, after
+/// checking the agent entry of /supervisor/status shows the same.
+fn settings_of(port: u16) -> serde_json::Map<String, Value> {
+    let p = get(port, "/supervisor/agents/a").unwrap().json();
+    let st = get(port, "/supervisor/status").unwrap().json();
+    let a = st["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent_id"] == "a")
+        .cloned()
+        .unwrap();
+    assert_eq!(p["settings"], a["settings"], "agent view and process view");
+    p["settings"].as_object().cloned().unwrap()
+}
+
+/// `par ctl status a`'s settings block as name -> value.
+fn ctl_settings(port: u16, home: &std::path::Path) -> Vec<(String, String)> {
+    let o = ctl(port, home, &["status", "a"]);
+    expect(&o, 0, "par ctl status a");
+    let text = out(&o);
+    assert!(text.starts_with("a: ready, "), "{text}");
+    let block = text
+        .split_once("settings (as `par ctl set` and PATCH take them; - is unset):\n")
+        .unwrap_or_else(|| panic!("no settings block:\n{text}"))
+        .1;
+    block
+        .lines()
+        .map(|l| {
+            let (k, v) = l.trim().split_once("  ").unwrap_or((l.trim(), ""));
+            (k.to_string(), v.trim().to_string())
+        })
+        .collect()
+}
+
+/// A value as `par ctl status` prints it.
+fn cell_of(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What GET and `par ctl status` show is `want` for every key of it.
+fn shows(port: u16, home: &std::path::Path, want: &serde_json::Map<String, Value>, when: &str) {
+    let got = settings_of(port);
+    for (k, v) in want {
+        assert_eq!(got.get(k), Some(v), "{when}: {k} in GET settings {got:?}");
+    }
+    let printed = ctl_settings(port, home);
+    for (k, v) in want {
+        let line = printed.iter().find(|(n, _)| n == k);
+        assert_eq!(
+            line.map(|(_, v)| v.as_str()),
+            Some(cell_of(v).as_str()),
+            "{when}: {k} in par ctl status {printed:?}"
+        );
+    }
+}
+
+/// The names PATCH's parser takes, from its own refusal of an unknown one.
+fn names_patch_takes(port: u16) -> Vec<String> {
+    let r = http(
+        port,
+        "PATCH",
+        "/supervisor/agents/a",
+        &[("Content-Type", "application/json")],
+        br#"{"no_such_setting":1}"#,
+    )
+    .unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    let list = msg
+        .split_once("is not a known field (a spec takes: ")
+        .and_then(|(_, l)| l.split_once(')'))
+        .unwrap_or_else(|| panic!("no list of names in {msg:?}"))
+        .0;
+    list.split(", ").map(str::to_string).collect()
+}
+
+#[test]
+fn every_setting_patch_takes_is_shown_by_get_status_and_ctl_status() {
+    let sup = start_echo("ctl-settings-shown");
+    let home = sup.dir.path().join("home");
+    let port = sup.port;
+    let names = names_patch_takes(port);
+    // Every name the parser takes is a setting, shown beside them, or not shown on purpose...
+    for n in &names {
+        assert!(
+            SETTINGS.contains(&n.as_str())
+                || BESIDE.iter().any(|(f, _)| f == n)
+                || NOT_SHOWN.contains(&n.as_str()),
+            "PATCH takes {n:?}, which no list of this test has (parser's names: {names:?})"
+        );
+    }
+    // ... and every setting is a name the parser takes.
+    for s in SETTINGS {
+        assert!(names.iter().any(|n| n == s), "{s} not in {names:?}");
+    }
+    let settings = settings_of(port);
+    let keys: Vec<&str> = settings.keys().map(String::as_str).collect();
+    let mut want = SETTINGS.to_vec();
+    want.sort_unstable();
+    assert_eq!(keys, want, "the settings block has exactly the settings");
+    let process = get(port, "/supervisor/agents/a").unwrap().json();
+    for (_, key) in BESIDE {
+        assert!(
+            process.get(key).is_some(),
+            "{key} beside the settings: {process}"
+        );
+    }
+    assert!(process["settings"].get("env_vars").is_none());
+    // par ctl status prints each one.
+    let printed: Vec<String> = ctl_settings(port, &home)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(printed, want, "par ctl status prints every setting");
+    // And `par ctl set --reset` takes each name: reset to what it is, nothing changes.
+    let o = ctl(port, &home, &["set", "a", "--reset", &SETTINGS.join(",")]);
+    expect(&o, 0, "set --reset every setting of an agent on defaults");
+    assert!(out(&o).contains("outcome: unchanged"), "{}", out(&o));
+}
+
+#[test]
+fn each_setting_set_reads_back_and_a_reset_reads_the_default() {
+    let sup = start_echo("ctl-settings-round-trip");
+    let home = sup.dir.path().join("home");
+    let port = sup.port;
+    let defaults = settings_of(port);
+    // The defaults as the spec documents them.
+    for (k, v) in [
+        ("replicas", serde_json::json!(1)),
+        ("max_queue", serde_json::json!(1000)),
+        ("queue_timeout", serde_json::json!("30s")),
+        ("sessions", serde_json::json!("auto")),
+        ("session_idle_timeout", serde_json::json!("15m")),
+        ("session_max_lifetime", serde_json::json!("8h")),
+        ("session_drain_timeout", serde_json::json!("15m")),
+        ("max_sessions", serde_json::json!(10000)),
+        ("restart_policy", serde_json::json!("on-failure")),
+        ("max_restarts", Value::Null),
+        ("idle_timeout", Value::Null),
+        ("max_replicas", Value::Null),
+    ] {
+        assert_eq!(defaults[k], v, "default {k}: {defaults:?}");
+    }
+    let pid = pid_of(&sup, "par-a");
+
+    // Everything but autoscale (it excludes `replicas`) in one PATCH: the
+    // limits and restart settings roll out blue/green, the rest in place.
+    let fixed = serde_json::json!({
+        "replicas": 2,
+        "scale_down_window": "45s",
+        "max_concurrency": 3,
+        "max_queue": 5,
+        "queue_timeout": "2s",
+        "idle_timeout": "1h",
+        "sessions": "off",
+        "session_idle_timeout": "20m",
+        "session_max_lifetime": "2h",
+        "session_drain_timeout": "5m",
+        "max_sessions": 42,
+        "memory_limit_mb": 512,
+        "disk_limit_mb": 2048,
+        "cpu_limit": 0.5,
+        "restart_policy": "always",
+        "max_restarts": 7,
+        "restart_delay_seconds": 0.5,
+        "backoff_multiplier": 3.0,
+        "max_restart_delay_seconds": 12.0,
+        "stable_period_seconds": 5.0,
+        "task_role": true,
+    });
+    let mut conn = Conn::open(port).unwrap();
+    conn.socket()
+        .set_read_timeout(Some(Duration::from_secs(130)))
+        .unwrap();
+    let r = conn
+        .request(
+            "PATCH",
+            "/supervisor/agents/a?wait=true&timeout=120",
+            &[("Content-Type", "application/json")],
+            fixed.to_string().as_bytes(),
+        )
+        .unwrap();
+    assert!(matches!(r.status, 200 | 202), "{}", r.text());
+    let answer = r.json();
+    assert_eq!(answer["outcome"], "rolling", "{answer}");
+    assert_eq!(answer["rollout"]["state"], "rolled_out", "{answer}");
+    let fixed = fixed.as_object().unwrap().clone();
+    for (k, v) in &fixed {
+        assert_eq!(&answer["settings"][k], v, "{k} in the PATCH answer");
+    }
+    wait_until(LONG, "two replicas ready", || {
+        let a = sup.agent_status("a");
+        (a["ready_replicas"] == 2).then_some(())
+    });
+    assert_ne!(pid_of(&sup, "par-a"), pid, "a new generation serves");
+    shows(port, &home, &fixed, "after the PATCH");
+    // What was not named kept its default.
+    let mut autoscale = serde_json::Map::new();
+    for k in ["min_replicas", "max_replicas", "target_concurrency"] {
+        autoscale.insert(k.into(), defaults[k].clone());
+    }
+    shows(port, &home, &autoscale, "after the PATCH, autoscale");
+
+    // Autoscale through par ctl set (replicas back to its default first).
+    let o = ctl(
+        port,
+        &home,
+        &[
+            "set",
+            "a",
+            "--reset",
+            "replicas",
+            "--min-replicas",
+            "2",
+            "--max-replicas",
+            "3",
+            "--target-concurrency",
+            "2.5",
+            "--wait",
+        ],
+    );
+    expect(&o, 0, "set autoscale");
+    assert!(out(&o).contains("outcome: scaled"), "{}", out(&o));
+    let mut scaled = serde_json::Map::new();
+    for (k, v) in [
+        ("replicas", defaults["replicas"].clone()),
+        ("min_replicas", serde_json::json!(2)),
+        ("max_replicas", serde_json::json!(3)),
+        ("target_concurrency", serde_json::json!(2.5)),
+        ("max_queue", serde_json::json!(5)),
+    ] {
+        scaled.insert(k.into(), v);
+    }
+    shows(port, &home, &scaled, "after par ctl set autoscale");
+
+    // --reset every one: each reads its default again.
+    let o = ctl(
+        port,
+        &home,
+        &["set", "a", "--reset", &SETTINGS.join(","), "--wait"],
+    );
+    expect(&o, 0, "set --reset every setting");
+    assert!(out(&o).contains("outcome: rolling"), "{}", out(&o));
+    wait_until(LONG, "the defaults in force", || {
+        let a = sup.agent_status("a");
+        (a["ready_replicas"] == 1 && a["desired_replicas"] == 1).then_some(())
+    });
+    shows(port, &home, &defaults, "after --reset");
+    assert_eq!(settings_of(port), defaults);
 }

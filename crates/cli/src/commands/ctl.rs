@@ -44,10 +44,14 @@ pub struct CtlArgs {
 
 #[derive(Subcommand)]
 enum CtlCommand {
-    /// List the agents (like `pm2 ls`).
+    /// List the agents (like `pm2 ls`); with AGENT, that agent and every
+    /// setting in force (`par ctl status AGENT`).
     #[command(alias = "list", alias = "status")]
     Ls {
-        /// Print the processes as JSON (the `processes` of /supervisor/status).
+        /// Agent id (or its process id, par-ID).
+        agent: Option<String>,
+        /// Print the processes as JSON (the `processes` of /supervisor/status);
+        /// with AGENT, its entry of `agents` and its processes.
         #[arg(long)]
         json: bool,
     },
@@ -157,7 +161,11 @@ pub fn run(args: CtlArgs) -> anyhow::Result<()> {
 
 async fn dispatch(api: Api, command: CtlCommand) -> anyhow::Result<()> {
     match command {
-        CtlCommand::Ls { json } => ls(&api, json).await,
+        CtlCommand::Ls {
+            agent: Some(name),
+            json,
+        } => status::one(&api, &name, json).await,
+        CtlCommand::Ls { agent: None, json } => ls(&api, json).await,
         CtlCommand::Logs(a) => logs::run(&api, a).await,
         CtlCommand::Restart(a) => act(&api, Action::Restart, a).await,
         CtlCommand::Stop(a) => act(&api, Action::Stop, a).await,

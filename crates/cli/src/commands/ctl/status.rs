@@ -6,7 +6,12 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use par_supervisor::model::{PutOutcome, RolloutPhase, RolloutStatus, RolloutStrategy, State};
+use par_supervisor::model::{
+    AgentSettings, PutOutcome, RolloutPhase, RolloutStatus, RolloutStrategy, State,
+};
+
+use super::client::{typed, Api, CtlError};
+use super::table::{self, Out};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -93,6 +98,15 @@ pub struct AgentSeen {
     pub idle_timeout: Option<String>,
     #[serde(default)]
     pub max_concurrency: Option<u32>,
+    /// Requests in flight on its replicas and waiting in its queue, now.
+    #[serde(default)]
+    pub in_flight: Option<u64>,
+    #[serde(default)]
+    pub queued: Option<u64>,
+    /// Every setting in force, under the names `par ctl set` and PATCH
+    /// take (`None` from a supervisor that does not show them).
+    #[serde(default)]
+    pub settings: Option<AgentSettings>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +191,51 @@ impl Process {
     }
 }
 
+/// `par ctl status AGENT`: the agent as a whole, its processes, and every
+/// setting in force; with `json`, the agent and its processes as the
+/// supervisor wrote them.
+pub async fn one(api: &Api, name: &str, json: bool) -> anyhow::Result<()> {
+    let id = api.agent(name).await?.agent_id;
+    let raw = api.get_json("/supervisor/status").await?;
+    let mut out = Out::stdout();
+    let listed = |k: &str| -> Vec<Value> {
+        raw.get(k)
+            .and_then(Value::as_array)
+            .map(|v| {
+                v.iter()
+                    .filter(|x| x["agent_id"] == id.as_str())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (agents, processes) = (listed("agents"), listed("processes"));
+    let Some(agent) = agents.into_iter().next() else {
+        return Err(CtlError::UnknownAgent(format!("agent {id} is no longer listed")).into());
+    };
+    if json {
+        let both = serde_json::json!({ "agent": agent, "processes": processes });
+        out.line(&serde_json::to_string_pretty(&both)?)?;
+        return Ok(());
+    }
+    let seen: AgentSeen = typed(agent, "/supervisor/status")?;
+    let procs: Vec<Process> = typed(Value::Array(processes), "/supervisor/status")?;
+    out.line(&table::agent_line(&seen))?;
+    for l in table::agents_table(&procs, out.color()) {
+        out.line(&l)?;
+    }
+    match &seen.settings {
+        Some(s) => {
+            out.line("settings (as `par ctl set` and PATCH take them; - is unset):")?;
+            for l in table::settings_lines(s) {
+                out.line(&format!("  {l}"))?;
+            }
+        }
+        None => out.line("settings: not shown by this supervisor")?,
+    }
+    Ok(())
+}
+
 /// `-` for nothing, else the value.
 pub fn cell<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
@@ -257,5 +316,37 @@ mod tests {
             "agent_id": "a", "process_id": "par-a", "state": "ready", "outcome": "exploded"
         }))
         .is_err());
+    }
+
+    #[test]
+    fn an_agents_settings_read_typed_and_print_one_a_line() {
+        use par_supervisor::model::AgentSpec;
+        let mut spec = AgentSpec::new("a", "/pkgs/a");
+        spec.max_queue = 5;
+        spec.queue_timeout = std::time::Duration::from_millis(1500);
+        let settings = serde_json::to_value(AgentSettings::of(&spec)).unwrap();
+        let a: AgentSeen = serde_json::from_value(serde_json::json!({
+            "agent_id": "a", "state": "ready", "settings": settings
+        }))
+        .unwrap();
+        let s = a.settings.unwrap();
+        assert_eq!(s, AgentSettings::of(&spec));
+        let lines = table::settings_lines(&s);
+        assert_eq!(lines.len(), settings.as_object().unwrap().len());
+        let line = |k: &str| {
+            lines
+                .iter()
+                .find(|l| l.split_whitespace().next() == Some(k))
+                .cloned()
+                .unwrap()
+        };
+        assert!(line("max_queue").ends_with("  5"), "{lines:?}");
+        assert!(line("queue_timeout").ends_with("  1s 500ms"), "{lines:?}");
+        assert!(line("memory_limit_mb").ends_with("  -"), "{lines:?}");
+        assert!(line("sessions").ends_with("  auto"), "{lines:?}");
+        // An older supervisor's agent, without settings, still reads.
+        let old: AgentSeen =
+            serde_json::from_value(serde_json::json!({"agent_id": "a", "state": "ready"})).unwrap();
+        assert!(old.settings.is_none());
     }
 }

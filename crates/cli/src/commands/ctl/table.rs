@@ -4,8 +4,8 @@
 use std::io::{IsTerminal as _, Write as _};
 
 use super::client::error_text;
-use super::status::{cell, Process, Status};
-use par_supervisor::model::{RolloutStatus, State};
+use super::status::{cell, AgentSeen, Process, Status};
+use par_supervisor::model::{AgentSettings, RolloutStatus, State};
 
 /// Standard output, line by line.
 pub struct Out {
@@ -216,4 +216,49 @@ pub fn supervisor_line(status: &Status, url: &str) -> String {
         cell(status.agents_ready),
         cell(status.agents_total),
     )
+}
+
+/// An agent as a whole in one line: state, replicas, load, sessions.
+pub fn agent_line(a: &AgentSeen) -> String {
+    let mut s = format!(
+        "{}: {}, {} of {} replicas ready, {} in flight, {} queued",
+        a.agent_id,
+        a.state,
+        cell(a.ready_replicas),
+        cell(a.desired_replicas),
+        cell(a.in_flight),
+        cell(a.queued),
+    );
+    if let Some(au) = &a.autoscale {
+        s.push_str(&format!(
+            " (autoscale {}-{}, target {})",
+            au.min_replicas, au.max_replicas, au.target_concurrency
+        ));
+    }
+    match a.sessions_tracked {
+        Some(true) => s.push_str(&format!("; sessions tracked, {} live", cell(a.sessions))),
+        Some(false) => s.push_str("; sessions not tracked"),
+        None => {}
+    }
+    s
+}
+
+/// One line per setting, `name  value`, by name: every field the supervisor
+/// shows, each value as `par ctl set` and PATCH take it (`-`: unset).
+pub fn settings_lines(s: &AgentSettings) -> Vec<String> {
+    let serde_json::Value::Object(fields) = serde_json::to_value(s).unwrap_or_default() else {
+        return Vec::new();
+    };
+    let width = fields.keys().map(|k| k.len()).max().unwrap_or(0);
+    fields
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::Null => "-".to_string(),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{k:<width$}  {v}")
+        })
+        .collect()
 }
