@@ -20,6 +20,31 @@ fn traced_agent() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/agents/traced")
 }
 
+/// A receiver, and a supervisor (access log on) exporting to it with one
+/// agent `traced` ready, whose SDK sends its batches soon.
+fn one_traced_agent(dir: &std::path::Path, tag: &str) -> (Receiver, Supervisor) {
+    let rx = Receiver::start(dir);
+    let agents = format!(
+        "[[agents]]\nid = \"traced\"\npackage = \"{}\"\n\
+         env_vars = {{ OTEL_BSP_SCHEDULE_DELAY = \"100\" }}\n",
+        traced_agent().display()
+    );
+    let home = par_home();
+    let endpoint = format!("http://127.0.0.1:{}", rx.port);
+    let sup = Supervisor::start_with(
+        tag,
+        "",
+        &agents,
+        &[
+            ("PAR_HOME", home.to_str().unwrap()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("PAR_ACCESS_LOG", "true"),
+        ],
+    );
+    sup.wait_ready("traced", Duration::from_secs(600));
+    (rx, sup)
+}
+
 fn traceparent(trace: &str, span: &str) -> String {
     format!("00-{trace}-{span}-01")
 }
@@ -199,24 +224,7 @@ fn keys(v: &Value) -> Vec<String> {
 #[test]
 fn both_paths_give_the_same_span_and_the_worker_continues_it_not_the_client() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let rx = Receiver::start(dir.path());
-    let agents = format!(
-        "[[agents]]\nid = \"traced\"\npackage = \"{}\"\n\
-         env_vars = {{ OTEL_BSP_SCHEDULE_DELAY = \"100\" }}\n",
-        traced_agent().display()
-    );
-    let home = par_home();
-    let endpoint = format!("http://127.0.0.1:{}", rx.port);
-    let sup = Supervisor::start_with(
-        "traces-paths",
-        "",
-        &agents,
-        &[
-            ("PAR_HOME", home.to_str().unwrap()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-        ],
-    );
-    sup.wait_ready("traced", Duration::from_secs(600));
+    let (rx, sup) = one_traced_agent(dir.path(), "traces-paths");
     let body = br#"{"x": 1}"#;
     let mut spans = Vec::new();
     for (chunked, trace, parent) in [
@@ -322,25 +330,7 @@ fn a_receiver_that_is_down_costs_requests_nothing_and_drops_are_counted() {
 fn a_websocket_handshake_is_traced_and_logged_like_any_request() {
     use tungstenite::client::IntoClientRequest;
     let dir = tempfile::tempdir().expect("tempdir");
-    let rx = Receiver::start(dir.path());
-    let agents = format!(
-        "[[agents]]\nid = \"traced\"\npackage = \"{}\"\n\
-         env_vars = {{ OTEL_BSP_SCHEDULE_DELAY = \"100\" }}\n",
-        traced_agent().display()
-    );
-    let home = par_home();
-    let endpoint = format!("http://127.0.0.1:{}", rx.port);
-    let sup = Supervisor::start_with(
-        "traces-ws",
-        "",
-        &agents,
-        &[
-            ("PAR_HOME", home.to_str().unwrap()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("PAR_ACCESS_LOG", "true"),
-        ],
-    );
-    sup.wait_ready("traced", Duration::from_secs(600));
+    let (rx, sup) = one_traced_agent(dir.path(), "traces-ws");
     let (trace, parent) = ("5c1e9a2b7d3f40e68a9b0c1d2e3f4a5b", "1a2b3c4d5e6f7a8b");
     let mut req = format!("ws://127.0.0.1:{}/agents/traced/ws", sup.port)
         .into_client_request()
