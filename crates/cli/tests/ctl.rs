@@ -834,6 +834,17 @@ fn every_setting_patch_takes_is_shown_by_get_status_and_ctl_status() {
         .map(|(k, _)| k)
         .collect();
     assert_eq!(printed, want, "par ctl status prints every setting");
+    // The block given back as a PATCH is taken, and changes nothing.
+    let r = http(
+        port,
+        "PATCH",
+        "/supervisor/agents/a",
+        &[("Content-Type", "application/json")],
+        Value::Object(settings.clone()).to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["outcome"], "unchanged", "{}", r.text());
     // And `par ctl set --reset` takes each name: reset to what it is, nothing changes.
     let o = ctl(port, &home, &["set", "a", "--reset", &SETTINGS.join(",")]);
     expect(&o, 0, "set --reset every setting of an agent on defaults");
