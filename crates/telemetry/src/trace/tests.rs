@@ -1,6 +1,8 @@
 use super::*;
 use prost::Message as _;
 
+mod reference;
+
 fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let owned: Vec<(String, String)> = pairs
         .iter()
@@ -268,10 +270,10 @@ fn the_encoding_is_protos() {
         ("n".into(), 3i64.into()),
     ];
     let ours = export::encode(&resource, &spans);
-    let theirs = export::reference(&resource, &spans).encode_to_vec();
+    let theirs = reference::request(&resource, &spans).encode_to_vec();
     assert_eq!(&ours[..], &theirs[..]);
     let ours = export::encode(&[], &spans[..1]);
-    let theirs = export::reference(&[], &spans[..1]).encode_to_vec();
+    let theirs = reference::request(&[], &spans[..1]).encode_to_vec();
     assert_eq!(&ours[..], &theirs[..]);
 }
 
