@@ -29,12 +29,19 @@ fn one_traced_agent(dir: &std::path::Path, tag: &str) -> (Receiver, Supervisor) 
          env_vars = {{ OTEL_BSP_SCHEDULE_DELAY = \"100\" }}\n",
         traced_agent().display()
     );
+    let sup = exporting_to(&rx, tag, &agents);
+    (rx, sup)
+}
+
+/// A supervisor (access log on) with `agents`, exporting to `rx`, its
+/// agent `traced` ready.
+fn exporting_to(rx: &Receiver, tag: &str, agents: &str) -> Supervisor {
     let home = par_home();
     let endpoint = format!("http://127.0.0.1:{}", rx.port);
     let sup = Supervisor::start_with(
         tag,
         "",
-        &agents,
+        agents,
         &[
             ("PAR_HOME", home.to_str().unwrap()),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
@@ -42,7 +49,7 @@ fn one_traced_agent(dir: &std::path::Path, tag: &str) -> (Receiver, Supervisor) 
         ],
     );
     sup.wait_ready("traced", Duration::from_secs(600));
-    (rx, sup)
+    sup
 }
 
 fn traceparent(trace: &str, span: &str) -> String {
@@ -69,19 +76,7 @@ fn a_request_is_one_trace_from_the_client_through_the_supervisor_into_the_agent(
          env_vars = {{ OTEL_BSP_SCHEDULE_DELAY = \"100\" }}\n",
         traced_agent().display()
     );
-    let home = par_home();
-    let endpoint = format!("http://127.0.0.1:{}", rx.port);
-    let sup = Supervisor::start_with(
-        "traces",
-        "",
-        &agents,
-        &[
-            ("PAR_HOME", home.to_str().unwrap()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("PAR_ACCESS_LOG", "true"),
-        ],
-    );
-    sup.wait_ready("traced", Duration::from_secs(600));
+    let sup = exporting_to(&rx, "traces", &agents);
 
     // Through the supervisor: its span continues the client's, the worker's
     // continues the supervisor's, the agent's own descend from the worker's.
