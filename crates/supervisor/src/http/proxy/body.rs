@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::conns::Lease;
+use super::span;
 use crate::http::leftover::Guarded;
 use crate::http::route_table::{Pool, Upstream};
 
@@ -119,11 +120,10 @@ impl Drop for Tracked {
     /// connection is given back here. One left mid-body is closed.
     fn drop(&mut self) {
         if let Some((mut s, bytes)) = self.span.take() {
-            s.set("http.response.body.size", bytes);
             if !http_body::Body::is_end_stream(&self.inner) {
-                s.event("client_gone", &[]);
+                span::client_gone(&mut s);
             }
-            s.end();
+            span::body_ended(s, bytes);
         }
         if http_body::Body::is_end_stream(&self.inner) {
             self.release();
