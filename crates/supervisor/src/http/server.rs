@@ -290,14 +290,10 @@ async fn serve_connection(
         builder,
         watcher,
     } = thread;
-    let health_only = conn.health_only();
-    // Nothing is spent on a connection until it sends a byte.
-    // `peek` waits for one (readiness alone can be a false positive).
-    let mut probe = [0u8; 1];
-    tokio::select! {
-        r = stream.peek(&mut probe) => if !matches!(r, Ok(n) if n > 0) { return },
-        () = conn.expired() => return,
+    if !first_byte(&stream, &conn).await {
+        return;
     }
+    let health_only = conn.health_only();
     // Requests for agents go the direct way; the connection
     // turns to hyper at the first request that needs it.
     let (stream, read) = if health_only {
@@ -309,28 +305,89 @@ async fn serve_connection(
             Served::General(stream, read) => (stream, read),
         }
     };
-    // A second descriptor of the socket, to notice a client that
-    // leaves while its request waits in an agent's queue: for
-    // connections that came here with a request for an agent only.
-    let client = first_for_an_agent(&read)
-        .then(|| ClientSocket::of(&stream))
-        .flatten();
-    let in_svc = Arc::clone(&conn);
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let (app, client) = (Arc::clone(&app), client.clone());
-        // The request is in flight (never evicted) until its
-        // response body is written or dropped.
-        let in_flight = in_svc.request();
-        let in_svc_upgraded = Arc::clone(&in_svc);
+    let general = GeneralPath {
+        client: client_socket(&stream, &read),
+        app,
+        conn,
+        peer,
+        health_only,
+    };
+    general.serve(stream, read, builder, watcher).await;
+}
+
+/// Whether the connection sent a byte: nothing is spent on it until then.
+/// `peek` waits for one (readiness alone can be a false positive).
+async fn first_byte(stream: &tokio::net::TcpStream, conn: &Conn) -> bool {
+    let mut probe = [0u8; 1];
+    tokio::select! {
+        r = stream.peek(&mut probe) => matches!(r, Ok(n) if n > 0),
+        () = conn.expired() => false,
+    }
+}
+
+/// A second descriptor of the socket, to notice a client that leaves
+/// while its request waits in an agent's queue: for connections that came
+/// to hyper's path with a request for an agent only (`read`: what the
+/// direct path read of it).
+fn client_socket(stream: &tokio::net::TcpStream, read: &[u8]) -> Option<ClientSocket> {
+    first_for_an_agent(read)
+        .then(|| ClientSocket::of(stream))
+        .flatten()
+}
+
+/// What hyper's path serves a connection's requests with.
+#[derive(Clone)]
+struct GeneralPath {
+    app: Arc<App>,
+    conn: Arc<Conn>,
+    peer: SocketAddr,
+    health_only: bool,
+    client: Option<ClientSocket>,
+}
+
+impl GeneralPath {
+    /// Serves the connection (`read`: what was read of it already) until
+    /// it closes, its wait for a request passes its deadline or it is
+    /// evicted (hyper's own header timeout is the keep-alive one).
+    async fn serve(
+        self,
+        stream: tokio::net::TcpStream,
+        read: Vec<u8>,
+        builder: auto::Builder<TokioExecutor>,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let conn = Arc::clone(&self.conn);
+        let svc = hyper::service::service_fn(move |req: Request<Incoming>| self.request(req));
+        conn.watch();
+        let io = TokioIo::new(Reading::new(Rewind::new(stream, read), Arc::clone(&conn)));
+        let served = builder.serve_connection_with_upgrades(io, svc);
+        tokio::select! {
+            _ = watcher.watch(served.into_owned()) => {}
+            () = conn.expired() => {}
+        }
+    }
+
+    /// One request, in flight (never evicted) from now until its response
+    /// body is written or dropped.
+    fn request(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send + 'static
+    {
+        let in_flight = self.conn.request();
+        let this = self.clone();
         async move {
             let Some(in_flight) = in_flight else {
-                return Ok::<_, Infallible>(too_many_connections());
+                return Ok(too_many_connections());
             };
-            let resp = app.serve(req, peer, health_only, client.as_ref()).await;
+            let resp = this
+                .app
+                .serve(req, this.peer, this.health_only, this.client.as_ref())
+                .await;
             if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                 // A WebSocket: in flight until it closes (its socket,
                 // which holds the connection's slot, goes with it).
-                in_svc_upgraded.upgraded();
+                this.conn.upgraded();
             }
             Ok(resp.map(|b| {
                 Body::new(Ending {
@@ -339,15 +396,6 @@ async fn serve_connection(
                 })
             }))
         }
-    });
-    conn.watch();
-    let io = TokioIo::new(Reading::new(Rewind::new(stream, read), Arc::clone(&conn)));
-    let served = builder.serve_connection_with_upgrades(io, svc);
-    // Closed when its wait for a request passes its deadline or
-    // it is evicted (hyper's own header timeout is the keep-alive one).
-    tokio::select! {
-        _ = watcher.watch(served.into_owned()) => {}
-        () = conn.expired() => {}
     }
 }
 
