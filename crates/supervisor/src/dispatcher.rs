@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
@@ -13,8 +14,8 @@ use crate::http::metrics::Registry;
 use crate::http::route_table::{Admission, Pool, Route, RouteTable, Table, Upstream};
 use crate::logs::LogStore;
 use crate::model::{
-    AgentId, Clock, Effect, Input, Level, LogRecord, MetricEvent, Reply, WaiterId, WorkerEvent,
-    WorkerId,
+    AgentId, Clock, Effect, Input, Launch, Level, LogRecord, MetricEvent, Reply, WaiterId,
+    WorkerEvent, WorkerId,
 };
 use crate::runtime::Runtime;
 use crate::state::{RouteDecision, RouteEntry, Supervisor};
@@ -215,30 +216,11 @@ impl Dispatcher {
         Some(Input::Worker { worker, event })
     }
 
+    /// Carries out one of the state machine's effects; what it tells at
+    /// once (a spawn's outcome) joins `queue`.
     fn execute(&mut self, effect: Effect, queue: &mut VecDeque<Input>) {
         match effect {
-            Effect::Spawn(launch) => {
-                let outcome = self.runtime.spawn(&launch);
-                let failed = matches!(outcome.event, Some(WorkerEvent::SpawnFailed { .. }));
-                if let (Some(port), false) = (outcome.port, failed) {
-                    let metrics = self.out.metrics.agent(launch.agent.as_str());
-                    let process = launch.agent.process_id(launch.replica);
-                    let up = Upstream::new(
-                        launch.agent.as_str(),
-                        &process,
-                        port,
-                        launch.worker,
-                        metrics,
-                    );
-                    self.live.upstreams.insert(launch.worker, Arc::new(up));
-                }
-                if let Some(event) = outcome.event {
-                    queue.push_back(Input::Worker {
-                        worker: launch.worker,
-                        event,
-                    });
-                }
-            }
+            Effect::Spawn(launch) => queue.extend(self.spawn(&launch)),
             Effect::Signal { worker, signal } => self.runtime.signal(worker, signal),
             Effect::Release { worker } => {
                 self.runtime.release(worker);
@@ -250,14 +232,7 @@ impl Dispatcher {
                 settle,
                 limit,
                 sessions,
-            } => {
-                let up = self.live.upstreams.get(&worker);
-                let in_flight = up.map(|u| Arc::clone(&u.in_flight));
-                let bound = up
-                    .filter(|_| !sessions.is_zero())
-                    .map(|u| (Arc::clone(&u.sessions), sessions));
-                self.runtime.drain(worker, in_flight, settle, limit, bound);
-            }
+            } => self.drain(worker, settle, limit, sessions),
             Effect::Fetch {
                 agent,
                 fetch,
@@ -267,19 +242,63 @@ impl Dispatcher {
             Effect::Timer { at, timer } => self.runtime.timer(at, timer),
             Effect::Log(record) => self.log(record),
             Effect::Reply { waiter, reply } => self.waiters.answer(waiter, reply),
-            Effect::Forget { agent } => {
-                self.out.metrics.forget(agent.as_str());
-                self.out.logs.forget(agent.as_str());
-                if let Some(pool) = self.live.pools.remove(&agent) {
-                    pool.sessions.clear();
-                }
+            Effect::Forget { agent } => self.forget(&agent),
+            Effect::Metric(m) => self.count(m),
+        }
+    }
+
+    /// Spawns the worker `launch` says, and makes it reachable by the proxy
+    /// once it has a port: what became of it, if known at once.
+    fn spawn(&mut self, launch: &Launch) -> Option<Input> {
+        let outcome = self.runtime.spawn(launch);
+        let failed = matches!(outcome.event, Some(WorkerEvent::SpawnFailed { .. }));
+        if let (Some(port), false) = (outcome.port, failed) {
+            let metrics = self.out.metrics.agent(launch.agent.as_str());
+            let process = launch.agent.process_id(launch.replica);
+            let up = Upstream::new(
+                launch.agent.as_str(),
+                &process,
+                port,
+                launch.worker,
+                metrics,
+            );
+            self.live.upstreams.insert(launch.worker, Arc::new(up));
+        }
+        let event = outcome.event?;
+        Some(Input::Worker {
+            worker: launch.worker,
+            event,
+        })
+    }
+
+    /// Drains `worker`: its requests in flight waited for (after `settle`,
+    /// within `limit`), then its bound sessions (at most `sessions`; zero:
+    /// not waited for).
+    fn drain(&self, worker: WorkerId, settle: Duration, limit: Duration, sessions: Duration) {
+        let up = self.live.upstreams.get(&worker);
+        let in_flight = up.map(|u| Arc::clone(&u.in_flight));
+        let bound = up
+            .filter(|_| !sessions.is_zero())
+            .map(|u| (Arc::clone(&u.sessions), sessions));
+        self.runtime.drain(worker, in_flight, settle, limit, bound);
+    }
+
+    /// Forgets a removed agent: its metrics, its logs, its sessions.
+    fn forget(&mut self, agent: &AgentId) {
+        self.out.metrics.forget(agent.as_str());
+        self.out.logs.forget(agent.as_str());
+        if let Some(pool) = self.live.pools.remove(agent) {
+            pool.sessions.clear();
+        }
+    }
+
+    /// Counts an autoscale or a wake in the agent's metrics.
+    fn count(&self, m: MetricEvent) {
+        match m {
+            MetricEvent::Autoscaled { agent, .. } => {
+                self.out.metrics.agent(agent.as_str()).count_autoscale();
             }
-            Effect::Metric(m) => match m {
-                MetricEvent::Autoscaled { agent, .. } => {
-                    self.out.metrics.agent(agent.as_str()).count_autoscale();
-                }
-                MetricEvent::Woken { agent } => self.out.metrics.agent(agent.as_str()).count_wake(),
-            },
+            MetricEvent::Woken { agent } => self.out.metrics.agent(agent.as_str()).count_wake(),
         }
     }
 
