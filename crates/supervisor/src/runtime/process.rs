@@ -15,7 +15,7 @@ use super::isolation::environment::Inherit;
 use super::isolation::{privileges, PerAgent, Prepared};
 use crate::control::Control;
 use crate::logs::LogStore;
-use crate::model::{ExitInfo, Input, Launch, WorkerEvent};
+use crate::model::{ExitInfo, Input, Launch, WorkerEvent, WorkerId};
 
 /// Error lines of a worker passed on with its exit (the reason of a failure).
 const EXIT_ERROR_LINES: usize = 5;
@@ -109,63 +109,106 @@ impl Starter {
     ) -> Started {
         let pid = child.id().unwrap_or(0);
         let (started, started_at) = (Instant::now(), SystemTime::now());
-        let agent = launch.agent.to_string();
         let process = launch.agent.process_id(launch.replica);
-        let capture = |stream| {
-            (
-                Arc::clone(&self.logs),
-                agent.clone(),
-                process.clone(),
-                stream,
-            )
-        };
-        let out = child.stdout.take().map(|p| {
-            let (logs, agent, process, stream) = capture("stdout");
-            tokio::spawn(crate::logs::capture(logs, agent, process, stream, p))
-        });
-        let err = child.stderr.take().map(|p| {
-            let (logs, agent, process, stream) = capture("stderr");
-            tokio::spawn(crate::logs::capture(logs, agent, process, stream, p))
-        });
-
+        let output = self.capture(&mut child, launch.agent.as_str(), &process);
         let exited = Arc::new(AtomicBool::new(false));
-        let (flag, control, logs, worker) = (
-            Arc::clone(&exited),
-            self.control.clone(),
-            Arc::clone(&self.logs),
-            launch.worker,
-        );
-        tokio::spawn(async move {
-            let status = child.wait().await;
-            if let Some(lease) = &listener {
-                lease.worker_gone();
-            }
-            flag.store(true, Ordering::Release);
-            super::unix::untrack(pid);
-            let exit = ExitInfo {
-                code: status.as_ref().ok().and_then(|s| s.code()),
-                signal: status.as_ref().ok().and_then(|s| s.signal()),
-                at: SystemTime::now(),
-                ran_seconds: started.elapsed().as_secs_f64(),
-            };
-            // The reason of a failure is in its last lines: let them arrive first.
-            let drain = async {
-                for t in [out, err].into_iter().flatten() {
-                    let _ = t.await;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
-            let errors = if exit.success() {
-                Vec::new()
-            } else {
-                logs.last_errors_since(&process, EXIT_ERROR_LINES, started_at)
-            };
-            control.send(Input::Worker {
-                worker,
-                event: WorkerEvent::Exited { exit, errors },
-            });
-        });
+        let watched = Watched {
+            worker: launch.worker,
+            pid,
+            process,
+            started,
+            started_at,
+            output,
+            listener,
+            exited: Arc::clone(&exited),
+            control: self.control.clone(),
+            logs: Arc::clone(&self.logs),
+        };
+        tokio::spawn(watched.until_exit(child));
         Started { pid, exited }
+    }
+
+    /// The tasks copying the worker's stdout and stderr to the log store.
+    fn capture(
+        &self,
+        child: &mut tokio::process::Child,
+        agent: &str,
+        process: &str,
+    ) -> [Option<tokio::task::JoinHandle<()>>; 2] {
+        [
+            (child.stdout.take()).map(|p| self.copy_to_logs(agent, process, "stdout", p)),
+            (child.stderr.take()).map(|p| self.copy_to_logs(agent, process, "stderr", p)),
+        ]
+    }
+
+    /// A task copying one of the worker's pipes (`stream`) to the log store.
+    fn copy_to_logs(
+        &self,
+        agent: &str,
+        process: &str,
+        stream: &'static str,
+        pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let (logs, agent, process) = (Arc::clone(&self.logs), agent.to_owned(), process.to_owned());
+        tokio::spawn(crate::logs::capture(logs, agent, process, stream, pipe))
+    }
+}
+
+/// A started worker, watched until it exits.
+struct Watched {
+    worker: WorkerId,
+    pid: u32,
+    process: String,
+    started: Instant,
+    started_at: SystemTime,
+    /// The tasks capturing its output.
+    output: [Option<tokio::task::JoinHandle<()>>; 2],
+    /// The socket of its port, held by the supervisor.
+    listener: Option<super::ports::Lease>,
+    exited: Arc<AtomicBool>,
+    control: Control,
+    logs: Arc<LogStore>,
+}
+
+impl Watched {
+    /// Waits for the worker's exit and tells the state machine, with the
+    /// error lines it printed.
+    async fn until_exit(mut self, mut child: tokio::process::Child) {
+        let status = child.wait().await;
+        if let Some(lease) = &self.listener {
+            lease.worker_gone();
+        }
+        self.exited.store(true, Ordering::Release);
+        super::unix::untrack(self.pid);
+        let exit = ExitInfo {
+            code: status.as_ref().ok().and_then(|s| s.code()),
+            signal: status.as_ref().ok().and_then(|s| s.signal()),
+            at: SystemTime::now(),
+            ran_seconds: self.started.elapsed().as_secs_f64(),
+        };
+        let errors = self.errors(&exit).await;
+        self.control.send(Input::Worker {
+            worker: self.worker,
+            event: WorkerEvent::Exited { exit, errors },
+        });
+    }
+
+    /// The last error lines it printed, when it failed: the reason of a
+    /// failure is in its last lines, so they may arrive first (500 ms).
+    async fn errors(&mut self, exit: &ExitInfo) -> Vec<String> {
+        let output = std::mem::take(&mut self.output);
+        let drain = async {
+            for t in output.into_iter().flatten() {
+                let _ = t.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+        if exit.success() {
+            Vec::new()
+        } else {
+            self.logs
+                .last_errors_since(&self.process, EXIT_ERROR_LINES, self.started_at)
+        }
     }
 }
 
