@@ -60,6 +60,13 @@ impl ApiError {
     pub fn internal(m: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
     }
+    pub fn headers_too_large(m: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            m,
+        )
+    }
     pub fn shutting_down() -> Self {
         Self::unavailable("the supervisor is shutting down", 5)
     }

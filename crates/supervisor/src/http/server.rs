@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, watch};
 use tower::ServiceExt as _;
 
 use super::connections::{Admitted, Conn, ConnRequest, Connections, Reading};
+use super::error::ApiError;
 use super::leftover::{self, Guarded};
 use super::proxy::framing::HeadRules;
 use super::proxy::target::for_an_agent;
@@ -43,9 +44,14 @@ impl App {
         health_only: bool,
         client: Option<&ClientSocket>,
     ) -> Response<Body> {
-        // The framing rules the direct path applies, applied here too.
-        if let Err(refused) = HeadRules::check(req.method(), req.version(), req.headers()) {
-            let mut r = refused.into_api_error().into_response_body();
+        // The framing rules the direct path applies, applied here too; a
+        // head over the limit (the direct path hands those over) is refused.
+        let refused = match HeadRules::check(req.method(), req.version(), req.headers()) {
+            Err(refused) => Some(refused.into_api_error()),
+            Ok(_) => head_too_large(&req),
+        };
+        if let Some(e) = refused {
+            let mut r = e.into_response_body();
             r.headers_mut().insert(
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
@@ -260,9 +266,38 @@ fn http_builder(conns: &Connections) -> auto::Builder<TokioExecutor> {
         .half_close(true)
         // Also bounds an idle keep-alive connection's wait for its next request.
         .header_read_timeout(conns.limits.keepalive_timeout)
+        // A longer head is refused (431) and the connection closed.
+        .max_buf_size(MAX_REQUEST_HEAD)
         .writev(true);
-    builder.http2().timer(TokioTimer::new());
     builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_REQUEST_HEAD as u32);
+    builder
+}
+
+/// The longest request head a client may send (an ALB's limit too): the
+/// line and headers of HTTP/1.1, the header list of HTTP/2. Past it, hyper
+/// stops buffering a head still coming (431), and `head_too_large` refuses
+/// one that came whole in a read.
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
+
+/// 431 for a head over `MAX_REQUEST_HEAD`, measured as written (the
+/// request line, and `name: value` and a line end per header).
+fn head_too_large<B>(req: &Request<B>) -> Option<ApiError> {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len());
+    let size = req
+        .headers()
+        .iter()
+        .fold(req.method().as_str().len() + target + 12, |n, (k, v)| {
+            n + k.as_str().len() + v.len() + 4
+        });
+    (size > MAX_REQUEST_HEAD).then(|| {
+        ApiError::headers_too_large(format!(
+            "the request head is {size} bytes; at most {MAX_REQUEST_HEAD} are accepted"
+        ))
+    })
 }
 
 /// What a connection takes from its proxy thread.
