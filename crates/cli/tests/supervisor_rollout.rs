@@ -34,30 +34,46 @@ fn spec(id: &str, package: &std::path::Path) -> String {
     )
 }
 
-/// Load runs for `total`; `during` is called after `lead`, while it runs.
+/// Requests for `agent` the supervisor has answered 2xx (its metrics).
+fn answered(sup: &Supervisor, agent: &str) -> u64 {
+    let m = get(sup.port, "/metrics").unwrap().text();
+    let key = format!("par_agent_requests_total{{agent_id=\"{agent}\",class=\"2xx\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the supervisor has answered `agent` `n` more times.
+fn until_answered(sup: &Supervisor, agent: &str, n: u64) {
+    let base = answered(sup, agent);
+    wait_until(
+        Duration::from_secs(60),
+        "the load's requests answered",
+        || (answered(sup, agent) >= base + n).then_some(()),
+    );
+}
+
+/// Load (4 clients) runs while `during` is called: once the agent has
+/// answered `lead` of its requests, and until it has answered `after` more
+/// after `during` returned. Also returns when `during` began (since the
+/// load began).
 fn with_load<T>(
     sup: &Supervisor,
     agent: &str,
-    lead: Duration,
-    total: Duration,
+    lead: u64,
+    after: u64,
     during: impl FnOnce() -> T,
-) -> (LoadReport, T) {
+) -> (LoadReport, T, Duration) {
     let stop = Arc::new(AtomicBool::new(false));
-    let load = run_load(
-        sup.port,
-        agent,
-        4,
-        stop.clone(),
-        total + Duration::from_secs(60),
-    );
     let t0 = Instant::now();
-    std::thread::sleep(lead);
+    let load = run_load(sup.port, agent, 4, stop.clone(), LONG);
+    until_answered(sup, agent, lead);
+    let began = t0.elapsed();
     let out = during();
-    if let Some(rest) = total.checked_sub(t0.elapsed()) {
-        std::thread::sleep(rest);
-    }
+    until_answered(sup, agent, after);
     stop.store(true, Ordering::Relaxed);
-    (load.join().unwrap(), out)
+    (load.join().unwrap(), out, began)
 }
 
 #[test]
@@ -70,21 +86,20 @@ fn an_upgrade_under_load_fails_no_request_and_switches_versions() {
     let before = sup.process("ver").unwrap();
     assert_eq!(version_of(sup.port, "ver").as_deref(), Some("1.0.0"));
 
-    let (load, (put_at, rolled, switched_after)) = with_load(
-        &sup,
-        "ver",
-        Duration::from_secs(1),
-        Duration::from_secs(5),
-        || {
-            let t = Instant::now();
-            let r = put_json(sup.port, "/supervisor/agents/ver", &spec("ver", &v2));
-            assert_eq!(r.status, 202, "{}", r.text());
-            assert_eq!(r.json()["outcome"], "rolling");
-            let p = wait_rollout(&sup, "ver", LONG);
-            (t, p, t.elapsed())
-        },
-    );
-    let _ = put_at;
+    let old_pid = before["pid"].as_u64().unwrap() as u32;
+    let (load, (rolled, switched_after), put_at) = with_load(&sup, "ver", 200, 400, || {
+        let t = Instant::now();
+        let r = put_json(sup.port, "/supervisor/agents/ver", &spec("ver", &v2));
+        assert_eq!(r.status, 202, "{}", r.text());
+        assert_eq!(r.json()["outcome"], "rolling");
+        let p = wait_rollout(&sup, "ver", LONG);
+        let switched_after = t.elapsed();
+        // The old worker drains and exits under the load too.
+        wait_until(Duration::from_secs(30), "the old worker to exit", || {
+            (!group_alive(old_pid)).then_some(())
+        });
+        (p, switched_after)
+    });
     assert_eq!(rolled["rollout"]["state"], "rolled_out", "{rolled}");
     assert!(
         load.failed.is_empty(),
@@ -119,10 +134,6 @@ fn an_upgrade_under_load_fails_no_request_and_switches_versions() {
     assert_eq!(p["current_package"]["package_id"], "ver@2.0.0", "{p}");
     assert_eq!(p["previous_package"]["package_id"], "ver@1.0.0", "{p}");
     assert!(p["current_package"]["since"].is_string());
-    let old_pid = before["pid"].as_u64().unwrap() as u32;
-    wait_until(Duration::from_secs(30), "the old worker to exit", || {
-        (!group_alive(old_pid)).then_some(())
-    });
     wait_until(Duration::from_secs(5), "draining list to empty", || {
         sup.process("ver")
             .filter(|p| p["draining"].as_array().is_some_and(|d| d.is_empty()))
@@ -130,16 +141,15 @@ fn an_upgrade_under_load_fails_no_request_and_switches_versions() {
     let during = load
         .timeline
         .iter()
-        .filter(|(t, _)| {
-            *t >= Duration::from_secs(1) && *t <= Duration::from_secs(1) + switched_after
-        })
+        .filter(|(t, _)| *t >= put_at && *t <= put_at + switched_after)
         .count();
     eprintln!(
-        "rollout figures: rollout {} ms (PUT to rolled_out as seen by the client: {} ms); {} requests served during the rollout, {} in total over 5 s by 4 clients; {} failed",
+        "rollout figures: rollout {} ms (PUT to rolled_out as seen by the client: {} ms); {} requests served during the rollout, {} in total over {:.1} s by 4 clients; {} failed",
         rolled["rollout"]["duration_ms"],
         switched_after.as_millis(),
         during,
         load.ok,
+        load.timeline.last().map_or(0.0, |(t, _)| t.as_secs_f64()),
         load.failed.len()
     );
 
@@ -334,21 +344,15 @@ fn an_upgrade_to_a_broken_package_leaves_the_old_version_serving() {
         ),
         (broken_manifest_dir(sup.dir.path(), "keep2"), "version"),
     ] {
-        let (load, p) = with_load(
-            &sup,
-            "keep",
-            Duration::from_millis(500),
-            Duration::from_secs(4),
-            || {
-                let r = put_json(
-                    sup.port,
-                    "/supervisor/agents/keep?wait=true&timeout=120",
-                    &spec("keep", &broken),
-                );
-                assert_eq!(r.status, 202, "{}", r.text());
-                r.json()
-            },
-        );
+        let (load, p, _) = with_load(&sup, "keep", 100, 200, || {
+            let r = put_json(
+                sup.port,
+                "/supervisor/agents/keep?wait=true&timeout=120",
+                &spec("keep", &broken),
+            );
+            assert_eq!(r.status, 202, "{}", r.text());
+            r.json()
+        });
         assert_eq!(p["rollout"]["state"], "rollout_failed", "{p}");
         let reason = p["rollout"]["reason"].as_str().unwrap();
         assert!(reason.contains(needle), "{reason}");
