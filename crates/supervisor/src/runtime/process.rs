@@ -135,9 +135,11 @@ impl Starter {
         agent: &str,
         process: &str,
     ) -> [Option<tokio::task::JoinHandle<()>>; 2] {
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
         [
-            (child.stdout.take()).map(|p| self.copy_to_logs(agent, process, "stdout", p)),
-            (child.stderr.take()).map(|p| self.copy_to_logs(agent, process, "stderr", p)),
+            stdout.map(|p| self.copy_to_logs(agent, process, "stdout", p)),
+            stderr.map(|p| self.copy_to_logs(agent, process, "stderr", p)),
         ]
     }
 
