@@ -8,10 +8,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{ready, Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{GOING_AWAY, PROTOCOL_ERROR, SERVICE_RESTART, TOO_BIG};
@@ -128,6 +130,44 @@ impl Activity {
             }
             tokio::time::sleep_until(deadline.into()).await;
         }
+    }
+}
+
+/// The waker the relay's timer and shutdown signal are polled with: it
+/// notes that one of them may be ready, and wakes the relay's task. They
+/// are polled only after it rang (and at the first turn), so a frame
+/// passing through costs no poll of either.
+struct Alarm {
+    rang: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Default for Alarm {
+    fn default() -> Self {
+        Alarm {
+            // Rung: the first turn polls both (which registers them).
+            rang: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl Alarm {
+    /// Whether it rang since the last call; `task` is the waker it wakes.
+    fn rang(&self, task: &Waker) -> bool {
+        self.task.register(task);
+        self.rang.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for Alarm {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.rang.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
@@ -431,6 +471,10 @@ impl Relay<'_> {
         let mut shutdown = std::pin::pin!(async move {
             let _ = shutdown.wait_for(|c| *c).await;
         });
+        // The timer and the shutdown signal are polled when their alarm
+        // rings, not at every frame.
+        let alarm = Arc::new(Alarm::default());
+        let alarm_waker = Waker::from(Arc::clone(&alarm));
         // Which direction goes first this turn: they take turns, so that a
         // side that never stops sending (each turn ends when the runtime's
         // budget does) cannot starve the other.
@@ -461,11 +505,14 @@ impl Relay<'_> {
                     return end;
                 }
             }
-            if idle.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(End::Idle);
-            }
-            if shutdown.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(End::Shutdown);
+            if alarm.rang(cx.waker()) {
+                let mut cx = Context::from_waker(&alarm_waker);
+                if idle.as_mut().poll(&mut cx).is_ready() {
+                    return Poll::Ready(End::Idle);
+                }
+                if shutdown.as_mut().poll(&mut cx).is_ready() {
+                    return Poll::Ready(End::Shutdown);
+                }
             }
             Poll::Pending
         })
