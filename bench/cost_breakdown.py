@@ -19,7 +19,10 @@ Usage: bench/cost_breakdown.py DIR/ROW [--vs DIR/OTHER_ROW] [-n N] [--top K]
          --vs /tmp/d/before-echo-tracked-rpc-body_key \\
          --functions 'session_hint$,Watch::feed$,Sessions::place$'
 N is the bench's -n (default 800; 400 for the --conns 1 runs given as
-examples in proxy_cost.py).
+examples in proxy_cost.py). --rename OLD=NEW reads the --vs row's function
+names with OLD replaced (a module renamed between the two builds:
+--rename ::fast::=::direct:: against a build before the direct path's
+folder was named so).
 """
 
 import argparse
@@ -70,6 +73,14 @@ def per_request(prefix, n):
     return marginal(own_n, own_3n), marginal(incl_n, incl_3n)
 
 
+def renamed(cost, old, new):
+    """`cost` with `old` read as `new` in its function names (summed where two meet)."""
+    out = collections.Counter()
+    for k, v in cost.items():
+        out[k.replace(old, new)] += v
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("row", help="a row's dumps without .n/.3n (DIR/PAR-echo-invoke)")
@@ -77,9 +88,15 @@ def main():
     ap.add_argument("-n", type=int, default=800, help="the bench's -n (default 800)")
     ap.add_argument("--top", type=int, default=30, help="functions listed (default 30)")
     ap.add_argument("--functions", help="comma-separated regexes: the inclusive cost of the functions matching")
+    ap.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                    help="in the --vs row's function names, read OLD as NEW (a module renamed between "
+                         "the builds, e.g. '::fast::=::direct::'); may be given more than once")
     args = ap.parse_args()
     own, incl = per_request(args.row, args.n)
     other_own, other_incl = per_request(args.vs, args.n) if args.vs else ({}, {})
+    for pair in args.rename:
+        old, new = pair.split("=", 1)
+        other_own, other_incl = (renamed(other_own, old, new), renamed(other_incl, old, new))
     total = sum(own.values())
     if args.vs:
         other = sum(other_own.values())

@@ -57,8 +57,10 @@ variable at all.
 
 Usage: bench/proxy_cost.py [--par BINARY] [--before BINARY] [-n N] [--conns C]
                            [--rounds R] [--no-nginx] [--tracing] [--json FILE]
+                           [--dumps DIR] [--rows ROW,...]
 Needs valgrind (Debian: valgrind) and nginx; takes about 1.5 minutes per
-binary (--rounds 5, --before and nginx: about 8). Before the rows it checks
+binary (--rounds 5, --before and nginx: about 8); --rows measures only the
+rows named (and the invoke row the others are given over). Before the rows it checks
 that a request with a key to echo-tracked comes back with that key in
 x-par-session-id (each conversation from one process) and one to the
 others without it.
@@ -460,13 +462,21 @@ def knows_sessions(par):
         return m.find(b"session_idle_timeout") >= 0
 
 
-def measure_par(par, label, n, conns, rounds, nginx=False, dumps=None, tracing=None):
+def wanted(agent, name, only):
+    """Whether the row is measured: every row when `only` is empty, else
+    those it names (by NAME or AGENT:NAME) and the invoke row (the one the
+    others are given over)."""
+    return (not only or (agent, name) == (AGENT, "invoke") or name in only
+            or f"{agent}:{name}" in only)
+
+
+def measure_par(par, label, n, conns, rounds, nginx=False, dumps=None, tracing=None, only=()):
     """Every row of ROWS on one supervisor running `par` (and nginx's rows
     when `nginx`): {row key: (median, all)}. `dumps`: a folder the callgrind
     dumps of each row are kept in. `tracing`: a dict: the rows of TRACE_ROWS
     only, with traces exported to a Receiver and every request sampled;
     the dict is given the exporter thread's instructions per request of
-    each row and what the receiver got."""
+    each row and what the receiver got. `only`: the rows measured (`wanted`)."""
     sessions = knows_sessions(par)
     result = {}
     with tempfile.TemporaryDirectory(prefix="par-cost-") as tmp:
@@ -511,6 +521,8 @@ def measure_par(par, label, n, conns, rounds, nginx=False, dumps=None, tracing=N
             for name, agent, ask, _ in ROWS:
                 if tracing is not None and (agent, name) not in TRACE_ROWS:
                     continue
+                if not wanted(agent, name, only):
+                    continue
                 key = f"{agent}:{name}"
                 keep = dumps and os.path.join(dumps, f"{label}-{agent}-{name}".replace(" ", "_").replace("+", "-"))
                 apart = {}
@@ -527,7 +539,7 @@ def measure_par(par, label, n, conns, rounds, nginx=False, dumps=None, tracing=N
                     raise SystemExit("tracing on, but no spans reached the receiver")
             if nginx:
                 worker = worker_port(port)
-                result.update(measure_nginx(tmp, worker, n, conns, rounds))
+                result.update(measure_nginx(tmp, worker, n, conns, rounds, only))
         finally:
             sup.stop()
             if receiver:
@@ -549,7 +561,14 @@ def main():
                     help="also measure --par with tracing on, every request sampled (TRACE_ROWS)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--dumps", help="keep each row's callgrind dumps in this folder (for callgrind_annotate)")
+    ap.add_argument("--rows", default="",
+                    help="comma-separated rows to measure, each NAME or AGENT:NAME (e.g. "
+                         "'health,echo-tracked:rpc+body key'); the echo invoke row always (default: all)")
     args = ap.parse_args()
+    only = {r.strip() for r in args.rows.split(",") if r.strip()}
+    unknown = [r for r in only if not any(r in (name, f"{agent}:{name}") for name, agent, _, _ in ROWS)]
+    if unknown:
+        raise SystemExit(f"no such row: {', '.join(unknown)}")
     for tool in ("valgrind", "callgrind_control") + (() if args.no_nginx else ("nginx",)):
         if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
             raise SystemExit(f"{tool} is needed (Debian: apt-get install valgrind nginx)")
@@ -560,12 +579,14 @@ def main():
         par = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "par")
     if args.dumps:
         os.makedirs(args.dumps, exist_ok=True)
-    result = measure_par(par, "PAR", args.n, args.conns, args.rounds, not args.no_nginx, args.dumps)
+    result = measure_par(par, "PAR", args.n, args.conns, args.rounds, not args.no_nginx, args.dumps,
+                         only=only)
     traced, exporter = {}, {}
     if args.tracing:
-        traced = measure_par(par, "traced", args.n, args.conns, args.rounds, False, args.dumps, exporter)
+        traced = measure_par(par, "traced", args.n, args.conns, args.rounds, False, args.dumps, exporter,
+                             only=only)
     before = measure_par(args.before, "before", args.n, args.conns, args.rounds, False,
-                         args.dumps) if args.before else {}
+                         args.dumps, only=only) if args.before else {}
     report(result, before, args)
     if traced:
         report_tracing(result, traced, exporter)
@@ -582,6 +603,8 @@ def report_tracing(result, traced, exporter):
     print(f"{'request':17} {'agent':13} {'off':>9} {'on':>9} {'on/off':>7} {'exporter':>9}")
     for agent, name in TRACE_ROWS:
         key = f"{agent}:{name}"
+        if key not in traced:
+            continue
         off, on = result[key][0], traced[key][0]
         print(f"{name:17} {agent:13} {off:>9.0f} {on:>9.0f} {on / off:>7.3f} {exporter[key]['exporter']:>9.0f}")
     print("(exporter: the par-otlp-export thread's instructions per request, not in 'on'; "
@@ -594,21 +617,25 @@ def report(result, before, args):
           f"{args.conns} connections, median of {args.rounds})")
     cols = f"{'request':17} {'agent':13} {'PAR':>9} {'/today':>7}"
     if before:
-        cols += f" {'before':>9} {'/before':>7}"
+        before_today = before[f"{AGENT}:invoke"][0]
+        cols += f" {'before':>9} {'/before':>7} {'/b.inv':>7}"
     cols += f" {'nginx':>9} {'PAR/nginx':>9}"
     print(cols)
     for name, agent, _, _ in ROWS:
         key = f"{agent}:{name}"
+        if key not in result:
+            continue
         v = result[key][0]
         line = f"{name:17} {agent:13} {v:>9.0f} {v / today:>7.3f}"
         if before:
             b = before[key][0]
-            line += f" {b:>9.0f} {v / b:>7.3f}"
+            line += f" {b:>9.0f} {v / b:>7.3f} {v / before_today:>7.3f}"
         ng = result.get(f"nginx:{name}") if agent == AGENT else None
         line += f" {f'{ng[0]:.0f}' if ng else '-':>9} {f'{v / ng[0]:.2f}' if ng else '-':>9}"
         print(line)
     print(f"(/today: over the {AGENT} invoke row of the same binary"
-          + ("; /before: over the same row of --before" if before else "") + ")")
+          + ("; /before: over the same row of --before; /b.inv: over its invoke row" if before else "")
+          + ")")
     print("agents: " + "; ".join(f"{a}: {what}" for a, what in
                                  dict((a, w) for _, a, _, w in ROWS).items()))
     print(json.dumps({k: v[0] for k, v in result.items()}))
@@ -663,7 +690,7 @@ def worker_port(sup_port):
     return next(p["port"] for p in processes(sup_port) if p["agent_id"] == AGENT)
 
 
-def measure_nginx(tmp, upstream, n, conns, rounds):
+def measure_nginx(tmp, upstream, n, conns, rounds, only=()):
     """nginx as bench/run configures it (one process here: callgrind follows no forks)."""
     d = os.path.join(tmp, "nginx")
     os.makedirs(d)
