@@ -34,7 +34,11 @@ pub fn valid(key: &[u8]) -> Option<&str> {
     if key.is_empty() || key.len() > super::MAX_KEY || !visible_ascii(key) {
         return None;
     }
-    std::str::from_utf8(key).ok()
+    // ASCII is UTF-8; `from_utf8` would check it again (a third of the
+    // cost of a key read from a body).
+    #[allow(unsafe_code)]
+    // SAFETY: every byte was checked to be in 0x21..0x7f just above.
+    Some(unsafe { std::str::from_utf8_unchecked(key) })
 }
 
 /// Whether every byte is in 0x21..0x7f, eight bytes a step.

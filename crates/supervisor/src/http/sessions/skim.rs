@@ -22,8 +22,8 @@
 //!
 //! The scan is a handful of functions that take the body and an offset and
 //! return the offset past what they read, so the offset stays in a register;
-//! a string's end is found eight bytes a step, and UTF-8 is checked only in
-//! a string read that has a byte outside ASCII.
+//! a string's end is found sixteen bytes a step (SSE2 on x86-64), and UTF-8
+//! is checked only in a string read that has a byte outside ASCII.
 
 use std::borrow::Cow;
 
@@ -209,71 +209,120 @@ fn word<const N: usize>(b: &[u8], i: usize, w: &[u8; N]) -> Res<usize> {
     }
 }
 
-const ONES: u64 = u64::MAX / 255;
-const HIGH: u64 = ONES << 7;
-
-/// The rest of a string whose opening quote is before `i`: the offset of
-/// its closing quote, and whether it holds an escape. `TEXT`: it must be
+/// The rest of a string whose opening quote is before `start`: the offset
+/// of its closing quote, and whether it holds an escape. `TEXT`: it must be
 /// UTF-8 (no lone surrogate in its escapes); else only its escapes are
 /// checked, as serde_json does with a string it skips.
 #[inline(always)]
 fn string<const TEXT: bool>(b: &[u8], start: usize) -> Res<(usize, bool)> {
     let mut i = start;
     let mut escaped = false;
-    // The bytes passed, or-ed together (their high bits: outside ASCII).
-    let mut high = 0u64;
+    // Bytes outside ASCII seen before the end.
+    let mut high = 0u32;
     loop {
-        // The next quote, backslash or control byte (< 0x20), eight bytes
-        // a step.
-        while let Some(chunk) = b.get(i..i + 8) {
-            let x = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-            // A byte's high bit is set where it is below 0x20, or equal to
-            // a quote or backslash (the lowest such byte is exact).
-            let control = x.wrapping_sub(ONES * 0x20) & !x;
-            let q = x ^ (ONES * u64::from(b'"'));
-            let quote = q.wrapping_sub(ONES) & !q;
-            let e = x ^ (ONES * u64::from(b'\\'));
-            let backslash = e.wrapping_sub(ONES) & !e;
-            let found = (control | quote | backslash) & HIGH;
-            if found != 0 {
-                let bit = found.trailing_zeros();
-                if TEXT {
-                    // The bytes below the one found.
-                    high |= x & ((1u64 << (bit & !7)) - 1);
-                }
-                i += bit as usize / 8;
-                break;
-            }
+        let Stops { stop, high: h } = stops_at(b, i);
+        if stop == 0 {
             if TEXT {
-                high |= x;
+                high |= h;
             }
-            i += 8;
+            i += 16;
+            continue;
         }
-        // Fewer than eight bytes were left: one at a time.
-        while let Some(&c) = b.get(i) {
-            if c < 0x20 || c == b'"' || c == b'\\' {
-                break;
-            }
-            if TEXT {
-                high |= u64::from(c);
-            }
-            i += 1;
+        let k = stop.trailing_zeros();
+        if TEXT {
+            high |= h & ((1 << k) - 1);
         }
+        i += k as usize;
         match b.get(i) {
             Some(b'"') => break,
             Some(b'\\') => {
                 escaped = true;
                 i = escape::<TEXT>(b, i + 1)?;
             }
+            // A control byte, or the end.
             _ => return Err(Invalid),
         }
     }
     // Escapes are ASCII and give whole characters: the raw string is UTF-8
     // exactly when each run between its escapes is.
-    if TEXT && high & HIGH != 0 && std::str::from_utf8(&b[start..i]).is_err() {
+    if TEXT && high != 0 && std::str::from_utf8(&b[start..i]).is_err() {
         return Err(Invalid);
     }
     Ok((i, escaped))
+}
+
+/// Of sixteen bytes, one bit each: where a string stops (a quote, a
+/// backslash or a control byte) and which are outside ASCII.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Stops {
+    stop: u32,
+    high: u32,
+}
+
+/// `Stops` of the sixteen bytes at `i`; past the end of `b` every byte
+/// stops (as a control byte would), so a scan never runs past it.
+#[inline(always)]
+fn stops_at(b: &[u8], i: usize) -> Stops {
+    if let Some(w) = b.get(i..i + 16) {
+        return stops(w.try_into().unwrap_or(&[0; 16]));
+    }
+    if b.len() >= 16 && i <= b.len() {
+        // The last sixteen, shifted down to `i`; the bytes past the end stop.
+        let back = i - (b.len() - 16);
+        let s = stops(b[b.len() - 16..].try_into().unwrap_or(&[0; 16]));
+        let past = 0xffff << (16 - back) & 0xffff;
+        return Stops {
+            stop: s.stop >> back | past,
+            high: s.high >> back & !past,
+        };
+    }
+    let mut w = [0u8; 16];
+    let rest = b.get(i..).unwrap_or_default();
+    w[..rest.len()].copy_from_slice(rest);
+    stops(&w)
+}
+
+/// `Stops` of sixteen bytes: SSE2, part of every x86-64 CPU.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+#[inline(always)]
+fn stops(w: &[u8; 16]) -> Stops {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8, _mm_xor_si128,
+    };
+    // SAFETY: SSE2 is in x86-64's baseline, enabled for every x86-64
+    // target; the load reads the sixteen bytes `w` borrows.
+    unsafe {
+        let v = _mm_loadu_si128(w.as_ptr().cast());
+        // A quote xor 2 is 0x20; a control byte xor 2 stays below it.
+        let y = _mm_xor_si128(v, _mm_set1_epi8(0x02));
+        let quote_or_control = _mm_cmpeq_epi8(_mm_min_epu8(y, _mm_set1_epi8(0x20)), y);
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        Stops {
+            stop: _mm_movemask_epi8(_mm_or_si128(quote_or_control, backslash)) as u32,
+            high: _mm_movemask_epi8(v) as u32,
+        }
+    }
+}
+
+/// `Stops` of sixteen bytes, a byte at a time (other targets; the x86-64
+/// one is tested against it).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+#[inline(always)]
+fn stops_bytewise(w: &[u8; 16]) -> Stops {
+    let mut s = Stops { stop: 0, high: 0 };
+    for (k, &c) in w.iter().enumerate() {
+        s.stop |= u32::from(c < 0x20 || c == b'"' || c == b'\\') << k;
+        s.high |= u32::from(c >= 0x80) << k;
+    }
+    s
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn stops(w: &[u8; 16]) -> Stops {
+    stops_bytewise(w)
 }
 
 /// An escape whose backslash is before `i`: the offset past it.

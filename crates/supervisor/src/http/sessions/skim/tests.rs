@@ -561,3 +561,46 @@ fn the_generated_bodies_name_sessions() {
     assert!(named > 300, "{named} of 4000 named a session");
     assert!(broken > 1000, "{broken} of 4000 did not parse");
 }
+
+#[test]
+fn a_string_stops_where_each_byte_says() {
+    // Every byte value at every place of a window, and windows that run
+    // past the end (whose missing bytes stop), against a byte at a time.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for len in 0..40usize {
+        for _ in 0..64 {
+            let b: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            for i in 0..=len {
+                let mut want = super::Stops { stop: 0, high: 0 };
+                for k in 0..16 {
+                    match b.get(i + k) {
+                        Some(&c) => {
+                            let one = super::stops_bytewise(&[c; 16]);
+                            want.stop |= (one.stop & 1) << k;
+                            want.high |= (one.high & 1) << k;
+                        }
+                        None => want.stop |= 1 << k,
+                    }
+                }
+                assert_eq!(super::stops_at(&b, i), want, "{b:?} at {i}");
+            }
+        }
+    }
+    for c in 0..=255u8 {
+        for at in 0..16 {
+            let mut w = [b'a'; 16];
+            w[at] = c;
+            assert_eq!(
+                super::stops(&w),
+                super::stops_bytewise(&w),
+                "{c:#x} at {at}"
+            );
+        }
+    }
+}
