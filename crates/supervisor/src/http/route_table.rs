@@ -4,7 +4,7 @@
 //! requests that wait for a route to change.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -115,6 +115,8 @@ pub struct Pool {
     pub sessions: Sessions,
     /// How they are kept; `None`: not tracked.
     session_settings: RwLock<Option<SessionSettings>>,
+    /// Whether `session_settings` is `Some`, read per request without the lock.
+    tracked: AtomicBool,
 }
 
 impl Pool {
@@ -132,6 +134,7 @@ impl Pool {
             epoch: Instant::now(),
             sessions: Sessions::default(),
             session_settings: RwLock::new(None),
+            tracked: AtomicBool::new(false),
         }
     }
 
@@ -154,6 +157,13 @@ impl Pool {
             self.sessions.clear();
         }
         *s = settings;
+        self.tracked.store(settings.is_some(), Ordering::Release);
+    }
+
+    /// Whether the agent's sessions are tracked (`session_settings` is
+    /// `Some`), without taking its lock.
+    pub fn tracks(&self) -> bool {
+        self.tracked.load(Ordering::Acquire)
     }
 
     pub fn admission(&self) -> Admission {
@@ -248,6 +258,16 @@ pub enum Route {
 
 pub type Table = HashMap<Arc<str>, Route>;
 
+/// One agent's route as last read from one table (`RouteTable::get_cached`).
+/// It keeps that table alive until the next read (its identity is what
+/// says the route is still current).
+#[derive(Default)]
+pub struct RouteCache {
+    table: Option<Arc<Table>>,
+    agent: String,
+    route: Option<Route>,
+}
+
 pub struct RouteTable {
     tx: watch::Sender<Arc<Table>>,
 }
@@ -270,8 +290,27 @@ impl RouteTable {
     pub fn tracks_sessions(&self, agent_id: &str) -> bool {
         matches!(
             self.tx.borrow().get(agent_id),
-            Some(Route::Ready { pool, .. }) if pool.session_settings().is_some()
+            Some(Route::Ready { pool, .. }) if pool.tracks()
         )
+    }
+
+    /// `get` for a connection that asks again and again: the route kept in
+    /// `cache` while the table is the one it was read from (the table is
+    /// swapped whole on a change, never changed in place), else read and
+    /// kept. A hit costs a compare where `get` hashes the id.
+    pub fn get_cached(&self, agent_id: &str, cache: &mut RouteCache) -> Option<Route> {
+        let table = self.tx.borrow();
+        let fresh = cache
+            .table
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, &table) && *cache.agent == *agent_id);
+        if !fresh {
+            cache.route = table.get(agent_id).cloned();
+            cache.table = Some(Arc::clone(&table));
+            cache.agent.clear();
+            cache.agent.push_str(agent_id);
+        }
+        cache.route.clone()
     }
 
     pub fn snapshot(&self) -> Arc<Table> {
@@ -285,5 +324,46 @@ impl RouteTable {
     /// Told of every publish from now on.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Table>> {
         self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_ready(secs: u32) -> Route {
+        Route::NotReady {
+            state: State::Starting,
+            retry_after_secs: secs,
+            reason: None,
+        }
+    }
+
+    fn secs(r: Option<Route>) -> Option<u32> {
+        match r {
+            Some(Route::NotReady {
+                retry_after_secs, ..
+            }) => Some(retry_after_secs),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_cached_route_is_read_again_once_the_table_changes() {
+        let routes = RouteTable::default();
+        let mut cache = RouteCache::default();
+        assert_eq!(secs(routes.get_cached("a", &mut cache)), None);
+        routes.publish(Table::from([
+            ("a".into(), not_ready(1)),
+            ("b".into(), not_ready(2)),
+        ]));
+        assert_eq!(secs(routes.get_cached("a", &mut cache)), Some(1));
+        assert_eq!(secs(routes.get_cached("a", &mut cache)), Some(1));
+        // Another agent on the same table; then a new table.
+        assert_eq!(secs(routes.get_cached("b", &mut cache)), Some(2));
+        routes.publish(Table::from([("b".into(), not_ready(3))]));
+        assert_eq!(secs(routes.get_cached("b", &mut cache)), Some(3));
+        assert_eq!(secs(routes.get_cached("a", &mut cache)), None);
+        assert_eq!(secs(routes.get("b")), Some(3));
     }
 }

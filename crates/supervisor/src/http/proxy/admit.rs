@@ -51,6 +51,7 @@ pub enum SessionHint {
 
 /// The worker for a request: the session's when it has one its agent
 /// tracks, else the least loaded ready one.
+#[inline]
 fn choose(
     pool: &Pool,
     upstreams: &[Arc<Upstream>],
@@ -60,6 +61,7 @@ fn choose(
 ) -> Option<(Arc<Upstream>, Option<Arc<str>>, bool)> {
     let settings = match hint {
         SessionHint::None => None,
+        _ if !pool.tracks() => None,
         _ => pool.session_settings(),
     };
     let Some(settings) = settings else {
@@ -136,11 +138,21 @@ impl Proxy {
         avoid: &[WorkerId],
         hint: &SessionHint,
     ) -> Option<Admitted> {
+        Self::admit_in(self.routes.get(agent_id), avoid, hint)
+    }
+
+    /// `admit_now` on the agent's route as the caller read it (the direct
+    /// path reads the table once per request, for its session too).
+    pub(super) fn admit_in(
+        route: Option<Route>,
+        avoid: &[WorkerId],
+        hint: &SessionHint,
+    ) -> Option<Admitted> {
         let Some(Route::Ready {
             pool,
             upstreams,
             draining,
-        }) = self.routes.get(agent_id)
+        }) = route
         else {
             return None;
         };

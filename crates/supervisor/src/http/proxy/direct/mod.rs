@@ -40,7 +40,7 @@ use super::gone::{client_left, Input};
 use super::policy::{ResponseRules, X_REQUEST_ID};
 use super::{span, Proxy, TryFailed, TRIES};
 use crate::http::connections::Conn;
-use crate::http::route_table::Upstream;
+use crate::http::route_table::{Route, RouteCache, Upstream};
 use crate::http::sessions::key;
 use crate::http::sessions::Watch;
 use wire::{Chunks, Framing, Method, Parsed, ParsedResponse, Reply};
@@ -68,6 +68,8 @@ struct Buffers {
     /// To the client: the rewritten head and the first body bytes.
     reply: Vec<u8>,
     agent: String,
+    /// The route of the connection's last request (most ask one agent).
+    route: RouteCache,
     /// What the request says of its session.
     session: SessionHint,
     /// Interaction ids in the reply of a request with a session: remembered
@@ -148,6 +150,7 @@ impl Proxy {
             response: Vec::new(),
             reply: Vec::new(),
             agent: String::new(),
+            route: RouteCache::default(),
             session: SessionHint::None,
             watch: None,
             input: Input::Open,
@@ -211,15 +214,17 @@ impl Proxy {
             // The target was checked as a URI, so the id is ASCII.
             b.agent
                 .push_str(std::str::from_utf8(&b.client[req.agent_id.clone()]).unwrap_or_default());
-            b.session = session_hint(&b.client, &req, whole, || {
-                self.routes.tracks_sessions(&b.agent)
-            });
+            // The route, read once: whether its sessions are tracked, then
+            // the request's first admission.
+            let route = self.routes.get_cached(&b.agent, &mut b.route);
+            let tracked = matches!(&route, Some(Route::Ready { pool, .. }) if pool.tracks());
+            b.session = session_hint(&b.client, &req, whole, tracked);
             if let (Some(s), Some(k)) = (b.trace.span.as_mut(), b.session.key()) {
                 span::session(s, k);
             }
             b.client.drain(..whole);
             let close = req.close || *stop.borrow();
-            let next = self.exchange(&mut client, &req, close, &mut b).await;
+            let next = self.exchange(&mut client, &req, close, route, &mut b).await;
             conn.end_request();
             if next == Next::Close || close {
                 return Served::Done;
@@ -235,6 +240,7 @@ impl Proxy {
         client: &mut TcpStream,
         req: &wire::Request,
         close: bool,
+        mut route: Option<Route>,
         b: &mut Buffers,
     ) -> Next {
         let started = Instant::now();
@@ -245,11 +251,20 @@ impl Proxy {
         let trace_ids = b.trace.span.as_ref().map(|s| s.ids());
         let mut avoid = Vec::new();
         let (next, status) = loop {
-            let gone = client_left(client, &mut b.client, &mut b.input, false);
-            let admitted = match self
-                .admit_unless_gone(&b.agent, &avoid, &b.session, gone)
-                .await
-            {
+            // The first try on the route read for the request; a wait, or
+            // another try, reads the table again.
+            let now = route
+                .take()
+                .and_then(|r| Self::admit_in(Some(r), &avoid, &b.session));
+            let admitted = match now {
+                Some(a) => Some(Ok(a)),
+                None => {
+                    let gone = client_left(client, &mut b.client, &mut b.input, false);
+                    self.admit_unless_gone(&b.agent, &avoid, &b.session, gone)
+                        .await
+                }
+            };
+            let admitted = match admitted {
                 None => {
                     // As the general path has it: a 503 nobody reads.
                     if let Some(s) = b.trace.span.take() {
@@ -268,7 +283,12 @@ impl Proxy {
                 span::admitted(s, started, &admitted);
             }
             let upstream = Arc::clone(&admitted.upstream);
-            b.watch = watch(&admitted, req.method == Method::Other);
+            // Most requests watch nothing: no Watch made, none dropped.
+            if let Some(w) = watch(&admitted, req.method == Method::Other) {
+                b.watch = Some(w);
+            } else if b.watch.is_some() {
+                b.watch = None;
+            }
             let guard = RequestGuard::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
             let reply = Reply {
                 rules: ResponseRules {
@@ -324,7 +344,9 @@ impl Proxy {
             }
             let next = self.pass_body(client, socket, &head, &upstream, b).await;
             drop(guard);
-            b.watch = None;
+            if b.watch.is_some() {
+                b.watch = None;
+            }
             if let Some(s) = b.trace.span.take() {
                 span::body_ended(s, b.trace.bytes);
             }
@@ -431,24 +453,20 @@ impl Proxy {
 
 /// The session a request names: its `x-par-session-id`, else its body's
 /// (`sessions::key`). `buf[..whole]` is the request, head and body.
-/// The body is only read when it may name a session (one byte search) and
-/// the agent tracks sessions (`tracked`).
-fn session_hint(
-    buf: &[u8],
-    req: &wire::Request,
-    whole: usize,
-    tracked: impl FnOnce() -> bool,
-) -> SessionHint {
+/// The body is only read when the agent tracks sessions (`tracked`) and
+/// it may name one (one byte search).
+#[inline]
+fn session_hint(buf: &[u8], req: &wire::Request, whole: usize, tracked: bool) -> SessionHint {
     if let Some(r) = &req.session {
         if let Some(k) = key::valid(&buf[r.clone()]) {
             return SessionHint::Key(k.into());
         }
     }
-    if req.body_len == 0 || req.method != Method::Other {
+    if !tracked || req.body_len == 0 || req.method != Method::Other {
         return SessionHint::None;
     }
     let body = &buf[req.head_len..whole];
-    if !key::may_name_one(body) || !tracked() {
+    if !key::may_name_one(body) {
         return SessionHint::None;
     }
     let found = key::named(body);
@@ -462,9 +480,9 @@ fn session_hint(
 /// What of a reply to watch for sessions: a request of a session (the
 /// interaction ids it names), or a request that named none but may start
 /// one (`unsafe_method`: not a GET) to an agent whose sessions are tracked.
+#[inline]
 pub(super) fn watch(admitted: &super::admit::Admitted, unsafe_method: bool) -> Option<Watch> {
-    let starts =
-        admitted.session.is_none() && unsafe_method && admitted.pool.session_settings().is_some();
+    let starts = admitted.session.is_none() && unsafe_method && admitted.pool.tracks();
     (admitted.session.is_some() || starts).then(|| {
         Watch::new(
             Arc::clone(&admitted.pool),
