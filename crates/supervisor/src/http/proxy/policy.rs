@@ -156,44 +156,45 @@ pub trait HeadOut {
 /// A name the rules write: its text for a byte writer (a constant where
 /// the writer is inlined), its `HeaderName` for a map.
 pub struct Name {
-    text: &'static str,
+    /// `name: `, as a line of bytes starts (one copy, not three).
+    line: &'static str,
     header: &'static HeaderName,
 }
 
 const REQUEST_ID_NAME: Name = Name {
-    text: REQUEST_ID,
+    line: "x-request-id: ",
     header: &X_REQUEST_ID,
 };
 const PROCESS_NAME: Name = Name {
-    text: PROCESS,
+    line: "x-par-process: ",
     header: &X_PAR_PROCESS,
 };
 const FORWARDED_FOR_NAME: Name = Name {
-    text: FORWARDED_FOR,
+    line: "x-forwarded-for: ",
     header: &X_FORWARDED_FOR,
 };
 const FORWARDED_PROTO_NAME: Name = Name {
-    text: FORWARDED_PROTO,
+    line: "x-forwarded-proto: ",
     header: &X_FORWARDED_PROTO,
 };
 const FORWARDED_PREFIX_NAME: Name = Name {
-    text: FORWARDED_PREFIX,
+    line: "x-forwarded-prefix: ",
     header: &X_FORWARDED_PREFIX,
 };
 const SESSION_ID_NAME: Name = Name {
-    text: key::HEADER,
+    line: "x-par-session-id: ",
     header: &X_PAR_SESSION_ID,
 };
 const SESSION_REBOUND_NAME: Name = Name {
-    text: key::REBOUND_HEADER,
+    line: "x-par-session-rebound: ",
     header: &X_PAR_SESSION_REBOUND,
 };
 const TRACEPARENT_NAME: Name = Name {
-    text: TRACEPARENT,
+    line: "traceparent: ",
     header: &X_TRACEPARENT,
 };
 const TRACESTATE_NAME: Name = Name {
-    text: TRACESTATE,
+    line: "tracestate: ",
     header: &X_TRACESTATE,
 };
 
@@ -206,9 +207,7 @@ impl HeadOut for Vec<u8> {
 
     #[inline(always)]
     fn add_parts(&mut self, name: &Name, parts: &[&[u8]]) {
-        self.reserve(name.text.len() + 4 + parts.iter().map(|p| p.len()).sum::<usize>());
-        self.extend_from_slice(name.text.as_bytes());
-        self.extend_from_slice(b": ");
+        self.extend_from_slice(name.line.as_bytes());
         for p in parts {
             self.extend_from_slice(p);
         }

@@ -327,3 +327,20 @@ fn the_worker_gets_the_spans_trace_context_not_the_clients() {
         }
     }
 }
+
+#[test]
+fn each_name_the_rules_write_starts_its_line_as_its_header_is_named() {
+    for name in [
+        &REQUEST_ID_NAME,
+        &PROCESS_NAME,
+        &FORWARDED_FOR_NAME,
+        &FORWARDED_PROTO_NAME,
+        &FORWARDED_PREFIX_NAME,
+        &SESSION_ID_NAME,
+        &SESSION_REBOUND_NAME,
+        &TRACEPARENT_NAME,
+        &TRACESTATE_NAME,
+    ] {
+        assert_eq!(name.line, format!("{}: ", name.header.as_str()));
+    }
+}

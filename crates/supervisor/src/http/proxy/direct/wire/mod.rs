@@ -202,7 +202,8 @@ pub(super) fn parse_request(
     let mut length_written = false;
     let connection = &connection[..n_connection];
     let close = connection.iter().any(|v| has_token(v, "close"));
-    let named = |n: &str| policy::named_in(connection.iter().copied(), n);
+    // Most requests have no `Connection` line: nothing named, no search.
+    let named = |n: &str| !connection.is_empty() && policy::named_in(connection.iter().copied(), n);
     seen.settle(named);
     let context = if traced {
         let incoming = Incoming::from_bytes(traceparent.get(), tracestate.get(), amzn.get());
@@ -237,7 +238,7 @@ pub(super) fn parse_request(
             }
             length_written = true;
         }
-        push_header(out, name.as_bytes(), h.value);
+        push_line(out, buf, name.as_bytes(), h.value);
     }
     let (request_id, made) = match seen.request_id.map(HeaderValue::from_bytes) {
         Some(Ok(id)) => (id, false),
@@ -264,6 +265,31 @@ pub(super) fn parse_request(
         request_id,
         session,
     })
+}
+
+/// A header line of the head in `buf` (`name` and `value` are its
+/// parts) passed on as `name: value\r\n`: as one copy of the line when it
+/// is written so already (nearly always), else in its parts.
+#[inline]
+fn push_line(out: &mut Vec<u8>, buf: &[u8], name: &[u8], value: &[u8]) {
+    let base = buf.as_ptr() as usize;
+    let start = (name.as_ptr() as usize).wrapping_sub(base);
+    let end = (value.as_ptr() as usize)
+        .wrapping_sub(base)
+        .wrapping_add(value.len());
+    if let Some(line) = buf.get(start..end.wrapping_add(2)) {
+        let n = name.len();
+        // The name at the start, the value at the end: the line is theirs
+        // when exactly ": " is between them and "\r\n" after.
+        if line.len() == n + 2 + value.len() + 2
+            && line[n..n + 2] == *b": "
+            && line[line.len() - 2..] == *b"\r\n"
+        {
+            out.extend_from_slice(line);
+            return;
+        }
+    }
+    push_header(out, name, value);
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -386,12 +412,24 @@ pub(super) fn parse_response(
         && framing != Framing::Close
         && !connection.iter().any(|v| has_token(v, "close"));
 
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(&buf[9..12]);
-    out.push(b' ');
-    out.extend_from_slice(r.reason.unwrap_or_default().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let named = |n: &str| policy::named_in(connection.iter().copied(), n);
+    // `HTTP/1.1 {code} {reason}`: the worker's own line when it is that
+    // already (one copy), else written so.
+    let reason = r.reason.unwrap_or_default().as_bytes();
+    let line = 13 + reason.len();
+    if buf.starts_with(b"HTTP/1.1 ")
+        && buf.get(12) == Some(&b' ')
+        && reason.as_ptr() as usize == buf.as_ptr() as usize + 13
+        && buf.get(line..line + 2) == Some(b"\r\n")
+    {
+        out.extend_from_slice(&buf[..line + 2]);
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(&buf[9..12]);
+        out.push(b' ');
+        out.extend_from_slice(reason);
+        out.extend_from_slice(b"\r\n");
+    }
+    let named = |n: &str| !connection.is_empty() && policy::named_in(connection.iter().copied(), n);
     let mut has_request_id = false;
     for (h, &kind) in r.headers.iter().zip(kinds.iter()) {
         let name = h.name;
@@ -406,7 +444,7 @@ pub(super) fn parse_response(
             continue;
         }
         has_request_id |= kind == Kind::RequestId;
-        push_header(out, name.as_bytes(), h.value);
+        push_line(out, buf, name.as_bytes(), h.value);
     }
     reply.rules.add(has_request_id, out);
     if reply.close || framing == Framing::Close {

@@ -287,3 +287,71 @@ fn a_reply_made_here_has_its_length() {
         "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
     );
 }
+
+#[test]
+fn a_line_is_passed_on_as_name_colon_space_value_however_it_came() {
+    // Copied whole when written so; rewritten when its spacing differs,
+    // its value is empty, or its value had spaces around it.
+    let raw = "GET /agents/a HTTP/1.1\r\nHost: h\r\nA: 1\r\nB:2\r\nC:   3\r\nD: 4  \r\nE:\r\nF: \r\nG:\t5\t\r\n\
+               H: six words and more\r\n\r\n";
+    let (_, head) = direct(raw, &cx());
+    assert!(
+        head.starts_with(
+            "GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: \r\nF: \r\nG: 5\r\n\
+             H: six words and more\r\n"
+        ),
+        "{head:?}"
+    );
+    // A worker's reply, the same way; its status line too.
+    for (line, want) in [
+        ("HTTP/1.1 200 OK\r\n", "HTTP/1.1 200 OK\r\n"),
+        ("HTTP/1.0 200 OK\r\n", "HTTP/1.1 200 OK\r\n"),
+        ("HTTP/1.1 404 \r\n", "HTTP/1.1 404 \r\n"),
+        ("HTTP/1.1 201 Made  here\r\n", "HTTP/1.1 201 Made  here\r\n"),
+    ] {
+        let resp = format!("{line}content-length: 0\r\n\r\n");
+        let id = HeaderValue::from_static("r1");
+        let process = HeaderValue::from_static("p1");
+        let reply = Reply {
+            rules: ResponseRules {
+                grpc: false,
+                request_id: &id,
+                process: &process,
+                session: None,
+                rebound: false,
+            },
+            head_request: false,
+            close: false,
+        };
+        let (mut out, mut head) = (Vec::new(), None);
+        parse_response(resp.as_bytes(), &reply, &mut out, &mut head);
+        assert!(
+            String::from_utf8(out).unwrap().starts_with(want),
+            "{line:?}"
+        );
+    }
+    let resp = b"HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nD: 4  \r\nE:\r\ncontent-length: 0\r\n\r\n";
+    let id = HeaderValue::from_static("r1");
+    let process = HeaderValue::from_static("p1");
+    let reply = Reply {
+        rules: ResponseRules {
+            grpc: false,
+            request_id: &id,
+            process: &process,
+            session: None,
+            rebound: false,
+        },
+        head_request: false,
+        close: false,
+    };
+    let (mut out, mut head) = (Vec::new(), None);
+    assert_eq!(
+        parse_response(resp, &reply, &mut out, &mut head),
+        ParsedResponse::Final
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nD: 4\r\nE: \r\ncontent-length: 0\r\n\
+         x-request-id: r1\r\nx-par-process: p1\r\n\r\n"
+    );
+}
