@@ -226,6 +226,7 @@ pub(super) fn parse_request(
     }
     out.extend_from_slice(rest.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut lines = Lines::new(buf);
     for (h, &kind) in req.headers.iter().zip(kinds.iter()) {
         let name = h.name;
         if !rules.passes(kind, name, h.value, &named) {
@@ -238,8 +239,9 @@ pub(super) fn parse_request(
             }
             length_written = true;
         }
-        push_line(out, buf, name.as_bytes(), h.value);
+        lines.pass(out, name.as_bytes(), h.value);
     }
+    lines.flush(out);
     let (request_id, made) = match seen.request_id.map(HeaderValue::from_bytes) {
         Some(Ok(id)) => (id, false),
         _ => (crate::http::proxy::headers::new_request_id(), true),
@@ -267,29 +269,60 @@ pub(super) fn parse_request(
     })
 }
 
-/// A header line of the head in `buf` (`name` and `value` are its
-/// parts) passed on as `name: value\r\n`: as one copy of the line when it
-/// is written so already (nearly always), else in its parts.
-#[inline]
-fn push_line(out: &mut Vec<u8>, buf: &[u8], name: &[u8], value: &[u8]) {
-    let base = buf.as_ptr() as usize;
-    let start = (name.as_ptr() as usize).wrapping_sub(base);
-    let end = (value.as_ptr() as usize)
-        .wrapping_sub(base)
-        .wrapping_add(value.len());
-    if let Some(line) = buf.get(start..end.wrapping_add(2)) {
-        let n = name.len();
-        // The name at the start, the value at the end: the line is theirs
-        // when exactly ": " is between them and "\r\n" after.
-        if line.len() == n + 2 + value.len() + 2
-            && line[n..n + 2] == *b": "
-            && line[line.len() - 2..] == *b"\r\n"
-        {
-            out.extend_from_slice(line);
-            return;
+/// The header lines passed on from a head in `buf`, each as `name:
+/// value\r\n`: a line written so already (nearly every line) is copied
+/// from the head, consecutive ones in one copy; any other is written anew.
+struct Lines<'b> {
+    buf: &'b [u8],
+    /// The run of lines not yet copied.
+    start: usize,
+    end: usize,
+}
+
+impl<'b> Lines<'b> {
+    fn new(buf: &'b [u8]) -> Self {
+        Lines {
+            buf,
+            start: 0,
+            end: 0,
         }
     }
-    push_header(out, name, value);
+
+    /// The line whose parts are `name` and `value` (borrowed from `buf`).
+    #[inline]
+    fn pass(&mut self, out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+        let base = self.buf.as_ptr() as usize;
+        let start = (name.as_ptr() as usize).wrapping_sub(base);
+        let end = (value.as_ptr() as usize)
+            .wrapping_sub(base)
+            .wrapping_add(value.len())
+            .wrapping_add(2);
+        let n = name.len();
+        // The name at the start, the value before the end: the line is
+        // theirs when exactly ": " is between them and "\r\n" after.
+        let whole = end.wrapping_sub(start) == n + 2 + value.len() + 2
+            && self.buf.get(start + n..start + n + 2) == Some(b": ")
+            && self.buf.get(end.wrapping_sub(2)..end) == Some(b"\r\n");
+        if !whole {
+            self.flush(out);
+            push_header(out, name, value);
+            return;
+        }
+        if start != self.end {
+            self.flush(out);
+            self.start = start;
+        }
+        self.end = end;
+    }
+
+    /// Copies the run of lines passed so far.
+    #[inline]
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        if self.end > self.start {
+            out.extend_from_slice(&self.buf[self.start..self.end]);
+        }
+        self.start = self.end;
+    }
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -431,6 +464,7 @@ pub(super) fn parse_response(
     }
     let named = |n: &str| !connection.is_empty() && policy::named_in(connection.iter().copied(), n);
     let mut has_request_id = false;
+    let mut lines = Lines::new(buf);
     for (h, &kind) in r.headers.iter().zip(kinds.iter()) {
         let name = h.name;
         // A chunked body is passed through as it is, framing and all; a
@@ -444,8 +478,9 @@ pub(super) fn parse_response(
             continue;
         }
         has_request_id |= kind == Kind::RequestId;
-        push_line(out, buf, name.as_bytes(), h.value);
+        lines.pass(out, name.as_bytes(), h.value);
     }
+    lines.flush(out);
     reply.rules.add(has_request_id, out);
     if reply.close || framing == Framing::Close {
         out.extend_from_slice(b"connection: close\r\n");
