@@ -150,6 +150,42 @@ not yet in this table). What remains is about 35 instructions a token
 about 750 (8 connections) to 1100 (1): a different scan (the strings'
 and the structure's positions found eight bytes a step, then the tokens
 checked from those), not this one made tighter.
+At b46dd73 (the skim's strings found sixteen bytes a step with SSE2, a
+key not checked twice; the route table read once per request and kept
+per connection while the table stands; whether an agent tracks sessions
+read through an atomic before its body is searched; header lines copied
+from the head in runs), --conns 1, median of 3, a quiet machine, the
+same run's before-build (its invoke row 16801; "/br": over its same row,
+"/bi": over its invoke row; each row's rounds within 1 % of each other,
+but new body key's, 20792-22106):
+  request          agent           PAR   /br   /bi
+  health           echo          15639  1.00  0.93
+  invoke           echo          16706  0.99  0.99
+  invoke chunked   echo          66106  1.02  3.93
+  rpc              echo          16627  1.00  0.99
+  rpc              echo-off      16777  0.99  1.00
+  rpc+header key   echo-off      17548  1.01  1.04
+  rpc              echo-tracked  17804  1.04  1.06
+  rpc+messageId    echo-tracked  18116  1.06  1.08
+  rpc+body key     echo-tracked  20736  1.21  1.23
+  rpc+header key   echo-tracked  18947  1.08  1.13
+  rpc+new body key echo-tracked  21584  1.26  1.29
+Issue 29's untracked rows are back to the before-build's (health 0.997,
+invoke 0.994; they were 1.03 and 1.045 at f62ba0c in one run: each head
+line written in four copies through a Vec::extend_from_slice the
+compiler no longer inlined, the route table read and its id hashed on
+every request (twice for a tracked agent's body), an untracked agent's
+body searched for a session all the same). Issue 27: a
+tracked agent's request without a key is 1.04 over the same row (goal
+1.05; 1.06 over before's invoke), a body key 1.21 (1.23; goal 1.25); a
+new key every request (a binding made each time) 1.26-1.29 and a body
+with a messageId 1.06-1.08 are still over. cost_breakdown.py (this
+run): tracked without a key over echo-off +1040: the reply's Watch
+(built, moved into place: memcpy 225, memset 35, dropped 50), the 'Id"'
+searches of the body and the reply (250), Interactions::scan/feed 120;
+a body key over that +2960: key::named 1990 (the skim 1880 of it,
+skip_value 680 for the message object; measured alone: 2289 -> 2040,
+the goal's 1000 not reached), Sessions::place 505 (SipHash 240).
 With --tracing (8 connections, median of 3), off -> on (on/off), proxy
 thread only, at ff878f5 (spans reused, their strings in their own text,
 the exporter woken per batch, the protobuf written straight from the
