@@ -177,6 +177,14 @@ impl Interactions {
         }
     }
 
+    /// A scan of another reply (`learning`: as `learning_session`), in place.
+    pub fn reset(&mut self, learning: bool) {
+        self.tail_len = 0;
+        self.found.clear();
+        self.learn_session = learning;
+        self.session = None;
+    }
+
     /// The session the reply named, once (`learning_session`).
     pub fn take_session(&mut self) -> Option<String> {
         self.session.take()
@@ -343,5 +351,12 @@ mod tests {
         assert_eq!(i.take_session().as_deref(), Some("made-up"));
         assert_eq!(i.take(), vec!["c1".to_string()]);
         assert_eq!(i.take_session(), None);
+        // Reset for another reply: what the last one left is gone.
+        let mut i = Interactions::default();
+        i.feed(br#"{"planId": "p1"} {"clarificationId": "cl"#);
+        i.reset(true);
+        i.feed(br#"ar-1", "sessionId": "s9"}"#);
+        assert_eq!(i.take(), Vec::<String>::new());
+        assert_eq!(i.take_session().as_deref(), Some("s9"));
     }
 }

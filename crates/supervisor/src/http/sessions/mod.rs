@@ -356,6 +356,19 @@ impl Watch {
         }
     }
 
+    /// Watches another reply, as `new` would, in place (its buffers kept).
+    pub fn reset(
+        &mut self,
+        pool: Arc<crate::http::route_table::Pool>,
+        upstream: Arc<Upstream>,
+        session: Option<Arc<str>>,
+    ) {
+        self.pool = pool;
+        self.upstream = upstream;
+        self.scan.reset(session.is_none());
+        self.key = session;
+    }
+
     /// The reply's next bytes.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.scan.feed(bytes);

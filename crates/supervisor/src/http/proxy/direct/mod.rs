@@ -74,7 +74,10 @@ struct Buffers {
     session: SessionHint,
     /// Interaction ids in the reply of a request with a session: remembered
     /// as asked in it.
-    watch: Option<Watch>,
+    watch: Option<Box<Watch>>,
+    /// The last request's, kept to watch the next one's reply in (built
+    /// once a connection, not moved into place per request).
+    spare_watch: Option<Box<Watch>>,
     /// Whether the client's input ended during this request.
     input: Input,
     /// The request's span (tracing on).
@@ -153,6 +156,7 @@ impl Proxy {
             route: RouteCache::default(),
             session: SessionHint::None,
             watch: None,
+            spare_watch: None,
             input: Input::Open,
             trace: Spans {
                 tracer,
@@ -283,11 +287,20 @@ impl Proxy {
                 span::admitted(s, started, &admitted);
             }
             let upstream = Arc::clone(&admitted.upstream);
-            // Most requests watch nothing: no Watch made, none dropped.
-            if let Some(w) = watch(&admitted, req.method == Method::Other) {
-                b.watch = Some(w);
-            } else if b.watch.is_some() {
-                b.watch = None;
+            if let Some(w) = b.watch.take() {
+                b.spare_watch = Some(w);
+            }
+            if watches(&admitted, req.method == Method::Other) {
+                let pool = Arc::clone(&admitted.pool);
+                let up = Arc::clone(&admitted.upstream);
+                let key = admitted.session.clone();
+                b.watch = Some(match b.spare_watch.take() {
+                    Some(mut w) => {
+                        w.reset(pool, up, key);
+                        w
+                    }
+                    None => Box::new(Watch::new(pool, up, key)),
+                });
             }
             let guard = RequestGuard::new(Arc::clone(&upstream), admitted.pool, admitted.slot);
             let reply = Reply {
@@ -344,8 +357,8 @@ impl Proxy {
             }
             let next = self.pass_body(client, socket, &head, &upstream, b).await;
             drop(guard);
-            if b.watch.is_some() {
-                b.watch = None;
+            if let Some(w) = b.watch.take() {
+                b.spare_watch = Some(w);
             }
             if let Some(s) = b.trace.span.take() {
                 span::body_ended(s, b.trace.bytes);
@@ -482,14 +495,20 @@ fn session_hint(buf: &[u8], req: &wire::Request, whole: usize, tracked: bool) ->
 /// one (`unsafe_method`: not a GET) to an agent whose sessions are tracked.
 #[inline]
 pub(super) fn watch(admitted: &super::admit::Admitted, unsafe_method: bool) -> Option<Watch> {
-    let starts = admitted.session.is_none() && unsafe_method && admitted.pool.tracks();
-    (admitted.session.is_some() || starts).then(|| {
+    watches(admitted, unsafe_method).then(|| {
         Watch::new(
             Arc::clone(&admitted.pool),
             Arc::clone(&admitted.upstream),
             admitted.session.clone(),
         )
     })
+}
+
+/// Whether a reply is watched (`watch`).
+#[inline]
+fn watches(admitted: &super::admit::Admitted, unsafe_method: bool) -> bool {
+    let starts = admitted.session.is_none() && unsafe_method && admitted.pool.tracks();
+    admitted.session.is_some() || starts
 }
 
 /// Why a try ended without a response.
