@@ -186,6 +186,21 @@ searches of the body and the reply (250), Interactions::scan/feed 120;
 a body key over that +2960: key::named 1990 (the skim 1880 of it,
 skip_value 680 for the message object; measured alone: 2289 -> 2040,
 the goal's 1000 not reached), Sessions::place 505 (SipHash 240).
+At 34c1b5e (a connection's reply Watch built once and reset in place,
+not built, zeroed and moved per request), the rows that move, another
+run the same way (before's invoke 16720):
+  request          agent           PAR   /br   /bi
+  health           echo          15626  1.00  0.93
+  invoke           echo          16617  0.99  0.99
+  rpc              echo-tracked  17622  1.03  1.05
+  rpc+messageId    echo-tracked  17928  1.05  1.07
+  rpc+body key     echo-tracked  20562  1.21  1.23
+  rpc+header key   echo-tracked  18730  1.07  1.12
+  rpc+new body key echo-tracked  21220  1.25  1.27
+Without a key a tracked agent's request is now within 1.05 of both
+(1.029 and 1.054: at the goal's edge over before's invoke); a body key
+1.21-1.23; a new key every request (20562-21908 over the rounds) and a
+messageId body over before's invoke (1.07) still over theirs.
 With --tracing (8 connections, median of 3), off -> on (on/off), proxy
 thread only, at ff878f5 (spans reused, their strings in their own text,
 the exporter woken per batch, the protobuf written straight from the
