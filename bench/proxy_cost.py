@@ -197,10 +197,10 @@ run the same way (before's invoke 16720):
   rpc+body key     echo-tracked  20562  1.21  1.23
   rpc+header key   echo-tracked  18730  1.07  1.12
   rpc+new body key echo-tracked  21220  1.25  1.27
-Without a key a tracked agent's request is now within 1.05 of both
-(1.029 and 1.054: at the goal's edge over before's invoke); a body key
-1.21-1.23; a new key every request (20562-21908 over the rounds) and a
-messageId body over before's invoke (1.07) still over theirs.
+Without a key a tracked agent's request is 1.029 over its same row (the
+goal's 1.05 met) and 1.054 over before's invoke (just over); a body key
+1.21-1.23 (met); a new key every request (20562-21908 over the rounds)
+and a messageId body over before's invoke (1.07) still over theirs.
 With --tracing (8 connections, median of 3), off -> on (on/off), proxy
 thread only, at ff878f5 (spans reused, their strings in their own text,
 the exporter woken per batch, the protobuf written straight from the
