@@ -309,49 +309,18 @@ fn a_line_is_passed_on_as_name_colon_space_value_however_it_came() {
         ("HTTP/1.1 404 \r\n", "HTTP/1.1 404 \r\n"),
         ("HTTP/1.1 201 Made  here\r\n", "HTTP/1.1 201 Made  here\r\n"),
     ] {
-        let resp = format!("{line}content-length: 0\r\n\r\n");
-        let id = HeaderValue::from_static("r1");
-        let process = HeaderValue::from_static("p1");
-        let reply = Reply {
-            rules: ResponseRules {
-                grpc: false,
-                request_id: &id,
-                process: &process,
-                session: None,
-                rebound: false,
-            },
-            head_request: false,
-            close: false,
-        };
-        let (mut out, mut head) = (Vec::new(), None);
-        parse_response(resp.as_bytes(), &reply, &mut out, &mut head);
-        assert!(
-            String::from_utf8(out).unwrap().starts_with(want),
-            "{line:?}"
-        );
+        let (_, _, out) = reply(&format!("{line}content-length: 0\r\n\r\n"), false, false);
+        assert!(out.starts_with(want), "{line:?}");
     }
-    let resp = b"HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nD: 4  \r\nE:\r\ncontent-length: 0\r\n\r\n";
-    let id = HeaderValue::from_static("r1");
-    let process = HeaderValue::from_static("p1");
-    let reply = Reply {
-        rules: ResponseRules {
-            grpc: false,
-            request_id: &id,
-            process: &process,
-            session: None,
-            rebound: false,
-        },
-        head_request: false,
-        close: false,
-    };
-    let (mut out, mut head) = (Vec::new(), None);
-    assert_eq!(
-        parse_response(resp, &reply, &mut out, &mut head),
-        ParsedResponse::Final
+    let (p, _, out) = reply(
+        "HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nD: 4  \r\nE:\r\ncontent-length: 0\r\n\r\n",
+        false,
+        false,
     );
+    assert_eq!(p, ParsedResponse::Final);
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        out,
         "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nD: 4\r\nE: \r\ncontent-length: 0\r\n\
-         x-request-id: r1\r\nx-par-process: p1\r\n\r\n"
+         x-request-id: rid\r\nx-par-process: par-a\r\n\r\n"
     );
 }
