@@ -27,6 +27,9 @@
 
 use std::borrow::Cow;
 
+mod stops;
+use stops::{stops_at, Stops};
+
 /// The session fields of one level (the top, or its `params`), each a
 /// string still escaped.
 #[derive(Debug, Default, Clone, Copy)]
@@ -249,80 +252,6 @@ fn string<const TEXT: bool>(b: &[u8], start: usize) -> Res<(usize, bool)> {
         return Err(Invalid);
     }
     Ok((i, escaped))
-}
-
-/// Of sixteen bytes, one bit each: where a string stops (a quote, a
-/// backslash or a control byte) and which are outside ASCII.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Stops {
-    stop: u32,
-    high: u32,
-}
-
-/// `Stops` of the sixteen bytes at `i`; past the end of `b` every byte
-/// stops (as a control byte would), so a scan never runs past it.
-#[inline(always)]
-fn stops_at(b: &[u8], i: usize) -> Stops {
-    if let Some(w) = b.get(i..i + 16) {
-        return stops(w.try_into().unwrap_or(&[0; 16]));
-    }
-    if b.len() >= 16 && i <= b.len() {
-        // The last sixteen, shifted down to `i`; the bytes past the end stop.
-        let back = i - (b.len() - 16);
-        let s = stops(b[b.len() - 16..].try_into().unwrap_or(&[0; 16]));
-        let past = 0xffff << (16 - back) & 0xffff;
-        return Stops {
-            stop: s.stop >> back | past,
-            high: s.high >> back & !past,
-        };
-    }
-    let mut w = [0u8; 16];
-    let rest = b.get(i..).unwrap_or_default();
-    w[..rest.len()].copy_from_slice(rest);
-    stops(&w)
-}
-
-/// `Stops` of sixteen bytes: SSE2, part of every x86-64 CPU.
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-#[inline(always)]
-fn stops(w: &[u8; 16]) -> Stops {
-    use std::arch::x86_64::{
-        _mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128,
-        _mm_set1_epi8, _mm_xor_si128,
-    };
-    // SAFETY: SSE2 is in x86-64's baseline, enabled for every x86-64
-    // target; the load reads the sixteen bytes `w` borrows.
-    unsafe {
-        let v = _mm_loadu_si128(w.as_ptr().cast());
-        // A quote xor 2 is 0x20; a control byte xor 2 stays below it.
-        let y = _mm_xor_si128(v, _mm_set1_epi8(0x02));
-        let quote_or_control = _mm_cmpeq_epi8(_mm_min_epu8(y, _mm_set1_epi8(0x20)), y);
-        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-        Stops {
-            stop: _mm_movemask_epi8(_mm_or_si128(quote_or_control, backslash)) as u32,
-            high: _mm_movemask_epi8(v) as u32,
-        }
-    }
-}
-
-/// `Stops` of sixteen bytes, a byte at a time (other targets; the x86-64
-/// one is tested against it).
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-#[inline(always)]
-fn stops_bytewise(w: &[u8; 16]) -> Stops {
-    let mut s = Stops { stop: 0, high: 0 };
-    for (k, &c) in w.iter().enumerate() {
-        s.stop |= u32::from(c < 0x20 || c == b'"' || c == b'\\') << k;
-        s.high |= u32::from(c >= 0x80) << k;
-    }
-    s
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn stops(w: &[u8; 16]) -> Stops {
-    stops_bytewise(w)
 }
 
 /// An escape whose backslash is before `i`: the offset past it.
