@@ -184,23 +184,15 @@ impl Proxy {
         };
         // The request's span (tracing on): it continues the client's trace
         // context, and the worker continues it (the rules write its context).
-        let mut span = par_telemetry::trace::tracer().map(|t| {
-            let incoming = par_telemetry::trace::Incoming::from_headers(&parts.headers);
-            let mut s = span::start(t, parts.method.as_str(), agent_id, incoming);
-            span::describe(
-                &mut s,
-                span::Request {
-                    method: parts.method.as_str(),
-                    path: parts.uri.path(),
-                    client: String::from_utf8_lossy(forwarded.peer_ip)
-                        .into_owned()
-                        .into(),
-                    agent_id,
-                    grpc,
-                    session: hint.key(),
-                },
-            );
-            s
+        let mut span = span::of_request(&parts.headers, || span::Request {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            client: String::from_utf8_lossy(forwarded.peer_ip)
+                .into_owned()
+                .into(),
+            agent_id,
+            grpc,
+            session: hint.key(),
         });
         let request_id = RequestRules {
             trace: span.as_ref().map(|s| s.context()),

@@ -17,6 +17,19 @@ pub(super) fn start(t: &'static Tracer, method: &str, agent_id: &str, incoming: 
     t.start_parts(&[method, " /agents/", agent_id], Kind::Server, incoming)
 }
 
+/// The span of a request on hyper's path (tracing on): continuing the
+/// context in `headers`, described by `request` (built only then).
+pub(super) fn of_request<'a>(
+    headers: &http::HeaderMap,
+    request: impl FnOnce() -> Request<'a>,
+) -> Option<Span> {
+    let t = par_telemetry::trace::tracer()?;
+    let r = request();
+    let mut s = start(t, r.method, r.agent_id, Incoming::from_headers(headers));
+    describe(&mut s, r);
+    Some(s)
+}
+
 /// What a span says of the request itself.
 pub(super) struct Request<'a> {
     pub method: &'a str,

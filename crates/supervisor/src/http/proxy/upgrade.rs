@@ -123,23 +123,15 @@ impl super::Proxy {
         let hint = super::header_hint(req.headers());
         // The handshake's span (tracing on), as any request's: the worker
         // continues it, not the client's context.
-        let mut span = par_telemetry::trace::tracer().map(|t| {
-            let incoming = par_telemetry::trace::Incoming::from_headers(req.headers());
-            let mut s = span::start(t, req.method().as_str(), agent_id, incoming);
-            span::describe(
-                &mut s,
-                span::Request {
-                    method: req.method().as_str(),
-                    path: req.uri().path(),
-                    client: String::from_utf8_lossy(forwarded.peer_ip)
-                        .into_owned()
-                        .into(),
-                    agent_id,
-                    grpc: false,
-                    session: hint.key(),
-                },
-            );
-            s
+        let mut span = span::of_request(req.headers(), || span::Request {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            client: String::from_utf8_lossy(forwarded.peer_ip)
+                .into_owned()
+                .into(),
+            agent_id,
+            grpc: false,
+            session: hint.key(),
         });
         let trace_ids = span.as_ref().map(|s| s.ids());
         let path = path_and_query.split('?').next().unwrap_or_default();
