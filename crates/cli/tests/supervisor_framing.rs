@@ -598,3 +598,22 @@ fn a_request_head_over_64_kib_is_refused_with_431_on_both_paths() {
         assert!(rec.seen(&format!("/no-{path}")).is_empty(), "{path}");
     }
 }
+
+#[test]
+fn only_a_get_is_a_websocket_handshake_another_method_keeps_its_method_and_body() {
+    let (sup, rec, _d) = supervisor_with_recorder("upgrade-post", "a", "", &[]);
+    let raw =
+        "POST /agents/a/up HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+               Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+               Content-Length: 5\r\n\r\nhello";
+    let r = Conn::open(sup.port).unwrap().request_raw(raw);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = rec.seen("/up");
+    assert_eq!(seen.len(), 1, "{seen:#?}");
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(
+        (seen[0].framing, &seen[0].body[..]),
+        (Framing::Length(5), &b"hello"[..])
+    );
+    assert!(seen[0].header("upgrade").is_empty(), "{seen:#?}");
+}

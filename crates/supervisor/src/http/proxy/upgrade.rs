@@ -43,9 +43,12 @@ pub struct Options {
     pub idle_timeout: Duration,
 }
 
-/// Whether the request is a WebSocket handshake (HTTP/1.1 `Upgrade: websocket`).
+/// Whether the request is a WebSocket handshake: an HTTP/1.1 GET with
+/// `Upgrade: websocket` (RFC 6455 §4.1). Another method with that header
+/// is an ordinary request, its `Upgrade` dropped as any hop-by-hop header.
 pub fn is_websocket<B>(req: &Request<B>) -> bool {
     req.version() == http::Version::HTTP_11
+        && req.method() == Method::GET
         && req
             .headers()
             .get_all(header::UPGRADE)
